@@ -1,0 +1,57 @@
+//! The seam where recipients are grouped by treatment.
+//!
+//! One client transaction becomes one next-hop transaction per group. Today everyone
+//! gets the same treatment ([`OneGroup`]); the policy and crypto issues plug in a
+//! classifier that gives different recipients different messages (encrypted, clear,
+//! decrypted). The server is built with a classifier; handlers never ask which one.
+
+use crate::envelope::Envelope;
+use crate::message::Message;
+
+/// Recipients that share one treatment, and the message they get.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// A short name for logs ("clear", "pgp", ...).
+    pub treatment: String,
+    /// Indexes into the envelope's recipients.
+    pub recipients: Vec<usize>,
+    /// The message as this group gets it.
+    pub message: Message,
+}
+
+/// Splits a transaction's recipients into groups. Every recipient must be in exactly
+/// one group.
+pub trait Classifier: Send + Sync + 'static {
+    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group>;
+}
+
+/// Everyone gets the message as it is, in one next-hop transaction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OneGroup;
+
+impl Classifier for OneGroup {
+    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
+        vec![Group {
+            treatment: "clear".into(),
+            recipients: (0..envelope.recipients.len()).collect(),
+            message: message.clone(),
+        }]
+    }
+}
+
+/// Each recipient in a group of its own. It exercises the fan-out, the spool and the
+/// DSN path before any real treatment exists, and is what the tests use.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OneGroupPerRecipient;
+
+impl Classifier for OneGroupPerRecipient {
+    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
+        (0..envelope.recipients.len())
+            .map(|i| Group {
+                treatment: format!("split-{i}"),
+                recipients: vec![i],
+                message: message.clone(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,554 @@
+//! The config file (`sealgate.toml`): its serde format, its built-in defaults, and the
+//! validation that turns it into a [`Config`] the rest of the gateway can trust.
+//!
+//! Every error an admin can make is reported as `path:line: message`, so that the line
+//! can be found without reading the source. Values are checked while they are
+//! deserialized (see [`crate::units`]), which is what gives each error its line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::units::{ByteSize, HumanDuration, LookupTtl};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "sealgate.toml";
+
+/// A config problem, always tied to the file (and line, where there is one) that has it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub path: String,
+    /// 1-based line of the offending key or value; 1 when the problem is the whole file.
+    pub line: usize,
+    /// What is wrong, in the admin's terms.
+    pub message: String,
+}
+
+/// Where one direction hands its mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    /// An SMTP server at this address.
+    Smtp(String),
+    /// Delivery by MX lookup (outbound only; lookup comes with the DNS issue).
+    Mx,
+    /// Each accepted transaction becomes one `.eml` file in this folder.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::Smtp(addr) => write!(f, "{addr}"),
+            NextHop::Mx => write!(f, "mx"),
+            NextHop::Dir(path) => write!(f, "dir:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NextHop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        NextHop::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl NextHop {
+    fn parse(text: &str) -> Result<NextHop, String> {
+        if text == "mx" {
+            return Ok(NextHop::Mx);
+        }
+        if let Some(path) = text.strip_prefix("dir:") {
+            if path.is_empty() {
+                return Err("next_hop \"dir:\" needs a folder, as in \"dir:data/out\"".into());
+            }
+            return Ok(NextHop::Dir(PathBuf::from(path)));
+        }
+        // host:port, where host may be a name, an IPv4 address or a bracketed IPv6 one.
+        match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(NextHop::Smtp(text.to_string()))
+            }
+            _ => Err(format!(
+                "next_hop {text:?} is not \"host:port\", \"mx\" or \"dir:PATH\""
+            )),
+        }
+    }
+}
+
+/// The file format, exactly as an admin writes it. Every key is optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    internal_domains: Option<Vec<String>>,
+    policy_dir: Option<PathBuf>,
+    hostname: Option<String>,
+    inbound: FileListener,
+    outbound: FileListener,
+    keys: KeysConfig,
+    lookup: LookupConfig,
+    relay: RelayConfig,
+    spool: SpoolConfig,
+    limits: Limits,
+    tls: FileTls,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct FileListener {
+    listen: Option<Spanned<String>>,
+    next_hop: Option<Spanned<NextHop>>,
+    allowed_clients: Option<Vec<IpNet>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct FileTls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+}
+
+/// `[keys]`: how the key cache treats what it holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Lifetime of keys found by lookup; 1 hour to 999 days.
+    pub lookup_ttl: LookupTtl,
+    /// Keys harvested from mail are only used to encrypt when the admin opts in.
+    pub encrypt_to_mailflow_keys: bool,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            lookup_ttl: LookupTtl::default(),
+            encrypt_to_mailflow_keys: false,
+        }
+    }
+}
+
+/// `[lookup]`: key discovery and MX resolution through DNS.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LookupConfig {
+    /// Resolvers as "ip:port"; empty means the system resolver.
+    pub nameservers: Vec<SocketAddr>,
+    /// Domains whose key records are accepted without DNSSEC validation.
+    pub insecure_domains: Vec<String>,
+}
+
+/// `[relay]`: the client side towards the next hop.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// How long a failed next hop is left alone before it is tried again.
+    pub retry_after: HumanDuration,
+    /// How long to wait for the next hop's TCP connection.
+    pub connect_timeout: HumanDuration,
+    /// How long to wait for each of the next hop's replies (RFC 5321 §4.5.3.2 says 5 min).
+    pub command_timeout: HumanDuration,
+    /// How long the next hop may take to send and answer the message body (RFC 5321: 10 min).
+    pub data_timeout: HumanDuration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            retry_after: HumanDuration::from_secs(15 * 60),
+            connect_timeout: HumanDuration::from_secs(30),
+            command_timeout: HumanDuration::from_secs(5 * 60),
+            data_timeout: HumanDuration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// `[spool]`: the durable retry spool for copies that a fanned-out message could not
+/// hand on at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Delay before the first retry; each later retry waits twice as long.
+    pub first_retry: HumanDuration,
+    /// The longest wait between two retries.
+    pub max_retry: HumanDuration,
+    /// After this long in the spool, a copy is given up and its sender gets a DSN.
+    pub lifetime: HumanDuration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            first_retry: HumanDuration::from_secs(60),
+            max_retry: HumanDuration::from_secs(60 * 60),
+            lifetime: HumanDuration::from_secs(5 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// `[limits]`: everything that bounds what one client can cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Announced in EHLO SIZE; larger DATA gets 552 5.3.4.
+    pub max_message_size: ByteSize,
+    /// Per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Over it a new connection gets 421 4.3.2 at once.
+    pub max_connections: usize,
+    /// A client silent this long between commands gets 421.
+    pub idle_timeout: HumanDuration,
+    /// The whole DATA phase, from 354 to the final dot.
+    pub data_timeout: HumanDuration,
+    /// Longest command line, CRLF included; longer lines get 500 5.5.2.
+    pub max_line_length: usize,
+    /// Errors one session may make before it is dropped with 421.
+    pub max_errors: usize,
+    /// How long transactions in flight may take to finish after SIGTERM.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: ByteSize(50 * 1024 * 1024),
+            max_recipients: 100,
+            max_connections: 1000,
+            idle_timeout: HumanDuration::from_secs(5 * 60),
+            data_timeout: HumanDuration::from_secs(10 * 60),
+            // Postfix's line_length_limit; RFC 5321's 512 is too tight once MAIL carries
+            // extension parameters.
+            max_line_length: 2048,
+            max_errors: 10,
+            shutdown_grace: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// Which way a message travels. It is decided by the listener it arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the internet to internal users.
+    Inbound,
+    /// From internal MTAs to the outside.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One listener and where its mail goes.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to accept SMTP connections on.
+    pub listen: SocketAddr,
+    /// Where accepted mail is handed on.
+    pub next_hop: NextHop,
+    /// Clients allowed to connect; empty means everyone.
+    pub allowed_clients: Vec<IpNet>,
+}
+
+/// PEM files for STARTTLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, or `None` for the built-in defaults.
+    pub source: Option<PathBuf>,
+    /// The key store, the spool and any other state live here.
+    pub data_dir: PathBuf,
+    /// Domains (lower-case) whose users are internal; the inbound side accepts only these.
+    pub internal_domains: Vec<String>,
+    /// Folder of policy rule files.
+    pub policy_dir: PathBuf,
+    /// The name this gateway uses in its greeting, Received headers and DSNs.
+    pub hostname: String,
+    pub inbound: ListenerConfig,
+    pub outbound: ListenerConfig,
+    pub keys: KeysConfig,
+    pub lookup: LookupConfig,
+    pub relay: RelayConfig,
+    pub spool: SpoolConfig,
+    pub limits: Limits,
+    /// STARTTLS is offered on both listeners when this is set.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Config {
+    /// The built-in defaults: everything on one machine, delivering into `data/delivered/`.
+    pub fn defaults() -> Config {
+        Config::from_file(FileConfig::default(), None, "").expect("the built-in defaults are valid")
+    }
+
+    /// Reads `--config FILE` if given, else `./sealgate.toml` if it exists, else the
+    /// built-in defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
+            None => return Ok(Config::defaults()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            line: 1,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text, &path)
+    }
+
+    /// Parses and validates config text that came from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            line: e.span().map_or(1, |span| line_of(text, span.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        Config::from_file(file, Some(path), text)
+    }
+
+    fn from_file(file: FileConfig, path: Option<&Path>, text: &str) -> Result<Config, ConfigError> {
+        let error_at = |span: std::ops::Range<usize>, message: String| ConfigError {
+            path: path.map_or("(built-in defaults)".into(), |p| p.display().to_string()),
+            line: line_of(text, span.start),
+            message,
+        };
+        let data_dir = file.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let listener = |section: FileListener, direction: Direction, default_port: u16| {
+            let listen = match section.listen {
+                None => SocketAddr::from(([127, 0, 0, 1], default_port)),
+                Some(listen) => listen.get_ref().parse().map_err(|_| {
+                    error_at(
+                        listen.span(),
+                        format!(
+                            "[{direction}] listen = {:?} is not \"ip:port\"",
+                            listen.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let next_hop = match section.next_hop {
+                None => NextHop::Dir(data_dir.join("delivered").join(direction.as_str())),
+                Some(hop) => {
+                    if *hop.get_ref() == NextHop::Mx {
+                        // MX delivery needs the DNS issue's resolver; refusing it here is
+                        // better than accepting mail that cannot leave.
+                        return Err(error_at(
+                            hop.span(),
+                            format!(
+                                "[{direction}] next_hop = \"mx\" is not supported yet; \
+                                 name a smart host as \"host:port\""
+                            ),
+                        ));
+                    }
+                    hop.into_inner()
+                }
+            };
+            let allowed_clients = match (direction, section.allowed_clients) {
+                (Direction::Outbound, None) => {
+                    vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+                }
+                (_, list) => list.unwrap_or_default(),
+            };
+            Ok(ListenerConfig {
+                listen,
+                next_hop,
+                allowed_clients,
+            })
+        };
+        let inbound = listener(file.inbound, Direction::Inbound, 2525)?;
+        let outbound = listener(file.outbound, Direction::Outbound, 2587)?;
+
+        let non_empty = |field: Option<Spanned<String>>| field.filter(|f| !f.get_ref().is_empty());
+        let tls = match (non_empty(file.tls.cert), non_empty(file.tls.key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: PathBuf::from(cert.get_ref()),
+                    key: PathBuf::from(key.get_ref()),
+                };
+                crate::tls::server_config(&files)
+                    .map_err(|e| error_at(cert.span(), format!("[tls] cannot be used: {e}")))?;
+                Some(files)
+            }
+            (None, Some(key)) => {
+                return Err(error_at(
+                    key.span(),
+                    "[tls] key is set but cert is not".into(),
+                ));
+            }
+            (Some(cert), None) => {
+                return Err(error_at(
+                    cert.span(),
+                    "[tls] cert is set but key is not".into(),
+                ));
+            }
+        };
+
+        let limits = file.limits;
+        for (name, value) in [
+            ("max_recipients", limits.max_recipients),
+            ("max_connections", limits.max_connections),
+            ("max_errors", limits.max_errors),
+        ] {
+            if value == 0 {
+                return Err(error_at(
+                    0..0,
+                    format!("[limits] {name} must be at least 1"),
+                ));
+            }
+        }
+        if limits.max_line_length < 512 {
+            return Err(error_at(
+                0..0,
+                "[limits] max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)".into(),
+            ));
+        }
+
+        Ok(Config {
+            source: path.map(Path::to_path_buf),
+            internal_domains: file
+                .internal_domains
+                .unwrap_or_else(|| vec!["example.com".into()])
+                .into_iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            policy_dir: file.policy_dir.unwrap_or_else(|| PathBuf::from("policies")),
+            hostname: file
+                .hostname
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            data_dir,
+            inbound,
+            outbound,
+            keys: file.keys,
+            lookup: file.lookup,
+            relay: file.relay,
+            spool: file.spool,
+            limits,
+            tls,
+        })
+    }
+
+    /// The listener of one direction.
+    pub fn listener(&self, direction: Direction) -> &ListenerConfig {
+        match direction {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        }
+    }
+
+    /// Whether `domain` (any case) is one of ours.
+    pub fn is_internal_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim_end_matches('.');
+        self.internal_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether a client at `ip` may use the listener of `direction`.
+    pub fn client_allowed(&self, direction: Direction, ip: IpAddr) -> bool {
+        let allowed = &self.listener(direction).allowed_clients;
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip))
+    }
+
+    /// A timeout from the config as a [`Duration`].
+    pub fn idle_timeout(&self) -> Duration {
+        self.limits.idle_timeout.0
+    }
+}
+
+/// The 1-based line that byte `offset` of `text` is on.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("sealgate.toml"))
+    }
+
+    #[test]
+    fn defaults_deliver_into_data_dir() {
+        let config = Config::defaults();
+        assert_eq!(config.inbound.listen, "127.0.0.1:2525".parse().unwrap());
+        assert_eq!(config.outbound.listen, "127.0.0.1:2587".parse().unwrap());
+        assert_eq!(
+            config.inbound.next_hop,
+            NextHop::Dir("data/delivered/inbound".into())
+        );
+        assert_eq!(
+            config.outbound.next_hop,
+            NextHop::Dir("data/delivered/outbound".into())
+        );
+        assert_eq!(config.internal_domains, vec!["example.com"]);
+        assert!(config.client_allowed(Direction::Outbound, "127.0.0.1".parse().unwrap()));
+        assert!(!config.client_allowed(Direction::Outbound, "192.0.2.1".parse().unwrap()));
+        assert!(config.client_allowed(Direction::Inbound, "192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = parse("data_dir = \"x\"\n\n[limits]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.to_string().starts_with("sealgate.toml:4: "), "{err}");
+
+        let err = parse("[keys]\nlookup_ttl = \"30m\"\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("1h"), "{err}");
+
+        let err = parse("[inbound]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+
+        let err = parse("\n[outbound]\nnext_hop = \"mx\"\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+
+        let err = parse("colour = \"blue\"\n").unwrap_err();
+        assert!(err.message.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        let config = parse(
+            "[limits]\nmax_message_size = \"1MiB\"\nidle_timeout = \"90s\"\n[keys]\nlookup_ttl = \"999d\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_message_size.0, 1024 * 1024);
+        assert_eq!(config.limits.idle_timeout.0, Duration::from_secs(90));
+        assert_eq!(config.keys.lookup_ttl.0, Duration::from_secs(999 * 86400));
+        assert!(parse("[keys]\nlookup_ttl = \"1000d\"\n").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! Delivery status notifications (RFC 3464): what the sender gets when a copy that the
+//! gateway already accepted cannot be handed on.
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::mime::MimePart;
+
+use crate::smtp::reply::Reply;
+
+/// One recipient that failed for good.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub recipient: String,
+    /// The reply that ended it (the next hop's, or ours when the spool gave up).
+    pub reply: Reply,
+}
+
+/// What a DSN needs to know about the message it reports on.
+pub struct Report<'a> {
+    /// Our name, as Reporting-MTA.
+    pub hostname: &'a str,
+    /// The next hop that refused, as Remote-MTA.
+    pub next_hop: &'a str,
+    /// The original sender, who gets the DSN.
+    pub sender: &'a str,
+    /// The transaction id the client was given.
+    pub id: &'a str,
+    /// When sealgate accepted the message.
+    pub arrival: time::OffsetDateTime,
+    pub failures: &'a [Failure],
+    /// The original header block, returned as text/rfc822-headers.
+    pub original_headers: &'a [u8],
+}
+
+/// Builds the DSN as a complete message in wire form.
+pub fn build(report: &Report<'_>) -> Vec<u8> {
+    let rfc2822 = time::format_description::well_known::Rfc2822;
+    let mut human = format!(
+        "This is the mail gateway at {}.\r\n\r\n\
+         Your message (id {}) could not be delivered to the following recipients:\r\n\r\n",
+        report.hostname, report.id
+    );
+    let mut status = format!(
+        "Reporting-MTA: dns; {}\r\nArrival-Date: {}\r\n",
+        report.hostname,
+        report.arrival.format(&rfc2822).unwrap_or_default()
+    );
+    for failure in report.failures {
+        human.push_str(&format!("  <{}>: {}\r\n", failure.recipient, failure.reply));
+        status.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n\
+             Remote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            failure.recipient,
+            failure.reply.status(),
+            report.next_hop,
+            failure.reply,
+        ));
+    }
+
+    let report_type =
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status");
+    let body = MimePart::new(
+        report_type,
+        vec![
+            MimePart::new("text/plain", human),
+            verbatim("message/delivery-status", status.into_bytes()),
+            verbatim("text/rfc822-headers", report.original_headers.to_vec()),
+        ],
+    );
+    let postmaster = format!("MAILER-DAEMON@{}", report.hostname);
+    MessageBuilder::new()
+        .from(("Mail Delivery System", postmaster.as_str()))
+        .to(report.sender)
+        .subject("Undelivered Mail Returned to Sender")
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
+        .body(body)
+        .write_to_vec()
+        .unwrap_or_default()
+}
+
+/// A part sent as it is. message/delivery-status must not be base64-encoded, and the
+/// returned headers should stay readable.
+fn verbatim(content_type: &'static str, body: Vec<u8>) -> MimePart<'static> {
+    let encoding = if body.is_ascii() { "7bit" } else { "8bit" };
+    MimePart::new(ContentType::new(content_type), body).transfer_encoding(encoding)
+}

@@ -1,0 +1,168 @@
+//! What happens to one accepted client transaction: classify the recipients into
+//! groups, hand each group to the next hop, and decide the one reply the client gets.
+//!
+//! The rules for that reply (issue 3, INTERFACE.md):
+//! - every recipient accepted: `250`;
+//! - nobody accepted: the failure itself; a temporary one wins, so the client retries;
+//! - some accepted: the rest go into the durable spool (temporary failures) or become a
+//!   DSN in the spool (permanent ones), flushed to disk, and only then `250`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::classify::Classifier;
+use crate::dsn::Failure;
+use crate::envelope::Envelope;
+use crate::message::Message;
+use crate::relay::{Outcome, Outgoing, Relays};
+use crate::smtp::reply::{self, Reply};
+use crate::spool::Spool;
+
+/// The part of the gateway that acts on messages; shared by every session.
+pub struct Gateway {
+    /// Groups recipients by treatment.
+    pub classifier: Arc<dyn Classifier>,
+    /// Where each direction's mail goes.
+    pub relays: Relays,
+    /// Holds copies that could not be handed on at once.
+    pub spool: Spool,
+    /// Our name, for DSNs.
+    pub hostname: String,
+}
+
+impl Gateway {
+    /// Hands the message on and returns the reply for the client's DATA.
+    pub async fn handle(&self, envelope: &Envelope, message: Message, id: &str) -> Reply {
+        let started = Instant::now();
+        let relay = self.relays.get(envelope.direction);
+        let groups = self.classifier.classify(envelope, &message);
+
+        let deliveries = futures::future::join_all(groups.iter().map(|group| {
+            let tx = Outgoing {
+                mail_from: envelope.mail_from.clone(),
+                params: envelope.params.clone(),
+                recipients: group
+                    .recipients
+                    .iter()
+                    .map(|&i| envelope.recipients[i].clone())
+                    .collect(),
+                message: group.message.clone(),
+                id: id.to_string(),
+            };
+            async move {
+                let delivery = relay.deliver(&tx).await;
+                (tx, delivery)
+            }
+        }))
+        .await;
+
+        let outcomes = || deliveries.iter().flat_map(|(_, d)| d.outcomes.iter());
+        let accepted = outcomes().filter(|o| **o == Outcome::Completed).count();
+        let total = outcomes().count();
+
+        let reply = if accepted == total {
+            reply::queued(id)
+        } else if accepted == 0 {
+            let first_temporary = outcomes().find(|o| matches!(o, Outcome::Temporary(_)));
+            first_temporary
+                .or_else(|| outcomes().next())
+                .and_then(Outcome::reply)
+                .cloned()
+                .unwrap_or_else(|| reply::local_error("no outcome"))
+        } else {
+            match self
+                .hold_the_rest(envelope, &deliveries, &message, id)
+                .await
+            {
+                Ok(()) => reply::queued(id),
+                Err(e) => {
+                    // Some copies went out and the rest could not be held: the client
+                    // must retry, and those who already got it will get it twice. That
+                    // is the lesser harm; losing mail is not an option.
+                    tracing::error!(%id, error = %e, "cannot hold undelivered copies");
+                    reply::local_error("cannot queue the message")
+                }
+            }
+        };
+
+        let next_hop_replies: Vec<String> = deliveries
+            .iter()
+            .map(|(_, d)| d.reply.to_string())
+            .collect();
+        tracing::info!(
+            %id,
+            direction = %envelope.direction,
+            client = %envelope.client_ip,
+            from = %envelope.mail_from,
+            to = ?envelope.recipients,
+            size = message.len(),
+            groups = deliveries.len(),
+            next_hop = %relay.next_hop(),
+            next_hop_reply = ?next_hop_replies,
+            reply = %reply,
+            ms = started.elapsed().as_millis() as u64,
+            "transaction"
+        );
+        reply
+    }
+
+    /// Puts every copy that was not accepted into the spool, in one flushed batch.
+    async fn hold_the_rest(
+        &self,
+        envelope: &Envelope,
+        deliveries: &[(Outgoing, crate::relay::Delivery)],
+        original: &Message,
+        id: &str,
+    ) -> Result<(), crate::spool::SpoolError> {
+        let relay = self.relays.get(envelope.direction);
+        let mut held = Vec::new();
+        let mut failures = Vec::new();
+        for (tx, delivery) in deliveries {
+            let mut waiting = Vec::new();
+            let mut last_reply = None;
+            for (rcpt, outcome) in tx.recipients.iter().zip(&delivery.outcomes) {
+                match outcome {
+                    Outcome::Completed => {}
+                    Outcome::Temporary(reply) => {
+                        waiting.push(rcpt.clone());
+                        last_reply = Some(reply);
+                    }
+                    Outcome::Permanent(reply) => failures.push(Failure {
+                        recipient: rcpt.clone(),
+                        reply: reply.clone(),
+                    }),
+                }
+            }
+            if !waiting.is_empty() {
+                let entry = self.spool.entry(
+                    id,
+                    envelope.direction,
+                    &envelope.mail_from,
+                    &envelope.params,
+                    waiting,
+                    last_reply,
+                );
+                held.push((entry, tx.message.clone()));
+            }
+        }
+        let origin = self.spool.entry(
+            id,
+            envelope.direction,
+            &envelope.mail_from,
+            &envelope.params,
+            Vec::new(),
+            None,
+        );
+        if let Some(notice) = self.spool.notice(
+            &origin,
+            &failures,
+            original,
+            relay.next_hop().to_string(),
+            &self.hostname,
+        ) {
+            held.push(notice);
+        }
+        tracing::info!(%id, held = held.len(), failed = failures.len(), "holding copies in the spool");
+        self.spool.hold(held).await
+    }
+}

@@ -1,0 +1,34 @@
+//! sealgate: an SMTP encryption gateway. MTAs route mail through it; it hands each
+//! message to the next hop and answers the client only once the next hop has answered.
+//!
+//! # Layout
+//!
+//! Data moves one way: session, then envelope and message, then classification, then
+//! relay, then the reply to the client.
+//!
+//! - [`config`]: `sealgate.toml` and the built-in defaults, validated; errors name
+//!   `path:line`. [`units`] parses the sizes and durations in it.
+//! - [`server`]: the two listeners, the connection limit, graceful shutdown.
+//! - [`smtp`]: the protocol only. [`smtp::reply`] defines every reply text,
+//!   [`smtp::conn`] frames lines and DATA, [`smtp::session`] is the state machine.
+//! - [`envelope`]: who, to whom, which direction; [`message`]: the bytes, with the
+//!   `Received:` header sealgate adds.
+//! - [`classify`]: the seam that groups recipients by treatment (one group today).
+//! - [`gateway`]: one transaction's fan-out to the next hop and the client's reply.
+//! - [`relay`]: the next hop, as an SMTP server or a folder of `.eml` files.
+//! - [`spool`]: the durable retry spool and its worker; [`dsn`] builds the DSNs it sends.
+//! - [`store`]: the sled database under `data_dir`; [`tls`]: STARTTLS certificates.
+
+pub mod classify;
+pub mod config;
+pub mod dsn;
+pub mod envelope;
+pub mod gateway;
+pub mod message;
+pub mod relay;
+pub mod server;
+pub mod smtp;
+pub mod spool;
+pub mod store;
+pub mod tls;
+pub mod units;

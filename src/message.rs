@@ -1,0 +1,174 @@
+//! A message as it travels through the gateway: the client's bytes, untouched, with the
+//! headers sealgate adds in front of them.
+//!
+//! The body is reference-counted ([`Bytes`]), so fanning one message out to several
+//! next-hop transactions, or prepending a header, never copies it.
+
+use bytes::Bytes;
+
+use crate::envelope::Envelope;
+
+/// A message in wire form (CRLF line ends, not dot-stuffed), as a list of chunks.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    chunks: Vec<Bytes>,
+}
+
+impl Message {
+    /// The message exactly as the client sent it.
+    pub fn new(data: impl Into<Bytes>) -> Message {
+        Message {
+            chunks: vec![data.into()],
+        }
+    }
+
+    /// A message that arrived in pieces.
+    pub fn from_chunks(chunks: Vec<Bytes>) -> Message {
+        Message { chunks }
+    }
+
+    /// Puts a header field (CRLF-terminated) in front of the message.
+    pub fn prepend(&mut self, header: impl Into<Bytes>) {
+        self.chunks.insert(0, header.into());
+    }
+
+    /// The chunks, in order; together they are the message.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in one buffer. This copies: use it off the hot path only.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        for chunk in &self.chunks {
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    /// The header block (up to, not including, the empty line), at most `limit` bytes.
+    pub fn header_block(&self, limit: usize) -> Vec<u8> {
+        let mut head = Vec::new();
+        for chunk in &self.chunks {
+            head.extend_from_slice(&chunk[..chunk.len().min(limit - head.len())]);
+            if head.len() >= limit {
+                break;
+            }
+        }
+        let end = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 2)
+            .unwrap_or(head.len());
+        head.truncate(end);
+        head
+    }
+}
+
+/// A new transaction id: unique within this gateway, sortable by time, safe in file
+/// names and headers.
+pub fn new_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xFFFF;
+    format!("{micros:X}{n:04X}")
+}
+
+/// The `Received:` header sealgate adds (RFC 5321 §4.4), naming itself and the direction.
+pub fn received_header(
+    envelope: &Envelope,
+    hostname: &str,
+    id: &str,
+    now: time::OffsetDateTime,
+) -> String {
+    // The protocol names of RFC 3848 and RFC 6531.
+    let protocol = match (envelope.params.smtputf8, envelope.esmtp, envelope.tls) {
+        (true, _, false) => "UTF8SMTP",
+        (true, _, true) => "UTF8SMTPS",
+        (false, true, false) => "ESMTP",
+        (false, true, true) => "ESMTPS",
+        (false, false, false) => "SMTP",
+        (false, false, true) => "SMTPS",
+    };
+    let helo = sanitize(&envelope.helo);
+    let date = now
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
+    let mut header = format!(
+        "Received: from {helo} ([{ip}])\r\n\tby {host} (sealgate, {direction}) with {protocol} id {id}",
+        ip = envelope.client_ip,
+        host = sanitize(hostname),
+        direction = envelope.direction,
+    );
+    // Naming the recipient is only safe when there is one: otherwise it would disclose
+    // the other recipients of a Bcc'd message to each other.
+    if let [rcpt] = envelope.recipients.as_slice() {
+        header.push_str(&format!("\r\n\tfor <{}>", sanitize(rcpt)));
+    }
+    header.push_str(&format!(";\r\n\t{date}\r\n"));
+    header
+}
+
+/// Keeps a peer-supplied token from breaking the header's syntax.
+fn sanitize(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '(' | ')' | ';' | '\\'))
+        .take(255)
+        .collect();
+    if clean.is_empty() {
+        "unknown".into()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Direction;
+    use crate::envelope::MailParams;
+
+    #[test]
+    fn received_names_sealgate_and_direction() {
+        let env = Envelope {
+            direction: Direction::Outbound,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            helo: "mta.example.com (evil)\r\n".into(),
+            tls: true,
+            esmtp: true,
+            mail_from: "a@example.com".into(),
+            params: MailParams::default(),
+            recipients: vec!["b@example.org".into()],
+        };
+        let h = received_header(
+            &env,
+            "gw.example.com",
+            "ABC",
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        assert!(h.starts_with("Received: from mta.example.com evil ([127.0.0.1])\r\n\tby gw.example.com (sealgate, outbound) with ESMTPS id ABC"), "{h}");
+        assert!(h.contains("for <b@example.org>;"), "{h}");
+        assert!(h.ends_with("+0000\r\n"), "{h}");
+    }
+
+    #[test]
+    fn header_block_stops_at_blank_line() {
+        let mut m = Message::new(&b"Subject: x\r\n\r\nbody\r\n"[..]);
+        m.prepend(&b"Received: y\r\n"[..]);
+        assert_eq!(m.header_block(1000), b"Received: y\r\nSubject: x\r\n");
+        assert_eq!(m.len(), 13 + 20);
+    }
+}

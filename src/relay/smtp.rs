@@ -1,0 +1,367 @@
+//! A small SMTP client for the next hop, on smtp-proto's reply parser.
+//!
+//! Why not lettre: its `send_raw` gives up at the first refused RCPT, its lower-level
+//! connection has no PIPELINING, flattens multi-line replies, and copies the whole
+//! message to dot-stuff it. A proxy must report each recipient's own reply, pass the
+//! next hop's codes back verbatim, and stream a 25 MiB message without a second copy.
+//! This client does exactly one transaction per connection.
+
+use std::time::Duration;
+
+use smtp_proto::response::parser::ResponseReceiver;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::{Delivery, Outcome, Outgoing};
+use crate::config::RelayConfig;
+use crate::envelope::Body;
+use crate::smtp::reply::{self, Reply};
+
+/// Why a conversation with the next hop ended early. Always worth a retry.
+#[derive(Debug, thiserror::Error)]
+enum Broken {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by the next hop")]
+    Closed,
+    #[error("unparseable reply from the next hop")]
+    Garbled,
+}
+
+/// What the next hop can do, from its EHLO reply.
+#[derive(Debug, Default)]
+struct Extensions {
+    pipelining: bool,
+    size: bool,
+    eight_bit: bool,
+    smtputf8: bool,
+}
+
+impl Extensions {
+    fn from_ehlo(text: &str) -> Extensions {
+        let mut ext = Extensions::default();
+        for line in text.lines().skip(1) {
+            let keyword = line
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            match keyword.as_str() {
+                "PIPELINING" => ext.pipelining = true,
+                "SIZE" => ext.size = true,
+                "8BITMIME" => ext.eight_bit = true,
+                "SMTPUTF8" => ext.smtputf8 = true,
+                _ => {}
+            }
+        }
+        ext
+    }
+}
+
+struct Client {
+    stream: BufReader<TcpStream>,
+    replies: ResponseReceiver,
+    command_timeout: Duration,
+}
+
+pub async fn deliver(addr: &str, hostname: &str, config: &RelayConfig, tx: &Outgoing) -> Delivery {
+    let mut outcomes = vec![None; tx.recipients.len()];
+    match converse(addr, hostname, config, tx, &mut outcomes).await {
+        Ok(reply) => Delivery {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| Outcome::from_reply(reply.clone())))
+                .collect(),
+            reply,
+        },
+        Err(broken) => {
+            let reply = reply::next_hop_unavailable(&broken.to_string());
+            // Recipients the next hop already refused keep their own reply; everyone
+            // else is a temporary failure.
+            Delivery {
+                outcomes: outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Some(refused @ Outcome::Permanent(_)) => refused,
+                        _ => Outcome::Temporary(reply.clone()),
+                    })
+                    .collect(),
+                reply,
+            }
+        }
+    }
+}
+
+/// Runs the transaction. Recipients refused at RCPT get their outcome in `outcomes`;
+/// the returned reply (to DATA's end, or the one that stopped the transaction) applies
+/// to the rest.
+async fn converse(
+    addr: &str,
+    hostname: &str,
+    config: &RelayConfig,
+    tx: &Outgoing,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<Reply, Broken> {
+    let stream = timeout(config.connect_timeout.0, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Broken::Timeout("connect"))?
+        .map_err(|e| Broken::Connect(addr.to_string(), e))?;
+    stream.set_nodelay(true)?;
+    let mut client = Client {
+        stream: BufReader::with_capacity(4096, stream),
+        replies: ResponseReceiver::default(),
+        command_timeout: config.command_timeout.0,
+    };
+
+    let greeting = client.read_reply("greeting").await?;
+    if !greeting.is_positive() {
+        return Ok(greeting);
+    }
+    client
+        .send(format!("EHLO {hostname}\r\n").as_bytes())
+        .await?;
+    let mut ehlo = client.read_reply("EHLO").await?;
+    if !ehlo.is_positive() {
+        client
+            .send(format!("HELO {hostname}\r\n").as_bytes())
+            .await?;
+        ehlo = client.read_reply("HELO").await?;
+        if !ehlo.is_positive() {
+            return Ok(ehlo);
+        }
+        ehlo.text = "".into();
+    }
+    let ext = Extensions::from_ehlo(&ehlo.text);
+
+    let mut mail = format!("MAIL FROM:<{}>", tx.mail_from);
+    if ext.size {
+        mail.push_str(&format!(" SIZE={}", tx.message.len()));
+    }
+    if ext.eight_bit {
+        match tx.params.body {
+            Some(Body::EightBitMime) => mail.push_str(" BODY=8BITMIME"),
+            Some(Body::SevenBit) => mail.push_str(" BODY=7BIT"),
+            None => {}
+        }
+    }
+    if ext.smtputf8 && tx.params.smtputf8 {
+        mail.push_str(" SMTPUTF8");
+    }
+    mail.push_str("\r\n");
+
+    // With PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920).
+    let mut commands = vec![mail];
+    commands.extend(tx.recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+    commands.push("DATA\r\n".into());
+    let mut replies = Vec::with_capacity(commands.len());
+    if ext.pipelining {
+        client.send(commands.concat().as_bytes()).await?;
+        for _ in 0..commands.len() {
+            replies.push(client.read_reply("MAIL/RCPT/DATA").await?);
+        }
+    } else {
+        // Lock-step: stop after a refused MAIL, and send DATA only if someone was taken.
+        let (data, envelope) = commands.split_last().ok_or(Broken::Garbled)?;
+        for (i, command) in envelope.iter().enumerate() {
+            client.send(command.as_bytes()).await?;
+            let reply = client.read_reply("MAIL/RCPT").await?;
+            let refused_mail = i == 0 && !reply.is_positive();
+            replies.push(reply);
+            if refused_mail {
+                break;
+            }
+        }
+        if replies.len() == envelope.len() && replies[1..].iter().any(Reply::is_positive) {
+            client.send(data.as_bytes()).await?;
+            replies.push(client.read_reply("DATA").await?);
+        }
+    }
+
+    let mut replies = replies.into_iter();
+    let mail_reply = replies.next().ok_or(Broken::Garbled)?;
+    if !mail_reply.is_positive() {
+        client.quit().await;
+        return Ok(mail_reply);
+    }
+    let mut accepted = 0;
+    for outcome in outcomes.iter_mut() {
+        let reply = replies.next().ok_or(Broken::Garbled)?;
+        if reply.is_positive() {
+            accepted += 1;
+        } else {
+            *outcome = Some(Outcome::from_reply(reply));
+        }
+    }
+    let data_reply = replies.next();
+    if accepted == 0 {
+        client.quit().await;
+        // Nobody accepted: the recipients' own replies say everything.
+        let first_refusal = outcomes.iter().flatten().find_map(Outcome::reply).cloned();
+        return first_refusal.ok_or(Broken::Garbled);
+    }
+    let data_reply = data_reply.ok_or(Broken::Garbled)?;
+    if data_reply.code != 354 {
+        client.quit().await;
+        return Ok(data_reply);
+    }
+
+    let data_timeout = config.data_timeout.0;
+    timeout(data_timeout, client.send_message(tx))
+        .await
+        .map_err(|_| Broken::Timeout("sending the message"))??;
+    let final_reply = client
+        .read_reply_within("end of DATA", data_timeout)
+        .await?;
+    client.quit().await;
+    Ok(final_reply)
+}
+
+impl Client {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        timeout(self.command_timeout, self.stream.get_mut().write_all(bytes))
+            .await
+            .map_err(|_| Broken::Timeout("sending a command"))??;
+        Ok(())
+    }
+
+    async fn read_reply(&mut self, stage: &'static str) -> Result<Reply, Broken> {
+        self.read_reply_within(stage, self.command_timeout).await
+    }
+
+    async fn read_reply_within(
+        &mut self,
+        stage: &'static str,
+        limit: Duration,
+    ) -> Result<Reply, Broken> {
+        timeout(limit, self.next_reply())
+            .await
+            .map_err(|_| Broken::Timeout(stage))?
+    }
+
+    async fn next_reply(&mut self) -> Result<Reply, Broken> {
+        loop {
+            let buf = self.stream.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(Broken::Closed);
+            }
+            let mut iter = buf.iter();
+            let parsed = self.replies.parse(&mut iter);
+            let consumed = buf.len() - iter.len();
+            self.stream.consume(consumed);
+            match parsed {
+                Ok(response) => {
+                    self.replies.reset();
+                    let esc = (response.esc != [0, 0, 0]).then_some(response.esc);
+                    return Ok(Reply::new(response.code, esc, response.message));
+                }
+                Err(smtp_proto::Error::NeedsMoreData { .. }) => continue,
+                Err(_) => return Err(Broken::Garbled),
+            }
+        }
+    }
+
+    /// Sends the message dot-stuffed, with every line ending made CRLF, then the final
+    /// dot. The message is read from its chunks; nothing is copied whole.
+    async fn send_message(&mut self, tx: &crate::relay::Outgoing) -> Result<(), Broken> {
+        const FLUSH_AT: usize = 64 * 1024;
+        let mut out = Vec::with_capacity(FLUSH_AT + 4096);
+        let mut stuffer = DotStuffer::default();
+        for chunk in tx.message.chunks() {
+            for piece in chunk.chunks(FLUSH_AT) {
+                stuffer.push(piece, &mut out);
+                if out.len() >= FLUSH_AT {
+                    self.stream.get_mut().write_all(&out).await?;
+                    out.clear();
+                }
+            }
+        }
+        stuffer.finish(&mut out);
+        self.stream.get_mut().write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Says goodbye without waiting long: the transaction's outcome is already known.
+    async fn quit(&mut self) {
+        if self.send(b"QUIT\r\n").await.is_ok() {
+            let _ = timeout(Duration::from_secs(5), self.next_reply()).await;
+        }
+    }
+}
+
+/// Dot-stuffing (RFC 5321 §4.5.2) and line-end repair, one chunk at a time.
+#[derive(Default)]
+struct DotStuffer {
+    /// The last byte written was not the end of a line.
+    mid_line: bool,
+    /// The last byte written was a CR.
+    after_cr: bool,
+}
+
+impl DotStuffer {
+    fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() {
+            if !self.mid_line && data[0] == b'.' {
+                out.push(b'.');
+            }
+            match memchr::memchr(b'\n', data) {
+                Some(pos) => {
+                    let line = &data[..pos];
+                    out.extend_from_slice(line);
+                    let has_cr = match line.last() {
+                        Some(&last) => last == b'\r',
+                        None => self.after_cr,
+                    };
+                    // A bare LF becomes CRLF: the next hop must never see a line end
+                    // that it might read differently from us.
+                    out.extend_from_slice(if has_cr { b"\n" } else { b"\r\n" });
+                    self.mid_line = false;
+                    self.after_cr = false;
+                    data = &data[pos + 1..];
+                }
+                None => {
+                    out.extend_from_slice(data);
+                    self.mid_line = true;
+                    self.after_cr = data.last() == Some(&b'\r');
+                    data = &[];
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.mid_line {
+            out.extend_from_slice(if self.after_cr { b"\n" } else { b"\r\n" });
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DotStuffer;
+
+    fn stuff(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = DotStuffer::default();
+        for c in chunks {
+            s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn stuffs_dots_and_repairs_line_ends() {
+        assert_eq!(stuff(&[b"a\r\n.b\r\n"]), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(stuff(&[b".\r\n"]), b"..\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\r", b"\n.", b"b"]), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\nb\n"]), b"a\r\nb\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\n.\n"]), b"a\r\n..\r\n.\r\n");
+        assert_eq!(stuff(&[b""]), b".\r\n");
+    }
+}

@@ -1,0 +1,268 @@
+//! The two listeners, the connection limit, the retry spool's worker, and graceful
+//! shutdown.
+//!
+//! Shutdown: one cancellation token tells every session to stop at its next command
+//! boundary (a transaction in flight finishes first) and the spool worker to stop; a
+//! task tracker then tells us when every session has ended, or the grace period runs
+//! out.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::classify::{Classifier, OneGroup};
+use crate::config::{Config, Direction};
+use crate::gateway::Gateway;
+use crate::relay::{Relay, Relays};
+use crate::smtp::reply;
+use crate::smtp::session::{End, Session, Shared};
+use crate::spool::{Spool, SpoolError};
+use crate::store::{self, StoreError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address is taken or not ours. The admin's to fix.
+    #[error("cannot listen on {addr} for {direction} mail: {source}")]
+    Bind {
+        direction: Direction,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// `[tls]` files that were valid at `check` time are not any more.
+    #[error("[tls]: {0}")]
+    Tls(String),
+}
+
+/// A bound, ready gateway. [`Server::run`] serves until shutdown.
+pub struct Server {
+    shared: Arc<Shared>,
+    inbound: TcpListener,
+    outbound: TcpListener,
+    db: sled::Db,
+}
+
+impl Server {
+    /// Binds both listeners and opens the data directory, with everyone in one
+    /// treatment group.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        Server::bind_with(config, Arc::new(OneGroup)).await
+    }
+
+    /// As [`Server::bind`], with the classifier that groups recipients by treatment.
+    pub async fn bind_with(
+        config: Config,
+        classifier: Arc<dyn Classifier>,
+    ) -> Result<Server, StartError> {
+        let bind = |direction: Direction| {
+            let addr = config.listener(direction).listen;
+            async move {
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        direction,
+                        addr,
+                        source,
+                    })
+            }
+        };
+        let inbound = bind(Direction::Inbound).await?;
+        let outbound = bind(Direction::Outbound).await?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+            path: config.data_dir.clone(),
+            source: sled::Error::Io(e),
+        })?;
+        let db = store::open(&config.data_dir)?;
+        let spool = Spool::open(&db, config.spool.clone())?;
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(files).map_err(StartError::Tls)?,
+            )),
+        };
+        let relays = Relays {
+            inbound: Relay::new(
+                config.inbound.next_hop.clone(),
+                config.relay.clone(),
+                &config.hostname,
+            ),
+            outbound: Relay::new(
+                config.outbound.next_hop.clone(),
+                config.relay.clone(),
+                &config.hostname,
+            ),
+        };
+        let gateway = Gateway {
+            classifier,
+            relays,
+            spool,
+            hostname: config.hostname.clone(),
+        };
+        Ok(Server {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                gateway: Arc::new(gateway),
+                tls,
+                shutdown: CancellationToken::new(),
+            }),
+            inbound,
+            outbound,
+            db,
+        })
+    }
+
+    /// The address a listener is bound to (useful with port 0).
+    pub fn local_addr(&self, direction: Direction) -> SocketAddr {
+        let listener = match direction {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        };
+        listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The retry spool, for inspection.
+    pub fn spool(&self) -> &Spool {
+        &self.shared.gateway.spool
+    }
+
+    /// Serves until `shutdown` completes, then lets transactions in flight finish within
+    /// `[limits] shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            shared,
+            inbound,
+            outbound,
+            db,
+        } = self;
+        let config = shared.config.clone();
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+
+        tracing::info!(
+            inbound = %inbound.local_addr().map_or("?".into(), |a| a.to_string()),
+            inbound_next_hop = %config.inbound.next_hop,
+            outbound = %outbound.local_addr().map_or("?".into(), |a| a.to_string()),
+            outbound_next_hop = %config.outbound.next_hop,
+            spooled = shared.gateway.spool.len(),
+            tls = config.tls.is_some(),
+            "sealgate is serving"
+        );
+        tracker.spawn(shared.gateway.spool.clone().run(
+            shared.gateway.relays.clone(),
+            config.hostname.clone(),
+            shared.shutdown.clone(),
+        ));
+        for (listener, direction) in [
+            (inbound, Direction::Inbound),
+            (outbound, Direction::Outbound),
+        ] {
+            tracker.spawn(accept_loop(
+                listener,
+                direction,
+                shared.clone(),
+                slots.clone(),
+                tracker.clone(),
+            ));
+        }
+
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; waiting for transactions in flight");
+        shared.shutdown.cancel();
+        tracker.close();
+        let grace = config.limits.shutdown_grace.0;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(grace = ?grace, "sessions still running after the grace period; closing them");
+        }
+        if let Err(e) = db.flush_async().await {
+            tracing::error!(error = %e, "cannot flush the database");
+        }
+        tracing::info!("shut down");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    direction: Direction,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%direction, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(connection(stream, peer, direction, shared, permit));
+            }
+            Err(_) => {
+                tracing::warn!(%direction, %peer, "connection limit reached");
+                tracker.spawn(turn_away(stream, reply::TOO_MANY_CONNECTIONS));
+            }
+        }
+    }
+}
+
+/// Sends one reply and closes, without letting a slow client hold us.
+async fn turn_away(mut stream: TcpStream, reply: reply::Reply) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply.to_wire())).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    direction: Direction,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    if !shared.config.client_allowed(direction, peer.ip()) {
+        tracing::warn!(%direction, %peer, "client not in allowed_clients");
+        turn_away(stream, reply::CLIENT_DENIED).await;
+        return;
+    }
+    tracing::debug!(%direction, %peer, "connection");
+    let mut session = Session::new(stream, &shared, direction, peer, false);
+    session.greet();
+    let End::StartTls(stream) = session.run().await else {
+        return;
+    };
+    let Some(acceptor) = &shared.tls else { return };
+    let handshake =
+        tokio::time::timeout(shared.config.idle_timeout(), acceptor.accept(stream)).await;
+    match handshake {
+        Ok(Ok(tls)) => {
+            // A fresh session: RFC 3207 requires forgetting everything from before TLS.
+            let _ = Session::new(tls, &shared, direction, peer, true)
+                .run()
+                .await;
+        }
+        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+    }
+}

@@ -1,0 +1,173 @@
+//! The buffered connection under an SMTP session: command lines in, DATA in, replies
+//! out. Bytes only; what they mean is `session.rs`'s business.
+//!
+//! Every read is bounded: a command line by `max_line_length`, DATA by the message size
+//! limit (the rest of an over-size message is drained, not stored). Replies are queued
+//! and written when the client has nothing more pipelined, so a pipelined batch of
+//! commands gets its replies in one write (RFC 2920).
+
+use bytes::Bytes;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::reply::Reply;
+
+/// Bytes read from the socket at a time, per connection.
+const READ_BUFFER: usize = 8 * 1024;
+/// Size of the pieces a message is stored in while it arrives.
+const CHUNK: usize = 64 * 1024;
+/// Queued replies beyond this are written even if more input is waiting, so a client
+/// that pipelines without reading cannot grow our memory.
+const MAX_QUEUED_OUTPUT: usize = 16 * 1024;
+
+/// One command line, or the news that it was too long (and has been skipped).
+pub enum Line {
+    /// The line without its line end.
+    Command(Vec<u8>),
+    TooLong,
+}
+
+/// The body of a DATA command.
+pub enum Data {
+    /// The message, dot-unstuffed, in pieces.
+    Message(Vec<Bytes>),
+    /// Larger than allowed; it was read to its end and thrown away.
+    TooBig,
+}
+
+pub struct Conn<S> {
+    reader: BufReader<S>,
+    out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
+        Conn {
+            reader: BufReader::with_capacity(READ_BUFFER, stream),
+            out: Vec::with_capacity(512),
+        }
+    }
+
+    /// Queues a reply; it is written before the next read that would wait.
+    pub fn queue(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let stream = self.reader.get_mut();
+            stream.write_all(&self.out).await?;
+            stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether the client has already sent bytes we have not read.
+    pub fn has_pending_input(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
+    /// The stream, for the TLS handshake. Input already buffered is dropped: after
+    /// STARTTLS, anything sent in clear must not be taken as if it came over TLS
+    /// (RFC 3207 §4.2, the command-injection attack).
+    pub fn into_inner(self) -> S {
+        self.reader.into_inner()
+    }
+
+    /// Fills the read buffer, writing queued replies first if we are about to wait.
+    /// An empty slice means the client closed its side.
+    async fn fill(&mut self) -> std::io::Result<&[u8]> {
+        if self.reader.buffer().is_empty() || self.out.len() > MAX_QUEUED_OUTPUT {
+            self.flush().await?;
+        }
+        self.reader.fill_buf().await
+    }
+
+    /// Reads one command line of at most `max` bytes including its line end. `None`
+    /// means the client closed the connection.
+    pub async fn read_line(&mut self, max: usize) -> std::io::Result<Option<Line>> {
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let buf = self.fill().await?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let (piece, end) = match memchr::memchr(b'\n', buf) {
+                Some(pos) => (&buf[..=pos], true),
+                None => (buf, false),
+            };
+            let used = piece.len();
+            if !too_long && line.len() + used <= max {
+                line.extend_from_slice(piece);
+            } else {
+                too_long = true;
+                line.clear();
+            }
+            self.reader.consume(used);
+            if end {
+                if too_long {
+                    return Ok(Some(Line::TooLong));
+                }
+                while matches!(line.last(), Some(b'\n' | b'\r')) {
+                    line.pop();
+                }
+                return Ok(Some(Line::Command(line)));
+            }
+        }
+    }
+
+    /// Reads DATA up to the terminating `CRLF.CRLF`, keeping at most `max` bytes.
+    /// `None` means the client closed the connection before the end.
+    pub async fn read_data(&mut self, max: usize) -> std::io::Result<Option<Data>> {
+        let mut receiver = DataReceiver::new();
+        // smtp-proto only recognises a dot at the start of a line after it has seen a
+        // CRLF; seed it with one so that an empty message, or one whose first line
+        // starts with a dot, is read right.
+        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+        let mut drain: Option<DummyDataReceiver> = None;
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut stored = 0;
+        let mut current = Vec::with_capacity(CHUNK + READ_BUFFER);
+        loop {
+            let buf = self.fill().await?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let mut bytes = buf.iter();
+            let done = match &mut drain {
+                Some(drain) => drain.ingest(&mut bytes),
+                None => receiver.ingest(&mut bytes, &mut current),
+            };
+            let used = buf.len() - bytes.len();
+            self.reader.consume(used);
+
+            if drain.is_none() {
+                if stored + current.len() > max {
+                    drain = Some(DummyDataReceiver::new_data(&receiver));
+                    chunks = Vec::new();
+                    current = Vec::new();
+                } else if current.len() >= CHUNK && !done {
+                    // Keep the last byte: the receiver may still take it back (it is
+                    // the CR of a CRLF.CRLF that has not fully arrived).
+                    let last = current.pop();
+                    let full =
+                        std::mem::replace(&mut current, Vec::with_capacity(CHUNK + READ_BUFFER));
+                    stored += full.len();
+                    chunks.push(Bytes::from(full));
+                    current.extend(last);
+                }
+            }
+            if done {
+                return Ok(Some(match drain {
+                    Some(_) => Data::TooBig,
+                    None => {
+                        chunks.push(Bytes::from(current));
+                        Data::Message(chunks)
+                    }
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The durable retry spool: copies of a fanned-out message that the next hop did not
+//! take at once, and DSNs still to be sent.
+//!
+//! An entry is written and flushed to disk *before* the client hears `250`, so the
+//! `250` always means that the next hop or this spool holds every copy. The retrier
+//! delivers entries with exponential backoff; a permanent refusal, or an entry older
+//! than `[spool] lifetime`, turns into a DSN to the envelope sender, which is itself an
+//! entry of this spool.
+//!
+//! Each value is `meta length (u32, big-endian) | meta (JSON) | message`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Direction, SpoolConfig};
+use crate::dsn::{self, Failure};
+use crate::envelope::MailParams;
+use crate::message::Message;
+use crate::relay::{Outcome, Outgoing, Relays};
+use crate::smtp::reply::Reply;
+
+/// Everything about a held copy except the message itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The id the client was given for the original transaction.
+    pub id: String,
+    /// Which direction's next hop takes it.
+    pub direction: Direction,
+    /// Reverse path; empty for a DSN (which must never cause another DSN).
+    pub mail_from: String,
+    pub params: MailParams,
+    /// Recipients still waiting.
+    pub recipients: Vec<String>,
+    /// When the original message arrived (Unix seconds).
+    pub arrived: u64,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When to try next (Unix milliseconds).
+    pub next_attempt_ms: u64,
+    /// The last reply, for logs and the DSN.
+    pub last_reply: Option<String>,
+}
+
+/// Why the spool could not do its job. The client must then get a 4xx: nothing may be
+/// acknowledged that is not held.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The sled database failed (disk full, I/O error). Internal; a retry may help.
+    #[error("spool database: {0}")]
+    Db(#[from] sled::Error),
+    /// An entry on disk does not decode. Internal; it is kept for inspection.
+    #[error("spool entry {0} is corrupt")]
+    Corrupt(u64),
+}
+
+/// The spool, on a tree of the gateway's sled database.
+#[derive(Clone)]
+pub struct Spool {
+    db: sled::Db,
+    tree: sled::Tree,
+    config: Arc<SpoolConfig>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Spool {
+    pub fn open(db: &sled::Db, config: SpoolConfig) -> Result<Spool, SpoolError> {
+        Ok(Spool {
+            db: db.clone(),
+            tree: db.open_tree("spool")?,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// A new entry for `recipients`, due after the first retry delay.
+    pub fn entry(
+        &self,
+        id: &str,
+        direction: Direction,
+        mail_from: &str,
+        params: &MailParams,
+        recipients: Vec<String>,
+        last_reply: Option<&Reply>,
+    ) -> Entry {
+        let now = now_ms();
+        Entry {
+            id: id.to_string(),
+            direction,
+            mail_from: mail_from.to_string(),
+            params: params.clone(),
+            recipients,
+            arrived: now / 1000,
+            attempts: 0,
+            next_attempt_ms: now + self.config.first_retry.0.as_millis() as u64,
+            last_reply: last_reply.map(Reply::to_string),
+        }
+    }
+
+    /// Stores entries atomically and waits until they are on disk.
+    pub async fn hold(&self, entries: Vec<(Entry, Message)>) -> Result<(), SpoolError> {
+        let mut batch = sled::Batch::default();
+        for (entry, message) in &entries {
+            let key = self.db.generate_id()?.to_be_bytes();
+            batch.insert(&key, encode(entry, message));
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Every entry, oldest first, with its key.
+    pub fn entries(&self) -> Vec<(u64, Entry)> {
+        self.tree
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(key, value)| Some((key_id(&key)?, decode(&value)?.0)))
+            .collect()
+    }
+
+    fn message(&self, key: u64) -> Result<Message, SpoolError> {
+        let value = self
+            .tree
+            .get(key.to_be_bytes())?
+            .ok_or(SpoolError::Corrupt(key))?;
+        let (_, body) = decode(&value).ok_or(SpoolError::Corrupt(key))?;
+        Ok(Message::new(Bytes::copy_from_slice(body)))
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let first = self.config.first_retry.0;
+        let factor = 1u32.checked_shl(attempts.min(20)).unwrap_or(u32::MAX);
+        first.saturating_mul(factor).min(self.config.max_retry.0)
+    }
+
+    /// Delivers every due entry once. Returns how many entries were attempted.
+    pub async fn retry_due(&self, relays: &Relays, hostname: &str) -> usize {
+        let now = now_ms();
+        let due: Vec<_> = self
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| e.next_attempt_ms <= now)
+            .collect();
+        for (key, entry) in &due {
+            if let Err(e) = self.retry_one(*key, entry, relays, hostname).await {
+                tracing::error!(id = %entry.id, error = %e, "spool: cannot process entry");
+            }
+        }
+        due.len()
+    }
+
+    async fn retry_one(
+        &self,
+        key: u64,
+        entry: &Entry,
+        relays: &Relays,
+        hostname: &str,
+    ) -> Result<(), SpoolError> {
+        let message = self.message(key)?;
+        let relay = relays.get(entry.direction);
+        let tx = Outgoing {
+            mail_from: entry.mail_from.clone(),
+            params: entry.params.clone(),
+            recipients: entry.recipients.clone(),
+            message,
+            id: entry.id.clone(),
+        };
+        let delivery = relay.deliver(&tx).await;
+        let expired = now_ms() / 1000 >= entry.arrived + self.config.lifetime.0.as_secs();
+
+        let mut waiting = Vec::new();
+        let mut failures = Vec::new();
+        for (rcpt, outcome) in entry.recipients.iter().zip(&delivery.outcomes) {
+            match outcome {
+                Outcome::Completed => {}
+                Outcome::Permanent(reply) => failures.push(Failure {
+                    recipient: rcpt.clone(),
+                    reply: reply.clone(),
+                }),
+                Outcome::Temporary(reply) if expired => failures.push(Failure {
+                    recipient: rcpt.clone(),
+                    reply: Reply::new(
+                        554,
+                        Some([5, 4, 7]),
+                        format!("delivery time expired; last reply: {reply}"),
+                    ),
+                }),
+                Outcome::Temporary(_) => waiting.push(rcpt.clone()),
+            }
+        }
+        tracing::info!(
+            id = %entry.id,
+            direction = %entry.direction,
+            attempt = entry.attempts + 1,
+            delivered = entry.recipients.len() - waiting.len() - failures.len(),
+            waiting = waiting.len(),
+            failed = failures.len(),
+            reply = %delivery.reply,
+            "spool: retried"
+        );
+
+        let mut batch = sled::Batch::default();
+        let key_bytes = key.to_be_bytes();
+        if waiting.is_empty() {
+            batch.remove(&key_bytes);
+        } else {
+            let attempts = entry.attempts + 1;
+            let updated = Entry {
+                recipients: waiting,
+                attempts,
+                next_attempt_ms: now_ms() + self.backoff(attempts).as_millis() as u64,
+                last_reply: Some(delivery.reply.to_string()),
+                ..entry.clone()
+            };
+            batch.insert(&key_bytes, encode(&updated, &tx.message));
+        }
+        if let Some(notice) = self.notice(
+            entry,
+            &failures,
+            &tx.message,
+            relay.next_hop().to_string(),
+            hostname,
+        ) {
+            let dsn_key = self.db.generate_id()?.to_be_bytes();
+            batch.insert(&dsn_key, encode(&notice.0, &notice.1));
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The DSN entry that tells `entry`'s sender about `failures`, if anyone should be told.
+    pub fn notice(
+        &self,
+        entry: &Entry,
+        failures: &[Failure],
+        message: &Message,
+        next_hop: String,
+        hostname: &str,
+    ) -> Option<(Entry, Message)> {
+        if failures.is_empty() {
+            return None;
+        }
+        if entry.mail_from.is_empty() {
+            // A bounce of a bounce would loop: RFC 5321 §6.1 says drop it.
+            tracing::error!(id = %entry.id, failed = failures.len(), "spool: a DSN could not be delivered and is dropped");
+            return None;
+        }
+        let arrival = time::OffsetDateTime::from_unix_timestamp(entry.arrived as i64)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let dsn = dsn::build(&dsn::Report {
+            hostname,
+            next_hop: &next_hop,
+            sender: &entry.mail_from,
+            id: &entry.id,
+            arrival,
+            failures,
+            original_headers: &message.header_block(64 * 1024),
+        });
+        let mut notice = self.entry(
+            &format!("{}-dsn", entry.id),
+            entry.direction,
+            "",
+            &MailParams::default(),
+            vec![entry.mail_from.clone()],
+            None,
+        );
+        // A DSN goes out at once, not after the first retry delay.
+        notice.next_attempt_ms = now_ms();
+        Some((notice, Message::new(dsn)))
+    }
+
+    /// Retries due entries until `shutdown` is cancelled.
+    pub async fn run(self, relays: Relays, hostname: String, shutdown: CancellationToken) {
+        // Poll often enough for short test delays, rarely enough to cost nothing.
+        let tick = self
+            .config
+            .first_retry
+            .0
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            self.retry_due(&relays, &hostname).await;
+        }
+    }
+}
+
+fn key_id(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+fn encode(entry: &Entry, message: &Message) -> Vec<u8> {
+    let meta = serde_json::to_vec(entry).expect("an entry always serializes");
+    let mut value = Vec::with_capacity(4 + meta.len() + message.len());
+    value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    value.extend_from_slice(&meta);
+    for chunk in message.chunks() {
+        value.extend_from_slice(chunk);
+    }
+    value
+}
+
+fn decode(value: &[u8]) -> Option<(Entry, &[u8])> {
+    let len = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
+    let meta = value.get(4..4 + len)?;
+    Some((serde_json::from_slice(meta).ok()?, &value[4 + len..]))
+}

@@ -1,0 +1,32 @@
+//! The gateway's one sled database under `data_dir`. The spool lives in it today; the
+//! key cache joins it with the key-store issue.
+
+use std::path::{Path, PathBuf};
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another sealgate process holds `data_dir`. Two would corrupt the store, so the
+    /// second refuses to start; stop the other one or give this one its own data_dir.
+    #[error("data_dir {0} is in use by another sealgate process")]
+    InUse(PathBuf),
+    /// The folder or the database cannot be used (permissions, disk, corruption).
+    #[error("cannot open the database in {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+}
+
+/// Opens (creating if needed) the database in `data_dir`.
+pub fn open(data_dir: &Path) -> Result<sled::Db, StoreError> {
+    let path = data_dir.join("db");
+    sled::Config::new()
+        .path(&path)
+        // The spool is small and read rarely; keep the page cache from growing.
+        .cache_capacity(16 * 1024 * 1024)
+        .open()
+        .map_err(|source| match &source {
+            sled::Error::Io(e) if e.to_string().contains("lock") => {
+                StoreError::InUse(data_dir.to_path_buf())
+            }
+            _ => StoreError::Open { path, source },
+        })
+}

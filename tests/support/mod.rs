@@ -1,0 +1,322 @@
+//! Shared helpers for the end-to-end tests: a gateway on ephemeral loopback ports, an
+//! SMTP next hop (see `sink.rs`), and a raw SMTP client that asserts replies.
+#![allow(dead_code)]
+
+pub mod sink;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealgate::classify::{Classifier, OneGroup};
+use sealgate::config::{Config, Direction};
+use sealgate::server::Server;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[allow(unused_imports)]
+pub use sink::{Behaviour, Received, Sink};
+
+/// A sample message from `testdata/`.
+pub fn testdata(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A running gateway. Dropping it stops the server task.
+pub struct Gateway {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    /// The data_dir (inside a temp dir that lives as long as this value).
+    pub data_dir: PathBuf,
+    pub spool: sealgate::spool::Spool,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    pub fn addr(&self, direction: Direction) -> SocketAddr {
+        match direction {
+            Direction::Inbound => self.inbound,
+            Direction::Outbound => self.outbound,
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns when the server has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+
+    /// Asks for shutdown and returns at once; the server task keeps running until done.
+    pub fn begin_stop(&mut self) -> JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("server still running")
+    }
+
+    /// Kills the server as abruptly as a process can be killed inside a test: every task
+    /// is dropped where it stands, and nothing is flushed on the way out.
+    pub async fn crash(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Config text for a gateway whose both directions relay to `next_hop`, listening on
+/// ephemeral ports, with its data in `data_dir`. `extra` is appended (more sections).
+pub fn config_text(data_dir: &Path, next_hop: &str, extra: &str) -> String {
+    format!(
+        r#"
+data_dir = "{data}"
+internal_domains = ["example.com"]
+hostname = "gw.test"
+
+[inbound]
+listen = "127.0.0.1:0"
+next_hop = "{next_hop}"
+
+[outbound]
+listen = "127.0.0.1:0"
+next_hop = "{next_hop}"
+allowed_clients = ["127.0.0.0/8"]
+
+[spool]
+first_retry = "200ms"
+max_retry = "1s"
+
+{extra}
+"#,
+        data = data_dir.display()
+    )
+}
+
+/// Starts a gateway from config text, with everyone in one group.
+pub async fn start(config: &str) -> Gateway {
+    start_with(config, Arc::new(OneGroup)).await
+}
+
+/// Starts a gateway from config text with the given classifier.
+pub async fn start_with(config: &str, classifier: Arc<dyn Classifier>) -> Gateway {
+    let config = Config::parse(config, Path::new("test.toml")).expect("test config");
+    let data_dir = config.data_dir.clone();
+    let server = Server::bind_with(config, classifier)
+        .await
+        .expect("gateway bind");
+    let (tx, rx) = oneshot::channel::<()>();
+    let inbound = server.local_addr(Direction::Inbound);
+    let outbound = server.local_addr(Direction::Outbound);
+    let spool = server.spool().clone();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    Gateway {
+        inbound,
+        outbound,
+        data_dir,
+        spool,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A temp dir plus a gateway relaying both directions to `sink`.
+pub async fn gateway_to(sink: &Sink, extra: &str) -> (tempfile::TempDir, Gateway) {
+    gateway_to_with(sink, extra, Arc::new(OneGroup)).await
+}
+
+pub async fn gateway_to_with(
+    sink: &Sink,
+    extra: &str,
+    classifier: Arc<dyn Classifier>,
+) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&dir.path().join("data"), &sink.addr.to_string(), extra);
+    let gateway = start_with(&text, classifier).await;
+    (dir, gateway)
+}
+
+/// One SMTP reply: its code and its full text (lines joined with '\n', codes removed).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    /// The enhanced status code at the start of the text, if any ("5.1.1").
+    pub fn status(&self) -> &str {
+        self.text.split_whitespace().next().unwrap_or("")
+    }
+}
+
+/// A raw SMTP client for tests: writes bytes, reads and checks replies.
+pub struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects and reads the greeting, which must be 220.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let mut client = Client::connect_raw(addr).await;
+        client.expect(220).await;
+        client
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect to gateway");
+        Client {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream
+            .get_mut()
+            .write_all(bytes.as_ref())
+            .await
+            .expect("write");
+    }
+
+    /// Sends one command line (CRLF added).
+    pub async fn cmd(&mut self, line: &str) {
+        self.send(format!("{line}\r\n")).await;
+    }
+
+    /// Reads one (possibly multi-line) reply; panics on EOF or after 20 s.
+    pub async fn reply(&mut self) -> Reply {
+        tokio::time::timeout(Duration::from_secs(20), self.try_reply())
+            .await
+            .expect("reply within 20 s")
+            .expect("a reply, not EOF")
+    }
+
+    /// Reads one reply; `None` on EOF.
+    pub async fn try_reply(&mut self) -> Option<Reply> {
+        let mut text = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            assert!(line.len() >= 3, "short reply line {line:?}");
+            let code: u16 = line[..3]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad reply {line:?}"));
+            text.push(line.get(4..).unwrap_or("").to_string());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Some(Reply {
+                    code,
+                    text: text.join("\n"),
+                });
+            }
+        }
+    }
+
+    /// Reads a reply and asserts its code.
+    pub async fn expect(&mut self, code: u16) -> Reply {
+        let reply = self.reply().await;
+        assert_eq!(reply.code, code, "expected {code}, got {reply:?}");
+        reply
+    }
+
+    /// Sends a command and asserts the reply's code.
+    pub async fn cmd_expect(&mut self, line: &str, code: u16) -> Reply {
+        self.cmd(line).await;
+        self.expect(code).await
+    }
+
+    /// Whether the server has closed the connection (reads to EOF, 10 s at most).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest)).await,
+            Ok(Ok(_)) | Ok(Err(_))
+        )
+    }
+
+    /// EHLO, MAIL, RCPT for each, DATA with `message` (dot-stuffed here), and returns
+    /// the reply to the final dot.
+    pub async fn send_mail(&mut self, from: &str, to: &[&str], message: &[u8]) -> Reply {
+        self.cmd_expect("EHLO client.test", 250).await;
+        self.cmd_expect(&format!("MAIL FROM:<{from}>"), 250).await;
+        for rcpt in to {
+            self.cmd_expect(&format!("RCPT TO:<{rcpt}>"), 250).await;
+        }
+        self.cmd_expect("DATA", 354).await;
+        self.send(dot_stuff(message)).await;
+        self.reply().await
+    }
+
+    pub async fn quit(mut self) {
+        self.cmd("QUIT").await;
+        let _ = self.try_reply().await;
+    }
+}
+
+/// Dot-stuffs a CRLF message and appends the final dot.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Splits off the first header field if it is sealgate's `Received:` (with its folded
+/// continuation lines) and returns (that header, the rest).
+pub fn split_received(data: &[u8]) -> (String, Vec<u8>) {
+    assert!(
+        data.starts_with(b"Received: "),
+        "no Received first: {:?}",
+        String::from_utf8_lossy(&data[..data.len().min(200)])
+    );
+    let mut end = 0;
+    loop {
+        let nl = data[end..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("header end")
+            + end
+            + 1;
+        end = nl;
+        if !matches!(data.get(end), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    (
+        String::from_utf8_lossy(&data[..end]).into_owned(),
+        data[end..].to_vec(),
+    )
+}

@@ -1,0 +1,204 @@
+//! An in-process SMTP next hop for tests and benchmarks: it accepts mail on a loopback
+//! port, records every transaction, and can be told to refuse, stall or hang up.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One transaction the sink accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The MAIL command line as sent, without CRLF ("MAIL FROM:<a@b> SIZE=12").
+    pub mail_line: String,
+    /// The reverse path.
+    pub mail_from: String,
+    /// Recipients the sink accepted.
+    pub recipients: Vec<String>,
+    /// The message, dot-unstuffed, as it arrived.
+    pub data: Vec<u8>,
+}
+
+/// How the sink answers. Change it at any time with [`Sink::set`].
+#[derive(Clone)]
+pub struct Behaviour {
+    /// The reply to RCPT, per recipient address.
+    pub rcpt_reply: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// The reply after the final dot.
+    pub data_reply: String,
+    /// Close the connection after the final dot, without a reply.
+    pub hang_up_after_data: bool,
+    /// Wait this long before answering the final dot.
+    pub data_delay: Duration,
+    /// Advertise PIPELINING.
+    pub pipelining: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            rcpt_reply: Arc::new(|_| "250 2.1.5 OK".into()),
+            data_reply: "250 2.0.0 queued".into(),
+            hang_up_after_data: false,
+            data_delay: Duration::ZERO,
+            pipelining: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    /// Starts a sink on 127.0.0.1 on an ephemeral port.
+    pub async fn start() -> Sink {
+        Sink::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts a sink on a given address (to bring a next hop "back" on its old port).
+    pub async fn start_on(addr: &str) -> Sink {
+        let listener = TcpListener::bind(addr).await.expect("sink bind");
+        let sink = Sink {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            behaviour: Arc::default(),
+            connections: Arc::default(),
+        };
+        let s = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                s.connections.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let _ = s.session(stream).await;
+                });
+            }
+        });
+        sink
+    }
+
+    pub fn set(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut self.behaviour.lock().unwrap());
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` transactions have arrived, or panics after `limit`.
+    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let got = self.received();
+            if got.len() >= count {
+                return got;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("sink: expected {count} transactions, got {}", got.len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn session(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        write.write_all(b"220 sink.test ESMTP\r\n").await?;
+        let mut mail_line = String::new();
+        let mut recipients = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if read.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(());
+            }
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            let upper = text.to_ascii_uppercase();
+            let behaviour = self.behaviour.lock().unwrap().clone();
+            let reply = if upper.starts_with("EHLO") {
+                let pipelining = if behaviour.pipelining {
+                    "250-PIPELINING\r\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "250-sink.test\r\n{pipelining}250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8"
+                )
+            } else if upper.starts_with("HELO") {
+                "250 sink.test".into()
+            } else if upper.starts_with("MAIL FROM:") {
+                mail_line = text.clone();
+                recipients.clear();
+                "250 2.1.0 OK".into()
+            } else if upper.starts_with("RCPT TO:") {
+                let addr = between_brackets(&text);
+                let reply = (behaviour.rcpt_reply)(&addr);
+                if reply.starts_with('2') {
+                    recipients.push(addr);
+                }
+                reply
+            } else if upper == "DATA" {
+                if recipients.is_empty() {
+                    "554 5.5.1 no valid recipients".into()
+                } else {
+                    write.write_all(b"354 go ahead\r\n").await?;
+                    let data = read_data(&mut read).await?;
+                    if behaviour.hang_up_after_data {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(behaviour.data_delay).await;
+                    if behaviour.data_reply.starts_with('2') {
+                        self.received.lock().unwrap().push(Received {
+                            mail_from: between_brackets(&mail_line),
+                            mail_line: mail_line.clone(),
+                            recipients: std::mem::take(&mut recipients),
+                            data,
+                        });
+                    }
+                    behaviour.data_reply.clone()
+                }
+            } else if upper == "RSET" {
+                recipients.clear();
+                "250 2.0.0 OK".into()
+            } else if upper == "QUIT" {
+                write.write_all(b"221 2.0.0 bye\r\n").await?;
+                return Ok(());
+            } else {
+                "250 2.0.0 OK".into()
+            };
+            write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        }
+    }
+}
+
+fn between_brackets(text: &str) -> String {
+    let start = text.find('<').map_or(0, |i| i + 1);
+    let end = text.rfind('>').unwrap_or(text.len());
+    text[start..end.max(start)].to_string()
+}
+
+async fn read_data(read: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if read.read_until(b'\n', &mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == b".\r\n" {
+            return Ok(data);
+        }
+        let start = usize::from(line.starts_with(b"."));
+        data.extend_from_slice(&line[start..]);
+    }
+}

@@ -185,7 +185,7 @@ async fn converse(
     let mut replies = replies.into_iter();
     let mail_reply = replies.next().ok_or(Broken::Garbled)?;
     if !mail_reply.is_positive() {
-        client.quit().await;
+        client.quit();
         return Ok(mail_reply);
     }
     let mut accepted = 0;
@@ -199,14 +199,14 @@ async fn converse(
     }
     let data_reply = replies.next();
     if accepted == 0 {
-        client.quit().await;
+        client.quit();
         // Nobody accepted: the recipients' own replies say everything.
         let first_refusal = outcomes.iter().flatten().find_map(Outcome::reply).cloned();
         return first_refusal.ok_or(Broken::Garbled);
     }
     let data_reply = data_reply.ok_or(Broken::Garbled)?;
     if data_reply.code != 354 {
-        client.quit().await;
+        client.quit();
         return Ok(data_reply);
     }
 
@@ -217,7 +217,7 @@ async fn converse(
     let final_reply = client
         .read_reply_within("end of DATA", data_timeout)
         .await?;
-    client.quit().await;
+    client.quit();
     Ok(final_reply)
 }
 
@@ -285,11 +285,14 @@ impl Client {
         Ok(())
     }
 
-    /// Says goodbye without waiting long: the transaction's outcome is already known.
-    async fn quit(&mut self) {
-        if self.send(b"QUIT\r\n").await.is_ok() {
-            let _ = timeout(Duration::from_secs(5), self.next_reply()).await;
-        }
+    /// Says goodbye in the background: the transaction's outcome is already known, and
+    /// the client should not wait one more round trip for it.
+    fn quit(mut self) {
+        tokio::spawn(async move {
+            if self.send(b"QUIT\r\n").await.is_ok() {
+                let _ = timeout(Duration::from_secs(5), self.next_reply()).await;
+            }
+        });
     }
 }
 

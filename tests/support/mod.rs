@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use sealgate::classify::{Classifier, OneGroup};
 use sealgate::config::{Config, Direction};
-use sealgate::server::Server;
+use sealgate::server::{Server, StartError};
+use sealgate::store::StoreError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -28,15 +29,18 @@ pub fn testdata(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A running gateway. Dropping it stops the server task.
+/// A running gateway. It runs on a thread and tokio runtime of its own, so that
+/// [`Gateway::crash`] can kill it the way a process dies: every task dropped where it
+/// stands. Dropping the value crashes it too.
 pub struct Gateway {
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
-    /// The data_dir (inside a temp dir that lives as long as this value).
+    /// The data_dir (inside a temp dir that lives as long as the test keeps it).
     pub data_dir: PathBuf,
     pub spool: sealgate::spool::Spool,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    graceful: Option<oneshot::Sender<()>>,
+    crash: Option<oneshot::Sender<()>>,
+    finished: Option<oneshot::Receiver<()>>,
 }
 
 impl Gateway {
@@ -49,36 +53,37 @@ impl Gateway {
 
     /// Graceful shutdown, as on SIGTERM; returns when the server has finished.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task");
-        }
+        self.begin_stop().await.expect("server finished");
     }
 
-    /// Asks for shutdown and returns at once; the server task keeps running until done.
+    /// Asks for a graceful shutdown and returns at once; the handle completes when the
+    /// server has finished.
     pub fn begin_stop(&mut self) -> JoinHandle<()> {
-        if let Some(tx) = self.shutdown.take() {
+        if let Some(tx) = self.graceful.take() {
             let _ = tx.send(());
         }
-        self.task.take().expect("server still running")
+        let finished = self.finished.take().expect("server still running");
+        tokio::spawn(async move {
+            let _ = finished.await;
+        })
     }
 
-    /// Kills the server as abruptly as a process can be killed inside a test: every task
-    /// is dropped where it stands, and nothing is flushed on the way out.
+    /// Kills the server: its runtime is dropped with every task in it, nothing is
+    /// flushed on the way out. Returns once the runtime is gone.
     pub async fn crash(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(tx) = self.crash.take() {
+            let _ = tx.send(());
+        }
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.await;
         }
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(tx) = self.crash.take() {
+            let _ = tx.send(());
         }
     }
 }
@@ -120,23 +125,52 @@ pub async fn start(config: &str) -> Gateway {
 pub async fn start_with(config: &str, classifier: Arc<dyn Classifier>) -> Gateway {
     let config = Config::parse(config, Path::new("test.toml")).expect("test config");
     let data_dir = config.data_dir.clone();
-    let server = Server::bind_with(config, classifier)
-        .await
-        .expect("gateway bind");
-    let (tx, rx) = oneshot::channel::<()>();
-    let inbound = server.local_addr(Direction::Inbound);
-    let outbound = server.local_addr(Direction::Outbound);
-    let spool = server.spool().clone();
-    let task = tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
+    let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
+    let (crash_tx, crash_rx) = oneshot::channel::<()>();
+    let (finished_tx, finished_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("gateway runtime");
+        runtime.block_on(async move {
+            // A crashed gateway's runtime drops its tasks (and with them the database
+            // lock) in the background; a killed process would have let go at once.
+            let mut attempts = 0;
+            let server = loop {
+                match Server::bind_with(config.clone(), classifier.clone()).await {
+                    Err(StartError::Store(StoreError::InUse(_))) if attempts < 100 => {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    result => break result.expect("gateway bind"),
+                }
+            };
+            let _ = ready_tx.send((
+                server.local_addr(Direction::Inbound),
+                server.local_addr(Direction::Outbound),
+                server.spool().clone(),
+            ));
+            tokio::select! {
+                _ = server.run(async { let _ = graceful_rx.await; }) => {}
+                _ = crash_rx => {}
+            }
+        });
+        // Drops every task still running, as a killed process would.
+        runtime.shutdown_background();
+        let _ = finished_tx.send(());
+    });
+    let (inbound, outbound, spool) = ready_rx.await.expect("gateway started");
     Gateway {
         inbound,
         outbound,
         data_dir,
         spool,
-        shutdown: Some(tx),
-        task: Some(task),
+        graceful: Some(graceful_tx),
+        crash: Some(crash_tx),
+        finished: Some(finished_rx),
     }
 }
 

@@ -115,7 +115,7 @@ struct FileTls {
 }
 
 /// `[keys]`: how the key cache treats what it holds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeysConfig {
     /// Lifetime of keys found by lookup; 1 hour to 999 days.
@@ -124,14 +124,6 @@ pub struct KeysConfig {
     pub encrypt_to_mailflow_keys: bool,
 }
 
-impl Default for KeysConfig {
-    fn default() -> Self {
-        KeysConfig {
-            lookup_ttl: LookupTtl::default(),
-            encrypt_to_mailflow_keys: false,
-        }
-    }
-}
 
 /// `[lookup]`: key discovery and MX resolution through DNS.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -107,8 +107,8 @@ pub fn received_header(
         .format(&time::format_description::well_known::Rfc2822)
         .unwrap_or_default();
     let mut header = format!(
-        "Received: from {helo} ([{ip}])\r\n\tby {host} (sealgate, {direction}) with {protocol} id {id}",
-        ip = envelope.client_ip,
+        "Received: from {helo} ({ip})\r\n\tby {host} (sealgate, {direction}) with {protocol} id {id}",
+        ip = address_literal(envelope.client_ip),
         host = sanitize(hostname),
         direction = envelope.direction,
     );
@@ -119,6 +119,17 @@ pub fn received_header(
     }
     header.push_str(&format!(";\r\n\t{date}\r\n"));
     header
+}
+
+/// The client's address as RFC 5321 §4.1.3 writes it: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
+fn address_literal(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{v6}]"),
+        },
+    }
 }
 
 /// Keeps a peer-supplied token from breaking the header's syntax.

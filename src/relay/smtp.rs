@@ -256,8 +256,14 @@ impl Client {
             match parsed {
                 Ok(response) => {
                     self.replies.reset();
-                    let esc = (response.esc != [0, 0, 0]).then_some(response.esc);
-                    return Ok(Reply::new(response.code, esc, response.message));
+                    // We promise our clients ENHANCEDSTATUSCODES: a next hop that gives
+                    // none gets the generic one of its reply's class (RFC 3463).
+                    let esc = if response.esc == [0, 0, 0] {
+                        [(response.code / 100).min(9) as u8, 0, 0]
+                    } else {
+                        response.esc
+                    };
+                    return Ok(Reply::new(response.code, Some(esc), response.message));
                 }
                 Err(smtp_proto::Error::NeedsMoreData { .. }) => continue,
                 Err(_) => return Err(Broken::Garbled),

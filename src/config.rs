@@ -6,6 +6,7 @@
 //! deserialized (see [`crate::units`]), which is what gives each error its line.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::units::{ByteSize, HumanDuration, LookupTtl};
+use crate::units::{ByteSize, HumanDuration, LineLength, LookupTtl};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "sealgate.toml";
@@ -124,7 +125,6 @@ pub struct KeysConfig {
     pub encrypt_to_mailflow_keys: bool,
 }
 
-
 /// `[lookup]`: key discovery and MX resolution through DNS.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -190,17 +190,17 @@ pub struct Limits {
     /// Announced in EHLO SIZE; larger DATA gets 552 5.3.4.
     pub max_message_size: ByteSize,
     /// Per transaction; more get 452 4.5.3.
-    pub max_recipients: usize,
+    pub max_recipients: NonZeroUsize,
     /// Over it a new connection gets 421 4.3.2 at once.
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// A client silent this long between commands gets 421.
     pub idle_timeout: HumanDuration,
     /// The whole DATA phase, from 354 to the final dot.
     pub data_timeout: HumanDuration,
     /// Longest command line, CRLF included; longer lines get 500 5.5.2.
-    pub max_line_length: usize,
+    pub max_line_length: LineLength,
     /// Errors one session may make before it is dropped with 421.
-    pub max_errors: usize,
+    pub max_errors: NonZeroUsize,
     /// How long transactions in flight may take to finish after SIGTERM.
     pub shutdown_grace: HumanDuration,
 }
@@ -209,14 +209,14 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: ByteSize(50 * 1024 * 1024),
-            max_recipients: 100,
-            max_connections: 1000,
+            max_recipients: NonZeroUsize::new(100).unwrap(),
+            max_connections: NonZeroUsize::new(1000).unwrap(),
             idle_timeout: HumanDuration::from_secs(5 * 60),
             data_timeout: HumanDuration::from_secs(10 * 60),
             // Postfix's line_length_limit; RFC 5321's 512 is too tight once MAIL carries
             // extension parameters.
-            max_line_length: 2048,
-            max_errors: 10,
+            max_line_length: LineLength(2048),
+            max_errors: NonZeroUsize::new(10).unwrap(),
             shutdown_grace: HumanDuration::from_secs(30),
         }
     }
@@ -400,25 +400,6 @@ impl Config {
         };
 
         let limits = file.limits;
-        for (name, value) in [
-            ("max_recipients", limits.max_recipients),
-            ("max_connections", limits.max_connections),
-            ("max_errors", limits.max_errors),
-        ] {
-            if value == 0 {
-                return Err(error_at(
-                    0..0,
-                    format!("[limits] {name} must be at least 1"),
-                ));
-            }
-        }
-        if limits.max_line_length < 512 {
-            return Err(error_at(
-                0..0,
-                "[limits] max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)".into(),
-            ));
-        }
-
         Ok(Config {
             source: path.map(Path::to_path_buf),
             internal_domains: file
@@ -526,6 +507,11 @@ mod tests {
         assert_eq!(err.line, 2, "{err}");
 
         let err = parse("\n[outbound]\nnext_hop = \"mx\"\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+
+        let err = parse("[limits]\nmax_errors = 3\nmax_recipients = 0\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        let err = parse("[limits]\n\nmax_line_length = 100\n").unwrap_err();
         assert_eq!(err.line, 3, "{err}");
 
         let err = parse("colour = \"blue\"\n").unwrap_err();

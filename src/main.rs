@@ -78,12 +78,19 @@ fn serve(config: Config) -> ExitCode {
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on SIGTERM or SIGINT. SIGHUP, which would otherwise kill the process, is
+/// logged and ignored until there is something to reload.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hangup.recv() => {
+                tracing::warn!("SIGHUP: nothing to reload yet; restart sealgate to apply config changes");
+            }
+        }
     }
 }

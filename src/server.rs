@@ -149,7 +149,7 @@ impl Server {
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections.get()));
 
         tracing::info!(
             inbound = %inbound.local_addr().map_or("?".into(), |a| a.to_string()),

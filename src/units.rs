@@ -60,6 +60,22 @@ impl<'de> Deserialize<'de> for LookupTtl {
     }
 }
 
+/// `[limits] max_line_length`: at least RFC 5321's 512 octets (§4.5.3.1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineLength(pub usize);
+
+impl<'de> Deserialize<'de> for LineLength {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let length = usize::deserialize(d)?;
+        if length < 512 {
+            return Err(D::Error::custom(format!(
+                "max_line_length {length} is below the 512 octets RFC 5321 requires"
+            )));
+        }
+        Ok(LineLength(length))
+    }
+}
+
 /// A size in bytes, written as a number or as text with a unit: "50MiB", "512KiB", "2MB".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);

@@ -137,6 +137,12 @@ async fn converse(
         ehlo.text = "".into();
     }
     let ext = Extensions::from_ehlo(&ehlo.text);
+    if tx.params.smtputf8 && !ext.smtputf8 {
+        // RFC 6531 §3.4: a message that needs SMTPUTF8 must not go to a server that
+        // cannot take it; the sender has to know.
+        client.quit();
+        return Ok(reply::NEXT_HOP_NO_SMTPUTF8);
+    }
 
     let mut mail = format!("MAIL FROM:<{}>", tx.mail_from);
     if ext.size {

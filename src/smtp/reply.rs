@@ -201,6 +201,13 @@ pub fn next_hop_unavailable(detail: &str) -> Reply {
     )
 }
 
+/// The message needs SMTPUTF8 and the next hop does not offer it.
+pub const NEXT_HOP_NO_SMTPUTF8: Reply = Reply::fixed(
+    553,
+    [5, 6, 7],
+    "the next hop does not support SMTPUTF8, which this message needs",
+);
+
 /// Something went wrong inside sealgate; retrying later may help.
 pub fn local_error(detail: &str) -> Reply {
     Reply::new(451, Some([4, 3, 0]), format!("local error: {detail}"))

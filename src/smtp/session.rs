@@ -114,7 +114,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
 
     /// Reads and answers one command.
     async fn step(&mut self) -> std::io::Result<Flow> {
-        let max_line = self.config().limits.max_line_length;
+        let max_line = self.config().limits.max_line_length.0;
         let idle = self.config().idle_timeout();
         let shutdown = self.shared.shutdown.clone();
         let read = tokio::select! {
@@ -235,7 +235,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     }
 
     async fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) -> std::io::Result<Flow> {
-        let max_recipients = self.config().limits.max_recipients;
+        let max_recipients = self.config().limits.max_recipients.get();
         let inbound = self.direction == Direction::Inbound;
         let internal = self.config().is_internal_domain(domain_of(&to.address))
             || to.address.eq_ignore_ascii_case("postmaster");
@@ -342,7 +342,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     async fn refuse(&mut self, reply: &Reply) -> std::io::Result<Flow> {
         self.errors += 1;
         self.conn.queue(reply);
-        if self.errors >= self.config().limits.max_errors {
+        if self.errors >= self.config().limits.max_errors.get() {
             tracing::info!(peer = %self.peer, errors = self.errors, "dropping session after too many errors");
             return self.close_with(&reply::TOO_MANY_ERRORS).await;
         }

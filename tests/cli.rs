@@ -1,0 +1,414 @@
+//! The `sealgate` binary as admins and scripts run it: `check` and `serve`, `--config`
+//! on either side of the verb, exit statuses, `path:line:` errors, and a clean SIGTERM.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::Client;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+
+const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello from the CLI test.\r\n";
+
+/// Held by every test that uses the built-in default ports 2525 and 2587, so that no
+/// two of them run at once. (Every other test listens on ephemeral ports.)
+static DEFAULT_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `sealgate ARGS` in `dir` to completion (20 s at most).
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let child = std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("SEALGATE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sealgate");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(output) => output.expect("wait for sealgate"),
+        Err(_) => {
+            terminate(pid, "-KILL");
+            panic!("sealgate {args:?} did not finish within 20 s");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Sends a signal to one process we started.
+fn terminate(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Config text with both listeners on ephemeral ports and the data in `dir`.
+fn ephemeral_config(dir: &Path) -> String {
+    format!(
+        r#"data_dir = "{data}"
+hostname = "gw.test"
+
+[inbound]
+listen = "127.0.0.1:0"
+next_hop = "dir:{inbound}"
+
+[outbound]
+listen = "127.0.0.1:0"
+next_hop = "dir:{outbound}"
+"#,
+        data = dir.join("data").display(),
+        inbound = dir.join("in").display(),
+        outbound = dir.join("out").display(),
+    )
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "good.toml", &ephemeral_config(dir.path()));
+    let out = run(dir.path(), &["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(config.to_str().unwrap()),
+        "{}",
+        text(&out.stdout)
+    );
+    // check only reads: it creates no data_dir.
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn check_reports_a_bad_value_as_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "bad.toml",
+        "data_dir = \"data\"\n[limits]\nidle_timeout = \"soon\"\n",
+    );
+    let path = config.to_str().unwrap();
+    let out = run(dir.path(), &["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("{path}:3: ")), "{stderr}");
+    assert!(stderr.contains("soon"), "{stderr}");
+}
+
+/// Limits checked after parsing must name their line too, not line 1.
+#[test]
+fn check_names_the_line_of_a_limit_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("max_errors", "0"),
+        ("max_recipients", "0"),
+        ("max_connections", "0"),
+        ("max_line_length", "100"),
+    ] {
+        let config = write_config(
+            dir.path(),
+            "limits.toml",
+            &format!("data_dir = \"data\"\n\n[limits]\n{key} = {value}\n"),
+        );
+        let path = config.to_str().unwrap();
+        let out = run(dir.path(), &["check", "--config", path]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&format!("{path}:4: ")), "{key}: {stderr}");
+    }
+}
+
+#[test]
+fn config_option_goes_before_or_after_the_verb() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "good.toml", &ephemeral_config(dir.path()));
+    let bad = write_config(
+        dir.path(),
+        "bad.toml",
+        "\n[limits]\nidle_timeout = \"0s\"\n",
+    );
+    for config in [&good, &bad] {
+        let path = config.to_str().unwrap();
+        let before = run(dir.path(), &["--config", path, "check"]);
+        let after = run(dir.path(), &["check", "--config", path]);
+        let expected = if config == &good { 0 } else { 1 };
+        for out in [&before, &after] {
+            assert_eq!(
+                out.status.code(),
+                Some(expected),
+                "{path}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+            let all = text(&out.stdout) + &text(&out.stderr);
+            assert!(all.contains(path), "{all}");
+        }
+    }
+}
+
+#[test]
+fn check_without_config_uses_the_default_file_or_the_built_in_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("built-in defaults"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // ./sealgate.toml is read when it exists.
+    write_config(
+        dir.path(),
+        "sealgate.toml",
+        "\n\n[keys]\nlookup_ttl = \"5m\"\n",
+    );
+    let out = run(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("sealgate.toml:4: "), "{stderr}");
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_1_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "bad.toml",
+        "data_dir = \"data\"\n[inbound]\nlisten = \"nowhere\"\n",
+    );
+    let path = config.to_str().unwrap();
+    let out = run(dir.path(), &["serve", "--config", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("{path}:3: ")), "{stderr}");
+}
+
+#[test]
+fn serve_exits_1_when_its_port_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text_config = ephemeral_config(dir.path()).replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{addr}\""),
+        1,
+    );
+    let config = write_config(dir.path(), "taken.toml", &text_config);
+    let out = run(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&addr.to_string()), "{stderr}");
+    drop(taken);
+}
+
+/// A `sealgate serve` child whose stderr is collected as it comes.
+struct Server {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    /// The task that collects stderr; it ends at EOF, when the process has exited.
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    fn spawn(dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env("SEALGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sealgate serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = stderr.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut all = collected.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Server {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr has a line containing `needle` (20 s at most).
+    async fn wait_for_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.stderr().contains(needle) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("sealgate exited with {status}: {}", self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within 20 s: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit code, waiting 20 s at most.
+    async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("sealgate still running after 20 s: {}", self.stderr()))
+            .unwrap();
+        // Let the stderr reader take the last lines.
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status.code()
+    }
+
+    /// SIGTERM, then the exit code.
+    async fn sigterm(&mut self) -> Option<i32> {
+        terminate(self.child.id().expect("still running"), "-TERM");
+        self.exit_code().await
+    }
+}
+
+/// Connects to a fixed port, retrying while the server starts (20 s at most).
+async fn connect_when_up(server: &mut Server, addr: &str) -> Client {
+    let addr = addr.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Client::connect(addr).await;
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("sealgate exited with {status}: {}", server.stderr());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sealgate not listening on {addr} within 20 s: {}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `.eml` files (not the temporary ones) in a delivery folder.
+fn delivered(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "eml")
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_built_in_defaults_delivers_into_data_and_stops_on_sigterm() {
+    let _ports = DEFAULT_PORTS.lock().await;
+    for port in [2525, 2587] {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            panic!("port {port} is taken by something else, so this test cannot run: {e}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::spawn(dir.path(), &["serve"]);
+
+    let mut client = connect_when_up(&mut server, "127.0.0.1:2587").await;
+    let reply = client
+        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
+        .await;
+    assert_eq!((reply.code, reply.status()), (250, "2.0.0"), "{reply:?}");
+    client.quit().await;
+
+    let mut client = connect_when_up(&mut server, "127.0.0.1:2525").await;
+    let reply = client
+        .send_mail("carol@example.net", &["user@example.com"], MESSAGE)
+        .await;
+    assert_eq!((reply.code, reply.status()), (250, "2.0.0"), "{reply:?}");
+    // The inbound side is not an open relay, defaults included.
+    client
+        .cmd_expect("MAIL FROM:<carol@example.net>", 250)
+        .await;
+    let reply = client.cmd_expect("RCPT TO:<bob@example.org>", 550).await;
+    assert_eq!(reply.status(), "5.7.1");
+    client.quit().await;
+
+    // A 250 means the file is already there, under its final name.
+    for (direction, from, to) in [
+        ("outbound", "alice@example.com", "bob@example.org"),
+        ("inbound", "carol@example.net", "user@example.com"),
+    ] {
+        let folder = dir.path().join("data/delivered").join(direction);
+        let files = delivered(&folder);
+        assert_eq!(files.len(), 1, "{}: {files:?}", folder.display());
+        let content = std::fs::read(&files[0]).unwrap();
+        let head = format!("X-Envelope-From: <{from}>\r\nX-Envelope-To: <{to}>\r\nReceived: ");
+        assert!(
+            content.starts_with(head.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&content)
+        );
+        assert!(content.ends_with(MESSAGE), "{}", text(&content));
+    }
+
+    assert_eq!(server.sigterm().await, Some(0), "{}", server.stderr());
+    // The ports are free again.
+    for port in [2525, 2587] {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port} still taken after exit: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_serve_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "sealgate.toml", &ephemeral_config(dir.path()));
+    let path = config.to_str().unwrap();
+
+    let mut first = Server::spawn(dir.path(), &["serve", "--config", path]);
+    first.wait_for_log("sealgate is serving").await;
+
+    let mut second = Server::spawn(dir.path(), &["--config", path, "serve"]);
+    assert_eq!(second.exit_code().await, Some(1), "{}", second.stderr());
+    let stderr = second.stderr();
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(
+        stderr.contains(&dir.path().join("data").display().to_string()),
+        "{stderr}"
+    );
+
+    // The first one is unharmed and stops cleanly.
+    assert_eq!(first.sigterm().await, Some(0), "{}", first.stderr());
+}

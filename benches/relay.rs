@@ -110,11 +110,6 @@ fn main() {
 
 async fn run(scale: &Scale) {
     let sink = Sink::start().await;
-    // The sink answers pipelined commands with one small write each, on a socket with
-    // Nagle's algorithm on: its second reply then waits for the ACK of the first, which
-    // the gateway's kernel delays by up to 40 ms. That stall would be the only thing
-    // measured, so the gateway talks to the sink in lock-step, as the client does.
-    sink.set(|b| b.pipelining = false);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::parse(
         &gateway_config(&dir.path().join("in-process"), "0", "0", sink.addr, 1000),

@@ -50,3 +50,57 @@ pub struct Envelope {
 pub fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, domain)| domain)
 }
+
+/// The address as it must be written in a SMTP path. smtp-proto hands us quoted local
+/// parts unquoted (`"john smith"@example.org` arrives as `john smith@example.org`);
+/// relayed like that, the address would change meaning, and
+/// `"bob@evil.example"@example.com` would leave as `bob@evil.example@example.com`, which
+/// some MTAs route to evil.example. So a local part that is not a dot-atom is quoted
+/// again (RFC 5321 §4.1.2).
+pub fn quote_local_part(address: &str) -> String {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address.to_string();
+    };
+    if is_dot_atom(local) {
+        return address.to_string();
+    }
+    let escaped = local.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"@{domain}")
+}
+
+/// RFC 5322 dot-atom, with non-ASCII allowed as RFC 6531 does.
+fn is_dot_atom(text: &str) -> bool {
+    const SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
+    !text.is_empty()
+        && text.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c) || !c.is_ascii())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_local_part;
+
+    #[test]
+    fn quotes_what_is_not_a_dot_atom() {
+        assert_eq!(quote_local_part("a.b+c@example.org"), "a.b+c@example.org");
+        assert_eq!(
+            quote_local_part("john smith@example.org"),
+            "\"john smith\"@example.org"
+        );
+        assert_eq!(
+            quote_local_part("bob@evil.example@example.com"),
+            "\"bob@evil.example\"@example.com"
+        );
+        assert_eq!(
+            quote_local_part("a\"b@example.org"),
+            "\"a\\\"b\"@example.org"
+        );
+        assert_eq!(quote_local_part(".a@example.org"), "\".a\"@example.org");
+        assert_eq!(quote_local_part("jörg@example.org"), "jörg@example.org");
+        assert_eq!(quote_local_part(""), "");
+    }
+}

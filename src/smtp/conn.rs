@@ -6,6 +6,8 @@
 //! and written when the client has nothing more pipelined, so a pipelined batch of
 //! commands gets its replies in one write (RFC 2920).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -38,13 +40,16 @@ pub enum Data {
 pub struct Conn<S> {
     reader: BufReader<S>,
     out: Vec<u8>,
+    /// How long a write may wait for a client that does not read.
+    write_timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    pub fn new(stream: S) -> Conn<S> {
+    pub fn new(stream: S, write_timeout: Duration) -> Conn<S> {
         Conn {
             reader: BufReader::with_capacity(READ_BUFFER, stream),
             out: Vec::with_capacity(512),
+            write_timeout,
         }
     }
 
@@ -53,11 +58,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         reply.write_to(&mut self.out);
     }
 
+    /// Writes the queued replies. A client that does not take them within the write
+    /// timeout is given up on: the error ends the session, so nothing is sent twice.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             let stream = self.reader.get_mut();
-            stream.write_all(&self.out).await?;
-            stream.flush().await?;
+            let write = async {
+                stream.write_all(&self.out).await?;
+                stream.flush().await
+            };
+            tokio::time::timeout(self.write_timeout, write)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client does not read its replies",
+                    )
+                })??;
             self.out.clear();
         }
         Ok(())
@@ -144,7 +161,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.reader.consume(used);
 
             if drain.is_none() {
-                if stored + current.len() > max {
+                // A CR at the end may be the one of the final CRLF.CRLF whose LF has not
+                // arrived; the receiver takes it back then, so it does not count yet.
+                let pending_cr = usize::from(!done && current.last() == Some(&b'\r'));
+                if stored + current.len() - pending_cr > max {
                     drain = Some(DummyDataReceiver::new_data(&receiver));
                     chunks = Vec::new();
                     current = Vec::new();

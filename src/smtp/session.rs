@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{Conn, Data, Line};
 use super::reply::{self, Reply};
 use crate::config::{Config, Direction};
-use crate::envelope::{Body, Envelope, MailParams, domain_of};
+use crate::envelope::{Body, Envelope, MailParams, domain_of, quote_local_part};
 use crate::gateway::Gateway;
 use crate::message::{self, Message};
 
@@ -75,7 +75,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         tls: bool,
     ) -> Self {
         Session {
-            conn: Conn::new(stream),
+            conn: Conn::new(stream, shared.config.idle_timeout()),
             shared,
             direction,
             peer,
@@ -141,6 +141,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let mut framed = line;
         framed.extend_from_slice(b"\r\n");
         match Request::parse(&mut framed.iter()) {
+            // smtp-proto reads <Postmaster> like <>, but RFC 5321 §4.5.1 requires
+            // accepting the domain-less postmaster.
+            Ok(Request::Rcpt { mut to }) if to.address.is_empty() && names_postmaster(&framed) => {
+                to.address = Cow::Borrowed("postmaster");
+                self.rcpt(to).await
+            }
             Ok(request) => self.dispatch(request).await,
             Err(error) => self.refuse(&parse_error_reply(&error)).await,
         }
@@ -222,7 +228,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             None
         };
         self.transaction = Some(Transaction {
-            mail_from: from.address.into_owned(),
+            mail_from: quote_local_part(&from.address),
             params: MailParams {
                 size: (from.size > 0).then_some(from.size as u64),
                 body,
@@ -263,7 +269,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             self.conn.queue(&reply::TOO_MANY_RECIPIENTS);
             return Ok(Flow::Continue);
         }
-        let address = to.address.into_owned();
+        let address = quote_local_part(&to.address);
         if !transaction
             .recipients
             .iter()
@@ -352,6 +358,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     /// Sends a last reply and ends the session.
     async fn close_with(&mut self, reply: &Reply) -> std::io::Result<Flow> {
         self.conn.queue(reply);
+        // A client that does not read must not hold its slot: the flush is bounded.
         self.conn.flush().await?;
         Ok(Flow::Close)
     }
@@ -374,6 +381,14 @@ fn unsupported_mail_parameter(from: &MailFrom<Cow<'_, str>>) -> Option<&'static 
     } else {
         None
     }
+}
+
+/// Whether a RCPT line's path is `<Postmaster>`, in any case.
+fn names_postmaster(line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    line.split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .is_some_and(|(path, _)| path.trim().eq_ignore_ascii_case("postmaster"))
 }
 
 /// The reply for a command smtp-proto could not parse.

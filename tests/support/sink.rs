@@ -77,6 +77,7 @@ impl Sink {
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
                 s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
@@ -117,6 +118,7 @@ impl Sink {
         let mut mail_line = String::new();
         let mut recipients = Vec::new();
         let mut line = Vec::new();
+        let mut pending = Vec::new();
         loop {
             line.clear();
             if read.read_until(b'\n', &mut line).await? == 0 {
@@ -151,7 +153,9 @@ impl Sink {
                 if recipients.is_empty() {
                     "554 5.5.1 no valid recipients".into()
                 } else {
-                    write.write_all(b"354 go ahead\r\n").await?;
+                    pending.extend_from_slice(b"354 go ahead\r\n");
+                    write.write_all(&pending).await?;
+                    pending.clear();
                     let data = read_data(&mut read).await?;
                     if behaviour.hang_up_after_data {
                         return Ok(());
@@ -171,12 +175,19 @@ impl Sink {
                 recipients.clear();
                 "250 2.0.0 OK".into()
             } else if upper == "QUIT" {
-                write.write_all(b"221 2.0.0 bye\r\n").await?;
+                pending.extend_from_slice(b"221 2.0.0 bye\r\n");
+                write.write_all(&pending).await?;
                 return Ok(());
             } else {
                 "250 2.0.0 OK".into()
             };
-            write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+            // Like a real server with PIPELINING: replies to a pipelined batch go out
+            // together, once nothing more is waiting to be read.
+            pending.extend_from_slice(format!("{reply}\r\n").as_bytes());
+            if read.buffer().is_empty() {
+                write.write_all(&pending).await?;
+                pending.clear();
+            }
         }
     }
 }

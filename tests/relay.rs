@@ -259,3 +259,43 @@ async fn two_hundred_parallel_sessions_each_delivered_exactly_once() {
     seen.sort();
     assert_eq!(seen, (0..200).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn next_hop_connections_are_reused() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    for i in 0..3 {
+        let mut client = Client::connect(gw.outbound).await;
+        let reply = client
+            .send_mail("a@example.com", &["b@example.org"], &testdata("plain.eml"))
+            .await;
+        assert_eq!(reply.code, 250, "message {i}: {reply:?}");
+        client.quit().await;
+    }
+    assert_eq!(sink.wait_for(3, Duration::from_secs(10)).await.len(), 3);
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection for three messages"
+    );
+}
+
+#[tokio::test]
+async fn a_next_hop_that_closes_idle_connections_still_gets_every_message() {
+    let sink = Sink::start().await;
+    sink.set(|b| b.close_after_reply = true);
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    for i in 0..3 {
+        let mut client = Client::connect(gw.outbound).await;
+        let reply = client
+            .send_mail("a@example.com", &["b@example.org"], &testdata("plain.eml"))
+            .await;
+        assert_eq!(reply.code, 250, "message {i}: {reply:?}");
+        client.quit().await;
+    }
+    assert_eq!(sink.wait_for(3, Duration::from_secs(10)).await.len(), 3);
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}

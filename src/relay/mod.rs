@@ -81,6 +81,8 @@ impl Delivery {
 #[derive(Debug, Clone)]
 pub struct Relay {
     hop: NextHop,
+    /// Idle connections to an SMTP next hop.
+    pool: Arc<smtp::Pool>,
     config: Arc<RelayConfig>,
     /// Our name in EHLO.
     hostname: Arc<str>,
@@ -90,6 +92,7 @@ impl Relay {
     pub fn new(hop: NextHop, config: RelayConfig, hostname: &str) -> Relay {
         Relay {
             hop,
+            pool: Arc::default(),
             config: Arc::new(config),
             hostname: hostname.into(),
         }
@@ -102,7 +105,9 @@ impl Relay {
     /// Hands `tx` to the next hop and reports what happened to each recipient.
     pub async fn deliver(&self, tx: &Outgoing) -> Delivery {
         match &self.hop {
-            NextHop::Smtp(addr) => smtp::deliver(addr, &self.hostname, &self.config, tx).await,
+            NextHop::Smtp(addr) => {
+                smtp::deliver(addr, &self.hostname, &self.config, &self.pool, tx).await
+            }
             NextHop::Dir(path) => dir::deliver(path, tx).await,
             // Refused when the config loads; kept so that the DNS issue has its place.
             NextHop::Mx => Delivery::all(

@@ -4,7 +4,7 @@
 //! connection has no PIPELINING, flattens multi-line replies, and copies the whole
 //! message to dot-stuff it. A proxy must report each recipient's own reply, pass the
 //! next hop's codes back verbatim, and stream a 25 MiB message without a second copy.
-//! This client does exactly one transaction per connection.
+//! Connections are kept in a small pool and reused for later transactions.
 
 use std::time::Duration;
 
@@ -67,11 +67,87 @@ struct Client {
     stream: BufReader<TcpStream>,
     replies: ResponseReceiver,
     command_timeout: Duration,
+    /// What the server offered in its EHLO reply.
+    ext: Extensions,
+    /// Set once the server has answered anything in the current transaction. A pooled
+    /// connection that breaks before that was simply stale, and the transaction can be
+    /// tried again on a fresh one without any risk of a duplicate.
+    answered: bool,
 }
 
-pub async fn deliver(addr: &str, hostname: &str, config: &RelayConfig, tx: &Outgoing) -> Delivery {
+/// Idle connections to one next hop, reused for later transactions (RFC 5321 allows a
+/// new MAIL after a completed one). Reuse saves the connect, greeting, EHLO and QUIT
+/// round trips that otherwise cost more than the transaction itself on a fast link.
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<Vec<(Client, std::time::Instant)>>,
+}
+
+/// Most idle connections kept per next hop.
+const MAX_IDLE: usize = 32;
+/// An idle connection older than this is closed rather than reused: servers drop idle
+/// clients (Postfix after 300 s), and a reused connection should not meet that.
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        f.debug_struct("Pool").field("idle", &idle).finish()
+    }
+}
+
+impl Pool {
+    /// A connection that is still open and quiet, if there is one.
+    fn take(&self) -> Option<Client> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((client, since)) = idle.pop() {
+            if since.elapsed() < IDLE_FOR && client.is_quiet() {
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    fn put(&self, client: Client) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push((client, std::time::Instant::now()));
+                return;
+            }
+        }
+        client.quit();
+    }
+}
+
+pub async fn deliver(
+    addr: &str,
+    hostname: &str,
+    config: &RelayConfig,
+    pool: &Pool,
+    tx: &Outgoing,
+) -> Delivery {
     let mut outcomes = vec![None; tx.recipients.len()];
-    match converse(addr, hostname, config, tx, &mut outcomes).await {
+    if let Some(client) = pool.take() {
+        match transact(client, config, pool, tx, &mut outcomes).await {
+            // A stale pooled connection: nothing was said about this transaction yet,
+            // so it is simply tried again on a fresh one.
+            Err((_, false)) => outcomes.iter_mut().for_each(|o| *o = None),
+            result => return delivery(result.map_err(|(broken, _)| broken), outcomes),
+        }
+    }
+    let result = match open(addr, hostname, config).await {
+        Ok(Ok(client)) => transact(client, config, pool, tx, &mut outcomes)
+            .await
+            .map_err(|(broken, _)| broken),
+        Ok(Err(refusal)) => Ok(refusal),
+        Err(broken) => Err(broken),
+    };
+    delivery(result, outcomes)
+}
+
+/// Turns the end of a conversation into an outcome per recipient.
+fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> Delivery {
+    match result {
         Ok(reply) => Delivery {
             outcomes: outcomes
                 .into_iter()
@@ -97,16 +173,13 @@ pub async fn deliver(addr: &str, hostname: &str, config: &RelayConfig, tx: &Outg
     }
 }
 
-/// Runs the transaction. Recipients refused at RCPT get their outcome in `outcomes`;
-/// the returned reply (to DATA's end, or the one that stopped the transaction) applies
-/// to the rest.
-async fn converse(
+/// Connects, reads the greeting and says EHLO (HELO if EHLO is refused). A refusal
+/// from the server comes back as `Ok(Err(reply))`.
+async fn open(
     addr: &str,
     hostname: &str,
     config: &RelayConfig,
-    tx: &Outgoing,
-    outcomes: &mut [Option<Outcome>],
-) -> Result<Reply, Broken> {
+) -> Result<Result<Client, Reply>, Broken> {
     let stream = timeout(config.connect_timeout.0, TcpStream::connect(addr))
         .await
         .map_err(|_| Broken::Timeout("connect"))?
@@ -116,32 +189,73 @@ async fn converse(
         stream: BufReader::with_capacity(4096, stream),
         replies: ResponseReceiver::default(),
         command_timeout: config.command_timeout.0,
+        ext: Extensions::default(),
+        answered: false,
     };
 
     let greeting = client.read_reply("greeting").await?;
     if !greeting.is_positive() {
-        return Ok(greeting);
+        return Ok(Err(greeting));
     }
     client
         .send(format!("EHLO {hostname}\r\n").as_bytes())
         .await?;
-    let mut ehlo = client.read_reply("EHLO").await?;
-    if !ehlo.is_positive() {
+    let ehlo = client.read_reply("EHLO").await?;
+    if ehlo.is_positive() {
+        client.ext = Extensions::from_ehlo(&ehlo.text);
+    } else {
         client
             .send(format!("HELO {hostname}\r\n").as_bytes())
             .await?;
-        ehlo = client.read_reply("HELO").await?;
-        if !ehlo.is_positive() {
-            return Ok(ehlo);
+        let helo = client.read_reply("HELO").await?;
+        if !helo.is_positive() {
+            client.quit();
+            return Ok(Err(helo));
         }
-        ehlo.text = "".into();
     }
-    let ext = Extensions::from_ehlo(&ehlo.text);
+    Ok(Ok(client))
+}
+
+/// Runs one transaction on an open connection. Recipients refused at RCPT get their
+/// outcome in `outcomes`; the returned reply (to DATA's end, or the one that stopped
+/// the transaction) applies to the rest. A connection left in a clean state goes back
+/// to the pool. On failure, the flag says whether the server had answered anything.
+async fn transact(
+    mut client: Client,
+    config: &RelayConfig,
+    pool: &Pool,
+    tx: &Outgoing,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<Reply, (Broken, bool)> {
+    client.answered = false;
+    let result = converse(&mut client, config, tx, outcomes).await;
+    let answered = client.answered;
+    match result {
+        Ok((reply, clean)) => {
+            if clean {
+                pool.put(client);
+            } else {
+                client.quit();
+            }
+            Ok(reply)
+        }
+        Err(broken) => Err((broken, answered)),
+    }
+}
+
+/// The transaction proper; also says whether the connection is back in its initial
+/// state (after the reply to the final dot) and may be reused.
+async fn converse(
+    client: &mut Client,
+    config: &RelayConfig,
+    tx: &Outgoing,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(Reply, bool), Broken> {
+    let ext = &client.ext;
     if tx.params.smtputf8 && !ext.smtputf8 {
         // RFC 6531 §3.4: a message that needs SMTPUTF8 must not go to a server that
         // cannot take it; the sender has to know.
-        client.quit();
-        return Ok(reply::NEXT_HOP_NO_SMTPUTF8);
+        return Ok((reply::NEXT_HOP_NO_SMTPUTF8, false));
     }
 
     let mut mail = format!("MAIL FROM:<{}>", tx.mail_from);
@@ -159,13 +273,14 @@ async fn converse(
         mail.push_str(" SMTPUTF8");
     }
     mail.push_str("\r\n");
+    let pipelining = ext.pipelining;
 
     // With PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920).
     let mut commands = vec![mail];
     commands.extend(tx.recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
     commands.push("DATA\r\n".into());
     let mut replies = Vec::with_capacity(commands.len());
-    if ext.pipelining {
+    if pipelining {
         client.send(commands.concat().as_bytes()).await?;
         for _ in 0..commands.len() {
             replies.push(client.read_reply("MAIL/RCPT/DATA").await?);
@@ -191,8 +306,7 @@ async fn converse(
     let mut replies = replies.into_iter();
     let mail_reply = replies.next().ok_or(Broken::Garbled)?;
     if !mail_reply.is_positive() {
-        client.quit();
-        return Ok(mail_reply);
+        return Ok((mail_reply, false));
     }
     let mut accepted = 0;
     for outcome in outcomes.iter_mut() {
@@ -205,15 +319,13 @@ async fn converse(
     }
     let data_reply = replies.next();
     if accepted == 0 {
-        client.quit();
         // Nobody accepted: the recipients' own replies say everything.
         let first_refusal = outcomes.iter().flatten().find_map(Outcome::reply).cloned();
-        return first_refusal.ok_or(Broken::Garbled);
+        return first_refusal.map(|r| (r, false)).ok_or(Broken::Garbled);
     }
     let data_reply = data_reply.ok_or(Broken::Garbled)?;
     if data_reply.code != 354 {
-        client.quit();
-        return Ok(data_reply);
+        return Ok((data_reply, false));
     }
 
     let data_timeout = config.data_timeout.0;
@@ -223,8 +335,9 @@ async fn converse(
     let final_reply = client
         .read_reply_within("end of DATA", data_timeout)
         .await?;
-    client.quit();
-    Ok(final_reply)
+    // A 421 means the server is closing; anything else leaves it ready for MAIL.
+    let clean = final_reply.code != 421;
+    Ok((final_reply, clean))
 }
 
 impl Client {
@@ -262,6 +375,7 @@ impl Client {
             match parsed {
                 Ok(response) => {
                     self.replies.reset();
+                    self.answered = true;
                     // We promise our clients ENHANCEDSTATUSCODES: a next hop that gives
                     // none gets the generic one of its reply's class (RFC 3463).
                     let esc = if response.esc == [0, 0, 0] {
@@ -295,6 +409,19 @@ impl Client {
         stuffer.finish(&mut out);
         self.stream.get_mut().write_all(&out).await?;
         Ok(())
+    }
+
+    /// Whether an idle connection is still open and has said nothing unasked (a server
+    /// that timed us out sends 421 and closes).
+    fn is_quiet(&self) -> bool {
+        if !self.stream.buffer().is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.get_ref().try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
     /// Says goodbye in the background: the transaction's outcome is already known, and

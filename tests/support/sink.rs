@@ -36,6 +36,9 @@ pub struct Behaviour {
     pub data_delay: Duration,
     /// Advertise PIPELINING.
     pub pipelining: bool,
+    /// Close the connection right after answering the final dot (as a server that
+    /// allows one transaction per connection, or that timed the client out, would).
+    pub close_after_reply: bool,
 }
 
 impl Default for Behaviour {
@@ -46,6 +49,7 @@ impl Default for Behaviour {
             hang_up_after_data: false,
             data_delay: Duration::ZERO,
             pipelining: true,
+            close_after_reply: false,
         }
     }
 }
@@ -168,6 +172,12 @@ impl Sink {
                             recipients: std::mem::take(&mut recipients),
                             data,
                         });
+                    }
+                    if behaviour.close_after_reply {
+                        write
+                            .write_all(format!("{}\r\n", behaviour.data_reply).as_bytes())
+                            .await?;
+                        return Ok(());
                     }
                     behaviour.data_reply.clone()
                 }

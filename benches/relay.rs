@@ -123,7 +123,7 @@ async fn run(scale: &Scale) {
         let _ = stopped.await;
     }));
     println!(
-        "next hop: in-process sink at {} (PIPELINING not offered: see the source); \
+        "next hop: in-process sink at {}; \
          gateway for 1 and 2: in-process (Server::bind), outbound listener {gateway}",
         sink.addr
     );

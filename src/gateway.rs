@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::classify::Classifier;
+use crate::config::Direction;
 use crate::dsn::Failure;
 use crate::envelope::Envelope;
+use crate::keys::harvest::Harvester;
 use crate::message::Message;
 use crate::relay::{Outcome, Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
@@ -28,6 +30,8 @@ pub struct Gateway {
     pub spool: Spool,
     /// Our name, for DSNs.
     pub hostname: String,
+    /// Takes accepted inbound messages for key harvesting, off this path.
+    pub harvester: Harvester,
 }
 
 impl Gateway {
@@ -84,6 +88,10 @@ impl Gateway {
                 }
             }
         };
+
+        if envelope.direction == Direction::Inbound && reply.is_positive() {
+            self.harvester.submit(&message);
+        }
 
         let next_hop_replies: Vec<String> = deliveries
             .iter()

@@ -17,13 +17,18 @@
 //! - [`gateway`]: one transaction's fan-out to the next hop and the client's reply.
 //! - [`relay`]: the next hop, as an SMTP server or a folder of `.eml` files.
 //! - [`spool`]: the durable retry spool and its worker; [`dsn`] builds the DSNs it sends.
+//! - [`keys`]: the key cache (sled), harvesting keys from inbound mail, and the
+//!   operations behind `sealgate keys ...` with the admin socket that reaches a running
+//!   server. [`crypto`] reads the CMS structures harvesting needs.
 //! - [`store`]: the sled database under `data_dir`; [`tls`]: STARTTLS certificates.
 
 pub mod classify;
 pub mod config;
+pub mod crypto;
 pub mod dsn;
 pub mod envelope;
 pub mod gateway;
+pub mod keys;
 pub mod message;
 pub mod relay;
 pub mod server;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod keytable;
 use sealgate::config::Config;
+use sealgate::keys::admin;
 use sealgate::server::Server;
 
 #[derive(Parser)]
@@ -24,6 +27,33 @@ enum Command {
     Serve,
     /// Validate the config and the policy files.
     Check,
+    /// Manage the key cache (works while `serve` runs, through its admin socket).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Import public keys: OpenPGP (armored or binary) and X.509 (PEM or DER).
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// List the key cache, one line per (address, key).
+    List {
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the entries of an address, or every entry of a fingerprint.
+    Delete {
+        #[arg(value_name = "ADDRESS_OR_FINGERPRINT")]
+        target: String,
+    },
+    /// Remove expired cache entries now.
+    Purge,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +84,62 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => serve(config),
+        Command::Keys { command } => keys(&config, command),
+    }
+}
+
+fn keys(config: &Config, command: KeysCommand) -> ExitCode {
+    let mut unreadable = false;
+    let (request, json) = match command {
+        KeysCommand::Import { files } => {
+            let mut readable = Vec::new();
+            for path in files {
+                match admin::File::read(&path) {
+                    Ok(file) => readable.push(file),
+                    Err(e) => {
+                        eprintln!("{}: refused: cannot read: {e}", path.display());
+                        unreadable = true;
+                    }
+                }
+            }
+            (admin::Request::Import { files: readable }, false)
+        }
+        KeysCommand::List { json } => (admin::Request::List, json),
+        KeysCommand::Delete { target } => (admin::Request::Delete { target }, false),
+        KeysCommand::Purge => (admin::Request::Purge, false),
+    };
+    let is_list = matches!(request, admin::Request::List);
+    let response = match admin::request(&config.data_dir, config.keys.lookup_ttl.0, request) {
+        Ok(response) => response,
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for message in &response.messages {
+        if response.failed {
+            eprintln!("{message}");
+        } else {
+            println!("{message}");
+        }
+    }
+    if is_list {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&response.entries).expect("entries serialize")
+            );
+        } else {
+            print!(
+                "{}",
+                keytable::render(&response.entries, time::OffsetDateTime::now_utc())
+            );
+        }
+    }
+    if response.failed || unreadable {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use crate::classify::{Classifier, OneGroup};
 use crate::config::{Config, Direction};
 use crate::gateway::Gateway;
+use crate::keys::harvest::Harvester;
+use crate::keys::{KeyStore, SledKeyStore, admin};
 use crate::relay::{Relay, Relays};
 use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
@@ -40,6 +42,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::StoreError),
     /// `[tls]` files that were valid at `check` time are not any more.
     #[error("[tls]: {0}")]
     Tls(String),
@@ -51,6 +55,8 @@ pub struct Server {
     inbound: TcpListener,
     outbound: TcpListener,
     db: sled::Db,
+    /// The key cache, also served to the CLI on the admin socket.
+    keys: Arc<SledKeyStore>,
 }
 
 impl Server {
@@ -85,6 +91,7 @@ impl Server {
         })?;
         let db = store::open(&config.data_dir)?;
         let spool = Spool::open(&db, config.spool.clone())?;
+        let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0)?);
         let tls = match &config.tls {
             None => None,
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(
@@ -108,6 +115,7 @@ impl Server {
             relays,
             spool,
             hostname: config.hostname.clone(),
+            harvester: Harvester::start(keys.clone()),
         };
         Ok(Server {
             shared: Arc::new(Shared {
@@ -119,6 +127,7 @@ impl Server {
             inbound,
             outbound,
             db,
+            keys,
         })
     }
 
@@ -146,6 +155,7 @@ impl Server {
             inbound,
             outbound,
             db,
+            keys,
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
@@ -165,6 +175,13 @@ impl Server {
             config.hostname.clone(),
             shared.shutdown.clone(),
         ));
+        tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
+        let (data_dir, token) = (config.data_dir.clone(), shared.shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = admin::serve(&data_dir, keys, token).await {
+                tracing::error!(error = %e, "admin socket unavailable: `sealgate keys` cannot reach this server");
+            }
+        });
         for (listener, direction) in [
             (inbound, Direction::Inbound),
             (outbound, Direction::Outbound),
@@ -264,5 +281,29 @@ async fn connection(
         }
         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// How often expired key cache entries are purged (besides at start-up).
+const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Purges expired key cache entries now and then every [`PURGE_EVERY`].
+async fn purge_periodically(keys: Arc<SledKeyStore>, shutdown: CancellationToken) {
+    loop {
+        let store = keys.clone();
+        let purged =
+            tokio::task::spawn_blocking(move || store.purge(time::OffsetDateTime::now_utc())).await;
+        match purged {
+            Ok(Ok(removed)) if !removed.is_empty() => {
+                tracing::info!(removed = removed.len(), "key cache purged");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "key cache purge failed"),
+            Err(e) => tracing::error!(error = %e, "key cache purge task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
     }
 }

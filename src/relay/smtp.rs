@@ -109,11 +109,11 @@ impl Pool {
     }
 
     fn put(&self, client: Client) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
-                idle.push((client, std::time::Instant::now()));
-                return;
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push((client, std::time::Instant::now()));
+            return;
         }
         client.quit();
     }

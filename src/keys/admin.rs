@@ -1,0 +1,262 @@
+//! The operations behind `sealgate keys ...`, and how the CLI reaches them.
+//!
+//! sled locks its database, so while `serve` runs no other process can open it. The
+//! server therefore listens on a Unix socket, `data_dir/admin.sock` (mode 0600, so only
+//! the user the gateway runs as may use it). The CLI sends one JSON request line and
+//! reads one JSON response line. When no server answers on the socket, the CLI opens
+//! the database itself. Either way the same [`execute`] does the work, so the two paths
+//! cannot drift apart.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::entry::{KeyEntry, Source};
+use super::material::{self, Origin};
+use super::store::{KeyStore, Put, SledKeyStore};
+
+/// The socket's name inside `data_dir`.
+pub const SOCKET: &str = "admin.sock";
+/// The largest request we read (an import of many keys).
+const MAX_REQUEST: u64 = 64 * 1024 * 1024;
+
+/// A file handed to `keys import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct File {
+    pub name: String,
+    /// The file's bytes, base64 (the request is JSON).
+    pub data: String,
+}
+
+impl File {
+    pub fn read(path: &Path) -> std::io::Result<File> {
+        Ok(File {
+            name: path.display().to_string(),
+            data: base64::engine::general_purpose::STANDARD.encode(std::fs::read(path)?),
+        })
+    }
+}
+
+/// One admin request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Import { files: Vec<File> },
+    List,
+    Delete { target: String },
+    Purge,
+}
+
+/// The answer: entries (listed, imported or removed), lines for the admin, and whether
+/// the command as a whole failed (exit status 1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub entries: Vec<KeyEntry>,
+    pub messages: Vec<String>,
+    pub failed: bool,
+}
+
+/// Carries out a request on a store.
+pub fn execute(store: &dyn KeyStore, request: Request, now: OffsetDateTime) -> Response {
+    let mut response = Response::default();
+    let failure = |e: super::store::StoreError| Response {
+        messages: vec![format!("key store error: {e}")],
+        failed: true,
+        ..Response::default()
+    };
+    match request {
+        Request::List => match store.list() {
+            Ok(entries) => response.entries = entries,
+            Err(e) => return failure(e),
+        },
+        Request::Purge => match store.purge(now) {
+            Ok(removed) => {
+                response
+                    .messages
+                    .push(format!("purged {} expired entries", removed.len()));
+                response.entries = removed;
+            }
+            Err(e) => return failure(e),
+        },
+        Request::Delete { target } => match store.delete(&target) {
+            Ok(removed) if removed.is_empty() => {
+                response.messages.push(format!("no entry matches {target}"));
+                response.failed = true;
+            }
+            Ok(removed) => {
+                response
+                    .messages
+                    .push(format!("deleted {} entries", removed.len()));
+                response.entries = removed;
+            }
+            Err(e) => return failure(e),
+        },
+        Request::Import { files } => {
+            let origin = Origin {
+                source: Source::Admin,
+                message_id: None,
+                sender: None,
+            };
+            for file in files {
+                let bytes = match base64::engine::general_purpose::STANDARD.decode(&file.data) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        response
+                            .messages
+                            .push(format!("{}: refused: {e}", file.name));
+                        response.failed = true;
+                        continue;
+                    }
+                };
+                // All of a file or nothing: check every key before storing any.
+                let candidates = match material::import_candidates(&bytes, &origin, now) {
+                    Ok(candidates) => candidates,
+                    Err(refusal) => {
+                        response
+                            .messages
+                            .push(format!("{}: refused: {refusal}", file.name));
+                        response.failed = true;
+                        continue;
+                    }
+                };
+                for candidate in candidates {
+                    let (address, fingerprint) =
+                        (candidate.address.clone(), candidate.fingerprint.clone());
+                    match store.put(candidate, now) {
+                        Ok(put) => {
+                            let what = match put {
+                                Put::Added => "added".to_string(),
+                                Put::Refreshed => "updated".to_string(),
+                                Put::Replaced(old) => {
+                                    format!("added, replacing {}", old.join(", "))
+                                }
+                                Put::Ignored(why) => format!("ignored: {why}"),
+                            };
+                            response
+                                .messages
+                                .push(format!("{}: {address} {fingerprint} {what}", file.name));
+                        }
+                        Err(e) => return failure(e),
+                    }
+                    if let Ok(entries) = store.find(&address) {
+                        response
+                            .entries
+                            .extend(entries.into_iter().filter(|e| e.fingerprint == fingerprint));
+                    }
+                }
+            }
+        }
+    }
+    response
+}
+
+/// Serves admin requests on `data_dir/admin.sock` until `shutdown`.
+pub async fn serve(
+    data_dir: &Path,
+    store: Arc<SledKeyStore>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let path = data_dir.join(SOCKET);
+    // We hold the database lock, so a socket file left here is from a dead process.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket: accept failed");
+                    continue;
+                }
+            },
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, store).await {
+                tracing::warn!(error = %e, "admin socket: request failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn answer(stream: tokio::net::UnixStream, store: Arc<SledKeyStore>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    tokio::io::BufReader::new(read.take(MAX_REQUEST))
+        .read_until(b'\n', &mut line)
+        .await?;
+    let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(request) => {
+            tracing::info!(request = ?std::mem::discriminant(&request), "admin request");
+            tokio::task::spawn_blocking(move || {
+                execute(store.as_ref(), request, OffsetDateTime::now_utc())
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        }
+        Err(e) => Response {
+            messages: vec![format!("bad admin request: {e}")],
+            failed: true,
+            ..Response::default()
+        },
+    };
+    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+/// Why the CLI could not carry out a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    KeyStore(#[from] super::store::StoreError),
+    #[error("the running server's admin socket {0} failed: {1}")]
+    Socket(PathBuf, std::io::Error),
+    #[error("the running server sent a bad answer: {0}")]
+    BadAnswer(serde_json::Error),
+}
+
+/// Runs a request for the CLI: through the running server's socket if there is one,
+/// else directly on the database in `data_dir`.
+pub fn request(
+    data_dir: &Path,
+    lookup_ttl: std::time::Duration,
+    request: Request,
+) -> Result<Response, ClientError> {
+    let path = data_dir.join(SOCKET);
+    match UnixStream::connect(&path) {
+        Ok(mut stream) => {
+            let socket_error = |e| ClientError::Socket(path.clone(), e);
+            let mut line = serde_json::to_vec(&request).expect("a request always serializes");
+            line.push(b'\n');
+            stream.write_all(&line).map_err(socket_error)?;
+            let mut answer = Vec::new();
+            BufReader::new(stream)
+                .read_until(b'\n', &mut answer)
+                .map_err(socket_error)?;
+            serde_json::from_slice(&answer).map_err(ClientError::BadAnswer)
+        }
+        Err(_) => {
+            // No server: the database is ours for the moment.
+            let db = crate::store::open(data_dir)?;
+            let store = SledKeyStore::open(&db, lookup_ttl)?;
+            let response = execute(&store, request, OffsetDateTime::now_utc());
+            db.flush().map_err(super::store::StoreError::from)?;
+            Ok(response)
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! One entry of the key cache, and the lifetime rules that depend on where it came from.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Keys harvested from mail live exactly this long. Hard-coded on purpose: the admin
+/// guides of the commercial gateways fix it, and no setting may change it.
+pub const MAILFLOW_LIFETIME: Duration = Duration::from_secs(180 * 24 * 60 * 60);
+
+/// Where a key came from. The order is precedence: a key stored again from a
+/// higher-ranked source takes that source; from a lower one, it is only "seen again".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Harvested from inbound mail.
+    Mailflow,
+    /// Found by a DNS (or WKD) lookup.
+    Lookup,
+    /// Imported by an admin with `sealgate keys import`.
+    Admin,
+    /// An internal user's escrowed key, with the secret of its encryption subkey.
+    Sckm,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mailflow => "mailflow",
+            Source::Lookup => "lookup",
+            Source::Admin => "admin",
+            Source::Sckm => "sckm",
+        }
+    }
+}
+
+/// What kind of key material an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// An OpenPGP certificate (transferable public key).
+    Pgp,
+    /// An X.509 certificate for S/MIME.
+    Smime,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Pgp => "pgp",
+            KeyKind::Smime => "smime",
+        }
+    }
+}
+
+/// One (address, key) pair in the cache. Its JSON form is what `keys list --json`
+/// prints, so the field names are part of the interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// Lower-cased, IDNA-normalised.
+    pub address: String,
+    pub kind: KeyKind,
+    /// Upper-case hex: the OpenPGP fingerprint, or SHA-256 of the X.509 DER.
+    pub fingerprint: String,
+    pub source: Source,
+    /// When this entry was stored (for mailflow: harvested).
+    #[serde(with = "time::serde::rfc3339")]
+    pub added: OffsetDateTime,
+    /// When the key was last seen in mail.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// When the cache drops the entry; `null` for admin and SCKM keys.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires: Option<OffsetDateTime>,
+    /// Message-ID of the mail that brought a mailflow key.
+    pub message_id: Option<String>,
+    /// From address of the mail that brought a mailflow key.
+    pub sender: Option<String>,
+    /// The key has a valid encryption-capable (sub)key. Whether it *may* be used also
+    /// depends on its source, its expiry and `[keys] encrypt_to_mailflow_keys`.
+    pub can_encrypt: bool,
+    /// The gateway holds the secret of the encryption key (SCKM entries only).
+    pub can_decrypt: bool,
+    /// When the key material says it was made; a newer key for an address replaces an
+    /// older mailflow entry, never the other way round.
+    #[serde(with = "time::serde::rfc3339")]
+    pub key_created: OffsetDateTime,
+    /// The key's own expiry (certificate notAfter, OpenPGP key expiration), if any.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub key_expires: Option<OffsetDateTime>,
+}
+
+impl KeyEntry {
+    /// The cache expiry an entry of `source` stored at `added` gets.
+    pub fn cache_expiry(
+        source: Source,
+        added: OffsetDateTime,
+        lookup_ttl: Duration,
+    ) -> Option<OffsetDateTime> {
+        match source {
+            Source::Mailflow => Some(added + MAILFLOW_LIFETIME),
+            Source::Lookup => Some(added + lookup_ttl),
+            Source::Admin | Source::Sckm => None,
+        }
+    }
+
+    /// The cache has let go of this entry (it is purged at the next purge).
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires.is_some_and(|expires| expires <= now)
+    }
+
+    /// Whether outbound mail may be encrypted to this key now.
+    pub fn usable_for_encryption(&self, now: OffsetDateTime, mailflow_allowed: bool) -> bool {
+        self.can_encrypt
+            && !self.is_expired(now)
+            && self.key_expires.is_none_or(|expires| expires > now)
+            && (self.source != Source::Mailflow || mailflow_allowed)
+    }
+}

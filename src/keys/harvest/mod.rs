@@ -1,0 +1,293 @@
+//! Harvesting: keys found in inbound mail go into the key cache with source
+//! `mailflow`, but only keys that belong to the address in From.
+//!
+//! - S/MIME: the signer certificates of `multipart/signed` and opaque `signed-data`
+//!   messages whose signature verifies ([`smime`]).
+//! - OpenPGP: the Autocrypt header, `application/pgp-keys` parts, and armored key
+//!   blocks in text parts ([`openpgp`]).
+//!
+//! Harvesting reads the message and never changes it. It runs after the message has
+//! been handed on, off the session's path, so it can neither delay nor fail delivery;
+//! whatever goes wrong costs a log line. Sizes and counts are bounded throughout.
+
+pub mod openpgp;
+pub mod smime;
+
+use mail_parser::{MessageParser, MimeHeaders};
+use time::OffsetDateTime;
+
+use super::address;
+use super::entry::Source;
+use super::material::{self, Origin, Refusal};
+use super::store::{Candidate, KeyStore, Put};
+
+/// Messages larger than this are not parsed for keys.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// The most MIME parts we look at in one message.
+const MAX_PARTS: usize = 256;
+/// The most key sources (headers, parts, signatures) we look at in one message.
+const MAX_FINDINGS: usize = 16;
+
+/// What harvesting one message did, for the log and for tests.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// (address, fingerprint, what the store did).
+    pub stored: Vec<(String, String, Put)>,
+    /// Why keys that were found were not stored.
+    pub refused: Vec<String>,
+}
+
+/// Messages waiting for the harvester beyond this are not harvested (and logged):
+/// harvesting must never hold up mail or memory.
+const QUEUE: usize = 256;
+
+/// Hands inbound messages to a harvesting thread of its own, off the SMTP path.
+#[derive(Clone)]
+pub struct Harvester {
+    queue: std::sync::mpsc::SyncSender<crate::message::Message>,
+}
+
+impl Harvester {
+    /// Starts the harvesting thread; it ends when the last `Harvester` is dropped.
+    pub fn start(store: std::sync::Arc<dyn KeyStore>) -> Harvester {
+        let (queue, messages) = std::sync::mpsc::sync_channel::<crate::message::Message>(QUEUE);
+        std::thread::Builder::new()
+            .name("harvester".into())
+            .spawn(move || {
+                for message in messages {
+                    let report =
+                        harvest(store.as_ref(), &message.to_vec(), OffsetDateTime::now_utc());
+                    log(&report);
+                }
+            })
+            .expect("the harvester thread starts");
+        Harvester { queue }
+    }
+
+    /// Queues an accepted inbound message for harvesting. Never blocks.
+    pub fn submit(&self, message: &crate::message::Message) {
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.queue.try_send(message.clone()) {
+            tracing::warn!("harvester busy: a message was not harvested");
+        }
+    }
+}
+
+fn log(report: &Report) {
+    for (address, fingerprint, put) in &report.stored {
+        tracing::info!(%address, %fingerprint, result = ?put, "harvested key");
+    }
+    for reason in &report.refused {
+        tracing::info!(%reason, "key not harvested");
+    }
+}
+
+/// Harvests the keys in one inbound message (in wire form) into `store`.
+pub fn harvest(store: &dyn KeyStore, raw: &[u8], now: OffsetDateTime) -> Report {
+    let mut report = Report::default();
+    let candidates = match find(raw, now, &mut report.refused) {
+        Some(candidates) => candidates,
+        None => return report,
+    };
+    for candidate in candidates {
+        let (address, fingerprint) = (candidate.address.clone(), candidate.fingerprint.clone());
+        match store.put(candidate, now) {
+            Ok(put) => report.stored.push((address, fingerprint, put)),
+            Err(e) => report
+                .refused
+                .push(format!("key {fingerprint} for {address} not stored: {e}")),
+        }
+    }
+    report
+}
+
+/// Every key in the message that may be cached for its From address.
+fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Vec<Candidate>> {
+    if raw.len() > MAX_MESSAGE {
+        refused.push(format!(
+            "message of {} bytes is too large to harvest",
+            raw.len()
+        ));
+        return None;
+    }
+    let message = MessageParser::default().parse(raw)?;
+    let from = message
+        .from()
+        .and_then(|from| from.first())
+        .and_then(|addr| addr.address())
+        .and_then(address::normalize);
+    let Some(from) = from else {
+        refused.push("no usable From address".into());
+        return None;
+    };
+    let origin = Origin {
+        source: Source::Mailflow,
+        message_id: message.message_id().map(str::to_string),
+        sender: Some(from.clone()),
+    };
+    let mut candidates = Vec::new();
+    let mut take = |result: Result<Vec<Candidate>, Refusal>, refused: &mut Vec<String>| match result
+    {
+        Ok(found) => candidates.extend(found),
+        Err(Refusal(reason)) => refused.push(reason),
+    };
+
+    // Autocrypt: exactly one header, and never in a multipart/report (bounces quote
+    // other people's headers).
+    let is_report = message.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    });
+    let autocrypt: Vec<&[u8]> = message
+        .headers()
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case("Autocrypt"))
+        .map(|h| {
+            &raw[(h.offset_start as usize).min(raw.len())..(h.offset_end as usize).min(raw.len())]
+        })
+        .collect();
+    match (autocrypt.as_slice(), is_report) {
+        ([], _) => {}
+        (_, true) => refused.push("Autocrypt header in a multipart/report is ignored".into()),
+        ([value], false) => take(autocrypt_candidates(value, &from, &origin, now), refused),
+        (many, false) => refused.push(format!("{} Autocrypt headers: all ignored", many.len())),
+    }
+
+    let mut findings = 0;
+    for part in message.parts.iter().take(MAX_PARTS) {
+        if findings >= MAX_FINDINGS {
+            refused.push("too many keys in one message; the rest are ignored".into());
+            break;
+        }
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        let ctype = ct.ctype().to_ascii_lowercase();
+        let subtype = ct.subtype().unwrap_or("").to_ascii_lowercase();
+        match (ctype.as_str(), subtype.as_str()) {
+            ("application", "pgp-keys") => {
+                findings += 1;
+                take(
+                    pgp_candidates(part.contents(), &from, &origin, now),
+                    refused,
+                );
+            }
+            ("text", _) => {
+                if let Some(text) = part.text_contents() {
+                    for block in openpgp::armored_blocks(text) {
+                        findings += 1;
+                        take(
+                            pgp_candidates(block.as_bytes(), &from, &origin, now),
+                            refused,
+                        );
+                    }
+                }
+            }
+            ("multipart", "signed") => {
+                let protocol = ct.attribute("protocol").unwrap_or("").to_ascii_lowercase();
+                if !matches!(
+                    protocol.as_str(),
+                    "application/pkcs7-signature" | "application/x-pkcs7-signature"
+                ) {
+                    continue;
+                }
+                let children = part.sub_parts().unwrap_or_default();
+                let (Some(content), Some(signature)) = (
+                    children.first().and_then(|&id| message.part(id)),
+                    children.get(1).and_then(|&id| message.part(id)),
+                ) else {
+                    refused.push("multipart/signed without content and signature parts".into());
+                    continue;
+                };
+                findings += 1;
+                let start = content.raw_header_offset() as usize;
+                let end = (content.raw_end_offset() as usize).min(raw.len());
+                let signed = raw.get(start..end).unwrap_or_default();
+                take(
+                    smime_candidates(signature.contents(), Some(signed), &from, &origin, now),
+                    refused,
+                );
+            }
+            ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
+                let smime_type = ct
+                    .attribute("smime-type")
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                if smime_type == "signed-data" {
+                    findings += 1;
+                    take(
+                        smime_candidates(part.contents(), None, &from, &origin, now),
+                        refused,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(candidates)
+}
+
+fn autocrypt_candidates(
+    raw_value: &[u8],
+    from: &str,
+    origin: &Origin,
+    now: OffsetDateTime,
+) -> Result<Vec<Candidate>, Refusal> {
+    let value = std::str::from_utf8(raw_value)
+        .map_err(|_| Refusal("Autocrypt header is not UTF-8".into()))?;
+    let header = openpgp::parse_autocrypt(value).map_err(Refusal)?;
+    if address::normalize(&header.addr).as_deref() != Some(from) {
+        return Err(Refusal(format!(
+            "Autocrypt addr {} is not the From address {from}",
+            header.addr
+        )));
+    }
+    pgp_candidates(&header.keydata, from, origin, now)
+}
+
+fn pgp_candidates(
+    bytes: &[u8],
+    from: &str,
+    origin: &Origin,
+    now: OffsetDateTime,
+) -> Result<Vec<Candidate>, Refusal> {
+    let mut candidates = Vec::new();
+    let mut reasons = Vec::new();
+    for cert in material::parse_pgp(bytes)? {
+        match material::pgp_candidates(&cert, Some(from), origin, now) {
+            Ok(found) => candidates.extend(found),
+            Err(Refusal(reason)) => reasons.push(reason),
+        }
+    }
+    if candidates.is_empty() {
+        return Err(Refusal(reasons.join("; ")));
+    }
+    Ok(candidates)
+}
+
+fn smime_candidates(
+    signature: &[u8],
+    detached: Option<&[u8]>,
+    from: &str,
+    origin: &Origin,
+    now: OffsetDateTime,
+) -> Result<Vec<Candidate>, Refusal> {
+    let signed = smime::verify(signature, detached)?;
+    let mut candidates = Vec::new();
+    let mut reasons = signed.failures;
+    for cert in &signed.signers {
+        match material::x509_candidates(cert, Some(from), origin, now) {
+            Ok(found) => candidates.extend(found),
+            Err(Refusal(reason)) => reasons.push(reason),
+        }
+    }
+    if candidates.is_empty() {
+        return Err(Refusal(if reasons.is_empty() {
+            "no signer".into()
+        } else {
+            reasons.join("; ")
+        }));
+    }
+    Ok(candidates)
+}

@@ -1,0 +1,209 @@
+//! S/MIME signatures: the certificates of the signers whose signature over the content
+//! verifies. Only those may be harvested; a certificate that merely rides along in a
+//! SignedData proves nothing.
+//!
+//! The signature check follows RFC 5652 §5.4: the messageDigest attribute must equal
+//! the content's digest, and the signature must verify over the DER of the signed
+//! attributes as a SET OF. RSA PKCS#1 v1.5 and ECDSA (P-256, P-384) are supported.
+
+use cms::cert::CertificateChoices;
+use cms::content_info::ContentInfo;
+use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
+use const_oid::ObjectIdentifier;
+use const_oid::db::{rfc5911, rfc5912};
+use der::{Decode, Encode};
+use sha2::Digest;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
+
+use crate::crypto::ber;
+use crate::keys::material::Refusal;
+
+/// The most signers we look at in one message.
+const MAX_SIGNERS: usize = 8;
+
+/// What a SignedData carries, once its signatures are checked.
+pub struct Signed {
+    /// Certificates of the signers whose signature verifies.
+    pub signers: Vec<Certificate>,
+    /// Why the other signer infos did not count.
+    pub failures: Vec<String>,
+}
+
+/// Checks a SignedData (DER or BER). `detached` is the signed content of a
+/// multipart/signed; `None` means the content is inside (opaque signed-data).
+pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refusal> {
+    let der =
+        ber::to_der(signature).map_err(|e| Refusal(format!("signature is not valid BER: {e}")))?;
+    let info = ContentInfo::from_der(&der)
+        .map_err(|e| Refusal(format!("signature is not a CMS ContentInfo: {e}")))?;
+    if info.content_type != rfc5911::ID_SIGNED_DATA {
+        return Err(Refusal(format!(
+            "CMS content {} is not signed-data",
+            info.content_type
+        )));
+    }
+    let signed: SignedData = info
+        .content
+        .decode_as()
+        .map_err(|e| Refusal(format!("malformed SignedData: {e}")))?;
+
+    let inner;
+    let content = match detached {
+        Some(content) => content,
+        None => {
+            let econtent = signed
+                .encap_content_info
+                .econtent
+                .as_ref()
+                .ok_or_else(|| Refusal("opaque signed-data without content".into()))?;
+            inner = der::asn1::OctetString::from_der(
+                &econtent.to_der().map_err(|e| Refusal(e.to_string()))?,
+            )
+            .map_err(|e| Refusal(format!("signed content is not an OCTET STRING: {e}")))?;
+            inner.as_bytes()
+        }
+    };
+
+    let certificates: Vec<&Certificate> = signed
+        .certificates
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|choice| match choice {
+            CertificateChoices::Certificate(cert) => Some(cert),
+            CertificateChoices::Other(_) => None,
+        })
+        .collect();
+
+    let mut result = Signed {
+        signers: Vec::new(),
+        failures: Vec::new(),
+    };
+    for signer in signed.signer_infos.0.iter().take(MAX_SIGNERS) {
+        let Some(cert) = certificates.iter().find(|c| identifies(&signer.sid, c)) else {
+            result
+                .failures
+                .push("the signer's certificate is not in the message".into());
+            continue;
+        };
+        match check_signer(signer, cert, content) {
+            Ok(()) => result.signers.push((*cert).clone()),
+            Err(reason) => result.failures.push(reason),
+        }
+    }
+    Ok(result)
+}
+
+/// Whether `sid` names `cert`.
+fn identifies(sid: &SignerIdentifier, cert: &Certificate) -> bool {
+    match sid {
+        SignerIdentifier::IssuerAndSerialNumber(ias) => {
+            ias.issuer == cert.tbs_certificate.issuer
+                && ias.serial_number == cert.tbs_certificate.serial_number
+        }
+        SignerIdentifier::SubjectKeyIdentifier(ski) => cert
+            .tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .filter(|ext| ext.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
+            .any(|ext| {
+                SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes())
+                    .is_ok_and(|own| own == *ski)
+            }),
+    }
+}
+
+/// A digest algorithm we accept, by OID.
+fn digest(algorithm: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
+    Some(match *algorithm {
+        rfc5912::ID_SHA_1 => sha1::Sha1::digest(data).to_vec(),
+        rfc5912::ID_SHA_256 => sha2::Sha256::digest(data).to_vec(),
+        rfc5912::ID_SHA_384 => sha2::Sha384::digest(data).to_vec(),
+        rfc5912::ID_SHA_512 => sha2::Sha512::digest(data).to_vec(),
+        _ => return None,
+    })
+}
+
+fn check_signer(signer: &SignerInfo, cert: &Certificate, content: &[u8]) -> Result<(), String> {
+    let digest_oid = signer.digest_alg.oid;
+    let content_digest = digest(&digest_oid, content)
+        .ok_or_else(|| format!("unsupported digest algorithm {digest_oid}"))?;
+    let attrs = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or("signature without signed attributes (not S/MIME)")?;
+    let message_digest = attrs
+        .iter()
+        .find(|attr| attr.oid == rfc5911::ID_MESSAGE_DIGEST)
+        .and_then(|attr| attr.values.iter().next())
+        .and_then(|value| value.decode_as::<der::asn1::OctetString>().ok())
+        .ok_or("no messageDigest attribute")?;
+    if message_digest.as_bytes() != content_digest.as_slice() {
+        return Err("the content does not match its signature (messageDigest differs)".into());
+    }
+    let signed_bytes = attrs
+        .to_der()
+        .map_err(|e| format!("signed attributes do not encode: {e}"))?;
+    let attrs_digest = digest(&digest_oid, &signed_bytes).expect("checked above");
+    verify_signature(
+        cert,
+        &digest_oid,
+        &attrs_digest,
+        signer.signature.as_bytes(),
+    )
+}
+
+fn verify_signature(
+    cert: &Certificate,
+    digest_oid: &ObjectIdentifier,
+    prehash: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    use signature::hazmat::PrehashVerifier;
+
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let key_bytes = spki.subject_public_key.raw_bytes();
+    let bad = |e: signature::Error| format!("the signature does not verify: {e}");
+    match spki.algorithm.oid {
+        rfc5912::RSA_ENCRYPTION => {
+            let der = spki.to_der().map_err(|e| e.to_string())?;
+            let key = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&der)
+                .map_err(|e| format!("unusable RSA key: {e}"))?;
+            let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
+            let result = match *digest_oid {
+                rfc5912::ID_SHA_1 => rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(key)
+                    .verify_prehash(prehash, &sig),
+                rfc5912::ID_SHA_256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key)
+                    .verify_prehash(prehash, &sig),
+                rfc5912::ID_SHA_384 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(key)
+                    .verify_prehash(prehash, &sig),
+                rfc5912::ID_SHA_512 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(key)
+                    .verify_prehash(prehash, &sig),
+                _ => return Err(format!("unsupported digest algorithm {digest_oid}")),
+            };
+            result.map_err(bad)
+        }
+        rfc5912::ID_EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+            match curve {
+                Some(rfc5912::SECP_256_R_1) => {
+                    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes).map_err(bad)?;
+                    let sig = p256::ecdsa::Signature::from_der(signature).map_err(bad)?;
+                    key.verify_prehash(prehash, &sig).map_err(bad)
+                }
+                Some(rfc5912::SECP_384_R_1) => {
+                    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes).map_err(bad)?;
+                    let sig = p384::ecdsa::Signature::from_der(signature).map_err(bad)?;
+                    key.verify_prehash(prehash, &sig).map_err(bad)
+                }
+                other => Err(format!("unsupported EC curve {other:?}")),
+            }
+        }
+        other => Err(format!("unsupported signature key algorithm {other}")),
+    }
+}

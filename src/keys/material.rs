@@ -1,0 +1,330 @@
+//! Key material to cache entries: OpenPGP certs (sequoia-openpgp) and X.509
+//! certificates (x509-cert), each checked for what makes it worth caching.
+//!
+//! Every function here is bounded: at most [`MAX_KEY_BYTES`] of input and
+//! [`MAX_CERTS`] certificates per block, so that a key bomb costs a refusal, not memory.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use der::{Decode, Encode};
+use openpgp::cert::CertParser;
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::SerializeInto;
+use openpgp::types::RevocationStatus;
+use sequoia_openpgp as openpgp;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::{KeyUsage, KeyUsages, SubjectAltName, name::GeneralName};
+
+use super::address;
+use super::entry::{KeyKind, Source};
+use super::store::Candidate;
+
+/// The largest key block or certificate we parse.
+pub const MAX_KEY_BYTES: usize = 256 * 1024;
+/// The most certificates we take from one block.
+pub const MAX_CERTS: usize = 16;
+
+/// Why a key was not cached. It names the reason in an admin's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(reason.into()))
+}
+
+/// Provenance of a key, carried into its entries.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub source: Source,
+    pub message_id: Option<String>,
+    pub sender: Option<String>,
+}
+
+fn to_offset(time: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(time)
+}
+
+fn to_system(time: OffsetDateTime) -> SystemTime {
+    SystemTime::from(time)
+}
+
+/// Parses every OpenPGP cert in `bytes` (armored or binary), at most [`MAX_CERTS`].
+pub fn parse_pgp(bytes: &[u8]) -> Result<Vec<openpgp::Cert>, Refusal> {
+    if bytes.len() > MAX_KEY_BYTES {
+        return refuse(format!(
+            "key block of {} bytes is over the {MAX_KEY_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    let parser =
+        CertParser::from_bytes(bytes).map_err(|e| Refusal(format!("not an OpenPGP key: {e}")))?;
+    let mut certs = Vec::new();
+    for cert in parser.take(MAX_CERTS) {
+        certs.push(cert.map_err(|e| Refusal(format!("malformed OpenPGP key: {e}")))?);
+    }
+    if certs.is_empty() {
+        return refuse("no OpenPGP key in it");
+    }
+    Ok(certs)
+}
+
+/// Entries for an OpenPGP cert, one per e-mail address in its valid user IDs. With
+/// `only`, just that address, and the stored cert keeps only the user IDs for it. A
+/// cert that is revoked, expired, or has no valid encryption-capable subkey is refused.
+pub fn pgp_candidates(
+    cert: &openpgp::Cert,
+    only: Option<&str>,
+    origin: &Origin,
+    now: OffsetDateTime,
+) -> Result<Vec<Candidate>, Refusal> {
+    let policy = StandardPolicy::new();
+    let fingerprint = cert.fingerprint().to_hex();
+    let valid = cert.with_policy(&policy, to_system(now)).map_err(|e| {
+        Refusal(format!(
+            "key {fingerprint} has no valid self-signature: {e}"
+        ))
+    })?;
+    if let RevocationStatus::Revoked(_) = valid.revocation_status() {
+        return refuse(format!("key {fingerprint} is revoked"));
+    }
+    if valid.alive().is_err() {
+        return refuse(format!("key {fingerprint} has expired"));
+    }
+    let encryption_keys = valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .for_storage_encryption()
+        .count();
+    if encryption_keys == 0 {
+        return refuse(format!(
+            "key {fingerprint} has no valid encryption-capable subkey"
+        ));
+    }
+
+    let mut addresses = BTreeSet::new();
+    for userid in valid.userids().revoked(false) {
+        if let Ok(Some(email)) = userid.userid().email()
+            && let Some(normalized) = address::normalize(email)
+            && only.is_none_or(|only| only == normalized)
+        {
+            addresses.insert(normalized);
+        }
+    }
+    if addresses.is_empty() {
+        return refuse(match only {
+            Some(only) => format!("key {fingerprint} has no valid user ID for {only}"),
+            None => format!("key {fingerprint} has no valid user ID with an e-mail address"),
+        });
+    }
+
+    let public = cert.clone().strip_secret_key_material();
+    let public = match only {
+        // Keep nothing that names anyone else: the entry is for this address only.
+        Some(_) => public.retain_userids(|ua| {
+            ua.userid()
+                .email()
+                .ok()
+                .flatten()
+                .and_then(address::normalize)
+                .is_some_and(|a| addresses.contains(&a))
+        }),
+        None => public,
+    };
+    let material = public
+        .to_vec()
+        .map_err(|e| Refusal(format!("key {fingerprint} cannot be serialized: {e}")))?;
+    let key_created = to_offset(cert.primary_key().key().creation_time());
+    let key_expires = valid.primary_key().key_expiration_time().map(to_offset);
+    Ok(addresses
+        .into_iter()
+        .map(|address| Candidate {
+            address,
+            kind: KeyKind::Pgp,
+            fingerprint: fingerprint.clone(),
+            source: origin.source,
+            message_id: origin.message_id.clone(),
+            sender: origin.sender.clone(),
+            can_encrypt: true,
+            can_decrypt: false,
+            key_created,
+            key_expires,
+            material: material.clone(),
+        })
+        .collect())
+}
+
+/// Parses X.509 certificates: PEM (one or more) or a single DER certificate.
+pub fn parse_x509(bytes: &[u8]) -> Result<Vec<Certificate>, Refusal> {
+    if bytes.len() > MAX_KEY_BYTES {
+        return refuse(format!(
+            "certificate file of {} bytes is over the {MAX_KEY_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let certs = Certificate::load_pem_chain(bytes)
+            .map_err(|e| Refusal(format!("malformed PEM certificate: {e}")))?;
+        if certs.is_empty() || certs.len() > MAX_CERTS {
+            return refuse(format!(
+                "{} certificates in one file; expected 1 to {MAX_CERTS}",
+                certs.len()
+            ));
+        }
+        return Ok(certs);
+    }
+    Certificate::from_der(bytes)
+        .map(|cert| vec![cert])
+        .map_err(|e| Refusal(format!("not an X.509 certificate: {e}")))
+}
+
+/// The e-mail addresses a certificate is for: its rfc822Name SANs, or, only when it has
+/// none, the emailAddress attributes of its subject.
+pub fn x509_addresses(cert: &Certificate) -> BTreeSet<String> {
+    let mut addresses = BTreeSet::new();
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME
+            && let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes())
+        {
+            for name in san.0 {
+                if let GeneralName::Rfc822Name(email) = name {
+                    addresses.extend(address::normalize(email.as_str()));
+                }
+            }
+        }
+    }
+    if addresses.is_empty() {
+        for rdn in cert.tbs_certificate.subject.0.iter() {
+            for attr in rdn.0.iter() {
+                if attr.oid == const_oid::db::rfc3280::EMAIL_ADDRESS
+                    && let Ok(email) = der::asn1::Ia5StringRef::try_from(&attr.value)
+                {
+                    addresses.extend(address::normalize(email.as_str()));
+                }
+            }
+        }
+    }
+    addresses
+}
+
+/// Whether the certificate's key usage allows encryption (keyEncipherment or
+/// keyAgreement). A certificate without the extension may be used for anything
+/// (RFC 5280 §4.2.1.3).
+pub fn x509_can_encrypt(cert: &Certificate) -> bool {
+    let usage = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|ext| ext.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE);
+    match usage {
+        None => true,
+        Some(ext) => KeyUsage::from_der(ext.extn_value.as_bytes()).is_ok_and(|usage| {
+            usage.0.contains(KeyUsages::KeyEncipherment)
+                || usage.0.contains(KeyUsages::KeyAgreement)
+        }),
+    }
+}
+
+/// Upper-case hex SHA-256 of the DER certificate: its fingerprint in the key cache.
+pub fn x509_fingerprint(der: &[u8]) -> String {
+    hex_upper(&Sha256::digest(der))
+}
+
+pub fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Entries for an S/MIME certificate, one per address it names (with `only`, just that
+/// one). Refused when outside its validity period, when its key usage does not allow
+/// encryption, or when it names no (matching) address.
+pub fn x509_candidates(
+    cert: &Certificate,
+    only: Option<&str>,
+    origin: &Origin,
+    now: OffsetDateTime,
+) -> Result<Vec<Candidate>, Refusal> {
+    let der = cert
+        .to_der()
+        .map_err(|e| Refusal(format!("certificate cannot be encoded: {e}")))?;
+    let fingerprint = x509_fingerprint(&der);
+    let validity = &cert.tbs_certificate.validity;
+    let not_before = to_offset(validity.not_before.to_system_time());
+    let not_after = to_offset(validity.not_after.to_system_time());
+    if now < not_before {
+        return refuse(format!(
+            "certificate {fingerprint} is not valid before {not_before}"
+        ));
+    }
+    if now >= not_after {
+        return refuse(format!("certificate {fingerprint} expired at {not_after}"));
+    }
+    if !x509_can_encrypt(cert) {
+        return refuse(format!(
+            "certificate {fingerprint} is for signing only (no keyEncipherment or keyAgreement)"
+        ));
+    }
+    let addresses: Vec<String> = x509_addresses(cert)
+        .into_iter()
+        .filter(|a| only.is_none_or(|only| only == a))
+        .collect();
+    if addresses.is_empty() {
+        return refuse(match only {
+            Some(only) => format!("certificate {fingerprint} is not for {only}"),
+            None => format!("certificate {fingerprint} names no e-mail address"),
+        });
+    }
+    Ok(addresses
+        .into_iter()
+        .map(|address| Candidate {
+            address,
+            kind: KeyKind::Smime,
+            fingerprint: fingerprint.clone(),
+            source: origin.source,
+            message_id: origin.message_id.clone(),
+            sender: origin.sender.clone(),
+            can_encrypt: true,
+            can_decrypt: false,
+            key_created: not_before,
+            key_expires: Some(not_after),
+            material: der.clone(),
+        })
+        .collect())
+}
+
+/// Entries for a file an admin imports: OpenPGP (armored or binary) or X.509 (PEM or
+/// DER). Secret key material is refused: that is `keys import-sckm`'s business.
+pub fn import_candidates(
+    bytes: &[u8],
+    origin: &Origin,
+    now: OffsetDateTime,
+) -> Result<Vec<Candidate>, Refusal> {
+    let looks_x509 = bytes
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN CERTIFICATE")
+        || (bytes.first() == Some(&0x30) && Certificate::from_der(bytes).is_ok());
+    let mut candidates = Vec::new();
+    if looks_x509 {
+        for cert in parse_x509(bytes)? {
+            candidates.extend(x509_candidates(&cert, None, origin, now)?);
+        }
+        return Ok(candidates);
+    }
+    for cert in parse_pgp(bytes)? {
+        if cert.is_tsk() {
+            return refuse(format!(
+                "key {} contains secret key material; public keys only here (SCKM keys use keys import-sckm)",
+                cert.fingerprint().to_hex()
+            ));
+        }
+        candidates.extend(pgp_candidates(&cert, None, origin, now)?);
+    }
+    Ok(candidates)
+}

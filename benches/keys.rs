@@ -1,0 +1,231 @@
+//! Key cache benchmark: what harvesting costs per signed message, and how fast a
+//! recipient's keys are found in a store of 100,000 entries.
+//!
+//! `cargo bench --bench keys` gets the full run. Without `--bench` (as under
+//! `cargo test --all-targets`) a small smoke run checks that the code paths work.
+//! Keys and signed messages are made with `openssl` and `gpg` at run time.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sealgate::keys::entry::{KeyKind, Source};
+use sealgate::keys::harvest;
+use sealgate::keys::store::{Candidate, KeyStore, SledKeyStore};
+use time::OffsetDateTime;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (harvests, entries, lookups) = if full {
+        (500, 100_000, 100_000)
+    } else {
+        (5, 2_000, 1_000)
+    };
+    println!(
+        "sealgate key cache benchmark ({})",
+        if full { "full run" } else { "smoke run" }
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let smime = signed_smime_message(dir.path());
+    let autocrypt = autocrypt_message(dir.path());
+
+    let db = sled::Config::new()
+        .path(dir.path().join("db"))
+        .open()
+        .expect("sled");
+    let store = SledKeyStore::open(&db, Duration::from_secs(86400)).expect("store");
+    let now = OffsetDateTime::now_utc();
+
+    println!("\n1. harvest cost per message ({harvests} messages each, one thread, store in sled)");
+    for (name, message) in [
+        ("S/MIME multipart/signed, RSA-2048", &smime),
+        ("Autocrypt header, gpg default key", &autocrypt),
+    ] {
+        let report = harvest::harvest(&store, message, now);
+        assert_eq!(
+            report.stored.len(),
+            1,
+            "{name}: the benchmark message must yield a key: {report:?}"
+        );
+        let started = Instant::now();
+        for _ in 0..harvests {
+            let report = harvest::harvest(&store, message, now);
+            assert_eq!(report.stored.len(), 1);
+        }
+        let per = started.elapsed() / harvests;
+        println!(
+            "   {name:<36} {:>8.1} µs/message ({} bytes)",
+            per.as_secs_f64() * 1e6,
+            message.len()
+        );
+    }
+    let plain =
+        b"From: a@example.org\r\nTo: b@example.com\r\nSubject: no keys\r\n\r\nhello\r\n".repeat(1);
+    let started = Instant::now();
+    for _ in 0..harvests {
+        harvest::harvest(&store, &plain, now);
+    }
+    println!(
+        "   {:<36} {:>8.1} µs/message",
+        "plain message without keys",
+        (started.elapsed() / harvests).as_secs_f64() * 1e6
+    );
+
+    println!(
+        "\n2. key lookup with {entries} entries in the store ({lookups} lookups of random addresses)"
+    );
+    let started = Instant::now();
+    for i in 0..entries {
+        store
+            .put(
+                Candidate {
+                    address: format!("user{i}@example{}.org", i % 97),
+                    kind: KeyKind::Pgp,
+                    fingerprint: format!("{:040X}", i as u128 * 7919),
+                    source: Source::Admin,
+                    message_id: None,
+                    sender: None,
+                    can_encrypt: true,
+                    can_decrypt: false,
+                    key_created: now,
+                    key_expires: None,
+                    material: vec![0x99; 600],
+                },
+                now,
+            )
+            .expect("put");
+    }
+    println!("   filled in {:.2} s", started.elapsed().as_secs_f64());
+    let mut latencies = Vec::with_capacity(lookups);
+    let mut state = 0x2545F4914F6CDD1Du64;
+    for _ in 0..lookups {
+        // xorshift: a cheap, repeatable spread of addresses.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let i = (state % entries as u64) as usize;
+        let address = format!("user{i}@example{}.org", i % 97);
+        let started = Instant::now();
+        let found = store.find(&address).expect("find");
+        latencies.push(started.elapsed());
+        assert_eq!(found.len(), 1);
+    }
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "   p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs (target: p99 < 50 µs: {})",
+        at(0.50).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6,
+        latencies.last().unwrap().as_secs_f64() * 1e6,
+        if at(0.99) < Duration::from_micros(50) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+}
+
+fn run(command: &mut Command) -> Vec<u8> {
+    let output = command.output().expect("run tool");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn crlf(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 40);
+    for &b in text {
+        if b == b'\n' && out.last() != Some(&b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// A multipart/signed message by alice@example.org, signed with `openssl smime`.
+fn signed_smime_message(dir: &Path) -> Vec<u8> {
+    let (key, cert, entity) = (dir.join("k.pem"), dir.join("c.pem"), dir.join("entity.txt"));
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=Alice/emailAddress=alice@example.org",
+            "-addext",
+            "subjectAltName=email:alice@example.org",
+            "-addext",
+            "keyUsage=digitalSignature,keyEncipherment",
+        ]));
+    std::fs::write(
+        &entity,
+        "Content-Type: text/plain\r\n\r\nQuarterly numbers attached.\r\n",
+    )
+    .unwrap();
+    crlf(&run(Command::new("openssl")
+        .args(["smime", "-sign", "-in"])
+        .arg(&entity)
+        .arg("-signer")
+        .arg(&cert)
+        .arg("-inkey")
+        .arg(&key)
+        .args([
+            "-from",
+            "alice@example.org",
+            "-to",
+            "bob@example.com",
+            "-subject",
+            "signed",
+        ])))
+}
+
+/// A message from bob@example.org with an Autocrypt header holding a gpg-made key.
+fn autocrypt_message(dir: &Path) -> Vec<u8> {
+    let home = dir.join("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    let gpg = || {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir").arg(&home).args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        c
+    };
+    run(gpg().args([
+        "--quick-gen-key",
+        "Bob <bob@example.org>",
+        "default",
+        "default",
+        "never",
+    ]));
+    let key = run(gpg().args(["--export", "bob@example.org"]));
+    use base64::Engine;
+    let keydata = base64::engine::general_purpose::STANDARD.encode(key);
+    let folded: Vec<&str> = keydata
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    format!(
+        "From: Bob <bob@example.org>\r\nTo: alice@example.com\r\nSubject: hi\r\nAutocrypt: addr=bob@example.org; keydata=\r\n {}\r\n\r\nhello\r\n",
+        folded.join("\r\n ")
+    )
+    .into_bytes()
+}

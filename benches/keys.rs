@@ -91,6 +91,8 @@ fn main() {
                     key_created: now,
                     key_expires: None,
                     material: vec![0x99; 600],
+                    legacy: false,
+                    sealed_secret: None,
                 },
                 now,
             )

@@ -17,6 +17,9 @@ pub struct Group {
     pub recipients: Vec<usize>,
     /// The message as this group gets it.
     pub message: Message,
+    /// When set, the group is not handed on: its recipients fail with this reply (say,
+    /// encryption was required and failed).
+    pub refusal: Option<crate::smtp::reply::Reply>,
 }
 
 /// Splits a transaction's recipients into groups. Every recipient must be in exactly
@@ -35,6 +38,7 @@ impl Classifier for OneGroup {
             treatment: "clear".into(),
             recipients: (0..envelope.recipients.len()).collect(),
             message: message.clone(),
+            refusal: None,
         }]
     }
 }
@@ -51,6 +55,7 @@ impl Classifier for OneGroupPerRecipient {
                 treatment: format!("split-{i}"),
                 recipients: vec![i],
                 message: message.clone(),
+                refusal: None,
             })
             .collect()
     }

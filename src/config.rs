@@ -94,6 +94,7 @@ struct FileConfig {
     outbound: FileListener,
     keys: KeysConfig,
     lookup: LookupConfig,
+    crypto: CryptoConfig,
     relay: RelayConfig,
     spool: SpoolConfig,
     limits: Limits,
@@ -133,6 +134,23 @@ pub struct LookupConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Domains whose key records are accepted without DNSSEC validation.
     pub insecure_domains: Vec<String>,
+}
+
+/// `[crypto]`: how messages are encrypted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptoConfig {
+    /// Move the Subject into the encrypted part and show `...` outside ("protected
+    /// headers").
+    pub protect_subject: bool,
+}
+
+impl Default for CryptoConfig {
+    fn default() -> Self {
+        CryptoConfig {
+            protect_subject: true,
+        }
+    }
 }
 
 /// `[relay]`: the client side towards the next hop.
@@ -282,6 +300,7 @@ pub struct Config {
     pub outbound: ListenerConfig,
     pub keys: KeysConfig,
     pub lookup: LookupConfig,
+    pub crypto: CryptoConfig,
     pub relay: RelayConfig,
     pub spool: SpoolConfig,
     pub limits: Limits,
@@ -417,6 +436,7 @@ impl Config {
             outbound,
             keys: file.keys,
             lookup: file.lookup,
+            crypto: file.crypto,
             relay: file.relay,
             spool: file.spool,
             limits,

@@ -16,7 +16,7 @@ use crate::dsn::Failure;
 use crate::envelope::Envelope;
 use crate::keys::harvest::Harvester;
 use crate::message::Message;
-use crate::relay::{Outcome, Outgoing, Relays};
+use crate::relay::{Delivery, Outcome, Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
 
@@ -39,7 +39,19 @@ impl Gateway {
     pub async fn handle(&self, envelope: &Envelope, message: Message, id: &str) -> Reply {
         let started = Instant::now();
         let relay = self.relays.get(envelope.direction);
-        let groups = self.classifier.classify(envelope, &message);
+        // Classifying may encrypt or decrypt: CPU work that must not stall the
+        // runtime's threads, so it runs on the blocking pool.
+        let groups = {
+            let (classifier, env, msg) =
+                (self.classifier.clone(), envelope.clone(), message.clone());
+            match tokio::task::spawn_blocking(move || classifier.classify(&env, &msg)).await {
+                Ok(groups) => groups,
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "classifying the recipients failed");
+                    return reply::local_error("internal error");
+                }
+            }
+        };
 
         let deliveries = futures::future::join_all(groups.iter().map(|group| {
             let tx = Outgoing {
@@ -53,8 +65,12 @@ impl Gateway {
                 message: group.message.clone(),
                 id: id.to_string(),
             };
+            let refusal = group.refusal.clone();
             async move {
-                let delivery = relay.deliver(&tx).await;
+                let delivery = match refusal {
+                    Some(reply) => Delivery::all(tx.recipients.len(), reply),
+                    None => relay.deliver(&tx).await,
+                };
                 (tx, delivery)
             }
         }))

@@ -19,6 +19,12 @@ pub fn render(entries: &[KeyEntry], now: OffsetDateTime) -> String {
             if e.can_decrypt {
                 flags.push("decrypt");
             }
+            if e.legacy {
+                flags.push("legacy-sha1");
+            }
+            if e.retired {
+                flags.push("retired");
+            }
             if e.is_expired(now) {
                 flags.push("expired");
             } else if !e.usable_for_encryption(now, true) {

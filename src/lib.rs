@@ -13,7 +13,9 @@
 //!   [`smtp::conn`] frames lines and DATA, [`smtp::session`] is the state machine.
 //! - [`envelope`]: who, to whom, which direction; [`message`]: the bytes, with the
 //!   `Received:` header sealgate adds.
-//! - [`classify`]: the seam that groups recipients by treatment (one group today).
+//! - [`classify`]: the seam that groups recipients by treatment; [`treatment`] is the
+//!   built-in one (encrypt outbound to known keys, decrypt inbound with SCKM keys), and
+//!   [`mime`] wraps and unwraps PGP/MIME and S/MIME around [`crypto`]'s bytes.
 //! - [`gateway`]: one transaction's fan-out to the next hop and the client's reply.
 //! - [`relay`]: the next hop, as an SMTP server or a folder of `.eml` files.
 //! - [`spool`]: the durable retry spool and its worker; [`dsn`] builds the DSNs it sends.
@@ -30,10 +32,12 @@ pub mod envelope;
 pub mod gateway;
 pub mod keys;
 pub mod message;
+pub mod mime;
 pub mod relay;
 pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod store;
 pub mod tls;
+// GATE pub mod treatment;
 pub mod units;

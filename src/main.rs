@@ -41,6 +41,14 @@ enum KeysCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Import an internal user's SCKM key (encryption secret only; signing secrets are refused).
+    ImportSckm {
+        /// A file holding the passphrase that unlocks the exported secret.
+        #[arg(long, value_name = "F")]
+        passphrase_file: Option<PathBuf>,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// List the key cache, one line per (address, key).
     List {
         /// Print one JSON array instead of a table.
@@ -90,19 +98,40 @@ fn main() -> ExitCode {
 
 fn keys(config: &Config, command: KeysCommand) -> ExitCode {
     let mut unreadable = false;
-    let (request, json) = match command {
-        KeysCommand::Import { files } => {
-            let mut readable = Vec::new();
-            for path in files {
-                match admin::File::read(&path) {
-                    Ok(file) => readable.push(file),
-                    Err(e) => {
-                        eprintln!("{}: refused: cannot read: {e}", path.display());
-                        unreadable = true;
-                    }
+    let mut read_all = |paths: Vec<PathBuf>| {
+        let mut readable = Vec::new();
+        for path in paths {
+            match admin::File::read(&path) {
+                Ok(file) => readable.push(file),
+                Err(e) => {
+                    eprintln!("{}: refused: cannot read: {e}", path.display());
+                    unreadable = true;
                 }
             }
-            (admin::Request::Import { files: readable }, false)
+        }
+        readable
+    };
+    let (request, json) = match command {
+        KeysCommand::Import { files } => (
+            admin::Request::Import {
+                files: read_all(files),
+            },
+            false,
+        ),
+        KeysCommand::ImportSckm {
+            passphrase_file,
+            files,
+        } => {
+            let passphrase = match passphrase_file.map(std::fs::read_to_string).transpose() {
+                // The passphrase is the file's first line, without its line end.
+                Ok(text) => text.map(|t| t.lines().next().unwrap_or("").to_string()),
+                Err(e) => {
+                    eprintln!("sealgate: cannot read the passphrase file: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let files = read_all(files);
+            (admin::Request::ImportSckm { files, passphrase }, false)
         }
         KeysCommand::List { json } => (admin::Request::List, json),
         KeysCommand::Delete { target } => (admin::Request::Delete { target }, false),

@@ -17,10 +17,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::classify::{Classifier, OneGroup};
+use crate::classify::Classifier;
 use crate::config::{Config, Direction};
 use crate::gateway::Gateway;
 use crate::keys::harvest::Harvester;
+use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
 use crate::relay::{Relay, Relays};
 use crate::smtp::reply;
@@ -44,6 +45,8 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Keys(#[from] crate::keys::StoreError),
+    #[error(transparent)]
+    Secrets(#[from] crate::keys::secrets::SecretError),
     /// `[tls]` files that were valid at `check` time are not any more.
     #[error("[tls]: {0}")]
     Tls(String),
@@ -57,19 +60,28 @@ pub struct Server {
     db: sled::Db,
     /// The key cache, also served to the CLI on the admin socket.
     keys: Arc<SledKeyStore>,
+    /// Seals SCKM secrets imported through the admin socket.
+    sealer: Arc<Sealer>,
 }
 
 impl Server {
-    /// Binds both listeners and opens the data directory, with everyone in one
-    /// treatment group.
+    /// Binds both listeners and opens the data directory, with the built-in treatment
+    /// (encrypt outbound, decrypt inbound, from the key cache).
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        Server::bind_with(config, Arc::new(OneGroup)).await
+        Server::start(config, None).await
     }
 
-    /// As [`Server::bind`], with the classifier that groups recipients by treatment.
+    /// As [`Server::bind`], with another classifier to group recipients by treatment.
     pub async fn bind_with(
         config: Config,
         classifier: Arc<dyn Classifier>,
+    ) -> Result<Server, StartError> {
+        Server::start(config, Some(classifier)).await
+    }
+
+    async fn start(
+        config: Config,
+        classifier: Option<Arc<dyn Classifier>>,
     ) -> Result<Server, StartError> {
         let bind = |direction: Direction| {
             let addr = config.listener(direction).listen;
@@ -92,6 +104,13 @@ impl Server {
         let db = store::open(&config.data_dir)?;
         let spool = Spool::open(&db, config.spool.clone())?;
         let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0)?);
+        let sealer = Arc::new(Sealer::open(&config.data_dir)?);
+        let admin_sealer = sealer.clone();
+        let config = Arc::new(config);
+        // GATE
+        let _ = &sealer;
+        let classifier: Arc<dyn Classifier> =
+            classifier.unwrap_or_else(|| Arc::new(crate::classify::OneGroup));
         let tls = match &config.tls {
             None => None,
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(
@@ -119,7 +138,7 @@ impl Server {
         };
         Ok(Server {
             shared: Arc::new(Shared {
-                config: Arc::new(config),
+                config,
                 gateway: Arc::new(gateway),
                 tls,
                 shutdown: CancellationToken::new(),
@@ -128,6 +147,7 @@ impl Server {
             outbound,
             db,
             keys,
+            sealer: admin_sealer,
         })
     }
 
@@ -156,6 +176,7 @@ impl Server {
             outbound,
             db,
             keys,
+            sealer,
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
@@ -178,7 +199,7 @@ impl Server {
         tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
         let (data_dir, token) = (config.data_dir.clone(), shared.shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = admin::serve(&data_dir, keys, token).await {
+            if let Err(e) = admin::serve(&data_dir, keys, sealer, token).await {
                 tracing::error!(error = %e, "admin socket unavailable: `sealgate keys` cannot reach this server");
             }
         });

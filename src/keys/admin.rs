@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::{KeyEntry, Source};
 use super::material::{self, Origin};
-use super::store::{KeyStore, Put, SledKeyStore};
+use super::secrets::Sealer;
+use super::store::{Candidate, KeyStore, Put, SledKeyStore};
 
 /// The socket's name inside `data_dir`.
 pub const SOCKET: &str = "admin.sock";
@@ -49,10 +50,31 @@ impl File {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    Import { files: Vec<File> },
+    Import {
+        files: Vec<File>,
+    },
+    ImportSckm {
+        files: Vec<File>,
+        passphrase: Option<String>,
+    },
     List,
-    Delete { target: String },
+    Delete {
+        target: String,
+    },
     Purge,
+}
+
+impl Request {
+    /// For the log: never the request itself, which may carry a passphrase.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Import { .. } => "import",
+            Request::ImportSckm { .. } => "import-sckm",
+            Request::List => "list",
+            Request::Delete { .. } => "delete",
+            Request::Purge => "purge",
+        }
+    }
 }
 
 /// The answer: entries (listed, imported or removed), lines for the admin, and whether
@@ -64,8 +86,13 @@ pub struct Response {
     pub failed: bool,
 }
 
-/// Carries out a request on a store.
-pub fn execute(store: &dyn KeyStore, request: Request, now: OffsetDateTime) -> Response {
+/// Carries out a request on a store; `sealer` seals imported SCKM secrets.
+pub fn execute(
+    store: &dyn KeyStore,
+    sealer: &Sealer,
+    request: Request,
+    now: OffsetDateTime,
+) -> Response {
     let mut response = Response::default();
     let failure = |e: super::store::StoreError| Response {
         messages: vec![format!("key store error: {e}")],
@@ -105,63 +132,86 @@ pub fn execute(store: &dyn KeyStore, request: Request, now: OffsetDateTime) -> R
                 message_id: None,
                 sender: None,
             };
-            for file in files {
-                let bytes = match base64::engine::general_purpose::STANDARD.decode(&file.data) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        response
-                            .messages
-                            .push(format!("{}: refused: {e}", file.name));
-                        response.failed = true;
-                        continue;
-                    }
-                };
-                // All of a file or nothing: check every key before storing any.
-                let candidates = match material::import_candidates(&bytes, &origin, now) {
-                    Ok(candidates) => candidates,
-                    Err(refusal) => {
-                        response
-                            .messages
-                            .push(format!("{}: refused: {refusal}", file.name));
-                        response.failed = true;
-                        continue;
-                    }
-                };
-                for candidate in candidates {
-                    let (address, fingerprint) =
-                        (candidate.address.clone(), candidate.fingerprint.clone());
-                    match store.put(candidate, now) {
-                        Ok(put) => {
-                            let what = match put {
-                                Put::Added => "added".to_string(),
-                                Put::Refreshed => "updated".to_string(),
-                                Put::Replaced(old) => {
-                                    format!("added, replacing {}", old.join(", "))
-                                }
-                                Put::Ignored(why) => format!("ignored: {why}"),
-                            };
-                            response
-                                .messages
-                                .push(format!("{}: {address} {fingerprint} {what}", file.name));
-                        }
-                        Err(e) => return failure(e),
-                    }
-                    if let Ok(entries) = store.find(&address) {
-                        response
-                            .entries
-                            .extend(entries.into_iter().filter(|e| e.fingerprint == fingerprint));
-                    }
-                }
-            }
+            import(store, files, &mut response, now, |bytes| {
+                material::import_candidates(bytes, &origin, now).map(|c| (c, Vec::new()))
+            });
+        }
+        Request::ImportSckm { files, passphrase } => {
+            // GATE
+            let _ = (files, passphrase, sealer);
+            response.failed = true;
         }
     }
     response
+}
+
+/// Stores the keys of each file, all of a file or nothing, and reports per key.
+fn import(
+    store: &dyn KeyStore,
+    files: Vec<File>,
+    response: &mut Response,
+    now: OffsetDateTime,
+    parse: impl Fn(&[u8]) -> Result<(Vec<Candidate>, Vec<String>), material::Refusal>,
+) {
+    for file in files {
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(&file.data) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                response
+                    .messages
+                    .push(format!("{}: refused: {e}", file.name));
+                response.failed = true;
+                continue;
+            }
+        };
+        // Every key is checked before any is stored.
+        let (candidates, warnings) = match parse(&bytes) {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                response
+                    .messages
+                    .push(format!("{}: refused: {refusal}", file.name));
+                response.failed = true;
+                continue;
+            }
+        };
+        for warning in warnings {
+            response
+                .messages
+                .push(format!("{}: warning: {warning}", file.name));
+        }
+        for candidate in candidates {
+            let (address, fingerprint) = (candidate.address.clone(), candidate.fingerprint.clone());
+            let what = match store.put(candidate, now) {
+                Ok(Put::Added) => "added".to_string(),
+                Ok(Put::Refreshed) => "updated".to_string(),
+                Ok(Put::Replaced(old)) => format!("added, replacing {}", old.join(", ")),
+                Ok(Put::Ignored(why)) => format!("ignored: {why}"),
+                Err(e) => {
+                    response
+                        .messages
+                        .push(format!("{}: key store error: {e}", file.name));
+                    response.failed = true;
+                    return;
+                }
+            };
+            response
+                .messages
+                .push(format!("{}: {address} {fingerprint} {what}", file.name));
+            if let Ok(entries) = store.find(&address) {
+                response
+                    .entries
+                    .extend(entries.into_iter().filter(|e| e.fingerprint == fingerprint));
+            }
+        }
+    }
 }
 
 /// Serves admin requests on `data_dir/admin.sock` until `shutdown`.
 pub async fn serve(
     data_dir: &Path,
     store: Arc<SledKeyStore>,
+    sealer: Arc<Sealer>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let path = data_dir.join(SOCKET);
@@ -180,9 +230,9 @@ pub async fn serve(
                 }
             },
         };
-        let store = store.clone();
+        let (store, sealer) = (store.clone(), sealer.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, store).await {
+            if let Err(e) = answer(stream, store, sealer).await {
                 tracing::warn!(error = %e, "admin socket: request failed");
             }
         });
@@ -191,7 +241,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn answer(stream: tokio::net::UnixStream, store: Arc<SledKeyStore>) -> std::io::Result<()> {
+async fn answer(
+    stream: tokio::net::UnixStream,
+    store: Arc<SledKeyStore>,
+    sealer: Arc<Sealer>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     tokio::io::BufReader::new(read.take(MAX_REQUEST))
@@ -199,9 +253,9 @@ async fn answer(stream: tokio::net::UnixStream, store: Arc<SledKeyStore>) -> std
         .await?;
     let response = match serde_json::from_slice::<Request>(&line) {
         Ok(request) => {
-            tracing::info!(request = ?std::mem::discriminant(&request), "admin request");
+            tracing::info!(request = request.name(), "admin request");
             tokio::task::spawn_blocking(move || {
-                execute(store.as_ref(), request, OffsetDateTime::now_utc())
+                execute(store.as_ref(), &sealer, request, OffsetDateTime::now_utc())
             })
             .await
             .map_err(std::io::Error::other)?
@@ -228,6 +282,8 @@ pub enum ClientError {
     Socket(PathBuf, std::io::Error),
     #[error("the running server sent a bad answer: {0}")]
     BadAnswer(serde_json::Error),
+    #[error(transparent)]
+    Secrets(#[from] super::secrets::SecretError),
 }
 
 /// Runs a request for the CLI: through the running server's socket if there is one,
@@ -254,7 +310,8 @@ pub fn request(
             // No server: the database is ours for the moment.
             let db = crate::store::open(data_dir)?;
             let store = SledKeyStore::open(&db, lookup_ttl)?;
-            let response = execute(&store, request, OffsetDateTime::now_utc());
+            let sealer = Sealer::open(data_dir)?;
+            let response = execute(&store, &sealer, request, OffsetDateTime::now_utc());
             db.flush().map_err(super::store::StoreError::from)?;
             Ok(response)
         }

@@ -89,6 +89,14 @@ pub struct KeyEntry {
     /// The key's own expiry (certificate notAfter, OpenPGP key expiration), if any.
     #[serde(with = "time::serde::rfc3339::option")]
     pub key_expires: Option<OffsetDateTime>,
+    /// Valid only under a policy that accepts SHA-1 self-signatures (keys from PGP
+    /// Desktop 9/10 or GnuPG 1.4): kept for decryption, never used to encrypt.
+    #[serde(default)]
+    pub legacy: bool,
+    /// An SCKM key replaced by a newer one for the same user (a reset): it still
+    /// decrypts old mail, but is never used to encrypt, until an admin deletes it.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 impl KeyEntry {
@@ -113,6 +121,8 @@ impl KeyEntry {
     /// Whether outbound mail may be encrypted to this key now.
     pub fn usable_for_encryption(&self, now: OffsetDateTime, mailflow_allowed: bool) -> bool {
         self.can_encrypt
+            && !self.legacy
+            && !self.retired
             && !self.is_expired(now)
             && self.key_expires.is_none_or(|expires| expires > now)
             && (self.source != Source::Mailflow || mailflow_allowed)

@@ -157,6 +157,8 @@ pub fn pgp_candidates(
             key_created,
             key_expires,
             material: material.clone(),
+            legacy: false,
+            sealed_secret: None,
         })
         .collect())
 }
@@ -295,6 +297,8 @@ pub fn x509_candidates(
             key_created: not_before,
             key_expires: Some(not_after),
             material: der.clone(),
+            legacy: false,
+            sealed_secret: None,
         })
         .collect())
 }

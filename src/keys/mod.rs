@@ -4,6 +4,7 @@
 //! - [`entry`]: what one entry records, and the lifetime rules per source.
 //! - [`store`]: the [`KeyStore`] trait and its sled implementation.
 //! - [`material`]: turning OpenPGP certs and X.509 certificates into entries.
+//! - [`secrets`]: sealing SCKM secrets at rest; [`sckm`]: importing SCKM keys.
 //! - [`harvest`]: finding keys in inbound mail.
 //! - [`admin`]: the operations behind `sealgate keys ...`, and the admin socket that
 //!   lets the CLI reach a running server.
@@ -16,6 +17,8 @@ pub mod admin;
 pub mod entry;
 pub mod harvest;
 pub mod material;
+// GATE pub mod sckm;
+pub mod secrets;
 pub mod store;
 
 pub use entry::{KeyEntry, KeyKind, Source};

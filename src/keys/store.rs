@@ -26,6 +26,10 @@ pub struct Candidate {
     pub key_expires: Option<OffsetDateTime>,
     /// The key material: a binary OpenPGP cert, or an X.509 certificate's DER.
     pub material: Vec<u8>,
+    /// Only valid under a policy that accepts SHA-1 (see [`KeyEntry::legacy`]).
+    pub legacy: bool,
+    /// For SCKM keys: the secret, already sealed (see [`super::secrets`]).
+    pub sealed_secret: Option<Vec<u8>>,
 }
 
 /// What storing a candidate did.
@@ -58,6 +62,8 @@ pub trait KeyStore: Send + Sync {
     fn find(&self, address: &str) -> Result<Vec<KeyEntry>, StoreError>;
     /// The key material of one entry.
     fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The sealed secret of an SCKM key.
+    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry, ordered by address.
     fn list(&self) -> Result<Vec<KeyEntry>, StoreError>;
     /// Removes the entries of an address, or every entry of a fingerprint.
@@ -70,6 +76,8 @@ pub trait KeyStore: Send + Sync {
 #[derive(Clone)]
 pub struct SledKeyStore {
     tree: sled::Tree,
+    /// Sealed SCKM secrets, by fingerprint.
+    secrets: sled::Tree,
     /// `[keys] lookup_ttl`.
     lookup_ttl: Duration,
 }
@@ -78,6 +86,7 @@ impl SledKeyStore {
     pub fn open(db: &sled::Db, lookup_ttl: Duration) -> Result<SledKeyStore, StoreError> {
         Ok(SledKeyStore {
             tree: db.open_tree("keys")?,
+            secrets: db.open_tree("secrets")?,
             lookup_ttl,
         })
     }
@@ -133,6 +142,10 @@ impl SledKeyStore {
 
 impl KeyStore for SledKeyStore {
     fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, StoreError> {
+        if let Some(secret) = &candidate.sealed_secret {
+            self.secrets
+                .insert(candidate.fingerprint.as_bytes(), secret.as_slice())?;
+        }
         let seen_in_mail = (candidate.source == Source::Mailflow).then_some(now);
         let key = Self::key(&candidate.address, &candidate.fingerprint);
         if let Some(value) = self.tree.get(&key)? {
@@ -154,6 +167,7 @@ impl KeyStore for SledKeyStore {
                 entry.can_encrypt = candidate.can_encrypt;
                 entry.can_decrypt |= candidate.can_decrypt;
                 entry.key_expires = candidate.key_expires;
+                entry.legacy = candidate.legacy;
                 self.store(&entry, &candidate.material)?;
             } else {
                 let material = Self::decode(&key, &value)?.1;
@@ -180,6 +194,20 @@ impl KeyStore for SledKeyStore {
             self.tree
                 .remove(Self::key(&old.address, &old.fingerprint))?;
         }
+        if candidate.source == Source::Sckm {
+            // A reset: the user's older SCKM keys of this kind stop being used to
+            // encrypt, but stay to decrypt what was sent to them.
+            for old in self.find(&candidate.address)? {
+                if old.source == Source::Sckm && old.kind == candidate.kind && !old.retired {
+                    let key = Self::key(&old.address, &old.fingerprint);
+                    if let Some(value) = self.tree.get(&key)? {
+                        let (mut entry, material) = Self::decode(&key, &value)?;
+                        entry.retired = true;
+                        self.store(&entry, &material)?;
+                    }
+                }
+            }
+        }
         let entry = KeyEntry {
             address: candidate.address,
             kind: candidate.kind,
@@ -194,6 +222,8 @@ impl KeyStore for SledKeyStore {
             can_decrypt: candidate.can_decrypt,
             key_created: candidate.key_created,
             key_expires: candidate.key_expires,
+            legacy: candidate.legacy,
+            retired: false,
         };
         self.store(&entry, &candidate.material)?;
         Ok(if replaced.is_empty() {
@@ -213,6 +243,13 @@ impl KeyStore for SledKeyStore {
             None => Ok(None),
             Some(value) => Ok(Some(Self::decode(&key, &value)?.1)),
         }
+    }
+
+    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .secrets
+            .get(fingerprint.as_bytes())?
+            .map(|v| v.to_vec()))
     }
 
     fn list(&self) -> Result<Vec<KeyEntry>, StoreError> {
@@ -237,6 +274,13 @@ impl KeyStore for SledKeyStore {
         for entry in &doomed {
             self.tree
                 .remove(Self::key(&entry.address, &entry.fingerprint))?;
+        }
+        // A secret goes with the last entry that uses it.
+        let remaining = self.list()?;
+        for entry in &doomed {
+            if !remaining.iter().any(|e| e.fingerprint == entry.fingerprint) {
+                self.secrets.remove(entry.fingerprint.as_bytes())?;
+            }
         }
         self.tree.flush()?;
         Ok(doomed)
@@ -295,6 +339,8 @@ mod tests {
             key_created: created,
             key_expires: None,
             material: fingerprint.as_bytes().to_vec(),
+            legacy: false,
+            sealed_secret: None,
         }
     }
 
@@ -470,5 +516,47 @@ mod tests {
         assert_eq!(s.delete("B@Example.org").unwrap().len(), 1);
         assert!(s.list().unwrap().is_empty());
         assert!(s.delete("nobody@example.org").unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod sckm_tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_new_sckm_key_retires_the_old_one_which_still_decrypts() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let s = SledKeyStore::open(&db, Duration::from_secs(86400)).unwrap();
+        let now = datetime!(2026-01-01 0:00 UTC);
+        let sckm = |fp: &str| Candidate {
+            address: "u@example.com".into(),
+            kind: KeyKind::Pgp,
+            fingerprint: fp.into(),
+            source: Source::Sckm,
+            message_id: None,
+            sender: None,
+            can_encrypt: true,
+            can_decrypt: true,
+            key_created: now,
+            key_expires: None,
+            material: vec![1],
+            legacy: false,
+            sealed_secret: Some(format!("sealed-{fp}").into_bytes()),
+        };
+        s.put(sckm("OLD"), now).unwrap();
+        s.put(sckm("NEW"), now).unwrap();
+        let entries = s.find("u@example.com").unwrap();
+        let old = entries.iter().find(|e| e.fingerprint == "OLD").unwrap();
+        let new = entries.iter().find(|e| e.fingerprint == "NEW").unwrap();
+        assert!(old.retired && old.can_decrypt && !old.usable_for_encryption(now, false));
+        assert!(!new.retired && new.usable_for_encryption(now, false));
+        assert_eq!(s.sealed_secret("OLD").unwrap().unwrap(), b"sealed-OLD");
+        s.delete("OLD").unwrap();
+        assert!(
+            s.sealed_secret("OLD").unwrap().is_none(),
+            "the secret goes with its entry"
+        );
+        assert!(s.sealed_secret("NEW").unwrap().is_some());
     }
 }

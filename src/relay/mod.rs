@@ -68,7 +68,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// Every recipient gets the same outcome.
-    fn all(count: usize, reply: Reply) -> Delivery {
+    pub fn all(count: usize, reply: Reply) -> Delivery {
         let outcome = Outcome::from_reply(reply.clone());
         Delivery {
             outcomes: vec![outcome; count],

@@ -160,11 +160,16 @@ fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Ve
             refused.push("too many keys in one message; the rest are ignored".into());
             break;
         }
-        let Some(ct) = part.content_type() else {
-            continue;
+        // A part without Content-Type is text/plain (RFC 2045 §5.2): a key pasted into
+        // a plain, non-MIME message is there too.
+        let ct = part.content_type();
+        let (ctype, subtype) = match ct {
+            Some(ct) => (
+                ct.ctype().to_ascii_lowercase(),
+                ct.subtype().unwrap_or("").to_ascii_lowercase(),
+            ),
+            None => ("text".to_string(), "plain".to_string()),
         };
-        let ctype = ct.ctype().to_ascii_lowercase();
-        let subtype = ct.subtype().unwrap_or("").to_ascii_lowercase();
         match (ctype.as_str(), subtype.as_str()) {
             ("application", "pgp-keys") => {
                 findings += 1;
@@ -185,7 +190,10 @@ fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Ve
                 }
             }
             ("multipart", "signed") => {
-                let protocol = ct.attribute("protocol").unwrap_or("").to_ascii_lowercase();
+                let protocol = ct
+                    .and_then(|ct| ct.attribute("protocol"))
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 if !matches!(
                     protocol.as_str(),
                     "application/pkcs7-signature" | "application/x-pkcs7-signature"
@@ -211,7 +219,7 @@ fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Ve
             }
             ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
                 let smime_type = ct
-                    .attribute("smime-type")
+                    .and_then(|ct| ct.attribute("smime-type"))
                     .unwrap_or("")
                     .to_ascii_lowercase();
                 if smime_type == "signed-data" {

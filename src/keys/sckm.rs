@@ -1,0 +1,86 @@
+//! SCKM keys (Server Client Key Mode): an internal user's own key, of which the gateway
+//! holds only the secret of the encryption (sub)key, sealed at rest. This turns an
+//! import file into cache entries; `crypto::pgp` and `crypto::smime` decide what a file
+//! holds and refuse any secret signing material.
+
+use der::Encode;
+use sequoia_openpgp::serialize::SerializeInto;
+use time::OffsetDateTime;
+
+use super::entry::{KeyKind, Source};
+use super::material::{self, Refusal};
+use super::secrets::Sealer;
+use super::store::Candidate;
+use crate::crypto::{pgp, smime};
+
+/// Entries for an SCKM import file, with their secrets sealed, and warnings for the
+/// admin. The whole file is refused if any key in it is.
+pub fn candidates(
+    bytes: &[u8],
+    passphrase: Option<&str>,
+    sealer: &Sealer,
+    now: OffsetDateTime,
+) -> Result<(Vec<Candidate>, Vec<String>), Refusal> {
+    let text = bytes.trim_ascii_start();
+    let looks_pgp = text.starts_with(b"-----BEGIN PGP") || bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let mut candidates = Vec::new();
+    let mut warnings = Vec::new();
+    if looks_pgp {
+        for key in pgp::import_sckm(bytes, passphrase, now)? {
+            let public = key
+                .cert
+                .clone()
+                .strip_secret_key_material()
+                .to_vec()
+                .map_err(|e| Refusal(format!("key {} cannot be serialized: {e}", key.fingerprint)))?;
+            let sealed = sealer.seal(&key.fingerprint, &pgp::serialize_tsk(&key.cert));
+            warnings.extend(key.warnings.iter().cloned());
+            for address in &key.addresses {
+                candidates.push(Candidate {
+                    address: address.clone(),
+                    kind: KeyKind::Pgp,
+                    fingerprint: key.fingerprint.clone(),
+                    source: Source::Sckm,
+                    message_id: None,
+                    sender: None,
+                    // A legacy key decrypts, but never encrypts.
+                    can_encrypt: !key.legacy,
+                    can_decrypt: true,
+                    key_created: key.key_created,
+                    key_expires: key.key_expires,
+                    material: public.clone(),
+                    legacy: key.legacy,
+                    sealed_secret: Some(sealed.clone()),
+                });
+            }
+        }
+    } else {
+        for key in smime::import_sckm(bytes, passphrase)? {
+            let der = key.cert.to_der().map_err(|e| Refusal(format!("certificate cannot be encoded: {e}")))?;
+            let fingerprint = material::x509_fingerprint(&der);
+            let sealed = sealer.seal(&fingerprint, &key.private_key);
+            let validity = &key.cert.tbs_certificate.validity;
+            for address in material::x509_addresses(&key.cert) {
+                candidates.push(Candidate {
+                    address,
+                    kind: KeyKind::Smime,
+                    fingerprint: fingerprint.clone(),
+                    source: Source::Sckm,
+                    message_id: None,
+                    sender: None,
+                    can_encrypt: true,
+                    can_decrypt: true,
+                    key_created: OffsetDateTime::from(validity.not_before.to_system_time()),
+                    key_expires: Some(OffsetDateTime::from(validity.not_after.to_system_time())),
+                    material: der.clone(),
+                    legacy: false,
+                    sealed_secret: Some(sealed.clone()),
+                });
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Err(Refusal("no key with an e-mail address in it".into()));
+    }
+    Ok((candidates, warnings))
+}

@@ -1,0 +1,438 @@
+//! The MIME side of encryption: which messages are already encrypted, how an encrypted
+//! message is wrapped (PGP/MIME, RFC 3156; S/MIME, RFC 8551) and unwrapped, and how
+//! the Subject is protected ("protected headers", draft-autocrypt-lamps-protected-headers).
+//!
+//! Parsing is mail-parser's; this module only cuts the message at the offsets it
+//! reports and puts header fields back together, byte for byte where they are kept.
+
+use base64::Engine;
+use mail_parser::{MessageParser, MimeHeaders};
+
+/// How a message is already encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encrypted {
+    /// multipart/encrypted; protocol="application/pgp-encrypted".
+    PgpMime,
+    /// A text/plain body holding an armored PGP MESSAGE.
+    InlinePgp,
+    /// application/pkcs7-mime enveloped-data (or authEnveloped-data).
+    Smime,
+}
+
+impl Encrypted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encrypted::PgpMime | Encrypted::InlinePgp => "pgp",
+            Encrypted::Smime => "smime",
+        }
+    }
+}
+
+const PGP_BEGIN: &str = "-----BEGIN PGP MESSAGE-----";
+const PGP_END: &str = "-----END PGP MESSAGE-----";
+
+/// A message cut into its raw header fields (each with its folding and line end) and
+/// its body.
+pub struct Cut<'a> {
+    pub fields: Vec<&'a [u8]>,
+    pub body: &'a [u8],
+}
+
+impl<'a> Cut<'a> {
+    /// Cuts `raw`; `None` when mail-parser cannot read it at all.
+    pub fn new(raw: &'a [u8]) -> Option<Cut<'a>> {
+        let message = MessageParser::default().parse(raw)?;
+        let root = message.parts.first()?;
+        let body_start = (root.raw_body_offset() as usize).min(raw.len());
+        let mut fields = Vec::new();
+        let starts: Vec<usize> = message
+            .headers()
+            .iter()
+            .map(|h| h.offset_field as usize)
+            .collect();
+        for (i, &start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).copied().unwrap_or(body_start);
+            if start < end && end <= raw.len() {
+                fields.push(trim_blank_line(&raw[start..end]));
+            }
+        }
+        Some(Cut {
+            fields,
+            body: &raw[body_start..],
+        })
+    }
+
+    /// The fields whose name satisfies `keep`.
+    pub fn fields_where(&self, keep: impl Fn(&str) -> bool) -> Vec<&'a [u8]> {
+        self.fields
+            .iter()
+            .copied()
+            .filter(|f| keep(&field_name(f)))
+            .collect()
+    }
+}
+
+/// The last field before the body runs up to the body and so includes the empty line.
+fn trim_blank_line(field: &[u8]) -> &[u8] {
+    let mut end = field.len();
+    for terminator in [&b"\r\n\r\n"[..], b"\n\n"] {
+        if field.ends_with(terminator) {
+            end = field.len() - terminator.len() / 2;
+            break;
+        }
+    }
+    &field[..end]
+}
+
+/// A field's name, lower-cased.
+pub fn field_name(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end])
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_content_field(name: &str) -> bool {
+    name.starts_with("content-")
+}
+
+/// Header fields the protected-headers scheme copies into the encrypted part.
+const PROTECTED: [&str; 6] = ["subject", "from", "to", "cc", "date", "message-id"];
+
+/// How the message is already encrypted, if it is.
+pub fn encrypted(raw: &[u8]) -> Option<Encrypted> {
+    let message = MessageParser::default().parse(raw)?;
+    let ct = message.content_type();
+    let (ctype, subtype) = ct.map_or(("text".to_string(), "plain".to_string()), |ct| {
+        (
+            ct.ctype().to_ascii_lowercase(),
+            ct.subtype().unwrap_or("").to_ascii_lowercase(),
+        )
+    });
+    let attribute = |name: &str| {
+        ct.and_then(|ct| ct.attribute(name))
+            .map(str::to_ascii_lowercase)
+    };
+    match (ctype.as_str(), subtype.as_str()) {
+        ("multipart", "encrypted")
+            if attribute("protocol").as_deref() == Some("application/pgp-encrypted") =>
+        {
+            Some(Encrypted::PgpMime)
+        }
+        ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
+            match attribute("smime-type").as_deref() {
+                Some("enveloped-data" | "authenveloped-data") => Some(Encrypted::Smime),
+                // Old clients leave smime-type out; the file name still says what it is.
+                None if attribute("name").is_some_and(|n| n.ends_with(".p7m")) => {
+                    Some(Encrypted::Smime)
+                }
+                _ => None,
+            }
+        }
+        ("text", "plain") => {
+            let text = message.body_text(0)?;
+            (text.contains(PGP_BEGIN) && text.contains(PGP_END)).then_some(Encrypted::InlinePgp)
+        }
+        _ => None,
+    }
+}
+
+/// The ciphertext inside an encrypted message: the armored block of PGP/MIME or inline
+/// PGP, or the DER/BER of S/MIME.
+pub fn ciphertext(raw: &[u8], kind: Encrypted) -> Option<Vec<u8>> {
+    let message = MessageParser::default().parse(raw)?;
+    match kind {
+        Encrypted::PgpMime => {
+            let children = message.parts.first()?.sub_parts()?;
+            let payload = message.part(*children.get(1)?)?;
+            Some(payload.contents().to_vec())
+        }
+        Encrypted::InlinePgp => {
+            let text = message.body_text(0)?;
+            let start = text.find(PGP_BEGIN)?;
+            let end = start + text[start..].find(PGP_END)? + PGP_END.len();
+            Some(text[start..end].as_bytes().to_vec())
+        }
+        Encrypted::Smime => Some(message.parts.first()?.contents().to_vec()),
+    }
+}
+
+/// The MIME entity to encrypt: the message's Content-* fields and body, and with
+/// `protect` the protected header fields too, marked `protected-headers="v1"`.
+pub fn inner_entity(raw: &[u8], protect: bool) -> Option<Vec<u8>> {
+    let cut = Cut::new(raw)?;
+    let mut entity = Vec::with_capacity(raw.len());
+    let content = cut.fields_where(is_content_field);
+    let has_type = content.iter().any(|f| field_name(f) == "content-type");
+    if !has_type {
+        // RFC 2045 §5.2: no Content-Type means text/plain; charset=us-ascii.
+        let param = if protect {
+            "; protected-headers=\"v1\""
+        } else {
+            ""
+        };
+        entity.extend_from_slice(
+            format!("Content-Type: text/plain; charset=us-ascii{param}\r\n").as_bytes(),
+        );
+    }
+    for field in &content {
+        if protect && field_name(field) == "content-type" {
+            entity.extend_from_slice(&with_parameter(field, "protected-headers=\"v1\""));
+        } else {
+            entity.extend_from_slice(field);
+        }
+    }
+    if protect {
+        for field in cut.fields_where(|name| PROTECTED.contains(&name)) {
+            entity.extend_from_slice(field);
+        }
+    }
+    entity.extend_from_slice(b"\r\n");
+    entity.extend_from_slice(cut.body);
+    Some(entity)
+}
+
+/// Appends `; parameter` to a (possibly folded) header field, before its line end.
+fn with_parameter(field: &[u8], parameter: &str) -> Vec<u8> {
+    let trimmed = field.trim_ascii_end();
+    let mut out = trimmed.to_vec();
+    out.extend_from_slice(format!(";\r\n\t{parameter}\r\n").as_bytes());
+    out
+}
+
+/// The outer header of an encrypted message: every field but the Content-* ones, the
+/// Subject replaced by `...` when it is protected, and MIME-Version.
+fn outer_fields(raw: &[u8], protect: bool) -> Option<Vec<u8>> {
+    let cut = Cut::new(raw)?;
+    let mut out = Vec::new();
+    for field in &cut.fields {
+        match field_name(field).as_str() {
+            name if is_content_field(name) || name == "mime-version" => {}
+            "subject" if protect => out.extend_from_slice(b"Subject: ...\r\n"),
+            _ => out.extend_from_slice(field),
+        }
+    }
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    Some(out)
+}
+
+/// A boundary that does not occur in `content`.
+fn boundary(content: &[u8]) -> String {
+    let mut n = 0u32;
+    loop {
+        let candidate = format!("=-sealgate-{:08x}-{n}", rand::random::<u32>());
+        if !content
+            .windows(candidate.len())
+            .any(|w| w == candidate.as_bytes())
+        {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+/// The PGP/MIME message (RFC 3156 §4) carrying `armored`.
+pub fn pgp_mime(raw: &[u8], armored: &[u8], protect: bool) -> Option<Vec<u8>> {
+    let mut out = outer_fields(raw, protect)?;
+    let b = boundary(armored);
+    out.extend_from_slice(
+        format!(
+            "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"{b}\"\r\n\r\n\
+             This is an OpenPGP/MIME encrypted message (RFC 3156).\r\n\
+             --{b}\r\n\
+             Content-Type: application/pgp-encrypted\r\n\
+             Content-Description: PGP/MIME version identification\r\n\r\n\
+             Version: 1\r\n\r\n\
+             --{b}\r\n\
+             Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+             Content-Description: OpenPGP encrypted message\r\n\
+             Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(armored);
+    if !armored.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    Some(out)
+}
+
+/// The S/MIME enveloped-data message (RFC 8551 §3.3) carrying `der`.
+pub fn smime_enveloped(raw: &[u8], der: &[u8], protect: bool) -> Option<Vec<u8>> {
+    let mut out = outer_fields(raw, protect)?;
+    out.extend_from_slice(
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data;\r\n\tname=\"smime.p7m\"\r\n\
+          Content-Transfer-Encoding: base64\r\n\
+          Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n",
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    for line in encoded.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    Some(out)
+}
+
+/// The message with its encrypted body replaced by the decrypted `plaintext`, and the
+/// `X-Sealgate-Decrypted` field added.
+///
+/// For PGP/MIME and S/MIME the plaintext is a MIME entity: its fields become the
+/// message's Content-* fields. When it carries protected headers, its copies of
+/// Subject, From and the rest win over the outer ones (the outer Subject is `...`).
+/// For inline PGP the plaintext replaces the armored block in the text.
+pub fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) -> Option<Vec<u8>> {
+    let outer = Cut::new(raw)?;
+    let mut out = Vec::with_capacity(raw.len() + plaintext.len());
+    let marker_field = format!("X-Sealgate-Decrypted: {marker}\r\n");
+    if kind == Encrypted::InlinePgp {
+        let text = MessageParser::default()
+            .parse(raw)?
+            .body_text(0)?
+            .into_owned();
+        let start = text.find(PGP_BEGIN)?;
+        let end = start + text[start..].find(PGP_END)? + PGP_END.len();
+        for field in &outer.fields {
+            let name = field_name(field);
+            if name != "content-type" && name != "content-transfer-encoding" {
+                out.extend_from_slice(field);
+            }
+        }
+        out.extend_from_slice(marker_field.as_bytes());
+        out.extend_from_slice(
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        );
+        out.extend_from_slice(text[..start].as_bytes());
+        out.extend_from_slice(&crlf(plaintext));
+        out.extend_from_slice(text[end..].as_bytes());
+        return Some(out);
+    }
+
+    let plaintext = crlf(plaintext);
+    let inner = Cut::new(&plaintext)?;
+    let inner_names: Vec<String> = inner.fields.iter().map(|f| field_name(f)).collect();
+    let protected = inner.fields.iter().any(|f| {
+        field_name(f) == "content-type"
+            && String::from_utf8_lossy(f)
+                .to_ascii_lowercase()
+                .contains("protected-headers")
+    });
+    for field in &outer.fields {
+        let name = field_name(field);
+        let replaced = is_content_field(&name) || (protected && inner_names.contains(&name));
+        if !replaced {
+            out.extend_from_slice(field);
+        }
+    }
+    out.extend_from_slice(marker_field.as_bytes());
+    for field in &inner.fields {
+        let name = field_name(field);
+        // Without protected headers, only the Content-* fields of the entity belong
+        // in the message header.
+        if protected || is_content_field(&name) {
+            out.extend_from_slice(field);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(inner.body);
+    Some(out)
+}
+
+/// Bare LF line ends made CRLF (OpenSSL and some clients encrypt LF text).
+fn crlf(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 32);
+    let mut previous = 0u8;
+    for &b in text {
+        if b == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        previous = b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: &[u8] = b"Received: from x\r\n\tby y; Mon, 1 Jan 2026 00:00:00 +0000\r\nFrom: a@example.com\r\nTo: b@example.org\r\nSubject: Secret plans\r\nMIME-Version: 1.0\r\nContent-Type: text/plain;\r\n charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nbody line\r\n";
+
+    #[test]
+    fn cuts_fields_exactly() {
+        let cut = Cut::new(PLAIN).unwrap();
+        assert_eq!(
+            cut.fields[0],
+            b"Received: from x\r\n\tby y; Mon, 1 Jan 2026 00:00:00 +0000\r\n"
+        );
+        assert_eq!(
+            cut.fields.last().unwrap(),
+            b"Content-Transfer-Encoding: 8bit\r\n"
+        );
+        assert_eq!(cut.body, b"body line\r\n");
+        assert_eq!(cut.fields.concat().len() + 2 + cut.body.len(), PLAIN.len());
+    }
+
+    #[test]
+    fn inner_entity_carries_content_fields_and_protected_headers() {
+        let inner = String::from_utf8(inner_entity(PLAIN, true).unwrap()).unwrap();
+        assert!(
+            inner.starts_with(
+                "Content-Type: text/plain;\r\n charset=utf-8;\r\n\tprotected-headers=\"v1\"\r\n"
+            ),
+            "{inner}"
+        );
+        assert!(inner.contains("Subject: Secret plans\r\n"));
+        assert!(!inner.contains("Received:"));
+        assert!(inner.ends_with("\r\n\r\nbody line\r\n"));
+    }
+
+    #[test]
+    fn wraps_and_unwraps_pgp_mime() {
+        let armored = b"-----BEGIN PGP MESSAGE-----\r\n\r\nxyz\r\n-----END PGP MESSAGE-----\r\n";
+        let wrapped = pgp_mime(PLAIN, armored, true).unwrap();
+        let text = String::from_utf8_lossy(&wrapped);
+        assert!(text.contains("Subject: ...\r\n"), "{text}");
+        assert!(
+            text.starts_with("Received: from x\r\n\tby y;"),
+            "routing headers kept in order"
+        );
+        assert!(!text.contains("Secret plans"));
+        assert_eq!(encrypted(&wrapped), Some(Encrypted::PgpMime));
+        assert_eq!(ciphertext(&wrapped, Encrypted::PgpMime).unwrap(), armored);
+
+        let inner = inner_entity(PLAIN, true).unwrap();
+        let restored = decrypted(&wrapped, Encrypted::PgpMime, &inner, "pgp; key=ABC").unwrap();
+        let text = String::from_utf8_lossy(&restored);
+        assert!(
+            text.contains("Subject: Secret plans\r\n") && !text.contains("Subject: ..."),
+            "{text}"
+        );
+        assert!(text.contains("X-Sealgate-Decrypted: pgp; key=ABC\r\n"));
+        assert!(text.ends_with("\r\n\r\nbody line\r\n"), "{text}");
+        assert_eq!(encrypted(&restored), None);
+    }
+
+    #[test]
+    fn detects_smime_and_inline_pgp() {
+        let smime = smime_enveloped(PLAIN, b"\x30\x03\x02\x01\x00", false).unwrap();
+        assert_eq!(encrypted(&smime), Some(Encrypted::Smime));
+        assert_eq!(
+            ciphertext(&smime, Encrypted::Smime).unwrap(),
+            b"\x30\x03\x02\x01\x00"
+        );
+        assert!(
+            String::from_utf8_lossy(&smime).contains("Subject: Secret plans"),
+            "unprotected"
+        );
+        let inline = b"From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nabc\r\n-----END PGP MESSAGE-----\r\nbye\r\n";
+        assert_eq!(encrypted(inline), Some(Encrypted::InlinePgp));
+        let out = decrypted(inline, Encrypted::InlinePgp, b"the secret\n", "pgp; key=K").unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.ends_with("\r\n\r\nhi\r\nthe secret\r\n\r\nbye\r\n"),
+            "{text}"
+        );
+        assert_eq!(encrypted(PLAIN), None);
+    }
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use der::{Decode, Encode};
+use der::{Decode, DecodePem, Encode};
 use openpgp::cert::CertParser;
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
@@ -171,20 +171,44 @@ pub fn parse_x509(bytes: &[u8]) -> Result<Vec<Certificate>, Refusal> {
             bytes.len()
         ));
     }
-    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        let certs = Certificate::load_pem_chain(bytes)
-            .map_err(|e| Refusal(format!("malformed PEM certificate: {e}")))?;
-        if certs.is_empty() || certs.len() > MAX_CERTS {
-            return refuse(format!(
-                "{} certificates in one file; expected 1 to {MAX_CERTS}",
-                certs.len()
-            ));
-        }
-        return Ok(certs);
+    let blocks = pem_certificates(bytes);
+    if blocks.len() > MAX_CERTS {
+        return refuse(format!("more than {MAX_CERTS} certificates in one file"));
+    }
+    if !blocks.is_empty() {
+        return blocks
+            .into_iter()
+            .map(|block| {
+                Certificate::from_pem(block)
+                    .map_err(|e| Refusal(format!("malformed PEM certificate: {e}")))
+            })
+            .collect();
     }
     Certificate::from_der(bytes)
         .map(|cert| vec![cert])
         .map_err(|e| Refusal(format!("not an X.509 certificate: {e}")))
+}
+
+const PEM_BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+const PEM_END: &[u8] = b"-----END CERTIFICATE-----";
+
+/// The PEM certificate blocks in `bytes`, at most one more than [`MAX_CERTS`]. RFC 7468
+/// lets explanatory text surround them: `openssl x509 -text` writes a dump before the
+/// block, `openssl s_client -showcerts` writes lines between blocks.
+fn pem_certificates(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut blocks = Vec::new();
+    let mut rest = bytes;
+    while blocks.len() <= MAX_CERTS {
+        let Some(start) = memchr::memmem::find(rest, PEM_BEGIN) else {
+            break;
+        };
+        // An unterminated block is handed on whole, for the PEM parser to refuse.
+        let end = memchr::memmem::find(&rest[start..], PEM_END)
+            .map_or(rest.len(), |len| start + len + PEM_END.len());
+        blocks.push(&rest[start..end]);
+        rest = &rest[end..];
+    }
+    blocks
 }
 
 /// The e-mail addresses a certificate is for: its rfc822Name SANs, or, only when it has
@@ -310,12 +334,17 @@ pub fn import_candidates(
     origin: &Origin,
     now: OffsetDateTime,
 ) -> Result<Vec<Candidate>, Refusal> {
-    let looks_x509 = bytes
-        .trim_ascii_start()
-        .starts_with(b"-----BEGIN CERTIFICATE")
+    let looks_x509 = !pem_certificates(bytes).is_empty()
         || (bytes.first() == Some(&0x30) && Certificate::from_der(bytes).is_ok());
     let mut candidates = Vec::new();
     if looks_x509 {
+        // A certificate with its private key (one PEM file, as many tools write it)
+        // is an SCKM key, not a public one.
+        if memchr::memmem::find(bytes, b"PRIVATE KEY-----").is_some() {
+            return refuse(
+                "the file contains a private key; public certificates only here (SCKM keys use keys import-sckm)",
+            );
+        }
         for cert in parse_x509(bytes)? {
             candidates.extend(x509_candidates(&cert, None, origin, now)?);
         }

@@ -1,0 +1,479 @@
+//! `sealgate keys ...` as admins and scripts run it: the real binary as a process, with
+//! a temp config, keys made by `gpg` and `openssl` at test time; first with no server,
+//! then while `sealgate serve` holds the database (the CLI goes through its admin
+//! socket).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::keys::{SmimeCert, pgp_key};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+const BOB: &str = "Bob <Bob@Example.ORG>";
+const ENCRYPT: &str = "digitalSignature,keyEncipherment";
+
+/// A temp dir with a config file whose data_dir is inside it.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let next_hop = format!("dir:{}", dir.path().join("out").display());
+        let config = dir.path().join("sealgate.toml");
+        std::fs::write(&config, support::config_text(&data_dir, &next_hop, "")).unwrap();
+        Setup {
+            dir,
+            config,
+            data_dir,
+        }
+    }
+
+    /// Writes a file into the temp dir and returns its path.
+    fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Runs `sealgate keys ARGS --config F` to completion (20 s at most).
+    fn keys(&self, args: &[&str]) -> Output {
+        let child = Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sealgate");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(output) => output.expect("wait for sealgate"),
+            Err(_) => {
+                signal(pid, "-KILL");
+                panic!("sealgate keys {args:?} did not finish within 20 s");
+            }
+        }
+    }
+
+    /// Runs `sealgate keys ARGS`; asserts the exit code.
+    fn keys_expect(&self, args: &[&str], code: i32) -> Output {
+        let out = self.keys(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "sealgate keys {args:?}\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// `keys list --json`, parsed: it must be one JSON array.
+    fn list_json(&self) -> Vec<Value> {
+        let out = self.keys_expect(&["list", "--json"], 0);
+        match serde_json::from_slice(&out.stdout) {
+            Ok(Value::Array(entries)) => entries,
+            other => panic!("keys list --json printed {other:?}: {}", text(&out.stdout)),
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// Sends a signal to one process we started.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// The keys every test imports, made once per test: an OpenPGP cert (armored), an S/MIME
+/// certificate as PEM and another as DER.
+struct Keys {
+    pgp: PathBuf,
+    pgp_fingerprint: String,
+    pem: PathBuf,
+    pem_fingerprint: String,
+    der: PathBuf,
+    der_fingerprint: String,
+    /// Kept for their temp dirs.
+    _certs: (SmimeCert, SmimeCert),
+}
+
+fn keys(setup: &Setup) -> Keys {
+    let bob = pgp_key(BOB);
+    let carol = SmimeCert::openssl("Carol@Example.NET", ENCRYPT);
+    let dave = SmimeCert::openssl("dave@example.net", ENCRYPT);
+    Keys {
+        pgp: setup.file("bob.asc", &bob.armored),
+        pgp_fingerprint: bob.fingerprint.clone(),
+        pem: carol.cert_path(),
+        pem_fingerprint: carol.fingerprint(),
+        der: dave.der_path(),
+        der_fingerprint: dave.fingerprint(),
+        _certs: (carol, dave),
+    }
+}
+
+/// The one element of `entries` for `address`.
+fn entry<'a>(entries: &'a [Value], address: &str) -> &'a Value {
+    let found: Vec<&Value> = entries.iter().filter(|e| e["address"] == address).collect();
+    assert_eq!(found.len(), 1, "{address} in {entries:#?}");
+    found[0]
+}
+
+/// Checks one `keys list --json` element of an imported key, field by field and type
+/// by type, as INTERFACE.md lists them.
+fn assert_admin_entry(entry: &Value, address: &str, kind: &str, fingerprint: &str) {
+    let object = entry.as_object().expect("each element is an object");
+    assert_eq!(object["address"], Value::from(address), "{entry:#}");
+    assert_eq!(address, address.to_lowercase());
+    assert_eq!(object["kind"], Value::from(kind), "{entry:#}");
+    let fpr = object["fingerprint"]
+        .as_str()
+        .expect("fingerprint is a string");
+    assert!(
+        !fpr.is_empty()
+            && fpr
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+        "not upper-case hex: {fpr}"
+    );
+    assert_eq!(fpr, fingerprint, "{entry:#}");
+    assert_eq!(object["source"], Value::from("admin"), "{entry:#}");
+    let added = object["added"].as_str().expect("added is a string");
+    let added = OffsetDateTime::parse(added, &Rfc3339)
+        .unwrap_or_else(|e| panic!("added {added:?} is not RFC 3339: {e}"));
+    assert!(added.offset().is_utc(), "{entry:#}");
+    let age = OffsetDateTime::now_utc() - added;
+    assert!(
+        age >= -time::Duration::seconds(5) && age < time::Duration::minutes(5),
+        "{entry:#}"
+    );
+    assert_eq!(
+        object["expires"],
+        Value::Null,
+        "admin keys never expire: {entry:#}"
+    );
+    assert_eq!(object["can_decrypt"], Value::Bool(false), "{entry:#}");
+}
+
+/// The human `keys list`: every address on a line of its own, and the table aligned
+/// (each entry's address and fingerprint start in the same column on every line).
+fn assert_aligned_table(stdout: &str, rows: &[(&str, &str)]) {
+    let mut columns = Vec::new();
+    for (address, fingerprint) in rows {
+        let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(address)).collect();
+        assert_eq!(lines.len(), 1, "{address}:\n{stdout}");
+        let line = lines[0];
+        let fpr = line
+            .find(fingerprint)
+            .unwrap_or_else(|| panic!("no {fingerprint} on the {address} line:\n{stdout}"));
+        columns.push((line.find(address).unwrap(), fpr));
+    }
+    assert!(
+        columns.windows(2).all(|w| w[0] == w[1]),
+        "columns {columns:?} are not aligned:\n{stdout}"
+    );
+}
+
+#[test]
+fn import_list_delete_and_purge_without_a_server() {
+    let setup = Setup::new();
+    let keys = keys(&setup);
+
+    setup.keys_expect(&["import", path_str(&keys.pgp)], 0);
+    setup.keys_expect(&["import", path_str(&keys.pem), path_str(&keys.der)], 0);
+
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 3, "{entries:#?}");
+    assert_admin_entry(
+        entry(&entries, "bob@example.org"),
+        "bob@example.org",
+        "pgp",
+        &keys.pgp_fingerprint,
+    );
+    assert_admin_entry(
+        entry(&entries, "carol@example.net"),
+        "carol@example.net",
+        "smime",
+        &keys.pem_fingerprint,
+    );
+    assert_admin_entry(
+        entry(&entries, "dave@example.net"),
+        "dave@example.net",
+        "smime",
+        &keys.der_fingerprint,
+    );
+
+    let out = setup.keys_expect(&["list"], 0);
+    assert_aligned_table(
+        &text(&out.stdout),
+        &[
+            ("bob@example.org", &keys.pgp_fingerprint),
+            ("carol@example.net", &keys.pem_fingerprint),
+            ("dave@example.net", &keys.der_fingerprint),
+        ],
+    );
+
+    // Importing a key again refreshes its entry instead of adding one.
+    setup.keys_expect(&["import", path_str(&keys.pgp)], 0);
+    assert_eq!(setup.list_json().len(), 3);
+
+    setup.keys_expect(&["delete", "bob@example.org"], 0);
+    setup.keys_expect(&["delete", &keys.pem_fingerprint], 0);
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    entry(&entries, "dave@example.net");
+
+    // Nothing left to delete: exit 1.
+    setup.keys_expect(&["delete", "bob@example.org"], 1);
+    setup.keys_expect(&["delete", &keys.pem_fingerprint], 1);
+    setup.keys_expect(&["delete", "nobody@example.com"], 1);
+
+    // Admin keys never expire, so purge removes nothing.
+    setup.keys_expect(&["purge"], 0);
+    assert_eq!(setup.list_json().len(), 1);
+}
+
+#[test]
+fn refused_imports_exit_1_name_the_file_and_store_nothing() {
+    let setup = Setup::new();
+    let garbage = setup.file("garbage.asc", "this is not a key\n".repeat(20));
+    let noise: Vec<u8> = (0..2000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let binary_garbage = setup.file("noise.bin", &noise);
+    let secret = setup.file("secret.asc", &pgp_key(BOB).secret_armored);
+    let signing_only = SmimeCert::openssl("erin@example.net", "digitalSignature");
+
+    // A certificate with its private key in one PEM file is an SCKM key, not a public one.
+    let frank = SmimeCert::openssl("frank@example.net", ENCRYPT);
+    let mut with_key = frank.pem.clone();
+    with_key.extend(std::fs::read(frank.key_path()).unwrap());
+    let with_key = setup.file("frank-with-key.pem", with_key);
+
+    for (file, reason) in [
+        (garbage, ""),
+        (binary_garbage, ""),
+        (secret, "secret"),
+        (signing_only.cert_path(), "sign"),
+        (signing_only.der_path(), "sign"),
+        (with_key, "private key"),
+    ] {
+        let out = setup.keys_expect(&["import", path_str(&file)], 1);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(path_str(&file)), "{stderr}");
+        assert!(stderr.contains(reason), "no reason {reason:?}: {stderr}");
+        assert!(
+            setup.list_json().is_empty(),
+            "{} stored something",
+            file.display()
+        );
+    }
+
+    // A file that does not exist is named too.
+    let missing = setup.dir.path().join("missing.asc");
+    let out = setup.keys_expect(&["import", path_str(&missing)], 1);
+    assert!(text(&out.stderr).contains(path_str(&missing)));
+}
+
+/// RFC 7468 lets explanatory text surround PEM blocks; `openssl x509 -text` writes a
+/// dump first, and such files were once refused as "not an OpenPGP key".
+#[test]
+fn pem_certificates_with_explanatory_text_are_imported() {
+    let setup = Setup::new();
+    let carol = SmimeCert::openssl("carol@example.net", ENCRYPT);
+    let dave = SmimeCert::openssl("dave@example.net", ENCRYPT);
+    let dump = support::keys::run_tool(
+        Command::new("openssl")
+            .args(["x509", "-text", "-in"])
+            .arg(carol.cert_path()),
+    );
+    assert!(!dump.starts_with(b"-----BEGIN"), "{}", text(&dump));
+    let dumped = setup.file("carol-text.pem", &dump);
+    setup.keys_expect(&["import", path_str(&dumped)], 0);
+
+    // Two certificates with lines between them, as `openssl s_client -showcerts` writes.
+    let mut chain = b"subject=CN=Carol\nissuer=CN=Carol\n".to_vec();
+    chain.extend(&carol.pem);
+    chain.extend(b"subject=CN=Dave\n---\n");
+    chain.extend(&dave.pem);
+    let chain = setup.file("chain.pem", chain);
+    setup.keys_expect(&["import", path_str(&chain)], 0);
+
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    assert_admin_entry(
+        entry(&entries, "carol@example.net"),
+        "carol@example.net",
+        "smime",
+        &carol.fingerprint(),
+    );
+    assert_admin_entry(
+        entry(&entries, "dave@example.net"),
+        "dave@example.net",
+        "smime",
+        &dave.fingerprint(),
+    );
+}
+
+/// A `sealgate serve` child; killed if the test ends without stopping it.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(setup: &Setup) -> Serve {
+        let log = setup.dir.path().join("serve.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config", path_str(&setup.config)])
+            .current_dir(setup.dir.path())
+            .env("SEALGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn sealgate serve");
+        let mut serve = Serve { child, log };
+        // The admin socket is the last thing the server sets up.
+        let socket = setup.data_dir.join("admin.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("sealgate serve exited with {status}: {}", serve.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket within 20 s: {}",
+                serve.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code (20 s at most).
+    fn sigterm(&mut self) -> Option<i32> {
+        signal(self.child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 20 s after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn keys_commands_reach_a_running_server_through_its_admin_socket() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let setup = Setup::new();
+    let keys = keys(&setup);
+    let mut serve = Serve::start(&setup);
+    let socket = setup.data_dir.join("admin.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "admin socket mode {mode:o}");
+
+    // The server holds sled's lock: each of these works only through the socket.
+    setup.keys_expect(&["import", path_str(&keys.pgp), path_str(&keys.pem)], 0);
+    setup.keys_expect(&["import", path_str(&keys.der)], 0);
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 3, "{entries:#?}");
+    assert_admin_entry(
+        entry(&entries, "bob@example.org"),
+        "bob@example.org",
+        "pgp",
+        &keys.pgp_fingerprint,
+    );
+    assert_admin_entry(
+        entry(&entries, "carol@example.net"),
+        "carol@example.net",
+        "smime",
+        &keys.pem_fingerprint,
+    );
+    assert_admin_entry(
+        entry(&entries, "dave@example.net"),
+        "dave@example.net",
+        "smime",
+        &keys.der_fingerprint,
+    );
+    let out = setup.keys_expect(&["list"], 0);
+    assert_aligned_table(
+        &text(&out.stdout),
+        &[
+            ("bob@example.org", &keys.pgp_fingerprint),
+            ("carol@example.net", &keys.pem_fingerprint),
+            ("dave@example.net", &keys.der_fingerprint),
+        ],
+    );
+
+    setup.keys_expect(&["delete", "bob@example.org"], 0);
+    setup.keys_expect(&["delete", &keys.der_fingerprint], 0);
+    setup.keys_expect(&["delete", "bob@example.org"], 1);
+    setup.keys_expect(&["purge"], 0);
+    let garbage = setup.file("garbage.asc", "not a key\n");
+    let out = setup.keys_expect(&["import", path_str(&garbage)], 1);
+    assert!(text(&out.stderr).contains(path_str(&garbage)));
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    entry(&entries, "carol@example.net");
+
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+
+    // What the server stored is on disk: the CLI now opens the database itself.
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_admin_entry(
+        entry(&entries, "carol@example.net"),
+        "carol@example.net",
+        "smime",
+        &keys.pem_fingerprint,
+    );
+}

@@ -1,0 +1,319 @@
+//! Keys and signed mail made at test time with the real tools: OpenPGP certs from
+//! `gpg`, S/MIME certificates and signatures from `openssl`, and (because `openssl req`
+//! cannot backdate a certificate) expired ones from rcgen, still signed with `openssl`.
+//!
+//! Nothing here keeps a process running: gpg's agent is stopped as soon as a key has
+//! been exported, and every file lives in a temp dir.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// Runs a tool to completion and returns its stdout; panics with its stderr on failure.
+pub fn run_tool(command: &mut Command) -> Vec<u8> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// LF line ends to CRLF, as an MTA would send them; CRLF stays CRLF.
+pub fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Upper-case hex.
+pub fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// An OpenPGP cert made by `gpg --quick-gen-key ... default default never`: a signing
+/// primary key and an encryption subkey.
+#[derive(Debug, Clone)]
+pub struct PgpKey {
+    /// The user ID it was made with ("Bob <bob@example.org>").
+    pub uid: String,
+    /// The primary key's fingerprint, upper-case hex, as gpg prints it.
+    pub fingerprint: String,
+    /// `gpg --export` (binary).
+    pub binary: Vec<u8>,
+    /// `gpg --armor --export`.
+    pub armored: String,
+    /// `gpg --armor --export-secret-keys`: the same cert with its secret keys.
+    pub secret_armored: String,
+}
+
+fn gpg(home: &Path) -> Command {
+    let mut command = Command::new("gpg");
+    command.args([
+        "--homedir",
+        home.to_str().expect("UTF-8 temp path"),
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]);
+    command
+}
+
+impl PgpKey {
+    /// Makes a fresh cert for `uid` in a throwaway GnuPG home.
+    pub fn generate(uid: &str) -> PgpKey {
+        let home = tempfile::tempdir().expect("temp dir");
+        let path = home.path();
+        run_tool(gpg(path).args(["--quick-gen-key", uid, "default", "default", "never"]));
+        let binary = run_tool(gpg(path).args(["--export", uid]));
+        let armored = run_tool(gpg(path).args(["--armor", "--export", uid]));
+        let secret = run_tool(gpg(path).args(["--armor", "--export-secret-keys", uid]));
+        let listing = run_tool(gpg(path).args(["--with-colons", "--list-keys", uid]));
+        // Key generation started an agent for this home; it is of no further use.
+        let _ = Command::new("gpgconf")
+            .args(["--homedir", path.to_str().unwrap(), "--kill", "all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let listing = String::from_utf8(listing).expect("gpg output is UTF-8");
+        let fingerprint = listing
+            .lines()
+            .find(|line| line.starts_with("fpr:"))
+            .and_then(|line| line.split(':').nth(9))
+            .expect("gpg lists a fingerprint")
+            .to_ascii_uppercase();
+        assert!(!binary.is_empty(), "gpg exported nothing for {uid}");
+        PgpKey {
+            uid: uid.to_string(),
+            fingerprint,
+            binary,
+            armored: String::from_utf8(armored).expect("armor is ASCII"),
+            secret_armored: String::from_utf8(secret).expect("armor is ASCII"),
+        }
+    }
+
+    /// The Autocrypt header field for this key (folded, CRLF, without a final CRLF).
+    pub fn autocrypt_header(&self, addr: &str) -> String {
+        autocrypt_header(addr, &self.binary)
+    }
+}
+
+/// An `Autocrypt:` header field with `keydata` = base64 of `key`, folded into lines of
+/// 76 characters (CRLF, without a final CRLF).
+pub fn autocrypt_header(addr: &str, key: &[u8]) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    let mut header = format!("Autocrypt: addr={addr}; prefer-encrypt=mutual; keydata=");
+    for chunk in encoded.as_bytes().chunks(76) {
+        header.push_str("\r\n ");
+        header.push_str(std::str::from_utf8(chunk).unwrap());
+    }
+    header
+}
+
+/// One cert per user ID, made once per test binary (gpg key generation takes a while).
+pub fn pgp_key(uid: &'static str) -> PgpKey {
+    static KEYS: OnceLock<std::sync::Mutex<Vec<PgpKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    // Held while generating, so that two tests asking for one uid get one key.
+    let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(key) = keys.iter().find(|k| k.uid == uid) {
+        return key.clone();
+    }
+    let key = PgpKey::generate(uid);
+    keys.push(key.clone());
+    key
+}
+
+/// An X.509 certificate with its private key in a temp dir, ready for `openssl smime`.
+pub struct SmimeCert {
+    dir: tempfile::TempDir,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// The certificate, PEM.
+    pub pem: Vec<u8>,
+}
+
+impl SmimeCert {
+    /// A self-signed RSA certificate from `openssl req`, valid for 30 days from now,
+    /// for `email` (rfc822Name SAN and emailAddress), with the given keyUsage.
+    pub fn openssl(email: &str, key_usage: &str) -> SmimeCert {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        run_tool(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .args(["-days", "30", "-subj"])
+                .arg(format!("/CN=Test User/emailAddress={email}"))
+                .arg("-addext")
+                .arg(format!("subjectAltName=email:{email}"))
+                .arg("-addext")
+                .arg(format!("keyUsage={key_usage}"))
+                .stderr(Stdio::piped()),
+        );
+        SmimeCert::from_dir(dir)
+    }
+
+    /// A self-signed RSA certificate for `email` (rfc822Name SAN) with keyUsage
+    /// digitalSignature and keyEncipherment, valid from `not_before` to `not_after`,
+    /// made by rcgen: `openssl req` 3.0 cannot put a validity period in the past.
+    pub fn rcgen(email: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> SmimeCert {
+        use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose, SanType};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("key.pem");
+        // ring signs with RSA keys but cannot make them; openssl can.
+        run_tool(
+            Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&key),
+        );
+        let key_pair =
+            KeyPair::from_pem(&std::fs::read_to_string(&key).unwrap()).expect("rcgen reads it");
+        let mut params = CertificateParams::default();
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Test User");
+        params.subject_alt_names = vec![SanType::Rfc822Name(
+            email.try_into().expect("an IA5 address"),
+        )];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let cert = params.self_signed(&key_pair).expect("rcgen signs");
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        SmimeCert::from_dir(dir)
+    }
+
+    fn from_dir(dir: tempfile::TempDir) -> SmimeCert {
+        let pem = std::fs::read(dir.path().join("cert.pem")).unwrap();
+        let der = run_tool(
+            Command::new("openssl")
+                .args(["x509", "-outform", "DER", "-in"])
+                .arg(dir.path().join("cert.pem")),
+        );
+        SmimeCert { dir, der, pem }
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    /// Writes the DER form next to the PEM and returns its path.
+    pub fn der_path(&self) -> PathBuf {
+        let path = self.dir.path().join("cert.der");
+        std::fs::write(&path, &self.der).unwrap();
+        path
+    }
+
+    /// Upper-case hex SHA-256 of the DER certificate: its fingerprint in the key cache.
+    pub fn fingerprint(&self) -> String {
+        hex_upper(&Sha256::digest(&self.der))
+    }
+
+    /// A whole signed message from `openssl smime -sign` (CRLF): `From: from`,
+    /// `To: user@example.com`, a Message-ID, and `entity` (a MIME entity) as the signed
+    /// content, in the given form.
+    pub fn sign(&self, from: &str, message_id: &str, entity: &[u8], form: Form) -> Vec<u8> {
+        let input = self.dir.path().join(format!("entity-{}.txt", unique()));
+        std::fs::write(&input, entity).unwrap();
+        let mut command = Command::new("openssl");
+        command
+            .args(["smime", "-sign", "-in"])
+            .arg(&input)
+            .arg("-signer")
+            .arg(self.cert_path())
+            .arg("-inkey")
+            .arg(self.key_path())
+            .args([
+                "-from",
+                from,
+                "-to",
+                "user@example.com",
+                "-subject",
+                "signed",
+            ]);
+        match form {
+            Form::Detached => {}
+            Form::Opaque => {
+                command.arg("-nodetach");
+            }
+            Form::OpaqueBer => {
+                command.args(["-nodetach", "-stream"]);
+            }
+        }
+        let signed = run_tool(&mut command);
+        let mut message = format!("Message-ID: <{message_id}>\r\n").into_bytes();
+        message.extend_from_slice(&crlf(&signed));
+        message
+    }
+}
+
+/// How `openssl smime -sign` packs a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// multipart/signed with an application/x-pkcs7-signature part.
+    Detached,
+    /// application/x-pkcs7-mime; smime-type=signed-data, DER (`-nodetach`).
+    Opaque,
+    /// The same in indefinite-length BER (`-nodetach -stream`), as mail clients send it.
+    OpaqueBer,
+}
+
+/// A number no other call in this process gets.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The signed content the S/MIME tests use.
+pub const ENTITY: &[u8] = b"Content-Type: text/plain\r\n\r\nhello\r\n";
+
+/// A plain message (CRLF) with the given extra header fields (each without CRLF) and
+/// body (CRLF), with `From: from`, `To: user@example.com` and a Message-ID.
+pub fn plain_mail(from: &str, message_id: &str, headers: &[&str], body: &str) -> Vec<u8> {
+    let mut message = format!(
+        "From: {from}\r\nTo: user@example.com\r\nSubject: keys\r\nMessage-ID: <{message_id}>\r\n"
+    );
+    for header in headers {
+        message.push_str(header);
+        message.push_str("\r\n");
+    }
+    message.push_str("\r\n");
+    message.push_str(body);
+    crlf(message.as_bytes())
+}

@@ -61,7 +61,7 @@ fn main() {
         );
     }
     let plain =
-        b"From: a@example.org\r\nTo: b@example.com\r\nSubject: no keys\r\n\r\nhello\r\n".repeat(1);
+        b"From: a@example.org\r\nTo: b@example.com\r\nSubject: no keys\r\n\r\nhello\r\n".to_vec();
     let started = Instant::now();
     for _ in 0..harvests {
         harvest::harvest(&store, &plain, now);

@@ -67,16 +67,21 @@ impl Gateway {
             };
             let refusal = group.refusal.clone();
             async move {
-                let delivery = match refusal {
-                    Some(reply) => Delivery::all(tx.recipients.len(), reply),
-                    None => relay.deliver(&tx).await,
-                };
-                (tx, delivery)
+                match refusal {
+                    Some(reply) => {
+                        let delivery = Delivery::all(tx.recipients.len(), reply);
+                        (tx, delivery, true)
+                    }
+                    None => {
+                        let delivery = relay.deliver(&tx).await;
+                        (tx, delivery, false)
+                    }
+                }
             }
         }))
         .await;
 
-        let outcomes = || deliveries.iter().flat_map(|(_, d)| d.outcomes.iter());
+        let outcomes = || deliveries.iter().flat_map(|(_, d, _)| d.outcomes.iter());
         let accepted = outcomes().filter(|o| **o == Outcome::Completed).count();
         let total = outcomes().count();
 
@@ -111,7 +116,7 @@ impl Gateway {
 
         let next_hop_replies: Vec<String> = deliveries
             .iter()
-            .map(|(_, d)| d.reply.to_string())
+            .map(|(_, d, _)| d.reply.to_string())
             .collect();
         tracing::info!(
             %id,
@@ -134,19 +139,26 @@ impl Gateway {
     async fn hold_the_rest(
         &self,
         envelope: &Envelope,
-        deliveries: &[(Outgoing, crate::relay::Delivery)],
+        deliveries: &[(Outgoing, Delivery, bool)],
         original: &Message,
         id: &str,
     ) -> Result<(), crate::spool::SpoolError> {
         let relay = self.relays.get(envelope.direction);
         let mut held = Vec::new();
         let mut failures = Vec::new();
-        for (tx, delivery) in deliveries {
+        for (tx, delivery, refused) in deliveries {
             let mut waiting = Vec::new();
             let mut last_reply = None;
             for (rcpt, outcome) in tx.recipients.iter().zip(&delivery.outcomes) {
                 match outcome {
                     Outcome::Completed => {}
+                    // A group refused before relaying (say, encryption failed) has no
+                    // message fit to send later: the spool would retry the relay, not
+                    // the treatment. Its recipients get a DSN instead.
+                    Outcome::Temporary(reply) if *refused => failures.push(Failure {
+                        recipient: rcpt.clone(),
+                        reply: reply.clone(),
+                    }),
                     Outcome::Temporary(reply) => {
                         waiting.push(rcpt.clone());
                         last_reply = Some(reply);

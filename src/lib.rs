@@ -39,5 +39,5 @@ pub mod smtp;
 pub mod spool;
 pub mod store;
 pub mod tls;
-// GATE pub mod treatment;
+pub mod treatment;
 pub mod units;

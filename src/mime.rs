@@ -302,9 +302,9 @@ pub fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) ->
         out.extend_from_slice(
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
         );
-        out.extend_from_slice(text[..start].as_bytes());
+        out.extend_from_slice(&text.as_bytes()[..start]);
         out.extend_from_slice(&crlf(plaintext));
-        out.extend_from_slice(text[end..].as_bytes());
+        out.extend_from_slice(&text.as_bytes()[end..]);
         return Some(out);
     }
 

@@ -28,6 +28,7 @@ use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{self, StoreError};
+use crate::treatment::Builtin;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,12 @@ pub enum StartError {
     Keys(#[from] crate::keys::StoreError),
     #[error(transparent)]
     Secrets(#[from] crate::keys::secrets::SecretError),
+    /// The admin socket cannot be created (permissions, path too long for a socket).
+    #[error("cannot create the admin socket {path}: {source}")]
+    Admin {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// `[tls]` files that were valid at `check` time are not any more.
     #[error("[tls]: {0}")]
     Tls(String),
@@ -62,6 +69,9 @@ pub struct Server {
     keys: Arc<SledKeyStore>,
     /// Seals SCKM secrets imported through the admin socket.
     sealer: Arc<Sealer>,
+    /// The admin socket, bound with the listeners so that `sealgate keys` reaches the
+    /// server as soon as it has started.
+    admin: tokio::net::UnixListener,
 }
 
 impl Server {
@@ -105,12 +115,19 @@ impl Server {
         let spool = Spool::open(&db, config.spool.clone())?;
         let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0)?);
         let sealer = Arc::new(Sealer::open(&config.data_dir)?);
+        let admin = admin::bind(&config.data_dir).map_err(|source| StartError::Admin {
+            path: config.data_dir.join(admin::SOCKET),
+            source,
+        })?;
         let admin_sealer = sealer.clone();
         let config = Arc::new(config);
-        // GATE
-        let _ = &sealer;
-        let classifier: Arc<dyn Classifier> =
-            classifier.unwrap_or_else(|| Arc::new(crate::classify::OneGroup));
+        let classifier = classifier.unwrap_or_else(|| {
+            Arc::new(Builtin {
+                keys: keys.clone(),
+                sealer: sealer.clone(),
+                config: config.clone(),
+            })
+        });
         let tls = match &config.tls {
             None => None,
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(
@@ -148,6 +165,7 @@ impl Server {
             db,
             keys,
             sealer: admin_sealer,
+            admin,
         })
     }
 
@@ -177,6 +195,7 @@ impl Server {
             db,
             keys,
             sealer,
+            admin,
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
@@ -197,12 +216,7 @@ impl Server {
             shared.shutdown.clone(),
         ));
         tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
-        let (data_dir, token) = (config.data_dir.clone(), shared.shutdown.clone());
-        tracker.spawn(async move {
-            if let Err(e) = admin::serve(&data_dir, keys, sealer, token).await {
-                tracing::error!(error = %e, "admin socket unavailable: `sealgate keys` cannot reach this server");
-            }
-        });
+        tracker.spawn(admin::serve(admin, keys, sealer, shared.shutdown.clone()));
         for (listener, direction) in [
             (inbound, Direction::Inbound),
             (outbound, Direction::Outbound),

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use sequoia_openpgp as openpgp;
-use openpgp::parse::Parse;
 use der::Decode;
+use openpgp::parse::Parse;
+use sequoia_openpgp as openpgp;
 use time::OffsetDateTime;
 
 use crate::classify::{Classifier, Group};
@@ -54,7 +54,9 @@ fn clear(recipients: Vec<usize>, message: &Message) -> Group {
 impl Builtin {
     /// The entries for a recipient, or none (a lookup failure is logged and means none).
     fn entries(&self, recipient: &str) -> Vec<KeyEntry> {
-        let Some(address) = address::normalize(recipient) else { return Vec::new() };
+        let Some(address) = address::normalize(recipient) else {
+            return Vec::new();
+        };
         self.keys.find(&address).unwrap_or_else(|e| {
             tracing::error!(%recipient, error = %e, "key cache lookup failed");
             Vec::new()
@@ -77,7 +79,10 @@ impl Builtin {
                 .filter(|e| e.usable_for_encryption(now, mailflow_ok))
                 .collect();
             // Both kinds known: PGP is the built-in choice until policy chooses.
-            let choice = usable.iter().find(|e| e.kind == KeyKind::Pgp).or_else(|| usable.first());
+            let choice = usable
+                .iter()
+                .find(|e| e.kind == KeyKind::Pgp)
+                .or_else(|| usable.first());
             match choice {
                 Some(e) if e.kind == KeyKind::Pgp => pgp_rcpts.push((i, e.clone())),
                 Some(e) => smime_rcpts.push((i, e.clone())),
@@ -107,9 +112,19 @@ impl Builtin {
     }
 
     /// One ciphertext for every recipient in `members`, encrypted to all their keys.
-    fn encrypt_group(&self, envelope: &Envelope, raw: &[u8], members: Vec<(usize, KeyEntry)>, kind: KeyKind, protect: bool) -> Group {
+    fn encrypt_group(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        members: Vec<(usize, KeyEntry)>,
+        kind: KeyKind,
+        protect: bool,
+    ) -> Group {
         let recipients: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
-        let fingerprints: Vec<&str> = members.iter().map(|(_, e)| e.fingerprint.as_str()).collect();
+        let fingerprints: Vec<&str> = members
+            .iter()
+            .map(|(_, e)| e.fingerprint.as_str())
+            .collect();
         let result = (|| -> Result<Vec<u8>, String> {
             let entity = mime::inner_entity(raw, protect).ok_or("the message cannot be parsed")?;
             let material: Vec<Vec<u8>> = members
@@ -128,7 +143,8 @@ impl Builtin {
                         .map(|m| openpgp::Cert::from_bytes(m).map_err(|e| e.to_string()))
                         .collect::<Result<Vec<_>, _>>()?;
                     let armored = pgp::encrypt(&entity, &certs).map_err(|e| e.to_string())?;
-                    mime::pgp_mime(raw, &armored, protect).ok_or_else(|| "cannot build PGP/MIME".into())
+                    mime::pgp_mime(raw, &armored, protect)
+                        .ok_or_else(|| "cannot build PGP/MIME".into())
                 }
                 KeyKind::Smime => {
                     let certs = material
@@ -136,11 +152,15 @@ impl Builtin {
                         .map(|m| x509_cert::Certificate::from_der(m).map_err(|e| e.to_string()))
                         .collect::<Result<Vec<_>, _>>()?;
                     let der = smime::encrypt(&entity, &certs).map_err(|e| e.to_string())?;
-                    mime::smime_enveloped(raw, &der, protect).ok_or_else(|| "cannot build S/MIME".into())
+                    mime::smime_enveloped(raw, &der, protect)
+                        .ok_or_else(|| "cannot build S/MIME".into())
                 }
             }
         })();
-        let rcpts: Vec<&str> = recipients.iter().map(|&i| envelope.recipients[i].as_str()).collect();
+        let rcpts: Vec<&str> = recipients
+            .iter()
+            .map(|&i| envelope.recipients[i].as_str())
+            .collect();
         match result {
             Ok(encrypted) => {
                 tracing::info!(recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, "encrypting");
@@ -189,7 +209,10 @@ impl Builtin {
             return vec![clear(all, message)];
         };
         let Some(ciphertext) = mime::ciphertext(&raw, kind) else {
-            tracing::info!(format = kind.as_str(), "encrypted message without a readable payload: delivered as it arrived");
+            tracing::info!(
+                format = kind.as_str(),
+                "encrypted message without a readable payload: delivered as it arrived"
+            );
             return vec![clear(all, message)];
         };
         let mut groups = Vec::new();
@@ -212,7 +235,9 @@ impl Builtin {
                                 refusal: None,
                             });
                         }
-                        None => tracing::info!(recipient = %rcpt, "decrypted content is not a MIME entity: delivered as it arrived"),
+                        None => {
+                            tracing::info!(recipient = %rcpt, "decrypted content is not a MIME entity: delivered as it arrived")
+                        }
                     }
                 }
                 Err(error) => {
@@ -227,7 +252,12 @@ impl Builtin {
     }
 
     /// Tries the recipient's own SCKM keys, in order.
-    fn decrypt_for(&self, ciphertext: &[u8], kind: Encrypted, keys: &[KeyEntry]) -> Result<crypto::Decrypted, String> {
+    fn decrypt_for(
+        &self,
+        ciphertext: &[u8],
+        kind: Encrypted,
+        keys: &[KeyEntry],
+    ) -> Result<crypto::Decrypted, String> {
         let wanted = match kind {
             Encrypted::PgpMime | Encrypted::InlinePgp => KeyKind::Pgp,
             Encrypted::Smime => KeyKind::Smime,
@@ -252,7 +282,9 @@ impl Builtin {
                 }
             };
             let result = match wanted {
-                KeyKind::Pgp => pgp::parse_tsks(&secret).and_then(|tsks| pgp::decrypt(ciphertext, &tsks)),
+                KeyKind::Pgp => {
+                    pgp::parse_tsks(&secret).and_then(|tsks| pgp::decrypt(ciphertext, &tsks))
+                }
                 KeyKind::Smime => {
                     let cert = self
                         .keys
@@ -268,7 +300,10 @@ impl Builtin {
                                 private_key: zeroize::Zeroizing::new(secret.to_vec()),
                             }],
                         ),
-                        None => Err(crypto::CryptoError::Key(format!("certificate {} is missing", entry.fingerprint))),
+                        None => Err(crypto::CryptoError::Key(format!(
+                            "certificate {} is missing",
+                            entry.fingerprint
+                        ))),
                     }
                 }
             };

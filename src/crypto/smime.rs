@@ -2047,7 +2047,7 @@ mod tests {
     // -----------------------------------------------------------------------------------
 
     fn read(path: &Path) -> Vec<u8> {
-        std::fs::read(path).unwrap()
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     fn refusal(result: Result<Vec<SmimeKey>, Refusal>) -> String {

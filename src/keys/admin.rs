@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::{KeyEntry, Source};
 use super::material::{self, Origin};
+use super::sckm;
 use super::secrets::Sealer;
 use super::store::{Candidate, KeyStore, Put, SledKeyStore};
 
@@ -86,10 +87,11 @@ pub struct Response {
     pub failed: bool,
 }
 
-/// Carries out a request on a store; `sealer` seals imported SCKM secrets.
+/// Carries out a request on a store; `sealer` seals imported SCKM secrets (only
+/// `import-sckm` needs it, so the CLI does not create a KEK for anything else).
 pub fn execute(
     store: &dyn KeyStore,
-    sealer: &Sealer,
+    sealer: Option<&Sealer>,
     request: Request,
     now: OffsetDateTime,
 ) -> Response {
@@ -137,9 +139,16 @@ pub fn execute(
             });
         }
         Request::ImportSckm { files, passphrase } => {
-            // GATE
-            let _ = (files, passphrase, sealer);
-            response.failed = true;
+            let Some(sealer) = sealer else {
+                response
+                    .messages
+                    .push("import-sckm needs the key-encryption key".into());
+                response.failed = true;
+                return response;
+            };
+            import(store, files, &mut response, now, |bytes| {
+                sckm::candidates(bytes, passphrase.as_deref(), sealer, now)
+            });
         }
     }
     response
@@ -207,18 +216,27 @@ fn import(
     }
 }
 
-/// Serves admin requests on `data_dir/admin.sock` until `shutdown`.
-pub async fn serve(
-    data_dir: &Path,
-    store: Arc<SledKeyStore>,
-    sealer: Arc<Sealer>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+/// Binds `data_dir/admin.sock` (mode 0600). Call it only while holding the database
+/// lock: a socket file found there is then from a dead process, and is replaced.
+pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let path = data_dir.join(SOCKET);
-    // We hold the database lock, so a socket file left here is from a dead process.
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin requests on `listener` until `shutdown`, then removes the socket file.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    store: Arc<SledKeyStore>,
+    sealer: Arc<Sealer>,
+    shutdown: CancellationToken,
+) {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -237,8 +255,9 @@ pub async fn serve(
             }
         });
     }
-    let _ = std::fs::remove_file(&path);
-    Ok(())
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 async fn answer(
@@ -255,7 +274,12 @@ async fn answer(
         Ok(request) => {
             tracing::info!(request = request.name(), "admin request");
             tokio::task::spawn_blocking(move || {
-                execute(store.as_ref(), &sealer, request, OffsetDateTime::now_utc())
+                execute(
+                    store.as_ref(),
+                    Some(&sealer),
+                    request,
+                    OffsetDateTime::now_utc(),
+                )
             })
             .await
             .map_err(std::io::Error::other)?
@@ -310,8 +334,11 @@ pub fn request(
             // No server: the database is ours for the moment.
             let db = crate::store::open(data_dir)?;
             let store = SledKeyStore::open(&db, lookup_ttl)?;
-            let sealer = Sealer::open(data_dir)?;
-            let response = execute(&store, &sealer, request, OffsetDateTime::now_utc());
+            let sealer = match request {
+                Request::ImportSckm { .. } => Some(Sealer::open(data_dir)?),
+                _ => None,
+            };
+            let response = execute(&store, sealer.as_ref(), request, OffsetDateTime::now_utc());
             db.flush().map_err(super::store::StoreError::from)?;
             Ok(response)
         }

@@ -17,7 +17,7 @@ pub mod admin;
 pub mod entry;
 pub mod harvest;
 pub mod material;
-// GATE pub mod sckm;
+pub mod sckm;
 pub mod secrets;
 pub mod store;
 

@@ -22,7 +22,8 @@ pub fn candidates(
     now: OffsetDateTime,
 ) -> Result<(Vec<Candidate>, Vec<String>), Refusal> {
     let text = bytes.trim_ascii_start();
-    let looks_pgp = text.starts_with(b"-----BEGIN PGP") || bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let looks_pgp =
+        text.starts_with(b"-----BEGIN PGP") || bytes.first().is_some_and(|b| b & 0x80 != 0);
     let mut candidates = Vec::new();
     let mut warnings = Vec::new();
     if looks_pgp {
@@ -32,7 +33,9 @@ pub fn candidates(
                 .clone()
                 .strip_secret_key_material()
                 .to_vec()
-                .map_err(|e| Refusal(format!("key {} cannot be serialized: {e}", key.fingerprint)))?;
+                .map_err(|e| {
+                    Refusal(format!("key {} cannot be serialized: {e}", key.fingerprint))
+                })?;
             let sealed = sealer.seal(&key.fingerprint, &pgp::serialize_tsk(&key.cert));
             warnings.extend(key.warnings.iter().cloned());
             for address in &key.addresses {
@@ -56,7 +59,10 @@ pub fn candidates(
         }
     } else {
         for key in smime::import_sckm(bytes, passphrase)? {
-            let der = key.cert.to_der().map_err(|e| Refusal(format!("certificate cannot be encoded: {e}")))?;
+            let der = key
+                .cert
+                .to_der()
+                .map_err(|e| Refusal(format!("certificate cannot be encoded: {e}")))?;
             let fingerprint = material::x509_fingerprint(&der);
             let sealed = sealer.seal(&fingerprint, &key.private_key);
             let validity = &key.cert.tbs_certificate.validity;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealgate::classify::{Classifier, OneGroup};
+use sealgate::classify::Classifier;
 use sealgate::config::{Config, Direction};
 use sealgate::server::{Server, StartError};
 use sealgate::store::StoreError;
@@ -117,13 +117,25 @@ max_retry = "1s"
     )
 }
 
-/// Starts a gateway from config text, with everyone in one group.
+/// Starts a gateway from config text, with the built-in treatment (encrypt outbound,
+/// decrypt inbound; with no keys in the cache, everyone in one group).
 pub async fn start(config: &str) -> Gateway {
-    start_with(config, Arc::new(OneGroup)).await
+    launch(config, None).await
 }
 
 /// Starts a gateway from config text with the given classifier.
 pub async fn start_with(config: &str, classifier: Arc<dyn Classifier>) -> Gateway {
+    launch(config, Some(classifier)).await
+}
+
+async fn launch(config: &str, classifier: Option<Arc<dyn Classifier>>) -> Gateway {
+    // SEALGATE_LOG=info (or debug) shows the gateway's log in a failing test's output.
+    if let Ok(filter) = std::env::var("SEALGATE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let config = Config::parse(config, Path::new("test.toml")).expect("test config");
     let data_dir = config.data_dir.clone();
     let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
@@ -141,7 +153,11 @@ pub async fn start_with(config: &str, classifier: Arc<dyn Classifier>) -> Gatewa
             // lock) in the background; a killed process would have let go at once.
             let mut attempts = 0;
             let server = loop {
-                match Server::bind_with(config.clone(), classifier.clone()).await {
+                let bound = match &classifier {
+                    Some(classifier) => Server::bind_with(config.clone(), classifier.clone()).await,
+                    None => Server::bind(config.clone()).await,
+                };
+                match bound {
                     Err(StartError::Store(StoreError::InUse(_))) if attempts < 100 => {
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -175,9 +191,13 @@ pub async fn start_with(config: &str, classifier: Arc<dyn Classifier>) -> Gatewa
     }
 }
 
-/// A temp dir plus a gateway relaying both directions to `sink`.
+/// A temp dir plus a gateway relaying both directions to `sink`, with the built-in
+/// treatment.
 pub async fn gateway_to(sink: &Sink, extra: &str) -> (tempfile::TempDir, Gateway) {
-    gateway_to_with(sink, extra, Arc::new(OneGroup)).await
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&dir.path().join("data"), &sink.addr.to_string(), extra);
+    let gateway = start(&text).await;
+    (dir, gateway)
 }
 
 pub async fn gateway_to_with(

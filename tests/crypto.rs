@@ -1,0 +1,455 @@
+//! Encryption and decryption through the gateway, checked against the other side's own
+//! tools: what sealgate encrypts, `gpg --decrypt` and `openssl cms -decrypt` open; what
+//! `gpg --encrypt` and `openssl cms -encrypt` produce, sealgate decrypts for SCKM users.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use sealgate::keys::admin::{self, Request};
+use support::{Client, Sink, gateway_to, split_received};
+
+/// A GnuPG home that lives as long as the value, with gpg's agent stopped on drop.
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    fn new() -> Gpg {
+        Gpg {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir").arg(self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        c
+    }
+
+    /// Runs gpg; returns (stdout, stderr) and asserts success.
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> (Vec<u8>, String) {
+        let mut command = self.command();
+        command.args(args);
+        run(&mut command, stdin)
+    }
+
+    /// A key for `uid` with a signing primary and an encryption subkey of `algo`
+    /// ("rsa3072" or "cv25519"); returns the primary and encryption subkey fingerprints.
+    fn make_key(&self, uid: &str, algo: &str) -> (String, String) {
+        let primary_algo = if algo == "cv25519" {
+            "ed25519"
+        } else {
+            "rsa3072"
+        };
+        self.run(
+            &["--quick-gen-key", uid, primary_algo, "sign,cert", "never"],
+            None,
+        );
+        let fingerprints = self.fingerprints(uid);
+        self.run(
+            &["--quick-add-key", &fingerprints[0], algo, "encr", "never"],
+            None,
+        );
+        let fingerprints = self.fingerprints(uid);
+        (fingerprints[0].clone(), fingerprints[1].clone())
+    }
+
+    /// Primary then subkey fingerprints, as `--with-colons` lists them.
+    fn fingerprints(&self, uid: &str) -> Vec<String> {
+        let (out, _) = self.run(&["--with-colons", "--list-keys", uid], None);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| l.starts_with("fpr:"))
+            .map(|l| l.split(':').nth(9).unwrap().to_string())
+            .collect()
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+fn run(command: &mut Command, stdin: Option<&[u8]>) -> (Vec<u8>, String) {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{command:?} failed: {stderr}");
+    (output.stdout, stderr)
+}
+
+fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    run(Command::new("openssl").args(args), stdin).0
+}
+
+/// A self-signed S/MIME certificate and key for `email`, made by `openssl req`.
+fn openssl_cert(dir: &Path, email: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (
+        dir.join(format!("{email}.key")),
+        dir.join(format!("{email}.crt")),
+    );
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+            "-subj",
+            &format!("/CN={email}"),
+            "-addext",
+            &format!("subjectAltName=email:{email}"),
+            "-addext",
+            "keyUsage=digitalSignature,keyEncipherment",
+        ],
+        None,
+    );
+    (cert, key)
+}
+
+/// Imports files into a running gateway's key cache through its admin socket.
+fn import(
+    gw: &support::Gateway,
+    sckm: bool,
+    files: &[&Path],
+    passphrase: Option<&str>,
+) -> admin::Response {
+    let files = files
+        .iter()
+        .map(|p| admin::File::read(p).unwrap())
+        .collect();
+    let request = if sckm {
+        Request::ImportSckm {
+            files,
+            passphrase: passphrase.map(str::to_string),
+        }
+    } else {
+        Request::Import { files }
+    };
+    let response = admin::request(&gw.data_dir, Duration::from_secs(86400), request).unwrap();
+    assert!(!response.failed, "import refused: {:?}", response.messages);
+    response
+}
+
+const MESSAGE: &[u8] = "From: Alice <alice@example.com>\r\nTo: bob@example.org, carol@example.net\r\nSubject: Merger plans\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <m1@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThe numbers are in. Grüße.\r\n".as_bytes();
+
+/// The body of the second part of a multipart message, as text.
+fn second_part(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message);
+    let armor = text
+        .find("-----BEGIN PGP MESSAGE-----")
+        .expect("armored part");
+    let end = text.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
+    text[armor..end].to_string()
+}
+
+#[tokio::test]
+async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let bob = Gpg::new();
+    bob.make_key("Bob <bob@example.org>", "cv25519");
+    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail(
+            "alice@example.com",
+            &["bob@example.org", "carol@example.net", "dan@example.com"],
+            MESSAGE,
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(2, Duration::from_secs(20)).await;
+    let encrypted = got
+        .iter()
+        .find(|r| r.recipients == ["bob@example.org"])
+        .expect("bob's own transaction");
+    let clear = got
+        .iter()
+        .find(|r| r.recipients.contains(&"carol@example.net".to_string()))
+        .unwrap();
+    assert_eq!(clear.recipients, ["carol@example.net", "dan@example.com"]);
+    assert_eq!(
+        split_received(&clear.data).1,
+        MESSAGE,
+        "recipients without a key get it as it was"
+    );
+
+    let outer = String::from_utf8_lossy(&encrypted.data);
+    assert!(
+        outer.contains("multipart/encrypted; protocol=\"application/pgp-encrypted\""),
+        "{outer}"
+    );
+    assert!(
+        outer.contains("Subject: ...\r\n") && !outer.contains("Merger"),
+        "subject protected: {outer}"
+    );
+    assert!(
+        outer.contains("Message-ID: <m1@example.com>") && outer.contains("Received: "),
+        "routing headers kept"
+    );
+    assert!(!outer.contains("Grüße"));
+
+    let (plain, stderr) = bob.run(
+        &["--decrypt"],
+        Some(second_part(&encrypted.data).as_bytes()),
+    );
+    let plain = String::from_utf8_lossy(&plain);
+    assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
+    assert!(
+        plain.contains("Subject: Merger plans"),
+        "the real subject is inside: {plain}"
+    );
+    assert!(plain.contains("protected-headers=\"v1\""), "{plain}");
+    assert!(
+        !stderr.contains("Signature") && !stderr.contains("signature"),
+        "never signed: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn outbound_smime_opens_with_openssl_cms() {
+    let sink = Sink::start().await;
+    let (dir, gw) = gateway_to(&sink, "").await;
+    let (cert, key) = openssl_cert(dir.path(), "bob@example.org");
+    import(&gw, false, &[&cert], None);
+
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let outer = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(
+        outer.contains("application/pkcs7-mime; smime-type=enveloped-data"),
+        "{outer}"
+    );
+    let body = outer.split("\r\n\r\n").nth(1).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.replace("\r\n", ""))
+        .unwrap();
+    let der_path = dir.path().join("msg.der");
+    std::fs::write(&der_path, der).unwrap();
+    let plain = openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-inform",
+            "DER",
+            "-in",
+            der_path.to_str().unwrap(),
+            "-recip",
+            cert.to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    let plain = String::from_utf8_lossy(&plain);
+    assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
+    assert!(plain.contains("Subject: Merger plans"), "{plain}");
+}
+
+/// `message` wrapped as PGP/MIME, the way a mail client sends it.
+fn pgp_mime(from: &str, to: &str, armored: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: ...\r\nMessage-ID: <enc@example.org>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(&support::keys::crlf(armored));
+    out.extend_from_slice(b"\r\n--b1--\r\n");
+    out
+}
+
+const INNER: &[u8] = b"Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\nSubject: The real subject\r\n\r\nInbound secret text.\r\n";
+
+#[tokio::test]
+async fn inbound_pgp_is_decrypted_for_the_sckm_user_only() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let user = Gpg::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "rsa3072");
+    let (sckm, _) = user.run(
+        &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
+        None,
+    );
+    let response = import(&gw, true, &[&user.file("sckm.asc", &sckm)], None);
+    assert!(
+        response.entries.iter().all(|e| e.can_decrypt),
+        "{:?}",
+        response.entries
+    );
+
+    let (armored, _) = user.run(
+        &[
+            "--armor",
+            "--trust-model",
+            "always",
+            "--encrypt",
+            "-r",
+            "user@example.com",
+        ],
+        Some(INNER),
+    );
+    let message = pgp_mime(
+        "sender@example.org",
+        "user@example.com, other@example.com",
+        &armored,
+    );
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail(
+            "sender@example.org",
+            &["user@example.com", "other@example.com"],
+            &message,
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(2, Duration::from_secs(20)).await;
+    let opened = got
+        .iter()
+        .find(|r| r.recipients == ["user@example.com"])
+        .expect("user's own copy");
+    let other = got
+        .iter()
+        .find(|r| r.recipients == ["other@example.com"])
+        .expect("other's copy");
+    let text = String::from_utf8_lossy(&opened.data);
+    assert!(text.contains("Inbound secret text."), "{text}");
+    assert!(
+        text.contains("Subject: The real subject\r\n") && !text.contains("Subject: ...\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("X-Sealgate-Decrypted: pgp; key="), "{text}");
+    assert!(text.contains("Message-ID: <enc@example.org>"));
+    assert_eq!(
+        split_received(&other.data).1,
+        message,
+        "a recipient without a key gets it as it arrived"
+    );
+}
+
+#[tokio::test]
+async fn inbound_smime_is_decrypted_for_the_sckm_user() {
+    let sink = Sink::start().await;
+    let (dir, gw) = gateway_to(&sink, "").await;
+    let (cert, key) = openssl_cert(dir.path(), "user@example.com");
+    let mut bundle = std::fs::read(&cert).unwrap();
+    bundle.extend(std::fs::read(&key).unwrap());
+    let bundle_path = dir.path().join("bundle.pem");
+    std::fs::write(&bundle_path, bundle).unwrap();
+    import(&gw, true, &[&bundle_path], None);
+
+    let inner_path = dir.path().join("inner.txt");
+    std::fs::write(&inner_path, INNER).unwrap();
+    let smime = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-in",
+            inner_path.to_str().unwrap(),
+            "-from",
+            "sender@example.org",
+            "-to",
+            "user@example.com",
+            "-subject",
+            "...",
+            cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    let message = support::keys::crlf(&smime);
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail("sender@example.org", &["user@example.com"], &message)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(text.contains("Inbound secret text."), "{text}");
+    assert!(text.contains("X-Sealgate-Decrypted: smime; key="), "{text}");
+    assert!(text.contains("Subject: The real subject\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn already_encrypted_outbound_mail_is_left_alone() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let bob = Gpg::new();
+    bob.make_key("Bob <bob@example.org>", "cv25519");
+    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+    let (armored, _) = bob.run(
+        &[
+            "--armor",
+            "--trust-model",
+            "always",
+            "--encrypt",
+            "-r",
+            "bob@example.org",
+        ],
+        Some(INNER),
+    );
+    let message = pgp_mime("alice@example.com", "bob@example.org", &armored);
+
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail("alice@example.com", &["bob@example.org"], &message)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        split_received(&got[0].data).1,
+        message,
+        "not encrypted again"
+    );
+}

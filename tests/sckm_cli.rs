@@ -1,0 +1,1025 @@
+//! `sealgate keys import-sckm` as an admin runs it: the real binary as a process with a
+//! temp config, and SCKM exports made at test time by `gpg --export-secret-subkeys` and
+//! `openssl` (PEM and PKCS#12). What is accepted and listed, what is refused (and that a
+//! refused file stores nothing), passphrase-protected exports, the secret sealed at rest,
+//! a key reset with the old key still decrypting through `sealgate serve`, and a legacy
+//! (SHA-1) GnuPG 1.4 key that decrypts but is never encrypted to.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sealgate::keys::admin::{self, Request};
+use sequoia_openpgp as openpgp;
+use serde_json::Value;
+use support::keys::{SmimeCert, crlf};
+use support::{Client, Sink, split_received};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+
+// ---------------------------------------------------------------------------------------
+// gpg
+
+/// A GnuPG home that lives as long as the value, with gpg's agent stopped on drop. Every
+/// command runs with `passphrase` (loopback pinentry): keys made here are protected by
+/// it, and exports use it.
+struct Gpg {
+    home: tempfile::TempDir,
+    passphrase: String,
+}
+
+impl Gpg {
+    fn new() -> Gpg {
+        Gpg::with_passphrase("")
+    }
+
+    fn with_passphrase(passphrase: &str) -> Gpg {
+        Gpg {
+            home: tempfile::tempdir().unwrap(),
+            passphrase: passphrase.to_string(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir").arg(self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            &self.passphrase,
+        ]);
+        c
+    }
+
+    /// Runs gpg; returns stdout and asserts success.
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+        let mut command = self.command();
+        command.args(args);
+        run(&mut command, stdin)
+    }
+
+    /// A key for `uid`: a primary of `primary_algo` that can sign and certify, and one
+    /// subkey of `sub_algo` with `sub_usage` ("encr" or "sign"). Returns the primary
+    /// and subkey fingerprints.
+    fn make_key(
+        &self,
+        uid: &str,
+        primary_algo: &str,
+        sub_algo: &str,
+        sub_usage: &str,
+    ) -> (String, String) {
+        self.run(
+            &["--quick-gen-key", uid, primary_algo, "sign,cert", "never"],
+            None,
+        );
+        let primary = self.fingerprints(uid)[0].clone();
+        self.run(
+            &["--quick-add-key", &primary, sub_algo, sub_usage, "never"],
+            None,
+        );
+        let fingerprints = self.fingerprints(uid);
+        assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
+        (fingerprints[0].clone(), fingerprints[1].clone())
+    }
+
+    /// Primary then subkey fingerprints, as `--with-colons` lists them.
+    fn fingerprints(&self, uid: &str) -> Vec<String> {
+        let out = self.run(&["--with-colons", "--list-keys", uid], None);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| l.starts_with("fpr:"))
+            .map(|l| l.split(':').nth(9).unwrap().to_string())
+            .collect()
+    }
+
+    /// `gpg --armor --export-secret-subkeys SUBKEY!`: the SCKM form of a key.
+    fn sckm_export(&self, subkey: &str) -> Vec<u8> {
+        self.run(
+            &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
+            None,
+        )
+    }
+
+    /// Encrypts `plaintext` to `recipient` (armored).
+    fn encrypt_to(&self, recipient: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.run(
+            &[
+                "--armor",
+                "--trust-model",
+                "always",
+                "--encrypt",
+                "-r",
+                recipient,
+            ],
+            Some(plaintext),
+        )
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs a tool with optional stdin; returns stdout and asserts success.
+fn run(command: &mut Command, stdin: Option<&[u8]>) -> Vec<u8> {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary
+
+/// Two ports that were free a moment ago: `serve` must know its listeners' addresses
+/// before it starts, and the test must know them too.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// A temp dir with a config file: data in `data/`, inbound mail written to `in/` and
+/// outbound mail to `out/` (`dir:` next hops), listeners on two ports picked free.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    data_dir: PathBuf,
+    inbound: std::net::SocketAddr,
+    outbound: std::net::SocketAddr,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let (inbound, outbound) = free_ports();
+        let text = format!(
+            r#"
+data_dir = "{data}"
+internal_domains = ["example.com"]
+hostname = "gw.test"
+
+[inbound]
+listen = "127.0.0.1:{inbound}"
+next_hop = "dir:{inbox}"
+
+[outbound]
+listen = "127.0.0.1:{outbound}"
+next_hop = "dir:{outbox}"
+allowed_clients = ["127.0.0.0/8"]
+"#,
+            data = data_dir.display(),
+            inbox = dir.path().join("in").display(),
+            outbox = dir.path().join("out").display(),
+        );
+        let config = dir.path().join("sealgate.toml");
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            config,
+            data_dir,
+            inbound: ([127, 0, 0, 1], inbound).into(),
+            outbound: ([127, 0, 0, 1], outbound).into(),
+            dir,
+        }
+    }
+
+    /// Writes a file into the temp dir and returns its path.
+    fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Runs `sealgate keys ARGS --config F` to completion (60 s at most).
+    fn keys(&self, args: &[&str]) -> Output {
+        let child = Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sealgate");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(output) => output.expect("wait for sealgate"),
+            Err(_) => {
+                signal(pid, "-KILL");
+                panic!("sealgate keys {args:?} did not finish within 60 s");
+            }
+        }
+    }
+
+    /// Runs `sealgate keys ARGS`; asserts the exit code.
+    fn keys_expect(&self, args: &[&str], code: i32) -> Output {
+        let out = self.keys(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "sealgate keys {args:?}\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// `keys list --json`, parsed: it must be one JSON array.
+    fn list_json(&self) -> Vec<Value> {
+        let out = self.keys_expect(&["list", "--json"], 0);
+        match serde_json::from_slice(&out.stdout) {
+            Ok(Value::Array(entries)) => entries,
+            other => panic!("keys list --json printed {other:?}: {}", text(&out.stdout)),
+        }
+    }
+
+    /// The human `keys list`.
+    fn list_table(&self) -> String {
+        text(&self.keys_expect(&["list"], 0).stdout)
+    }
+
+    /// The `.eml` files written so far into `in/` or `out/`, oldest name first.
+    fn delivered(&self, folder: &str) -> Vec<Vec<u8>> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join(folder)) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// Sends a signal to one process we started.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// The entries of `entries` for `address`.
+fn entries_for<'a>(entries: &'a [Value], address: &str) -> Vec<&'a Value> {
+    entries.iter().filter(|e| e["address"] == address).collect()
+}
+
+/// The one element of `entries` for `address`.
+fn entry<'a>(entries: &'a [Value], address: &str) -> &'a Value {
+    let found = entries_for(entries, address);
+    assert_eq!(found.len(), 1, "{address} in {entries:#?}");
+    found[0]
+}
+
+/// Checks the fields of an SCKM entry in `keys list --json`.
+fn assert_sckm_entry(entry: &Value, kind: &str, fingerprint: &str) {
+    assert_eq!(entry["kind"], Value::from(kind), "{entry:#}");
+    assert_eq!(entry["fingerprint"], Value::from(fingerprint), "{entry:#}");
+    assert_eq!(entry["source"], Value::from("sckm"), "{entry:#}");
+    assert_eq!(entry["can_decrypt"], Value::Bool(true), "{entry:#}");
+    assert_eq!(
+        entry["expires"],
+        Value::Null,
+        "SCKM keys never leave the cache: {entry:#}"
+    );
+}
+
+/// The line of the human `keys list` that shows `fingerprint`.
+fn table_line<'a>(table: &'a str, fingerprint: &str) -> &'a str {
+    let lines: Vec<&str> = table.lines().filter(|l| l.contains(fingerprint)).collect();
+    assert_eq!(lines.len(), 1, "{fingerprint}:\n{table}");
+    lines[0]
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A `sealgate serve` child; killed if the test ends without stopping it.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(setup: &Setup) -> Serve {
+        let log = setup.dir.path().join("serve.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config", path_str(&setup.config)])
+            .current_dir(setup.dir.path())
+            .env("SEALGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn sealgate serve");
+        let mut serve = Serve { child, log };
+        // The admin socket is the last thing the server sets up.
+        let socket = setup.data_dir.join(admin::SOCKET);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("sealgate serve exited with {status}: {}", serve.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket within 20 s: {}",
+                serve.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code (20 s at most).
+    fn sigterm(&mut self) -> Option<i32> {
+        signal(self.child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 20 s after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `armored` wrapped as PGP/MIME, the way a mail client sends it.
+fn pgp_mime(from: &str, to: &str, message_id: &str, armored: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: ...\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(&crlf(armored));
+    out.extend_from_slice(b"\r\n--b1--\r\n");
+    out
+}
+
+/// A MIME entity with protected headers, as a client encrypts it.
+fn inner(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------
+// Accepted
+
+#[test]
+fn encryption_subkey_export_is_imported_and_its_secret_sealed_at_rest() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let setup = Setup::new();
+    let user = Gpg::new();
+    let (primary, subkey) = user.make_key("User <user@example.com>", "rsa3072", "rsa3072", "encr");
+    let export = user.sckm_export(&subkey);
+    let file = setup.file("user-sckm.asc", &export);
+
+    let out = setup.keys_expect(&["import-sckm", path_str(&file)], 0);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("user@example.com") && stdout.contains(&primary),
+        "the import names the address and key: {stdout}"
+    );
+
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let user_entry = entry(&entries, "user@example.com");
+    assert_sckm_entry(user_entry, "pgp", &primary);
+    assert_eq!(user_entry["legacy"], Value::Bool(false), "{user_entry:#}");
+    assert_eq!(user_entry["retired"], Value::Bool(false), "{user_entry:#}");
+    let table = setup.list_table();
+    let line = table_line(&table, &primary);
+    assert!(line.contains("sckm") && line.contains("decrypt"), "{table}");
+
+    // The KEK: data_dir/secret.key, 32 bytes, mode 0600.
+    let kek = setup.data_dir.join("secret.key");
+    let metadata = std::fs::metadata(&kek).expect("the KEK file exists");
+    assert_eq!(
+        metadata.permissions().mode() & 0o777,
+        0o600,
+        "KEK mode {:o}",
+        metadata.permissions().mode()
+    );
+    assert_eq!(metadata.len(), 32);
+
+    // The secret is not in the store in clear: not the export as it is, not its armor
+    // lines, and not the subkey's secret RSA numbers themselves.
+    let cert = {
+        use openpgp::parse::Parse;
+        openpgp::Cert::from_bytes(&export).unwrap()
+    };
+    let secret_numbers: Vec<Vec<u8>> = cert
+        .keys()
+        .subkeys()
+        .secret()
+        .flat_map(|ka| match ka.key().optional_secret() {
+            Some(openpgp::packet::key::SecretKeyMaterial::Unencrypted(u)) => u.map(|m| match m {
+                openpgp::crypto::mpi::SecretKeyMaterial::RSA { d, p, q, .. } => {
+                    vec![d.value().to_vec(), p.value().to_vec(), q.value().to_vec()]
+                }
+                other => panic!("an RSA subkey, not {other:?}"),
+            }),
+            other => panic!("an unprotected secret subkey, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(secret_numbers.len(), 3);
+    assert!(secret_numbers.iter().all(|n| n.len() >= 128));
+    // The control: the subkey's public modulus is stored as it is, so a number in
+    // clear would be found by this search.
+    let modulus = match cert.keys().subkeys().next().unwrap().key().mpis() {
+        openpgp::crypto::mpi::PublicKey::RSA { n, .. } => n.value().to_vec(),
+        other => panic!("an RSA subkey, not {other:?}"),
+    };
+    let armor_lines: Vec<&str> = std::str::from_utf8(&export)
+        .unwrap()
+        .lines()
+        .filter(|l| l.len() >= 60 && !l.starts_with("-----"))
+        .collect();
+    assert!(armor_lines.len() > 10);
+    let files = files_under(&setup.data_dir);
+    assert!(
+        files
+            .iter()
+            .any(|f| contains(&std::fs::read(f).unwrap(), &modulus)),
+        "the public modulus is in the store: {files:?}"
+    );
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !contains(&bytes, b"-----BEGIN PGP PRIVATE KEY"),
+            "{}",
+            path.display()
+        );
+        assert!(
+            !armor_lines.iter().any(|l| contains(&bytes, l.as_bytes())),
+            "{} holds the armored export",
+            path.display()
+        );
+        for number in &secret_numbers {
+            assert!(
+                !contains(&bytes, number),
+                "{} holds a secret RSA number in clear",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn passphrase_protected_exports_need_the_passphrase_file() {
+    let setup = Setup::new();
+    let user = Gpg::with_passphrase("pw");
+    let (primary, subkey) = user.make_key("Pat <pat@example.com>", "ed25519", "cv25519", "encr");
+    let export = user.sckm_export(&subkey);
+    let file = setup.file("pat-sckm.asc", &export);
+
+    let out = setup.keys_expect(&["import-sckm", path_str(&file)], 1);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(path_str(&file)), "{stderr}");
+    assert!(stderr.contains("--passphrase-file"), "{stderr}");
+    assert!(setup.list_json().is_empty());
+
+    let wrong = setup.file("wrong.txt", "not-pw\n");
+    let out = setup.keys_expect(
+        &[
+            "import-sckm",
+            "--passphrase-file",
+            path_str(&wrong),
+            path_str(&file),
+        ],
+        1,
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(path_str(&file)) && stderr.contains("passphrase"),
+        "{stderr}"
+    );
+    assert!(setup.list_json().is_empty());
+
+    let right = setup.file("pw.txt", "pw\n");
+    setup.keys_expect(
+        &[
+            "import-sckm",
+            "--passphrase-file",
+            path_str(&right),
+            path_str(&file),
+        ],
+        0,
+    );
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_sckm_entry(entry(&entries, "pat@example.com"), "pgp", &primary);
+}
+
+#[test]
+fn smime_pem_and_pkcs12_are_imported() {
+    let setup = Setup::new();
+    let pem_user = SmimeCert::openssl("sam@example.com", "keyEncipherment");
+    let mut pem = pem_user.pem.clone();
+    pem.extend(std::fs::read(pem_user.key_path()).unwrap());
+    let pem_file = setup.file("sam.pem", pem);
+
+    let p12_user = SmimeCert::openssl("tess@example.com", "digitalSignature,keyEncipherment");
+    let p12_file = setup.dir.path().join("tess.p12");
+    run(
+        Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:pw", "-in"])
+            .arg(p12_user.cert_path())
+            .arg("-inkey")
+            .arg(p12_user.key_path())
+            .arg("-out")
+            .arg(&p12_file),
+        None,
+    );
+    let pass = setup.file("pw.txt", "pw\n");
+
+    setup.keys_expect(&["import-sckm", path_str(&pem_file)], 0);
+    // PKCS#12 is always under a password.
+    let out = setup.keys_expect(&["import-sckm", path_str(&p12_file)], 1);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(path_str(&p12_file)) && stderr.contains("--passphrase-file"),
+        "{stderr}"
+    );
+    setup.keys_expect(
+        &[
+            "import-sckm",
+            "--passphrase-file",
+            path_str(&pass),
+            path_str(&p12_file),
+        ],
+        0,
+    );
+
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    let sam = entry(&entries, "sam@example.com");
+    assert_eq!(sam["kind"], "smime", "{sam:#}");
+    assert_eq!(sam["source"], "sckm", "{sam:#}");
+    assert_eq!(sam["can_decrypt"], Value::Bool(true), "{sam:#}");
+    assert_eq!(sam["fingerprint"], Value::from(pem_user.fingerprint()));
+    let tess = entry(&entries, "tess@example.com");
+    assert_eq!(tess["kind"], "smime", "{tess:#}");
+    assert_eq!(tess["source"], "sckm", "{tess:#}");
+    assert_eq!(tess["can_decrypt"], Value::Bool(true), "{tess:#}");
+    assert_eq!(tess["fingerprint"], Value::from(p12_user.fingerprint()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Refused
+
+#[test]
+fn signing_secrets_and_garbage_are_refused_and_nothing_is_stored() {
+    let setup = Setup::new();
+
+    // A full export: the primary's secret is in it.
+    let full = Gpg::new();
+    let (full_primary, full_subkey) =
+        full.make_key("Full <full@example.com>", "ed25519", "cv25519", "encr");
+    let full_export = full.run(&["--armor", "--export-secret-keys", &full_primary], None);
+    let full_file = setup.file("full.asc", &full_export);
+
+    // A key whose only subkey signs: its SCKM-style export holds a signing secret.
+    let signer = Gpg::new();
+    let (signer_primary, signing_subkey) =
+        signer.make_key("Signer <signer@example.com>", "ed25519", "ed25519", "sign");
+    let signing_file = setup.file("signing.asc", signer.sckm_export(&signing_subkey));
+
+    // An S/MIME certificate for signing only, with its key.
+    let smime_signer = SmimeCert::openssl("smime-signer@example.com", "digitalSignature");
+    let mut pem = smime_signer.pem.clone();
+    pem.extend(std::fs::read(smime_signer.key_path()).unwrap());
+    let smime_file = setup.file("smime-signing.pem", pem);
+
+    let garbage = setup.file("garbage.asc", "this is not a key\n".repeat(20));
+
+    // A good SCKM export and a full one in one file: the whole file is refused.
+    let mut mixed = full.sckm_export(&full_subkey);
+    mixed.extend_from_slice(&signer.sckm_export(&signing_subkey));
+    let mixed_file = setup.file("mixed.asc", mixed);
+
+    for (file, key, reason) in [
+        (&full_file, full_primary.as_str(), "primary"),
+        (&signing_file, signing_subkey.as_str(), "can sign"),
+        (
+            &smime_file,
+            smime_signer.fingerprint().as_str(),
+            "only digital signature",
+        ),
+        (&garbage, "", ""),
+        (&mixed_file, signing_subkey.as_str(), "can sign"),
+    ] {
+        let out = setup.keys_expect(&["import-sckm", path_str(file)], 1);
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(path_str(file)),
+            "the file is named: {stderr}"
+        );
+        assert!(stderr.contains(key), "the key {key} is named: {stderr}");
+        assert!(stderr.contains(reason), "no reason {reason:?}: {stderr}");
+        assert!(
+            setup.list_json().is_empty(),
+            "{} stored something",
+            file.display()
+        );
+    }
+    // The signing key's primary is named too: the admin knows whose key it was.
+    let out = setup.keys_expect(&["import-sckm", path_str(&signing_file)], 1);
+    assert!(text(&out.stderr).contains(&signer_primary));
+}
+
+// ---------------------------------------------------------------------------------------
+// Reset, through `sealgate serve`
+
+/// Sends `message` to `addr` and asserts 250.
+async fn send(addr: std::net::SocketAddr, from: &str, to: &[&str], message: &[u8]) {
+    let mut client = Client::connect(addr).await;
+    let reply = client.send_mail(from, to, message).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+}
+
+#[tokio::test]
+async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
+    let setup = Setup::new();
+    let old = Gpg::new();
+    let (old_fpr, old_sub) = old.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let new = Gpg::new();
+    let (new_fpr, new_sub) = new.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let bob = Gpg::new();
+    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
+
+    // The old key is imported with no server running, the new one through the running
+    // server's admin socket: both paths store the same way.
+    let old_file = setup.file("old.asc", old.sckm_export(&old_sub));
+    setup.keys_expect(&["import-sckm", path_str(&old_file)], 0);
+    let bob_file = setup.file("bob.asc", bob.run(&["--armor", "--export"], None));
+    setup.keys_expect(&["import", path_str(&bob_file)], 0);
+
+    let mut serve = Serve::start(&setup);
+    let new_file = setup.file("new.asc", new.sckm_export(&new_sub));
+    setup.keys_expect(&["import-sckm", path_str(&new_file)], 0);
+
+    let entries = setup.list_json();
+    let user = entries_for(&entries, "user@example.com");
+    assert_eq!(user.len(), 2, "both keys are listed: {entries:#?}");
+    let old_entry = user.iter().find(|e| e["fingerprint"] == old_fpr.as_str());
+    let new_entry = user.iter().find(|e| e["fingerprint"] == new_fpr.as_str());
+    let (old_entry, new_entry) = (old_entry.unwrap(), new_entry.unwrap());
+    assert_sckm_entry(old_entry, "pgp", &old_fpr);
+    assert_sckm_entry(new_entry, "pgp", &new_fpr);
+    assert_eq!(old_entry["retired"], Value::Bool(true), "{old_entry:#}");
+    assert_eq!(new_entry["retired"], Value::Bool(false), "{new_entry:#}");
+    let table = setup.list_table();
+    assert!(
+        table_line(&table, &old_fpr).contains("retired"),
+        "the old key is flagged:\n{table}"
+    );
+    assert!(
+        !table_line(&table, &new_fpr).contains("retired"),
+        "the new key is not:\n{table}"
+    );
+
+    // Mail encrypted to the old key still opens, with the old key.
+    let to_old = pgp_mime(
+        "sender@example.org",
+        "user@example.com",
+        "old@example.org",
+        &old.encrypt_to(
+            "user@example.com",
+            &inner("Old subject", "Sent to the old key."),
+        ),
+    );
+    send(
+        setup.inbound,
+        "sender@example.org",
+        &["user@example.com"],
+        &to_old,
+    )
+    .await;
+    // And mail encrypted to the new key opens with the new one.
+    let to_new = pgp_mime(
+        "sender@example.org",
+        "user@example.com",
+        "new@example.org",
+        &new.encrypt_to(
+            "user@example.com",
+            &inner("New subject", "Sent to the new key."),
+        ),
+    );
+    send(
+        setup.inbound,
+        "sender@example.org",
+        &["user@example.com"],
+        &to_new,
+    )
+    .await;
+    let inbox = setup.delivered("in");
+    assert_eq!(inbox.len(), 2, "{}", serve.log());
+    let find = |id: &str| {
+        inbox
+            .iter()
+            .map(|m| text(m))
+            .find(|m| m.contains(id))
+            .unwrap_or_else(|| panic!("no {id} delivered"))
+    };
+    let opened = find("Message-ID: <old@example.org>");
+    assert!(
+        opened.contains(&format!("X-Sealgate-Decrypted: pgp; key={old_fpr}\r\n")),
+        "{opened}"
+    );
+    assert!(
+        opened.contains("Sent to the old key.") && opened.contains("Subject: Old subject\r\n"),
+        "{opened}"
+    );
+    assert!(!opened.contains("BEGIN PGP MESSAGE"), "{opened}");
+    let opened = find("Message-ID: <new@example.org>");
+    assert!(
+        opened.contains(&format!("X-Sealgate-Decrypted: pgp; key={new_fpr}\r\n")),
+        "{opened}"
+    );
+    assert!(opened.contains("Sent to the new key."), "{opened}");
+
+    // Outbound encryption to others goes on as before.
+    let outgoing = b"From: User <user@example.com>\r\nTo: bob@example.org\r\nSubject: Numbers\r\nMessage-ID: <out@example.com>\r\n\r\nFor Bob only.\r\n";
+    send(
+        setup.outbound,
+        "user@example.com",
+        &["bob@example.org"],
+        outgoing,
+    )
+    .await;
+    let outbox = setup.delivered("out");
+    assert_eq!(outbox.len(), 1, "{}", serve.log());
+    let sent = text(&outbox[0]);
+    assert!(
+        sent.contains("multipart/encrypted") && !sent.contains("For Bob only."),
+        "{sent}"
+    );
+    let armor_start = sent.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let armor_end = sent.find("-----END PGP MESSAGE-----").unwrap() + 25;
+    let plain = text(&bob.run(
+        &["--decrypt"],
+        Some(&sent.as_bytes()[armor_start..armor_end]),
+    ));
+    assert!(plain.contains("For Bob only."), "{plain}");
+
+    // The admin removes the old key: only it goes.
+    let out = setup.keys_expect(&["delete", &old_fpr], 0);
+    assert!(
+        text(&out.stdout).contains("deleted 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let entries = setup.list_json();
+    let user = entries_for(&entries, "user@example.com");
+    assert_eq!(user.len(), 1, "{entries:#?}");
+    assert_sckm_entry(user[0], "pgp", &new_fpr);
+    assert_eq!(user[0]["retired"], Value::Bool(false));
+    assert_eq!(entries_for(&entries, "bob@example.org").len(), 1);
+
+    // Mail to the old key now arrives as it was sent: not opened, not lost.
+    let again = pgp_mime(
+        "sender@example.org",
+        "user@example.com",
+        "old-again@example.org",
+        &old.encrypt_to("user@example.com", &inner("Old subject", "Once more.")),
+    );
+    send(
+        setup.inbound,
+        "sender@example.org",
+        &["user@example.com"],
+        &again,
+    )
+    .await;
+    let inbox = setup.delivered("in");
+    let arrived = inbox
+        .iter()
+        .find(|m| text(m).contains("<old-again@example.org>"))
+        .expect("delivered");
+    let arrived = text(arrived);
+    assert!(
+        arrived.ends_with(&text(&again)) && !arrived.contains("X-Sealgate-Decrypted"),
+        "{arrived}"
+    );
+
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// Legacy: GnuPG 1.4.11, SHA-1 self-signatures
+
+const LEGACY_KEY: &str = "testdata/corpus/openpgp/gnupg-v1-4-11-001-decrypt.asc";
+const LEGACY_ADDRESS: &str = "rsarsa@pgpkey.example.com";
+const LEGACY_PRIMARY: &str = "8107E4DBCF7B7267103B397C8F652698C330A72A";
+const LEGACY_SUBKEY: &str = "82728BB4D7548DFD7C1A0CE22325271F95BF86A1";
+
+/// The SCKM form of the corpus's GnuPG 1.4.11 key, as its owner would make it: import
+/// the full key (passphrase `test`), export the encryption subkey only. The export
+/// stays under `test`.
+fn legacy_sckm_export() -> Vec<u8> {
+    let gpg = Gpg::with_passphrase("test");
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join(LEGACY_KEY);
+    gpg.run(&["--import", path_str(&key)], None);
+    gpg.sckm_export(LEGACY_SUBKEY)
+}
+
+#[test]
+fn legacy_sha1_key_imports_with_a_warning_for_decryption_only() {
+    let setup = Setup::new();
+    let file = setup.file("legacy.asc", legacy_sckm_export());
+    let pass = setup.file("pass.txt", "test\n");
+    let out = setup.keys_expect(
+        &[
+            "import-sckm",
+            "--passphrase-file",
+            path_str(&pass),
+            path_str(&file),
+        ],
+        0,
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("warning") && said.contains("legacy") && said.contains(LEGACY_PRIMARY),
+        "{said}"
+    );
+
+    let entries = setup.list_json();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let legacy = entry(&entries, LEGACY_ADDRESS);
+    assert_sckm_entry(legacy, "pgp", LEGACY_PRIMARY);
+    assert_eq!(legacy["legacy"], Value::Bool(true), "{legacy:#}");
+    let table = setup.list_table();
+    let line = table_line(&table, LEGACY_PRIMARY);
+    assert!(line.contains("legacy-sha1"), "{table}");
+}
+
+#[tokio::test]
+async fn legacy_sha1_key_is_never_encrypted_to() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = support::start(&support::config_text(
+        &dir.path().join("data"),
+        &sink.addr.to_string(),
+        "",
+    ))
+    .await;
+    let legacy = dir.path().join("legacy.asc");
+    std::fs::write(&legacy, legacy_sckm_export()).unwrap();
+    // A current key for another external recipient: the control.
+    let bob = Gpg::new();
+    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
+    let bob_file = dir.path().join("bob.asc");
+    std::fs::write(&bob_file, bob.run(&["--armor", "--export"], None)).unwrap();
+
+    let ttl = Duration::from_secs(86400);
+    let response = admin::request(
+        &gw.data_dir,
+        ttl,
+        Request::ImportSckm {
+            files: vec![admin::File::read(&legacy).unwrap()],
+            passphrase: Some("test".into()),
+        },
+    )
+    .unwrap();
+    assert!(!response.failed, "{:?}", response.messages);
+    assert!(
+        response.messages.iter().any(|m| m.contains("legacy")),
+        "{:?}",
+        response.messages
+    );
+    let response = admin::request(
+        &gw.data_dir,
+        ttl,
+        Request::Import {
+            files: vec![admin::File::read(&bob_file).unwrap()],
+        },
+    )
+    .unwrap();
+    assert!(!response.failed, "{:?}", response.messages);
+
+    let message = format!(
+        "From: Alice <alice@example.com>\r\nTo: {LEGACY_ADDRESS}, bob@example.org\r\nSubject: Hello\r\nMessage-ID: <legacy@example.com>\r\n\r\nNot for a SHA-1 key.\r\n"
+    );
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail(
+            "alice@example.com",
+            &[LEGACY_ADDRESS, "bob@example.org"],
+            message.as_bytes(),
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(2, Duration::from_secs(20)).await;
+    let to_legacy = got
+        .iter()
+        .find(|r| r.recipients == [LEGACY_ADDRESS])
+        .expect("the legacy key's owner gets a copy of their own");
+    assert_eq!(
+        split_received(&to_legacy.data).1,
+        message.as_bytes(),
+        "a legacy key is never encrypted to"
+    );
+    let to_bob = got
+        .iter()
+        .find(|r| r.recipients == ["bob@example.org"])
+        .expect("bob's copy");
+    let to_bob = text(&to_bob.data);
+    assert!(
+        to_bob.contains("multipart/encrypted") && !to_bob.contains("Not for a SHA-1 key."),
+        "{to_bob}"
+    );
+    gw.stop().await;
+}

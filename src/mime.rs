@@ -309,8 +309,10 @@ pub fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) ->
     }
 
     let plaintext = crlf(plaintext);
-    let inner = Cut::new(&plaintext)?;
+    let entity = as_entity(&plaintext);
+    let inner = Cut::new(&entity)?;
     let inner_names: Vec<String> = inner.fields.iter().map(|f| field_name(f)).collect();
+    let outer_names: Vec<String> = outer.fields.iter().map(|f| field_name(f)).collect();
     let protected = inner.fields.iter().any(|f| {
         field_name(f) == "content-type"
             && String::from_utf8_lossy(f)
@@ -327,15 +329,57 @@ pub fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) ->
     out.extend_from_slice(marker_field.as_bytes());
     for field in &inner.fields {
         let name = field_name(field);
-        // Without protected headers, only the Content-* fields of the entity belong
-        // in the message header.
-        if protected || is_content_field(&name) {
+        // With protected headers, the inner fields are the authoritative ones. Without,
+        // an inner field only joins the header where the outer has none of its name
+        // (Autocrypt-Gossip, say): the outer routing fields stay as they were.
+        if protected || is_content_field(&name) || !outer_names.contains(&name) {
             out.extend_from_slice(field);
         }
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(inner.body);
     Some(out)
+}
+
+/// The decrypted bytes as a MIME entity. Some clients (OpenSSL's `cms -encrypt` on a
+/// plain file, for one) encrypt bare text with no header at all; read as an entity,
+/// its first line would pass for a header field and the text would be lost. So unless
+/// the bytes start with a well-formed header block, they are the body of a text/plain
+/// entity (RFC 2045 §5.2's default).
+fn as_entity(plaintext: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if has_header_block(plaintext) {
+        return std::borrow::Cow::Borrowed(plaintext);
+    }
+    let charset = if plaintext.is_ascii() {
+        "us-ascii"
+    } else {
+        "utf-8"
+    };
+    let mut entity = format!("Content-Type: text/plain; charset={charset}\r\n\r\n").into_bytes();
+    entity.extend_from_slice(plaintext);
+    std::borrow::Cow::Owned(entity)
+}
+
+/// Whether `text` (CRLF) starts with header fields ending in an empty line: every line
+/// before it a `name: value` field (RFC 5322 §2.2) or the folded continuation of one.
+fn has_header_block(text: &[u8]) -> bool {
+    let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let mut first = true;
+    for line in text[..end].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        let field = line
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|&b| b.is_ascii_graphic()));
+        if !(field || (continuation && !first)) {
+            return false;
+        }
+        first = false;
+    }
+    true
 }
 
 /// Bare LF line ends made CRLF (OpenSSL and some clients encrypt LF text).
@@ -411,6 +455,59 @@ mod tests {
         assert!(text.contains("X-Sealgate-Decrypted: pgp; key=ABC\r\n"));
         assert!(text.ends_with("\r\n\r\nbody line\r\n"), "{text}");
         assert_eq!(encrypted(&restored), None);
+    }
+
+    #[test]
+    fn bare_text_and_headerless_plaintext_are_kept_as_the_body() {
+        let wrapped = smime_enveloped(PLAIN, b"\x30\x00", false).unwrap();
+        let out = decrypted(
+            &wrapped,
+            Encrypted::Smime,
+            b"This is some sample content.",
+            "smime; key=K",
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.ends_with(
+                "Content-Type: text/plain; charset=us-ascii\r\n\r\nThis is some sample content."
+            ),
+            "{text}"
+        );
+        let out = decrypted(
+            &wrapped,
+            Encrypted::Smime,
+            b"Dear Fran: this is a test.\n\nBye\n",
+            "smime; key=K",
+        )
+        .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out)
+                .ends_with("\r\n\r\nDear Fran: this is a test.\r\n\r\nBye\r\n")
+        );
+        assert!(has_header_block(
+            b"Content-Type: text/plain;\r\n charset=x\r\n\r\nbody"
+        ));
+        assert!(!has_header_block(b"Hello world\r\n\r\nbody"));
+        assert!(!has_header_block(b" folded first\r\n\r\n"));
+    }
+
+    #[test]
+    fn inner_fields_the_outer_lacks_are_kept() {
+        let wrapped = pgp_mime(PLAIN, b"x", false).unwrap();
+        let inner = b"Content-Type: text/plain\r\nAutocrypt-Gossip: addr=c@example.org; keydata=AAAA\r\nSubject: inner\r\n\r\nhi\r\n";
+        let text = String::from_utf8(
+            decrypted(&wrapped, Encrypted::PgpMime, inner, "pgp; key=K").unwrap(),
+        )
+        .unwrap();
+        assert!(
+            text.contains("Autocrypt-Gossip: addr=c@example.org"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Subject: Secret plans\r\n") && !text.contains("Subject: inner"),
+            "unprotected inner fields do not override: {text}"
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! PGP, bare CMS as an S/MIME message. Mail that cannot be opened, and mail for internal
 //! users without a key, arrives as it was sent.
 //!
-//! The tests marked `#[ignore = "BUG: ..."]` show what the gateway gets wrong today:
-//! decrypted content that is bare text rather than a MIME entity (OpenSSL's messages to
-//! Fran, the IETF CMS samples), and inner header fields such as Autocrypt-Gossip.
+//! Two of the tests guard bugs they found: decrypted content that is bare text rather
+//! than a MIME entity (OpenSSL's messages to Fran, the IETF CMS samples) was dropped or
+//! left encrypted, and inner header fields such as Autocrypt-Gossip were lost.
 
 mod support;
 
@@ -679,10 +679,6 @@ async fn smime_corpus_decrypts_inbound_for_sckm_users() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: src/mime.rs decrypted() (Cut::new at line 312) cannot cut plaintext that is bare \
-            text rather than a MIME entity: OpenSSL's corpus messages to Fran are delivered \
-            undecrypted, and bare CMS content without a line end is delivered marked \
-            X-Sealgate-Decrypted with its content dropped"]
 async fn smime_corpus_with_bare_text_content_decrypts_inbound() {
     let failures = smime_inbound(bare_text_cases()).await;
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -695,10 +691,6 @@ async fn smime_corpus_with_bare_text_content_decrypts_inbound() {
 /// entity, it must not lose that content: either the copy is decrypted and carries it,
 /// or it arrives as it was sent.
 #[tokio::test]
-#[ignore = "BUG: src/mime.rs decrypted() drops decrypted content that has no line end and no \
-            header/body separator: Cut::new (line 43) takes the whole plaintext for one header \
-            field, and the loop at lines 328-334 keeps only Content-* fields, so the message is \
-            delivered marked X-Sealgate-Decrypted with an empty body (PGP/MIME and S/MIME alike)"]
 async fn decrypted_content_is_never_dropped() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway(&sink).await;
@@ -781,10 +773,6 @@ async fn decrypted_content_is_never_dropped() {
 /// `Autocrypt-Gossip` fields (the other recipients' keys) in the encrypted part's
 /// header, where only the recipient's client can read them.
 #[tokio::test]
-#[ignore = "BUG: src/mime.rs decrypted() (line 332) keeps only the Content-* fields of a \
-            decrypted entity that has no protected-headers marker, so inner fields such as \
-            Autocrypt-Gossip are dropped; the issue asks for the message to be replaced by the \
-            decrypted entity with its inner headers restored"]
 async fn inner_header_fields_of_the_decrypted_entity_are_kept() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway(&sink).await;

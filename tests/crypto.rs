@@ -104,11 +104,20 @@ fn run(command: &mut Command, stdin: Option<&[u8]>) -> (Vec<u8>, String) {
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
+    // Feed stdin from a thread of its own: with a large message, the tool fills its
+    // stdout pipe before it has read all of its input.
+    let feeder = stdin.map(|input| {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&input);
+        })
+    });
     let output = child.wait_with_output().unwrap();
+    if let Some(feeder) = feeder {
+        feeder.join().unwrap();
+    }
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{command:?} failed: {stderr}");
     (output.stdout, stderr)
@@ -451,5 +460,165 @@ async fn already_encrypted_outbound_mail_is_left_alone() {
         split_received(&got[0].data).1,
         message,
         "not encrypted again"
+    );
+}
+
+/// A multipart message with an HTML alternative and a binary attachment of `size` bytes.
+fn html_with_attachment(size: usize) -> Vec<u8> {
+    let attachment: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&attachment);
+    let mut body = String::from(
+        "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: Report\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\n\
+         Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n--alt\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nSee the report.\r\n--alt\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\r\n<p>See the <b>report</b>.</p>\r\n--alt--\r\n\r\n--outer\r\n\
+         Content-Type: application/octet-stream; name=\"report.bin\"\r\n\
+         Content-Disposition: attachment; filename=\"report.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    );
+    for line in encoded.as_bytes().chunks(76) {
+        body.push_str(std::str::from_utf8(line).unwrap());
+        body.push_str("\r\n");
+    }
+    body.push_str("--outer--\r\n");
+    body.into_bytes()
+}
+
+#[tokio::test]
+async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
+    let sink = Sink::start().await;
+    let (dir, gw) = gateway_to(&sink, "").await;
+    let bob = Gpg::new();
+    bob.make_key("Bob <bob@example.org>", "rsa3072");
+    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+    let (cert, key) = openssl_cert(dir.path(), "dave@example.net");
+    import(&gw, false, &[&cert], None);
+
+    let message = html_with_attachment(10 * 1024 * 1024);
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail(
+            "alice@example.com",
+            &["bob@example.org", "dave@example.net"],
+            &message,
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(2, Duration::from_secs(60)).await;
+    let pgp = got
+        .iter()
+        .find(|r| r.recipients == ["bob@example.org"])
+        .unwrap();
+    let smime = got
+        .iter()
+        .find(|r| r.recipients == ["dave@example.net"])
+        .unwrap();
+
+    // The entity that went in: the message's Content-* fields and its body.
+    let body_start = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let original_body = &message[body_start..];
+
+    let (plain, _) = bob.run(&["--decrypt"], Some(second_part(&pgp.data).as_bytes()));
+    assert!(
+        plain.ends_with(original_body),
+        "PGP: body and attachment come back byte for byte"
+    );
+
+    let outer = String::from_utf8_lossy(&smime.data).into_owned();
+    let b64 = outer.split("\r\n\r\n").nth(1).unwrap().replace("\r\n", "");
+    let der_path = dir.path().join("big.der");
+    std::fs::write(
+        &der_path,
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    let plain = openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            der_path.to_str().unwrap(),
+            "-recip",
+            cert.to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        plain.ends_with(original_body),
+        "S/MIME: body and attachment come back byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn a_signature_inside_the_encrypted_part_is_kept_byte_for_byte() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let user = Gpg::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "cv25519");
+    let (sckm, _) = user.run(
+        &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
+        None,
+    );
+    import(&gw, true, &[&user.file("sckm.asc", &sckm)], None);
+
+    // A multipart/signed entity, as a client makes it before encrypting (RFC 3156 §6.1).
+    let signed_part = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nSigned and sealed.\r\n";
+    let (signature, _) = user.run(&["--armor", "--detach-sign"], Some(signed_part));
+    let mut entity = b"Content-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\"; boundary=\"sig\"\r\n\r\n--sig\r\n".to_vec();
+    entity.extend_from_slice(signed_part);
+    entity.extend_from_slice(b"--sig\r\nContent-Type: application/pgp-signature\r\n\r\n");
+    entity.extend_from_slice(&support::keys::crlf(&signature));
+    entity.extend_from_slice(b"--sig--\r\n");
+
+    let (armored, _) = user.run(
+        &[
+            "--armor",
+            "--trust-model",
+            "always",
+            "--encrypt",
+            "-r",
+            "user@example.com",
+        ],
+        Some(&entity),
+    );
+    let message = pgp_mime("sender@example.org", "user@example.com", &armored);
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail("sender@example.org", &["user@example.com"], &message)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let data = &got[0].data;
+    let body_start = entity.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        data.ends_with(&entity[body_start..]),
+        "the signed entity is untouched:\n{}",
+        String::from_utf8_lossy(data)
+    );
+    // And the user's own client can still verify it.
+    let sig_start = String::from_utf8_lossy(data)
+        .find("-----BEGIN PGP SIGNATURE-----")
+        .unwrap();
+    let sig_end = String::from_utf8_lossy(data)
+        .find("-----END PGP SIGNATURE-----")
+        .unwrap()
+        + 27;
+    let sig_path = user.file("part.sig", &data[sig_start..sig_end]);
+    let part_path = user.file("part.txt", signed_part);
+    user.run(
+        &[
+            "--verify",
+            sig_path.to_str().unwrap(),
+            part_path.to_str().unwrap(),
+        ],
+        None,
     );
 }

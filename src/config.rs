@@ -94,7 +94,7 @@ struct FileConfig {
     outbound: FileListener,
     keys: KeysConfig,
     lookup: LookupConfig,
-    crypto: CryptoConfig,
+    crypto: FileCrypto,
     relay: RelayConfig,
     spool: SpoolConfig,
     limits: Limits,
@@ -136,21 +136,33 @@ pub struct LookupConfig {
     pub insecure_domains: Vec<String>,
 }
 
-/// `[crypto]`: how messages are encrypted.
-#[derive(Debug, Clone, Deserialize)]
+/// `[crypto]` as written in the file.
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct FileCrypto {
+    protect_subject: bool,
+    additional_decryption_key: Option<Spanned<String>>,
+}
+
+impl Default for FileCrypto {
+    fn default() -> Self {
+        FileCrypto {
+            protect_subject: true,
+            additional_decryption_key: None,
+        }
+    }
+}
+
+/// `[crypto]`: how messages are encrypted.
+#[derive(Debug, Clone)]
 pub struct CryptoConfig {
     /// Move the Subject into the encrypted part and show `...` outside ("protected
     /// headers").
     pub protect_subject: bool,
-}
-
-impl Default for CryptoConfig {
-    fn default() -> Self {
-        CryptoConfig {
-            protect_subject: true,
-        }
-    }
+    /// An OpenPGP cert that every PGP message is also encrypted to (an "additional
+    /// decryption key", for an archive or for compliance). None unless the admin
+    /// names one: by default a message is encrypted to its recipients and no one else.
+    pub additional_decryption_key: Option<sequoia_openpgp::Cert>,
 }
 
 /// `[relay]`: the client side towards the next hop.
@@ -419,6 +431,21 @@ impl Config {
         };
 
         let limits = file.limits;
+        let adk = match file.crypto.additional_decryption_key {
+            Some(path) if !path.get_ref().is_empty() => {
+                Some(load_adk(path.get_ref()).map_err(|e| {
+                    error_at(
+                        path.span(),
+                        format!("[crypto] additional_decryption_key: {e}"),
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let crypto = CryptoConfig {
+            protect_subject: file.crypto.protect_subject,
+            additional_decryption_key: adk,
+        };
         Ok(Config {
             source: path.map(Path::to_path_buf),
             internal_domains: file
@@ -436,7 +463,7 @@ impl Config {
             outbound,
             keys: file.keys,
             lookup: file.lookup,
-            crypto: file.crypto,
+            crypto,
             relay: file.relay,
             spool: file.spool,
             limits,
@@ -475,6 +502,22 @@ impl Config {
     pub fn idle_timeout(&self) -> Duration {
         self.limits.idle_timeout.0
     }
+}
+
+/// Reads the additional decryption key: one OpenPGP cert that can encrypt now.
+fn load_adk(path: &str) -> Result<sequoia_openpgp::Cert, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut certs = crate::keys::material::parse_pgp(&bytes).map_err(|e| format!("{path}: {e}"))?;
+    if certs.len() != 1 {
+        return Err(format!(
+            "{path} holds {} keys; name a file with exactly one",
+            certs.len()
+        ));
+    }
+    let cert = certs.remove(0);
+    crate::crypto::pgp::encrypt(b"", std::slice::from_ref(&cert))
+        .map_err(|e| format!("{path}: cannot be encrypted to: {e}"))?;
+    Ok(cert.strip_secret_key_material())
 }
 
 /// The 1-based line that byte `offset` of `text` is on.
@@ -533,6 +576,11 @@ mod tests {
         assert_eq!(err.line, 3, "{err}");
         let err = parse("[limits]\n\nmax_line_length = 100\n").unwrap_err();
         assert_eq!(err.line, 3, "{err}");
+
+        let err =
+            parse("[crypto]\nadditional_decryption_key = \"/nonexistent/adk.asc\"\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("additional_decryption_key"), "{err}");
 
         let err = parse("colour = \"blue\"\n").unwrap_err();
         assert!(err.message.contains("colour"), "{err}");

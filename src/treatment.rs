@@ -138,10 +138,11 @@ impl Builtin {
                 .collect::<Result<_, _>>()?;
             match kind {
                 KeyKind::Pgp => {
-                    let certs = material
+                    let mut certs = material
                         .iter()
                         .map(|m| openpgp::Cert::from_bytes(m).map_err(|e| e.to_string()))
                         .collect::<Result<Vec<_>, _>>()?;
+                    certs.extend(self.config.crypto.additional_decryption_key.clone());
                     let armored = pgp::encrypt(&entity, &certs).map_err(|e| e.to_string())?;
                     mime::pgp_mime(raw, &armored, protect)
                         .ok_or_else(|| "cannot build PGP/MIME".into())

@@ -622,3 +622,36 @@ async fn a_signature_inside_the_encrypted_part_is_kept_byte_for_byte() {
         None,
     );
 }
+
+#[tokio::test]
+async fn an_additional_decryption_key_opens_outbound_pgp_mail_too() {
+    let archive = Gpg::new();
+    archive.make_key("Archive <archive@example.com>", "cv25519");
+    let (archive_public, _) = archive.run(&["--armor", "--export", "archive@example.com"], None);
+    let adk = archive.file("adk.asc", &archive_public);
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(
+        &sink,
+        &format!(
+            "[crypto]\nadditional_decryption_key = \"{}\"\n",
+            adk.display()
+        ),
+    )
+    .await;
+    let bob = Gpg::new();
+    bob.make_key("Bob <bob@example.org>", "rsa3072");
+    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let armored = second_part(&got[0].data);
+    for who in [&bob, &archive] {
+        let (plain, _) = who.run(&["--decrypt"], Some(armored.as_bytes()));
+        assert!(String::from_utf8_lossy(&plain).contains("The numbers are in."));
+    }
+}

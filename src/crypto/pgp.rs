@@ -135,19 +135,25 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoE
 
 /// ASCII armor (RFC 9580 §6.2) with the CRLF line ends mail needs, in one base64 pass.
 /// Sequoia's armor writer ends lines with LF, and running it and then converting line
-/// ends cost more than the encryption itself (see benches/crypto.rs). Following RFC
-/// 9580, no CRC24 footer is written; every implementation must accept its absence.
+/// ends cost more than the encryption itself (see benches/crypto.rs). The CRC24 footer
+/// is written although RFC 9580 no longer asks for it: without it, GnuPG 2.2 reads the
+/// END line as more base64 when the last data line is a full one.
 fn armor_message(binary: &[u8]) -> Vec<u8> {
     use base64::Engine;
     const LINE: usize = 64;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(binary);
+    const CRC24: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_24_OPENPGP);
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let encoded = engine.encode(binary);
     let mut out = Vec::with_capacity(encoded.len() + encoded.len() / LINE * 2 + 80);
     out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
     for line in encoded.as_bytes().chunks(LINE) {
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"-----END PGP MESSAGE-----\r\n");
+    let checksum = CRC24.checksum(binary).to_be_bytes();
+    out.push(b'=');
+    out.extend_from_slice(engine.encode(&checksum[1..]).as_bytes());
+    out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
     out
 }
 
@@ -1288,6 +1294,35 @@ mod tests {
             encrypt(MIME, &[modern, signing_only]),
             Err(CryptoError::Key(_))
         ));
+    }
+
+    /// GnuPG 2.2 must read our armor whatever the length of its last base64 line:
+    /// without a CRC24 footer, a full last line made it read the END line as base64
+    /// (found by benches/crypto.rs).
+    #[test]
+    fn gpg_reads_our_armor_whatever_its_last_line() {
+        let gpg = Gpg::new();
+        gpg.generate(
+            "A <armor@example.org>",
+            "ed25519",
+            &[("cv25519", "encr")],
+            "",
+        );
+        let public = gpg.ok(&["--export", "armor@example.org"], b"");
+        let cert = Cert::from_bytes(&public).unwrap();
+        let mut full_last_line = 0;
+        for size in 0..96 {
+            let plaintext = vec![b'x'; 500 + size];
+            let armored = encrypt(&plaintext, std::slice::from_ref(&cert)).unwrap();
+            let text = String::from_utf8(armored.clone()).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            // The lines end: ..., last base64 line, "=CRC24", "-----END ...".
+            if lines[lines.len() - 3].len() == 64 {
+                full_last_line += 1;
+            }
+            assert_eq!(gpg.ok(&["--decrypt"], &armored), plaintext, "size {size}");
+        }
+        assert!(full_last_line > 0, "no size produced a full last line");
     }
 
     fn dearmor(armored: &[u8]) -> Vec<u8> {

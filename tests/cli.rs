@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::Client;
+use support::cli::{BIN, run_with_timeout, signal, text};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
 
 const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello from the CLI test.\r\n";
 
@@ -22,41 +21,13 @@ static DEFAULT_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Runs `sealgate ARGS` in `dir` to completion (20 s at most).
 fn run(dir: &Path, args: &[&str]) -> Output {
-    let child = std::process::Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("SEALGATE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sealgate");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(output) => output.expect("wait for sealgate"),
-        Err(_) => {
-            terminate(pid, "-KILL");
-            panic!("sealgate {args:?} did not finish within 20 s");
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Sends a signal to one process we started.
-fn terminate(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
+    run_with_timeout(
+        std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env("SEALGATE_LOG", "info"),
+        Duration::from_secs(20),
+    )
 }
 
 /// Config text with both listeners on ephemeral ports and the data in `dir`.
@@ -295,7 +266,7 @@ impl Server {
 
     /// SIGTERM, then the exit code.
     async fn sigterm(&mut self) -> Option<i32> {
-        terminate(self.child.id().expect("still running"), "-TERM");
+        signal(self.child.id().expect("still running"), "-TERM");
         self.exit_code().await
     }
 }

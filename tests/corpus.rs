@@ -17,13 +17,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
 use sealgate::keys::admin::{self, Request};
 use sha2::{Digest, Sha256};
-use support::keys::{crlf, hex_upper};
+use support::keys::{GpgHome, crlf, hex_upper, openssl};
 use support::{Client, Gateway, Received, Sink, split_received};
 
 /// Every internal domain the corpus's recipients are in.
@@ -110,58 +109,6 @@ fn copy_for<'a>(got: &'a [Received], recipient: &str) -> Option<&'a Received> {
 // ---------------------------------------------------------------------------------------
 // OpenPGP
 
-/// A GnuPG home with `passphrase` for loopback pinentry; its agent is stopped on drop.
-struct Gpg {
-    home: tempfile::TempDir,
-    passphrase: String,
-}
-
-impl Gpg {
-    fn with_passphrase(passphrase: &str) -> Gpg {
-        Gpg {
-            home: tempfile::tempdir().unwrap(),
-            passphrase: passphrase.to_string(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Vec<u8> {
-        let mut command = Command::new("gpg");
-        command
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args([
-                "--batch",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                &self.passphrase,
-            ])
-            .args(args)
-            .stdin(Stdio::null());
-        let output = command.output().unwrap();
-        assert!(
-            output.status.success(),
-            "{command:?}: {}",
-            text(&output.stderr)
-        );
-        output.stdout
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// A corpus key in its SCKM form.
 struct SckmForm {
     /// `gpg --armor --export-secret-subkeys ENC1! ENC2! ...`, still under its passphrase.
@@ -172,9 +119,9 @@ struct SckmForm {
 
 /// Makes the SCKM form of a corpus TSK with gpg, as its owner would.
 fn sckm_form(key_file: &str, passphrase: &str) -> SckmForm {
-    let gpg = Gpg::with_passphrase(passphrase);
-    gpg.run(&["--import", corpus(key_file).to_str().unwrap()]);
-    let listing = text(&gpg.run(&["--with-colons", "--list-secret-keys"]));
+    let gpg = GpgHome::with_passphrase(passphrase);
+    gpg.run(&["--import", corpus(key_file).to_str().unwrap()], None);
+    let listing = text(&gpg.run(&["--with-colons", "--list-secret-keys"], None));
     let (mut primary, mut encryption) = (None, Vec::new());
     let mut last: Vec<&str> = Vec::new();
     for line in listing.lines() {
@@ -197,7 +144,7 @@ fn sckm_form(key_file: &str, passphrase: &str) -> SckmForm {
     let mut args = vec!["--armor", "--export-secret-subkeys"];
     args.extend(encryption.iter().map(String::as_str));
     SckmForm {
-        export: gpg.run(&args),
+        export: gpg.run(&args, None),
         primary: primary.unwrap_or_else(|| panic!("{key_file}: no primary key")),
     }
 }
@@ -544,20 +491,6 @@ fn bare_text_cases() -> Vec<(SmimeKey, Vec<&'static str>)> {
     ]
 }
 
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        text(&output.stderr)
-    );
-    output.stdout
-}
-
 /// The key cache's fingerprint of a PEM certificate: SHA-256 of its DER.
 fn cert_fingerprint(cert: &str) -> String {
     let der = openssl(&[
@@ -704,26 +637,32 @@ async fn decrypted_content_is_never_dropped() {
     let form = sckm_form("openpgp/bob@openpgp.example.sec.asc", "");
     let response = import_sckm(&gw, "bob", &form.export, "");
     assert!(!response.failed, "{:?}", response.messages);
-    let gpg = Gpg::with_passphrase("");
-    gpg.run(&[
-        "--import",
-        corpus("openpgp/bob@openpgp.example.sec.asc")
-            .to_str()
-            .unwrap(),
-    ]);
-    let content_file = gpg.home.path().join("content.txt");
+    let gpg = GpgHome::new();
+    gpg.run(
+        &[
+            "--import",
+            corpus("openpgp/bob@openpgp.example.sec.asc")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    let content_file = gpg.path().join("content.txt");
     std::fs::write(&content_file, "This is some sample content.").unwrap();
-    let armored = crlf(&gpg.run(&[
-        "--armor",
-        "--trust-model",
-        "always",
-        "--encrypt",
-        "-r",
-        bob,
-        "--output",
-        "-",
-        content_file.to_str().unwrap(),
-    ]));
+    let armored = crlf(&gpg.run(
+        &[
+            "--armor",
+            "--trust-model",
+            "always",
+            "--encrypt",
+            "-r",
+            bob,
+            "--output",
+            "-",
+            content_file.to_str().unwrap(),
+        ],
+        None,
+    ));
     let mut pgp = format!(
         "From: {SENDER}\r\nTo: {bob}\r\nSubject: ...\r\nMessage-ID: <pgp-bare@corpus.test>\r\n\
          MIME-Version: 1.0\r\n\

@@ -4,159 +4,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
 use sealgate::keys::admin::{self, Request};
+use support::keys::{GpgHome, SmimeCert, crlf, openssl};
 use support::{Client, Sink, gateway_to, split_received};
 
-/// A GnuPG home that lives as long as the value, with gpg's agent stopped on drop.
-struct Gpg {
-    home: tempfile::TempDir,
-}
-
-impl Gpg {
-    fn new() -> Gpg {
-        Gpg {
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new("gpg");
-        c.arg("--homedir").arg(self.home.path()).args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ]);
-        c
-    }
-
-    /// Runs gpg; returns (stdout, stderr) and asserts success.
-    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> (Vec<u8>, String) {
-        let mut command = self.command();
-        command.args(args);
-        run(&mut command, stdin)
-    }
-
-    /// A key for `uid` with a signing primary and an encryption subkey of `algo`
-    /// ("rsa3072" or "cv25519"); returns the primary and encryption subkey fingerprints.
-    fn make_key(&self, uid: &str, algo: &str) -> (String, String) {
-        let primary_algo = if algo == "cv25519" {
-            "ed25519"
-        } else {
-            "rsa3072"
-        };
-        self.run(
-            &["--quick-gen-key", uid, primary_algo, "sign,cert", "never"],
-            None,
-        );
-        let fingerprints = self.fingerprints(uid);
-        self.run(
-            &["--quick-add-key", &fingerprints[0], algo, "encr", "never"],
-            None,
-        );
-        let fingerprints = self.fingerprints(uid);
-        (fingerprints[0].clone(), fingerprints[1].clone())
-    }
-
-    /// Primary then subkey fingerprints, as `--with-colons` lists them.
-    fn fingerprints(&self, uid: &str) -> Vec<String> {
-        let (out, _) = self.run(&["--with-colons", "--list-keys", uid], None);
-        String::from_utf8_lossy(&out)
-            .lines()
-            .filter(|l| l.starts_with("fpr:"))
-            .map(|l| l.split(':').nth(9).unwrap().to_string())
-            .collect()
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.home.path().join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .status();
-    }
-}
-
-fn run(command: &mut Command, stdin: Option<&[u8]>) -> (Vec<u8>, String) {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    // Feed stdin from a thread of its own: with a large message, the tool fills its
-    // stdout pipe before it has read all of its input.
-    let feeder = stdin.map(|input| {
-        let mut pipe = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = pipe.write_all(&input);
-        })
-    });
-    let output = child.wait_with_output().unwrap();
-    if let Some(feeder) = feeder {
-        feeder.join().unwrap();
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{command:?} failed: {stderr}");
-    (output.stdout, stderr)
-}
-
-fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    run(Command::new("openssl").args(args), stdin).0
-}
-
-/// A self-signed S/MIME certificate and key for `email`, made by `openssl req`.
-fn openssl_cert(dir: &Path, email: &str) -> (PathBuf, PathBuf) {
-    let (key, cert) = (
-        dir.join(format!("{email}.key")),
-        dir.join(format!("{email}.crt")),
-    );
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "30",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-subj",
-            &format!("/CN={email}"),
-            "-addext",
-            &format!("subjectAltName=email:{email}"),
-            "-addext",
-            "keyUsage=digitalSignature,keyEncipherment",
-        ],
-        None,
-    );
-    (cert, key)
-}
+/// The keyUsage of an S/MIME encryption certificate.
+const ENCRYPT: &str = "digitalSignature,keyEncipherment";
 
 /// Imports files into a running gateway's key cache through its admin socket.
 fn import(
@@ -198,9 +55,9 @@ fn second_part(message: &[u8]) -> String {
 async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
-    let bob = Gpg::new();
-    bob.make_key("Bob <bob@example.org>", "cv25519");
-    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    let bob = GpgHome::new();
+    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
+    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
     import(&gw, false, &[&bob.file("bob.asc", &public)], None);
 
     let mut client = Client::connect(gw.outbound).await;
@@ -243,11 +100,14 @@ async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
     );
     assert!(!outer.contains("Grüße"));
 
-    let (plain, stderr) = bob.run(
+    let opened = bob.output(
         &["--decrypt"],
         Some(second_part(&encrypted.data).as_bytes()),
     );
-    let plain = String::from_utf8_lossy(&plain);
+    let (plain, stderr) = (
+        String::from_utf8_lossy(&opened.stdout),
+        String::from_utf8_lossy(&opened.stderr),
+    );
     assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
     assert!(
         plain.contains("Subject: Merger plans"),
@@ -264,7 +124,8 @@ async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
 async fn outbound_smime_opens_with_openssl_cms() {
     let sink = Sink::start().await;
     let (dir, gw) = gateway_to(&sink, "").await;
-    let (cert, key) = openssl_cert(dir.path(), "bob@example.org");
+    let bob = SmimeCert::openssl("bob@example.org", ENCRYPT);
+    let (cert, key) = (bob.cert_path(), bob.key_path());
     import(&gw, false, &[&cert], None);
 
     let mut client = Client::connect(gw.outbound).await;
@@ -284,21 +145,18 @@ async fn outbound_smime_opens_with_openssl_cms() {
         .unwrap();
     let der_path = dir.path().join("msg.der");
     std::fs::write(&der_path, der).unwrap();
-    let plain = openssl(
-        &[
-            "cms",
-            "-decrypt",
-            "-inform",
-            "DER",
-            "-in",
-            der_path.to_str().unwrap(),
-            "-recip",
-            cert.to_str().unwrap(),
-            "-inkey",
-            key.to_str().unwrap(),
-        ],
-        None,
-    );
+    let plain = openssl(&[
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        der_path.to_str().unwrap(),
+        "-recip",
+        cert.to_str().unwrap(),
+        "-inkey",
+        key.to_str().unwrap(),
+    ]);
     let plain = String::from_utf8_lossy(&plain);
     assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
     assert!(plain.contains("Subject: Merger plans"), "{plain}");
@@ -313,7 +171,7 @@ fn pgp_mime(from: &str, to: &str, armored: &[u8]) -> Vec<u8> {
          --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
     )
     .into_bytes();
-    out.extend_from_slice(&support::keys::crlf(armored));
+    out.extend_from_slice(&crlf(armored));
     out.extend_from_slice(b"\r\n--b1--\r\n");
     out
 }
@@ -324,12 +182,9 @@ const INNER: &[u8] = b"Content-Type: text/plain; charset=utf-8; protected-header
 async fn inbound_pgp_is_decrypted_for_the_sckm_user_only() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
-    let user = Gpg::new();
-    let (_, subkey) = user.make_key("User <user@example.com>", "rsa3072");
-    let (sckm, _) = user.run(
-        &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
-        None,
-    );
+    let user = GpgHome::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "rsa3072", "rsa3072", "encr");
+    let sckm = user.sckm_export(&subkey);
     let response = import(&gw, true, &[&user.file("sckm.asc", &sckm)], None);
     assert!(
         response.entries.iter().all(|e| e.can_decrypt),
@@ -337,17 +192,7 @@ async fn inbound_pgp_is_decrypted_for_the_sckm_user_only() {
         response.entries
     );
 
-    let (armored, _) = user.run(
-        &[
-            "--armor",
-            "--trust-model",
-            "always",
-            "--encrypt",
-            "-r",
-            "user@example.com",
-        ],
-        Some(INNER),
-    );
+    let armored = user.encrypt_to("user@example.com", INNER);
     let message = pgp_mime(
         "sender@example.org",
         "user@example.com, other@example.com",
@@ -390,7 +235,8 @@ async fn inbound_pgp_is_decrypted_for_the_sckm_user_only() {
 async fn inbound_smime_is_decrypted_for_the_sckm_user() {
     let sink = Sink::start().await;
     let (dir, gw) = gateway_to(&sink, "").await;
-    let (cert, key) = openssl_cert(dir.path(), "user@example.com");
+    let user = SmimeCert::openssl("user@example.com", ENCRYPT);
+    let (cert, key) = (user.cert_path(), user.key_path());
     let mut bundle = std::fs::read(&cert).unwrap();
     bundle.extend(std::fs::read(&key).unwrap());
     let bundle_path = dir.path().join("bundle.pem");
@@ -399,24 +245,21 @@ async fn inbound_smime_is_decrypted_for_the_sckm_user() {
 
     let inner_path = dir.path().join("inner.txt");
     std::fs::write(&inner_path, INNER).unwrap();
-    let smime = openssl(
-        &[
-            "cms",
-            "-encrypt",
-            "-aes256",
-            "-in",
-            inner_path.to_str().unwrap(),
-            "-from",
-            "sender@example.org",
-            "-to",
-            "user@example.com",
-            "-subject",
-            "...",
-            cert.to_str().unwrap(),
-        ],
-        None,
-    );
-    let message = support::keys::crlf(&smime);
+    let smime = openssl(&[
+        "cms",
+        "-encrypt",
+        "-aes256",
+        "-in",
+        inner_path.to_str().unwrap(),
+        "-from",
+        "sender@example.org",
+        "-to",
+        "user@example.com",
+        "-subject",
+        "...",
+        cert.to_str().unwrap(),
+    ]);
+    let message = crlf(&smime);
     let mut client = Client::connect(gw.inbound).await;
     let reply = client
         .send_mail("sender@example.org", &["user@example.com"], &message)
@@ -433,21 +276,11 @@ async fn inbound_smime_is_decrypted_for_the_sckm_user() {
 async fn already_encrypted_outbound_mail_is_left_alone() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
-    let bob = Gpg::new();
-    bob.make_key("Bob <bob@example.org>", "cv25519");
-    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    let bob = GpgHome::new();
+    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
+    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
     import(&gw, false, &[&bob.file("bob.asc", &public)], None);
-    let (armored, _) = bob.run(
-        &[
-            "--armor",
-            "--trust-model",
-            "always",
-            "--encrypt",
-            "-r",
-            "bob@example.org",
-        ],
-        Some(INNER),
-    );
+    let armored = bob.encrypt_to("bob@example.org", INNER);
     let message = pgp_mime("alice@example.com", "bob@example.org", &armored);
 
     let mut client = Client::connect(gw.outbound).await;
@@ -488,11 +321,12 @@ fn html_with_attachment(size: usize) -> Vec<u8> {
 async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
     let sink = Sink::start().await;
     let (dir, gw) = gateway_to(&sink, "").await;
-    let bob = Gpg::new();
-    bob.make_key("Bob <bob@example.org>", "rsa3072");
-    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    let bob = GpgHome::new();
+    bob.make_key("Bob <bob@example.org>", "rsa3072", "rsa3072", "encr");
+    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
     import(&gw, false, &[&bob.file("bob.asc", &public)], None);
-    let (cert, key) = openssl_cert(dir.path(), "dave@example.net");
+    let dave = SmimeCert::openssl("dave@example.net", ENCRYPT);
+    let (cert, key) = (dave.cert_path(), dave.key_path());
     import(&gw, false, &[&cert], None);
 
     let message = html_with_attachment(10 * 1024 * 1024);
@@ -519,7 +353,7 @@ async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
     let body_start = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let original_body = &message[body_start..];
 
-    let (plain, _) = bob.run(&["--decrypt"], Some(second_part(&pgp.data).as_bytes()));
+    let plain = bob.run(&["--decrypt"], Some(second_part(&pgp.data).as_bytes()));
     assert!(
         plain.ends_with(original_body),
         "PGP: body and attachment come back byte for byte"
@@ -535,22 +369,19 @@ async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
             .unwrap(),
     )
     .unwrap();
-    let plain = openssl(
-        &[
-            "cms",
-            "-decrypt",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            der_path.to_str().unwrap(),
-            "-recip",
-            cert.to_str().unwrap(),
-            "-inkey",
-            key.to_str().unwrap(),
-        ],
-        None,
-    );
+    let plain = openssl(&[
+        "cms",
+        "-decrypt",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        der_path.to_str().unwrap(),
+        "-recip",
+        cert.to_str().unwrap(),
+        "-inkey",
+        key.to_str().unwrap(),
+    ]);
     assert!(
         plain.ends_with(original_body),
         "S/MIME: body and attachment come back byte for byte"
@@ -561,34 +392,21 @@ async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
 async fn a_signature_inside_the_encrypted_part_is_kept_byte_for_byte() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
-    let user = Gpg::new();
-    let (_, subkey) = user.make_key("User <user@example.com>", "cv25519");
-    let (sckm, _) = user.run(
-        &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
-        None,
-    );
+    let user = GpgHome::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let sckm = user.sckm_export(&subkey);
     import(&gw, true, &[&user.file("sckm.asc", &sckm)], None);
 
     // A multipart/signed entity, as a client makes it before encrypting (RFC 3156 §6.1).
     let signed_part = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nSigned and sealed.\r\n";
-    let (signature, _) = user.run(&["--armor", "--detach-sign"], Some(signed_part));
+    let signature = user.run(&["--armor", "--detach-sign"], Some(signed_part));
     let mut entity = b"Content-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\"; boundary=\"sig\"\r\n\r\n--sig\r\n".to_vec();
     entity.extend_from_slice(signed_part);
     entity.extend_from_slice(b"--sig\r\nContent-Type: application/pgp-signature\r\n\r\n");
-    entity.extend_from_slice(&support::keys::crlf(&signature));
+    entity.extend_from_slice(&crlf(&signature));
     entity.extend_from_slice(b"--sig--\r\n");
 
-    let (armored, _) = user.run(
-        &[
-            "--armor",
-            "--trust-model",
-            "always",
-            "--encrypt",
-            "-r",
-            "user@example.com",
-        ],
-        Some(&entity),
-    );
+    let armored = user.encrypt_to("user@example.com", &entity);
     let message = pgp_mime("sender@example.org", "user@example.com", &armored);
     let mut client = Client::connect(gw.inbound).await;
     let reply = client
@@ -625,9 +443,14 @@ async fn a_signature_inside_the_encrypted_part_is_kept_byte_for_byte() {
 
 #[tokio::test]
 async fn an_additional_decryption_key_opens_outbound_pgp_mail_too() {
-    let archive = Gpg::new();
-    archive.make_key("Archive <archive@example.com>", "cv25519");
-    let (archive_public, _) = archive.run(&["--armor", "--export", "archive@example.com"], None);
+    let archive = GpgHome::new();
+    archive.make_key(
+        "Archive <archive@example.com>",
+        "ed25519",
+        "cv25519",
+        "encr",
+    );
+    let archive_public = archive.run(&["--armor", "--export", "archive@example.com"], None);
     let adk = archive.file("adk.asc", &archive_public);
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(
@@ -638,9 +461,9 @@ async fn an_additional_decryption_key_opens_outbound_pgp_mail_too() {
         ),
     )
     .await;
-    let bob = Gpg::new();
-    bob.make_key("Bob <bob@example.org>", "rsa3072");
-    let (public, _) = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    let bob = GpgHome::new();
+    bob.make_key("Bob <bob@example.org>", "rsa3072", "rsa3072", "encr");
+    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
     import(&gw, false, &[&bob.file("bob.asc", &public)], None);
 
     let mut client = Client::connect(gw.outbound).await;
@@ -651,7 +474,7 @@ async fn an_additional_decryption_key_opens_outbound_pgp_mail_too() {
     let got = sink.wait_for(1, Duration::from_secs(20)).await;
     let armored = second_part(&got[0].data);
     for who in [&bob, &archive] {
-        let (plain, _) = who.run(&["--decrypt"], Some(armored.as_bytes()));
+        let plain = who.run(&["--decrypt"], Some(armored.as_bytes()));
         assert!(String::from_utf8_lossy(&plain).contains("The numbers are in."));
     }
 }

@@ -5,113 +5,28 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+use support::cli::{Serve, Setup, entry, path_str, text};
 use support::keys::{SmimeCert, pgp_key};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
 const BOB: &str = "Bob <Bob@Example.ORG>";
 const ENCRYPT: &str = "digitalSignature,keyEncipherment";
 
 /// A temp dir with a config file whose data_dir is inside it.
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    data_dir: PathBuf,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let next_hop = format!("dir:{}", dir.path().join("out").display());
-        let config = dir.path().join("sealgate.toml");
-        std::fs::write(&config, support::config_text(&data_dir, &next_hop, "")).unwrap();
-        Setup {
-            dir,
-            config,
-            data_dir,
-        }
-    }
-
-    /// Writes a file into the temp dir and returns its path.
-    fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    /// Runs `sealgate keys ARGS --config F` to completion (20 s at most).
-    fn keys(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
-            .arg("keys")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sealgate");
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(output) => output.expect("wait for sealgate"),
-            Err(_) => {
-                signal(pid, "-KILL");
-                panic!("sealgate keys {args:?} did not finish within 20 s");
-            }
-        }
-    }
-
-    /// Runs `sealgate keys ARGS`; asserts the exit code.
-    fn keys_expect(&self, args: &[&str], code: i32) -> Output {
-        let out = self.keys(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "sealgate keys {args:?}\nstdout: {}\nstderr: {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        out
-    }
-
-    /// `keys list --json`, parsed: it must be one JSON array.
-    fn list_json(&self) -> Vec<Value> {
-        let out = self.keys_expect(&["list", "--json"], 0);
-        match serde_json::from_slice(&out.stdout) {
-            Ok(Value::Array(entries)) => entries,
-            other => panic!("keys list --json printed {other:?}: {}", text(&out.stdout)),
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-/// Sends a signal to one process we started.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
+fn setup() -> Setup {
+    Setup::new(
+        |dir| {
+            let next_hop = format!("dir:{}", dir.join("out").display());
+            support::config_text(&dir.join("data"), &next_hop, "")
+        },
+        Duration::from_secs(20),
+    )
 }
 
 /// The keys every test imports, made once per test: an OpenPGP cert (armored), an S/MIME
@@ -140,13 +55,6 @@ fn keys(setup: &Setup) -> Keys {
         der_fingerprint: dave.fingerprint(),
         _certs: (carol, dave),
     }
-}
-
-/// The one element of `entries` for `address`.
-fn entry<'a>(entries: &'a [Value], address: &str) -> &'a Value {
-    let found: Vec<&Value> = entries.iter().filter(|e| e["address"] == address).collect();
-    assert_eq!(found.len(), 1, "{address} in {entries:#?}");
-    found[0]
 }
 
 /// Checks one `keys list --json` element of an imported key, field by field and type
@@ -206,7 +114,7 @@ fn assert_aligned_table(stdout: &str, rows: &[(&str, &str)]) {
 
 #[test]
 fn import_list_delete_and_purge_without_a_server() {
-    let setup = Setup::new();
+    let setup = setup();
     let keys = keys(&setup);
 
     setup.keys_expect(&["import", path_str(&keys.pgp)], 0);
@@ -265,7 +173,7 @@ fn import_list_delete_and_purge_without_a_server() {
 
 #[test]
 fn refused_imports_exit_1_name_the_file_and_store_nothing() {
-    let setup = Setup::new();
+    let setup = setup();
     let garbage = setup.file("garbage.asc", "this is not a key\n".repeat(20));
     let noise: Vec<u8> = (0..2000u32).map(|i| (i * 7919 % 251) as u8).collect();
     let binary_garbage = setup.file("noise.bin", &noise);
@@ -307,13 +215,14 @@ fn refused_imports_exit_1_name_the_file_and_store_nothing() {
 /// dump first, and such files were once refused as "not an OpenPGP key".
 #[test]
 fn pem_certificates_with_explanatory_text_are_imported() {
-    let setup = Setup::new();
+    let setup = setup();
     let carol = SmimeCert::openssl("carol@example.net", ENCRYPT);
     let dave = SmimeCert::openssl("dave@example.net", ENCRYPT);
     let dump = support::keys::run_tool(
         Command::new("openssl")
             .args(["x509", "-text", "-in"])
             .arg(carol.cert_path()),
+        None,
     );
     assert!(!dump.starts_with(b"-----BEGIN"), "{}", text(&dump));
     let dumped = setup.file("carol-text.pem", &dump);
@@ -343,78 +252,11 @@ fn pem_certificates_with_explanatory_text_are_imported() {
     );
 }
 
-/// A `sealgate serve` child; killed if the test ends without stopping it.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(setup: &Setup) -> Serve {
-        let log = setup.dir.path().join("serve.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config", path_str(&setup.config)])
-            .current_dir(setup.dir.path())
-            .env("SEALGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn sealgate serve");
-        let mut serve = Serve { child, log };
-        // The admin socket is the last thing the server sets up.
-        let socket = setup.data_dir.join("admin.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                panic!("sealgate serve exited with {status}: {}", serve.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no admin socket within 20 s: {}",
-                serve.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serve
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit code (20 s at most).
-    fn sigterm(&mut self) -> Option<i32> {
-        signal(self.child.id(), "-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running 20 s after SIGTERM: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn keys_commands_reach_a_running_server_through_its_admin_socket() {
     use std::os::unix::fs::PermissionsExt;
 
-    let setup = Setup::new();
+    let setup = setup();
     let keys = keys(&setup);
     let mut serve = Serve::start(&setup);
     let socket = setup.data_dir.join("admin.sock");

@@ -8,156 +8,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sealgate::keys::admin::{self, Request};
 use sequoia_openpgp as openpgp;
 use serde_json::Value;
-use support::keys::{SmimeCert, crlf};
+use support::cli::{Serve, entries_for, entry, path_str, text};
+use support::keys::{GpgHome, SmimeCert, crlf, run_tool};
 use support::{Client, Sink, split_received};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
-
-// ---------------------------------------------------------------------------------------
-// gpg
-
-/// A GnuPG home that lives as long as the value, with gpg's agent stopped on drop. Every
-/// command runs with `passphrase` (loopback pinentry): keys made here are protected by
-/// it, and exports use it.
-struct Gpg {
-    home: tempfile::TempDir,
-    passphrase: String,
-}
-
-impl Gpg {
-    fn new() -> Gpg {
-        Gpg::with_passphrase("")
-    }
-
-    fn with_passphrase(passphrase: &str) -> Gpg {
-        Gpg {
-            home: tempfile::tempdir().unwrap(),
-            passphrase: passphrase.to_string(),
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new("gpg");
-        c.arg("--homedir").arg(self.home.path()).args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            &self.passphrase,
-        ]);
-        c
-    }
-
-    /// Runs gpg; returns stdout and asserts success.
-    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-        let mut command = self.command();
-        command.args(args);
-        run(&mut command, stdin)
-    }
-
-    /// A key for `uid`: a primary of `primary_algo` that can sign and certify, and one
-    /// subkey of `sub_algo` with `sub_usage` ("encr" or "sign"). Returns the primary
-    /// and subkey fingerprints.
-    fn make_key(
-        &self,
-        uid: &str,
-        primary_algo: &str,
-        sub_algo: &str,
-        sub_usage: &str,
-    ) -> (String, String) {
-        self.run(
-            &["--quick-gen-key", uid, primary_algo, "sign,cert", "never"],
-            None,
-        );
-        let primary = self.fingerprints(uid)[0].clone();
-        self.run(
-            &["--quick-add-key", &primary, sub_algo, sub_usage, "never"],
-            None,
-        );
-        let fingerprints = self.fingerprints(uid);
-        assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
-        (fingerprints[0].clone(), fingerprints[1].clone())
-    }
-
-    /// Primary then subkey fingerprints, as `--with-colons` lists them.
-    fn fingerprints(&self, uid: &str) -> Vec<String> {
-        let out = self.run(&["--with-colons", "--list-keys", uid], None);
-        String::from_utf8_lossy(&out)
-            .lines()
-            .filter(|l| l.starts_with("fpr:"))
-            .map(|l| l.split(':').nth(9).unwrap().to_string())
-            .collect()
-    }
-
-    /// `gpg --armor --export-secret-subkeys SUBKEY!`: the SCKM form of a key.
-    fn sckm_export(&self, subkey: &str) -> Vec<u8> {
-        self.run(
-            &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
-            None,
-        )
-    }
-
-    /// Encrypts `plaintext` to `recipient` (armored).
-    fn encrypt_to(&self, recipient: &str, plaintext: &[u8]) -> Vec<u8> {
-        self.run(
-            &[
-                "--armor",
-                "--trust-model",
-                "always",
-                "--encrypt",
-                "-r",
-                recipient,
-            ],
-            Some(plaintext),
-        )
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Runs a tool with optional stdin; returns stdout and asserts success.
-fn run(command: &mut Command, stdin: Option<&[u8]>) -> Vec<u8> {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
 
 // ---------------------------------------------------------------------------------------
 // The binary
@@ -176,20 +35,27 @@ fn free_ports() -> (u16, u16) {
 /// A temp dir with a config file: data in `data/`, inbound mail written to `in/` and
 /// outbound mail to `out/` (`dir:` next hops), listeners on two ports picked free.
 struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    data_dir: PathBuf,
+    cli: support::cli::Setup,
     inbound: std::net::SocketAddr,
     outbound: std::net::SocketAddr,
 }
 
+/// The shared part: the temp dir, the config, `sealgate keys`.
+impl std::ops::Deref for Setup {
+    type Target = support::cli::Setup;
+
+    fn deref(&self) -> &support::cli::Setup {
+        &self.cli
+    }
+}
+
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
         let (inbound, outbound) = free_ports();
-        let text = format!(
-            r#"
+        let cli = support::cli::Setup::new(
+            |dir| {
+                format!(
+                    r#"
 data_dir = "{data}"
 internal_domains = ["example.com"]
 hostname = "gw.test"
@@ -203,74 +69,17 @@ listen = "127.0.0.1:{outbound}"
 next_hop = "dir:{outbox}"
 allowed_clients = ["127.0.0.0/8"]
 "#,
-            data = data_dir.display(),
-            inbox = dir.path().join("in").display(),
-            outbox = dir.path().join("out").display(),
+                    data = dir.join("data").display(),
+                    inbox = dir.join("in").display(),
+                    outbox = dir.join("out").display(),
+                )
+            },
+            Duration::from_secs(60),
         );
-        let config = dir.path().join("sealgate.toml");
-        std::fs::write(&config, text).unwrap();
         Setup {
-            config,
-            data_dir,
+            cli,
             inbound: ([127, 0, 0, 1], inbound).into(),
             outbound: ([127, 0, 0, 1], outbound).into(),
-            dir,
-        }
-    }
-
-    /// Writes a file into the temp dir and returns its path.
-    fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    /// Runs `sealgate keys ARGS --config F` to completion (60 s at most).
-    fn keys(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
-            .arg("keys")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sealgate");
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(output) => output.expect("wait for sealgate"),
-            Err(_) => {
-                signal(pid, "-KILL");
-                panic!("sealgate keys {args:?} did not finish within 60 s");
-            }
-        }
-    }
-
-    /// Runs `sealgate keys ARGS`; asserts the exit code.
-    fn keys_expect(&self, args: &[&str], code: i32) -> Output {
-        let out = self.keys(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "sealgate keys {args:?}\nstdout: {}\nstderr: {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        out
-    }
-
-    /// `keys list --json`, parsed: it must be one JSON array.
-    fn list_json(&self) -> Vec<Value> {
-        let out = self.keys_expect(&["list", "--json"], 0);
-        match serde_json::from_slice(&out.stdout) {
-            Ok(Value::Array(entries)) => entries,
-            other => panic!("keys list --json printed {other:?}: {}", text(&out.stdout)),
         }
     }
 
@@ -291,36 +100,6 @@ allowed_clients = ["127.0.0.0/8"]
         paths.sort();
         paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-/// Sends a signal to one process we started.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
-}
-
-/// The entries of `entries` for `address`.
-fn entries_for<'a>(entries: &'a [Value], address: &str) -> Vec<&'a Value> {
-    entries.iter().filter(|e| e["address"] == address).collect()
-}
-
-/// The one element of `entries` for `address`.
-fn entry<'a>(entries: &'a [Value], address: &str) -> &'a Value {
-    let found = entries_for(entries, address);
-    assert_eq!(found.len(), 1, "{address} in {entries:#?}");
-    found[0]
 }
 
 /// Checks the fields of an SCKM entry in `keys list --json`.
@@ -364,73 +143,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A `sealgate serve` child; killed if the test ends without stopping it.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(setup: &Setup) -> Serve {
-        let log = setup.dir.path().join("serve.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config", path_str(&setup.config)])
-            .current_dir(setup.dir.path())
-            .env("SEALGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn sealgate serve");
-        let mut serve = Serve { child, log };
-        // The admin socket is the last thing the server sets up.
-        let socket = setup.data_dir.join(admin::SOCKET);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                panic!("sealgate serve exited with {status}: {}", serve.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no admin socket within 20 s: {}",
-                serve.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serve
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit code (20 s at most).
-    fn sigterm(&mut self) -> Option<i32> {
-        signal(self.child.id(), "-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running 20 s after SIGTERM: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// `armored` wrapped as PGP/MIME, the way a mail client sends it.
 fn pgp_mime(from: &str, to: &str, message_id: &str, armored: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -461,7 +173,7 @@ fn encryption_subkey_export_is_imported_and_its_secret_sealed_at_rest() {
     use std::os::unix::fs::PermissionsExt;
 
     let setup = Setup::new();
-    let user = Gpg::new();
+    let user = GpgHome::new();
     let (primary, subkey) = user.make_key("User <user@example.com>", "rsa3072", "rsa3072", "encr");
     let export = user.sckm_export(&subkey);
     let file = setup.file("user-sckm.asc", &export);
@@ -560,7 +272,7 @@ fn encryption_subkey_export_is_imported_and_its_secret_sealed_at_rest() {
 #[test]
 fn passphrase_protected_exports_need_the_passphrase_file() {
     let setup = Setup::new();
-    let user = Gpg::with_passphrase("pw");
+    let user = GpgHome::with_passphrase("pw");
     let (primary, subkey) = user.make_key("Pat <pat@example.com>", "ed25519", "cv25519", "encr");
     let export = user.sckm_export(&subkey);
     let file = setup.file("pat-sckm.asc", &export);
@@ -613,7 +325,7 @@ fn smime_pem_and_pkcs12_are_imported() {
 
     let p12_user = SmimeCert::openssl("tess@example.com", "digitalSignature,keyEncipherment");
     let p12_file = setup.dir.path().join("tess.p12");
-    run(
+    run_tool(
         Command::new("openssl")
             .args(["pkcs12", "-export", "-passout", "pass:pw", "-in"])
             .arg(p12_user.cert_path())
@@ -665,14 +377,14 @@ fn signing_secrets_and_garbage_are_refused_and_nothing_is_stored() {
     let setup = Setup::new();
 
     // A full export: the primary's secret is in it.
-    let full = Gpg::new();
+    let full = GpgHome::new();
     let (full_primary, full_subkey) =
         full.make_key("Full <full@example.com>", "ed25519", "cv25519", "encr");
     let full_export = full.run(&["--armor", "--export-secret-keys", &full_primary], None);
     let full_file = setup.file("full.asc", &full_export);
 
     // A key whose only subkey signs: its SCKM-style export holds a signing secret.
-    let signer = Gpg::new();
+    let signer = GpgHome::new();
     let (signer_primary, signing_subkey) =
         signer.make_key("Signer <signer@example.com>", "ed25519", "ed25519", "sign");
     let signing_file = setup.file("signing.asc", signer.sckm_export(&signing_subkey));
@@ -734,11 +446,11 @@ async fn send(addr: std::net::SocketAddr, from: &str, to: &[&str], message: &[u8
 #[tokio::test]
 async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
     let setup = Setup::new();
-    let old = Gpg::new();
+    let old = GpgHome::new();
     let (old_fpr, old_sub) = old.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
-    let new = Gpg::new();
+    let new = GpgHome::new();
     let (new_fpr, new_sub) = new.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
-    let bob = Gpg::new();
+    let bob = GpgHome::new();
     bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
 
     // The old key is imported with no server running, the new one through the running
@@ -910,7 +622,7 @@ const LEGACY_SUBKEY: &str = "82728BB4D7548DFD7C1A0CE22325271F95BF86A1";
 /// the full key (passphrase `test`), export the encryption subkey only. The export
 /// stays under `test`.
 fn legacy_sckm_export() -> Vec<u8> {
-    let gpg = Gpg::with_passphrase("test");
+    let gpg = GpgHome::with_passphrase("test");
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join(LEGACY_KEY);
     gpg.run(&["--import", path_str(&key)], None);
     gpg.sckm_export(LEGACY_SUBKEY)
@@ -959,7 +671,7 @@ async fn legacy_sha1_key_is_never_encrypted_to() {
     let legacy = dir.path().join("legacy.asc");
     std::fs::write(&legacy, legacy_sckm_export()).unwrap();
     // A current key for another external recipient: the control.
-    let bob = Gpg::new();
+    let bob = GpgHome::new();
     bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
     let bob_file = dir.path().join("bob.asc");
     std::fs::write(&bob_file, bob.run(&["--armor", "--export"], None)).unwrap();

@@ -2,12 +2,13 @@
 //! `gpg`, S/MIME certificates and signatures from `openssl`, and (because `openssl req`
 //! cannot backdate a certificate) expired ones from rcgen, still signed with `openssl`.
 //!
-//! Nothing here keeps a process running: gpg's agent is stopped as soon as a key has
-//! been exported, and every file lives in a temp dir.
+//! The one way to run such a tool is [`run_tool`] (or [`tool_output`] for its stderr);
+//! the one GnuPG home is [`GpgHome`]. Nothing here keeps a process running: a
+//! [`GpgHome`] stops gpg's agent when it is dropped, and every file lives in a temp dir.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use base64::Engine;
@@ -15,18 +16,190 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// Runs a tool to completion and returns its stdout; panics with its stderr on failure.
-pub fn run_tool(command: &mut Command) -> Vec<u8> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
+/// See [`tool_output`].
+pub fn run_tool(command: &mut Command, stdin: Option<&[u8]>) -> Vec<u8> {
+    tool_output(command, stdin).stdout
+}
+
+/// Runs a tool to completion, with `stdin` as its input (or no input at all), and
+/// returns what it wrote; panics with its stderr unless it succeeded.
+///
+/// The input is fed from a thread of its own: with a large message, the tool fills
+/// its stdout pipe before it has read all of its input, and writing it all first
+/// would deadlock.
+pub fn tool_output(command: &mut Command, stdin: Option<&[u8]>) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let feeder = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A tool that exits without reading it all closes the pipe: its exit
+            // status, checked below, says whether that was a failure.
+            let _ = pipe.write_all(&input);
+        })
+    });
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {command:?}: {e}"));
+    if let Some(feeder) = feeder {
+        feeder.join().expect("stdin feeder thread");
+    }
     assert!(
         output.status.success(),
         "{command:?} failed with {}: {}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    output.stdout
+    output
+}
+
+/// `openssl ARGS` with no input; returns stdout, asserts success.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    run_tool(Command::new("openssl").args(args), None)
+}
+
+/// A GnuPG home in a temp dir that lives as long as the value.
+///
+/// Every command runs as `gpg --homedir HOME --batch --yes --pinentry-mode loopback
+/// --passphrase PASSPHRASE ...`: keys made here are protected by the passphrase (none
+/// for [`GpgHome::new`]), and exports and decryption use it. Dropping the value stops
+/// the daemons gpg started for this home, gpg-agent among them.
+pub struct GpgHome {
+    home: tempfile::TempDir,
+    passphrase: String,
+}
+
+impl GpgHome {
+    /// A home whose keys have no passphrase.
+    pub fn new() -> GpgHome {
+        GpgHome::with_passphrase("")
+    }
+
+    /// A home whose commands all run with `passphrase`.
+    pub fn with_passphrase(passphrase: &str) -> GpgHome {
+        GpgHome {
+            home: tempfile::tempdir().expect("temp dir"),
+            passphrase: passphrase.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `gpg` with this home and the options above, ready for more arguments.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("gpg");
+        command.arg("--homedir").arg(self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            &self.passphrase,
+        ]);
+        command
+    }
+
+    /// Runs `gpg ARGS` (see [`run_tool`]); returns stdout and asserts success.
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+        run_tool(self.command().args(args), stdin)
+    }
+
+    /// Runs `gpg ARGS` (see [`tool_output`]); returns stdout and stderr and asserts
+    /// success.
+    pub fn output(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        tool_output(self.command().args(args), stdin)
+    }
+
+    /// A key for `uid`: a primary of `primary_algo` that can sign and certify, and one
+    /// subkey of `sub_algo` with `sub_usage` ("encr" or "sign"), neither expiring.
+    /// Returns the primary and subkey fingerprints.
+    pub fn make_key(
+        &self,
+        uid: &str,
+        primary_algo: &str,
+        sub_algo: &str,
+        sub_usage: &str,
+    ) -> (String, String) {
+        self.run(
+            &["--quick-gen-key", uid, primary_algo, "sign,cert", "never"],
+            None,
+        );
+        let primary = self.fingerprints(uid)[0].clone();
+        self.run(
+            &["--quick-add-key", &primary, sub_algo, sub_usage, "never"],
+            None,
+        );
+        let fingerprints = self.fingerprints(uid);
+        assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
+        (fingerprints[0].clone(), fingerprints[1].clone())
+    }
+
+    /// The fingerprints of the keys `--with-colons --list-keys KEY` lists, primary
+    /// first then its subkeys, as gpg prints them (upper-case hex).
+    pub fn fingerprints(&self, key: &str) -> Vec<String> {
+        let listing = self.run(&["--with-colons", "--list-keys", key], None);
+        String::from_utf8_lossy(&listing)
+            .lines()
+            .filter(|line| line.starts_with("fpr:"))
+            .map(|line| line.split(':').nth(9).expect("fpr field 10").to_string())
+            .collect()
+    }
+
+    /// `gpg --armor --export-secret-subkeys SUBKEY!`: the SCKM form of a key.
+    pub fn sckm_export(&self, subkey: &str) -> Vec<u8> {
+        self.run(
+            &["--armor", "--export-secret-subkeys", &format!("{subkey}!")],
+            None,
+        )
+    }
+
+    /// Encrypts `plaintext` to `recipient`, armored, trusting its key as it is.
+    pub fn encrypt_to(&self, recipient: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.run(
+            &[
+                "--armor",
+                "--trust-model",
+                "always",
+                "--encrypt",
+                "-r",
+                recipient,
+            ],
+            Some(plaintext),
+        )
+    }
+
+    /// Writes a file into the home and returns its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// LF line ends to CRLF, as an MTA would send them; CRLF stays CRLF.
@@ -62,44 +235,24 @@ pub struct PgpKey {
     pub secret_armored: String,
 }
 
-fn gpg(home: &Path) -> Command {
-    let mut command = Command::new("gpg");
-    command.args([
-        "--homedir",
-        home.to_str().expect("UTF-8 temp path"),
-        "--batch",
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "",
-    ]);
-    command
-}
-
 impl PgpKey {
     /// Makes a fresh cert for `uid` in a throwaway GnuPG home.
     pub fn generate(uid: &str) -> PgpKey {
-        let home = tempfile::tempdir().expect("temp dir");
-        let path = home.path();
-        run_tool(gpg(path).args(["--quick-gen-key", uid, "default", "default", "never"]));
-        let binary = run_tool(gpg(path).args(["--export", uid]));
-        let armored = run_tool(gpg(path).args(["--armor", "--export", uid]));
-        let secret = run_tool(gpg(path).args(["--armor", "--export-secret-keys", uid]));
-        let listing = run_tool(gpg(path).args(["--with-colons", "--list-keys", uid]));
-        // Key generation started an agent for this home; it is of no further use.
-        let _ = Command::new("gpgconf")
-            .args(["--homedir", path.to_str().unwrap(), "--kill", "all"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let listing = String::from_utf8(listing).expect("gpg output is UTF-8");
-        let fingerprint = listing
-            .lines()
-            .find(|line| line.starts_with("fpr:"))
-            .and_then(|line| line.split(':').nth(9))
+        let gpg = GpgHome::new();
+        gpg.run(
+            &["--quick-gen-key", uid, "default", "default", "never"],
+            None,
+        );
+        let binary = gpg.run(&["--export", uid], None);
+        let armored = gpg.run(&["--armor", "--export", uid], None);
+        let secret = gpg.run(&["--armor", "--export-secret-keys", uid], None);
+        let fingerprint = gpg
+            .fingerprints(uid)
+            .first()
             .expect("gpg lists a fingerprint")
             .to_ascii_uppercase();
+        // Key generation started an agent for this home; dropping it stops the agent.
+        drop(gpg);
         assert!(!binary.is_empty(), "gpg exported nothing for {uid}");
         PgpKey {
             uid: uid.to_string(),
@@ -152,8 +305,10 @@ pub struct SmimeCert {
 }
 
 impl SmimeCert {
-    /// A self-signed RSA certificate from `openssl req`, valid for 30 days from now,
-    /// for `email` (rfc822Name SAN and emailAddress), with the given keyUsage.
+    /// A self-signed RSA-2048 certificate and its unencrypted key from `openssl req`,
+    /// valid for 30 days from now, for `email` (rfc822Name SAN and emailAddress), with
+    /// the given keyUsage ("digitalSignature,keyEncipherment" for an encryption
+    /// certificate). The tests' one way to make an S/MIME certificate with openssl.
     pub fn openssl(email: &str, key_usage: &str) -> SmimeCert {
         let dir = tempfile::tempdir().expect("temp dir");
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
@@ -168,8 +323,8 @@ impl SmimeCert {
                 .arg("-addext")
                 .arg(format!("subjectAltName=email:{email}"))
                 .arg("-addext")
-                .arg(format!("keyUsage={key_usage}"))
-                .stderr(Stdio::piped()),
+                .arg(format!("keyUsage={key_usage}")),
+            None,
         );
         SmimeCert::from_dir(dir)
     }
@@ -193,6 +348,7 @@ impl SmimeCert {
                     "-out",
                 ])
                 .arg(&key),
+            None,
         );
         let key_pair =
             KeyPair::from_pem(&std::fs::read_to_string(&key).unwrap()).expect("rcgen reads it");
@@ -221,6 +377,7 @@ impl SmimeCert {
             Command::new("openssl")
                 .args(["x509", "-outform", "DER", "-in"])
                 .arg(dir.path().join("cert.pem")),
+            None,
         );
         SmimeCert { dir, der, pem }
     }
@@ -276,7 +433,7 @@ impl SmimeCert {
                 command.args(["-nodetach", "-stream"]);
             }
         }
-        let signed = run_tool(&mut command);
+        let signed = run_tool(&mut command, None);
         let mut message = format!("Message-ID: <{message_id}>\r\n").into_bytes();
         message.extend_from_slice(&crlf(&signed));
         message

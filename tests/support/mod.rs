@@ -2,6 +2,7 @@
 //! SMTP next hop (see `sink.rs`), and a raw SMTP client that asserts replies.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod keys;
 pub mod sink;
 

@@ -1,0 +1,206 @@
+//! The `sealgate` binary as admins run it: a process with a temp config, `sealgate keys`
+//! to completion under a time limit, and `sealgate serve` in the background until its
+//! admin socket is up.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sealgate::keys::admin;
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// Sends a signal ("-TERM", "-KILL") to one process we started.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Runs `command` to completion with no stdin, collecting stdout and stderr; kills it
+/// and panics if it is still running after `limit`.
+pub fn run_with_timeout(command: &mut Command, limit: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("wait for sealgate"),
+        Err(_) => {
+            signal(pid, "-KILL");
+            panic!("{command:?} did not finish within {limit:?}");
+        }
+    }
+}
+
+/// A temp dir with a config file, `sealgate.toml`, whose data_dir is `data/` inside it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    /// How long one `sealgate keys` may take.
+    keys_limit: Duration,
+}
+
+impl Setup {
+    /// Writes `config(dir)` as the config; it must put data_dir at `dir/data`. Each
+    /// `sealgate keys` run may take `keys_limit` at most.
+    pub fn new(config: impl FnOnce(&Path) -> String, keys_limit: Duration) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let path = dir.path().join("sealgate.toml");
+        std::fs::write(&path, config(dir.path())).unwrap();
+        Setup {
+            dir,
+            config: path,
+            data_dir,
+            keys_limit,
+        }
+    }
+
+    /// Writes a file into the temp dir and returns its path.
+    pub fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Runs `sealgate keys ARGS --config F` in the temp dir to completion.
+    pub fn keys(&self, args: &[&str]) -> Output {
+        run_with_timeout(
+            Command::new(BIN)
+                .arg("keys")
+                .args(args)
+                .arg("--config")
+                .arg(&self.config)
+                .current_dir(self.dir.path()),
+            self.keys_limit,
+        )
+    }
+
+    /// Runs `sealgate keys ARGS`; asserts the exit code.
+    pub fn keys_expect(&self, args: &[&str], code: i32) -> Output {
+        let out = self.keys(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "sealgate keys {args:?}\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// `keys list --json`, parsed: it must be one JSON array.
+    pub fn list_json(&self) -> Vec<Value> {
+        let out = self.keys_expect(&["list", "--json"], 0);
+        match serde_json::from_slice(&out.stdout) {
+            Ok(Value::Array(entries)) => entries,
+            other => panic!("keys list --json printed {other:?}: {}", text(&out.stdout)),
+        }
+    }
+}
+
+/// The entries of `entries` (from `keys list --json`) for `address`.
+pub fn entries_for<'a>(entries: &'a [Value], address: &str) -> Vec<&'a Value> {
+    entries.iter().filter(|e| e["address"] == address).collect()
+}
+
+/// The one element of `entries` for `address`.
+pub fn entry<'a>(entries: &'a [Value], address: &str) -> &'a Value {
+    let found = entries_for(entries, address);
+    assert_eq!(found.len(), 1, "{address} in {entries:#?}");
+    found[0]
+}
+
+/// A `sealgate serve` child with its stderr in `serve.log`; killed if the test ends
+/// without stopping it.
+pub struct Serve {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    /// Starts `sealgate serve --config F` in the setup's temp dir and returns once its
+    /// admin socket is there (20 s at most).
+    pub fn start(setup: &Setup) -> Serve {
+        let log = setup.dir.path().join("serve.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config", path_str(&setup.config)])
+            .current_dir(setup.dir.path())
+            .env("SEALGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn sealgate serve");
+        let mut serve = Serve { child, log };
+        // The admin socket is the last thing the server sets up.
+        let socket = setup.data_dir.join(admin::SOCKET);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("sealgate serve exited with {status}: {}", serve.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket within 20 s: {}",
+                serve.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code (20 s at most).
+    pub fn sigterm(&mut self) -> Option<i32> {
+        signal(self.child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 20 s after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

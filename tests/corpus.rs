@@ -22,7 +22,7 @@ use std::time::Duration;
 use base64::Engine;
 use sealgate::keys::admin::{self, Request};
 use sha2::{Digest, Sha256};
-use support::keys::{GpgHome, crlf, hex_upper, openssl};
+use support::keys::{GpgHome, crlf, hex_upper, openssl, pgp_mime};
 use support::{Client, Gateway, Received, Sink, split_received};
 
 /// Every internal domain the corpus's recipients are in.
@@ -663,16 +663,7 @@ async fn decrypted_content_is_never_dropped() {
         ],
         None,
     ));
-    let mut pgp = format!(
-        "From: {SENDER}\r\nTo: {bob}\r\nSubject: ...\r\nMessage-ID: <pgp-bare@corpus.test>\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
-         --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    pgp.extend_from_slice(&armored);
-    pgp.extend_from_slice(b"\r\n--b1--\r\n");
+    let pgp = pgp_mime(SENDER, bob, "pgp-bare@corpus.test", &armored);
     let smime = smime_message(
         "bare-content",
         LAMPS_BOB.address,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use sealgate::keys::admin::{self, Request};
-use support::keys::{GpgHome, SmimeCert, crlf, openssl};
+use support::keys::{GpgHome, SmimeCert, crlf, openssl, pgp_mime};
 use support::{Client, Sink, gateway_to, split_received};
 
 /// The keyUsage of an S/MIME encryption certificate.
@@ -39,6 +39,16 @@ fn import(
     response
 }
 
+/// Bob's GnuPG home: a key for `Bob <bob@example.org>` (a `primary_algo` primary and an
+/// encryption subkey of `sub_algo`) whose public cert `gw` has imported as an admin key.
+fn bob_with_key_imported(gw: &support::Gateway, primary_algo: &str, sub_algo: &str) -> GpgHome {
+    let bob = GpgHome::new();
+    bob.make_key("Bob <bob@example.org>", primary_algo, sub_algo, "encr");
+    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    import(gw, false, &[&bob.file("bob.asc", &public)], None);
+    bob
+}
+
 const MESSAGE: &[u8] = "From: Alice <alice@example.com>\r\nTo: bob@example.org, carol@example.net\r\nSubject: Merger plans\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <m1@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThe numbers are in. Grüße.\r\n".as_bytes();
 
 /// The body of the second part of a multipart message, as text.
@@ -55,10 +65,7 @@ fn second_part(message: &[u8]) -> String {
 async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
-    let bob = GpgHome::new();
-    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
-    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
-    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -162,20 +169,6 @@ async fn outbound_smime_opens_with_openssl_cms() {
     assert!(plain.contains("Subject: Merger plans"), "{plain}");
 }
 
-/// `message` wrapped as PGP/MIME, the way a mail client sends it.
-fn pgp_mime(from: &str, to: &str, armored: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: ...\r\nMessage-ID: <enc@example.org>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
-         --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    out.extend_from_slice(&crlf(armored));
-    out.extend_from_slice(b"\r\n--b1--\r\n");
-    out
-}
-
 const INNER: &[u8] = b"Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\nSubject: The real subject\r\n\r\nInbound secret text.\r\n";
 
 #[tokio::test]
@@ -196,6 +189,7 @@ async fn inbound_pgp_is_decrypted_for_the_sckm_user_only() {
     let message = pgp_mime(
         "sender@example.org",
         "user@example.com, other@example.com",
+        "enc@example.org",
         &armored,
     );
     let mut client = Client::connect(gw.inbound).await;
@@ -276,12 +270,14 @@ async fn inbound_smime_is_decrypted_for_the_sckm_user() {
 async fn already_encrypted_outbound_mail_is_left_alone() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
-    let bob = GpgHome::new();
-    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
-    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
-    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
     let armored = bob.encrypt_to("bob@example.org", INNER);
-    let message = pgp_mime("alice@example.com", "bob@example.org", &armored);
+    let message = pgp_mime(
+        "alice@example.com",
+        "bob@example.org",
+        "enc@example.org",
+        &armored,
+    );
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -321,10 +317,7 @@ fn html_with_attachment(size: usize) -> Vec<u8> {
 async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
     let sink = Sink::start().await;
     let (dir, gw) = gateway_to(&sink, "").await;
-    let bob = GpgHome::new();
-    bob.make_key("Bob <bob@example.org>", "rsa3072", "rsa3072", "encr");
-    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
-    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+    let bob = bob_with_key_imported(&gw, "rsa3072", "rsa3072");
     let dave = SmimeCert::openssl("dave@example.net", ENCRYPT);
     let (cert, key) = (dave.cert_path(), dave.key_path());
     import(&gw, false, &[&cert], None);
@@ -407,7 +400,12 @@ async fn a_signature_inside_the_encrypted_part_is_kept_byte_for_byte() {
     entity.extend_from_slice(b"--sig--\r\n");
 
     let armored = user.encrypt_to("user@example.com", &entity);
-    let message = pgp_mime("sender@example.org", "user@example.com", &armored);
+    let message = pgp_mime(
+        "sender@example.org",
+        "user@example.com",
+        "enc@example.org",
+        &armored,
+    );
     let mut client = Client::connect(gw.inbound).await;
     let reply = client
         .send_mail("sender@example.org", &["user@example.com"], &message)
@@ -461,10 +459,7 @@ async fn an_additional_decryption_key_opens_outbound_pgp_mail_too() {
         ),
     )
     .await;
-    let bob = GpgHome::new();
-    bob.make_key("Bob <bob@example.org>", "rsa3072", "rsa3072", "encr");
-    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
-    import(&gw, false, &[&bob.file("bob.asc", &public)], None);
+    let bob = bob_with_key_imported(&gw, "rsa3072", "rsa3072");
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client

@@ -112,14 +112,9 @@ fn assert_aligned_table(stdout: &str, rows: &[(&str, &str)]) {
     );
 }
 
-#[test]
-fn import_list_delete_and_purge_without_a_server() {
-    let setup = setup();
-    let keys = keys(&setup);
-
-    setup.keys_expect(&["import", path_str(&keys.pgp)], 0);
-    setup.keys_expect(&["import", path_str(&keys.pem), path_str(&keys.der)], 0);
-
+/// `keys list --json` and `keys list` show the three keys of `keys`, all as imported by
+/// an admin, and nothing else.
+fn assert_lists_the_three_keys(setup: &Setup, keys: &Keys) {
     let entries = setup.list_json();
     assert_eq!(entries.len(), 3, "{entries:#?}");
     assert_admin_entry(
@@ -150,6 +145,17 @@ fn import_list_delete_and_purge_without_a_server() {
             ("dave@example.net", &keys.der_fingerprint),
         ],
     );
+}
+
+#[test]
+fn import_list_delete_and_purge_without_a_server() {
+    let setup = setup();
+    let keys = keys(&setup);
+
+    setup.keys_expect(&["import", path_str(&keys.pgp)], 0);
+    setup.keys_expect(&["import", path_str(&keys.pem), path_str(&keys.der)], 0);
+
+    assert_lists_the_three_keys(&setup, &keys);
 
     // Importing a key again refreshes its entry instead of adding one.
     setup.keys_expect(&["import", path_str(&keys.pgp)], 0);
@@ -266,35 +272,7 @@ fn keys_commands_reach_a_running_server_through_its_admin_socket() {
     // The server holds sled's lock: each of these works only through the socket.
     setup.keys_expect(&["import", path_str(&keys.pgp), path_str(&keys.pem)], 0);
     setup.keys_expect(&["import", path_str(&keys.der)], 0);
-    let entries = setup.list_json();
-    assert_eq!(entries.len(), 3, "{entries:#?}");
-    assert_admin_entry(
-        entry(&entries, "bob@example.org"),
-        "bob@example.org",
-        "pgp",
-        &keys.pgp_fingerprint,
-    );
-    assert_admin_entry(
-        entry(&entries, "carol@example.net"),
-        "carol@example.net",
-        "smime",
-        &keys.pem_fingerprint,
-    );
-    assert_admin_entry(
-        entry(&entries, "dave@example.net"),
-        "dave@example.net",
-        "smime",
-        &keys.der_fingerprint,
-    );
-    let out = setup.keys_expect(&["list"], 0);
-    assert_aligned_table(
-        &text(&out.stdout),
-        &[
-            ("bob@example.org", &keys.pgp_fingerprint),
-            ("carol@example.net", &keys.pem_fingerprint),
-            ("dave@example.net", &keys.der_fingerprint),
-        ],
-    );
+    assert_lists_the_three_keys(&setup, &keys);
 
     setup.keys_expect(&["delete", "bob@example.org"], 0);
     setup.keys_expect(&["delete", &keys.der_fingerprint], 0);

@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Client, Reply, Sink, dot_stuff, gateway_to};
+use support::{Client, Reply, Sink, check, data_accepted, dot_stuff, expect_status, gateway_to};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -15,23 +15,6 @@ const MESSAGE: &[u8] =
 
 /// Upper bound for anything the sink should have received by now.
 const SINK_WAIT: Duration = Duration::from_secs(10);
-
-/// Sends `line` and asserts the reply's code and enhanced status code.
-async fn check(client: &mut Client, line: &str, code: u16, status: &str) -> Reply {
-    client.cmd(line).await;
-    expect_status(client, code, status).await
-}
-
-/// Reads one reply and asserts its code and enhanced status code.
-async fn expect_status(client: &mut Client, code: u16, status: &str) -> Reply {
-    let reply = client.reply().await;
-    assert_eq!(
-        (reply.code, reply.status()),
-        (code, status),
-        "unexpected reply {reply:?}"
-    );
-    reply
-}
 
 /// MAIL, one RCPT and DATA up to the 354, on a session that has said EHLO.
 async fn start_data(client: &mut Client) {
@@ -206,9 +189,7 @@ async fn mail_size_over_the_limit_gets_552() {
     )
     .await;
     check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
     sink.wait_for(1, SINK_WAIT).await;
 }
@@ -239,9 +220,7 @@ async fn too_many_recipients_get_452_and_are_not_errors() {
         )
         .await;
     }
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
 
     // The client sends the rest in a second transaction, as RFC 5321 §4.5.3.1.10 expects.
     check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
@@ -255,9 +234,7 @@ async fn too_many_recipients_get_452_and_are_not_errors() {
         .await;
     }
     check(&mut client, "RCPT TO:<r7@example.org>", 452, "4.5.3").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
 
     let got = sink.wait_for(2, SINK_WAIT).await;

@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, Reply, Sink, dot_stuff, gateway_to, split_received};
+use support::{
+    Client, Reply, Sink, check, data_accepted, dot_stuff, expect_status, gateway_to, split_received,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -14,23 +16,6 @@ const MESSAGE: &[u8] =
 
 /// Upper bound for anything the sink should have received by now.
 const SINK_WAIT: Duration = Duration::from_secs(10);
-
-/// Sends `line` and asserts the reply's code and enhanced status code.
-async fn check(client: &mut Client, line: &str, code: u16, status: &str) -> Reply {
-    client.cmd(line).await;
-    expect_status(client, code, status).await
-}
-
-/// Reads one reply and asserts its code and enhanced status code.
-async fn expect_status(client: &mut Client, code: u16, status: &str) -> Reply {
-    let reply = client.reply().await;
-    assert_eq!(
-        (reply.code, reply.status()),
-        (code, status),
-        "unexpected reply {reply:?}"
-    );
-    reply
-}
 
 /// The EHLO keywords, one per extension line (the first line is the greeting).
 fn extensions(ehlo: &Reply) -> Vec<String> {
@@ -112,9 +97,7 @@ async fn helo_works_and_is_recorded_as_smtp() {
     assert_eq!(helo.text, "gw.test", "HELO answers with one line");
     check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
     check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
 
     let got = sink.wait_for(1, SINK_WAIT).await;
@@ -172,9 +155,7 @@ async fn commands_out_of_sequence_get_503() {
     // And after all that the session is fine.
     check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
     check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
     let got = sink.wait_for(1, SINK_WAIT).await;
     assert_eq!(got.len(), 1);
@@ -275,9 +256,7 @@ async fn non_ascii_address_without_smtputf8_gets_553() {
     check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
     check(&mut client, "RCPT TO:<bjørn@example.org>", 553, "5.6.7").await;
     check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
     let got = sink.wait_for(1, SINK_WAIT).await;
     assert_eq!(got[0].recipients, ["bob@example.org"]);
@@ -462,9 +441,7 @@ async fn mail_parameters_reach_the_next_hop() {
         client.cmd_expect("EHLO client.test", 250).await;
         check(&mut client, mail, 250, "2.1.0").await;
         check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
-        client.cmd_expect("DATA", 354).await;
-        client.send(dot_stuff(MESSAGE)).await;
-        expect_status(&mut client, 250, "2.0.0").await;
+        data_accepted(&mut client, MESSAGE).await;
         client.quit().await;
 
         let got = sink.wait_for(i + 1, SINK_WAIT).await;
@@ -527,9 +504,7 @@ async fn empty_message_and_leading_dots_are_framed_right() {
     for (i, message) in cases.iter().enumerate() {
         check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
         check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
-        client.cmd_expect("DATA", 354).await;
-        client.send(dot_stuff(message)).await;
-        expect_status(&mut client, 250, "2.0.0").await;
+        data_accepted(&mut client, message).await;
         let got = sink.wait_for(i + 1, SINK_WAIT).await;
         let (_, rest) = split_received(&got[i].data);
         assert_eq!(
@@ -549,9 +524,7 @@ async fn null_sender_is_relayed() {
     client.cmd_expect("EHLO mx.example.net", 250).await;
     check(&mut client, "MAIL FROM:<>", 250, "2.1.0").await;
     check(&mut client, "RCPT TO:<bob@example.com>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
     let got = sink.wait_for(1, SINK_WAIT).await;
     assert_eq!(got[0].mail_from, "");
@@ -583,9 +556,7 @@ async fn inbound_accepts_internal_domains_only() {
     .await;
     check(&mut client, "RCPT TO:<user@example.com>", 250, "2.1.5").await;
     check(&mut client, "RCPT TO:<OTHER@EXAMPLE.COM>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
 
     // A transaction with only foreign recipients never reaches DATA.
     check(
@@ -630,9 +601,7 @@ async fn postmaster_without_domain_is_accepted() {
     )
     .await;
     check(&mut client, "RCPT TO:<Postmaster>", 250, "2.1.5").await;
-    client.cmd_expect("DATA", 354).await;
-    client.send(dot_stuff(MESSAGE)).await;
-    expect_status(&mut client, 250, "2.0.0").await;
+    data_accepted(&mut client, MESSAGE).await;
     client.quit().await;
     let got = sink.wait_for(1, SINK_WAIT).await;
     assert!(
@@ -659,9 +628,7 @@ async fn quoted_local_part_reaches_next_hop_with_its_quotes() {
         client.cmd_expect("EHLO client.test", 250).await;
         check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
         check(&mut client, &format!("RCPT TO:<{rcpt}>"), 250, "2.1.5").await;
-        client.cmd_expect("DATA", 354).await;
-        client.send(dot_stuff(MESSAGE)).await;
-        expect_status(&mut client, 250, "2.0.0").await;
+        data_accepted(&mut client, MESSAGE).await;
         client.quit().await;
         let got = sink.wait_for(i + 1, SINK_WAIT).await;
         assert_eq!(got[i].recipients, [rcpt]);

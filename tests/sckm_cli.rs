@@ -15,7 +15,7 @@ use sealgate::keys::admin::{self, Request};
 use sequoia_openpgp as openpgp;
 use serde_json::Value;
 use support::cli::{Serve, entries_for, entry, path_str, text};
-use support::keys::{GpgHome, SmimeCert, crlf, run_tool};
+use support::keys::{GpgHome, SmimeCert, pgp_mime, run_tool};
 use support::{Client, Sink, split_received};
 
 // ---------------------------------------------------------------------------------------
@@ -141,20 +141,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `armored` wrapped as PGP/MIME, the way a mail client sends it.
-fn pgp_mime(from: &str, to: &str, message_id: &str, armored: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: ...\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
-         --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    out.extend_from_slice(&crlf(armored));
-    out.extend_from_slice(b"\r\n--b1--\r\n");
-    out
 }
 
 /// A MIME entity with protected headers, as a client encrypts it.

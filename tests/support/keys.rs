@@ -214,6 +214,21 @@ pub fn crlf(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `armored` (an armored PGP message, LF or CRLF) wrapped as PGP/MIME the way a mail
+/// client sends it (CRLF): `From: from`, `To: to`, `Subject: ...` and the Message-ID.
+pub fn pgp_mime(from: &str, to: &str, message_id: &str, armored: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: ...\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b1\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(&crlf(armored));
+    out.extend_from_slice(b"\r\n--b1--\r\n");
+    out
+}
+
 /// Upper-case hex.
 pub fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()

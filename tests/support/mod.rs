@@ -332,6 +332,31 @@ impl Client {
     }
 }
 
+/// Sends `line` and asserts the reply's code and enhanced status code.
+pub async fn check(client: &mut Client, line: &str, code: u16, status: &str) -> Reply {
+    client.cmd(line).await;
+    expect_status(client, code, status).await
+}
+
+/// Reads one reply and asserts its code and enhanced status code.
+pub async fn expect_status(client: &mut Client, code: u16, status: &str) -> Reply {
+    let reply = client.reply().await;
+    assert_eq!(
+        (reply.code, reply.status()),
+        (code, status),
+        "unexpected reply {reply:?}"
+    );
+    reply
+}
+
+/// DATA (asserting the 354), then `message` dot-stuffed, and asserts that the final
+/// dot gets 250 2.0.0.
+pub async fn data_accepted(client: &mut Client, message: &[u8]) -> Reply {
+    client.cmd_expect("DATA", 354).await;
+    client.send(dot_stuff(message)).await;
+    expect_status(client, 250, "2.0.0").await
+}
+
 /// Dot-stuffs a CRLF message and appends the final dot.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 16);

@@ -26,6 +26,14 @@ pub struct Group {
 /// one group.
 pub trait Classifier: Send + Sync + 'static {
     fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group>;
+
+    /// Whether classifying this envelope may take long (encryption, decryption). The
+    /// gateway then runs it on the blocking pool; otherwise inline, because the hand-off
+    /// to another thread costs more than a plain message's whole classification.
+    /// Answering must be cheap.
+    fn is_heavy(&self, _envelope: &Envelope) -> bool {
+        true
+    }
 }
 
 /// Everyone gets the message as it is, in one next-hop transaction.
@@ -33,6 +41,10 @@ pub trait Classifier: Send + Sync + 'static {
 pub struct OneGroup;
 
 impl Classifier for OneGroup {
+    fn is_heavy(&self, _envelope: &Envelope) -> bool {
+        false
+    }
+
     fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
         vec![Group {
             treatment: "clear".into(),
@@ -49,6 +61,10 @@ impl Classifier for OneGroup {
 pub struct OneGroupPerRecipient;
 
 impl Classifier for OneGroupPerRecipient {
+    fn is_heavy(&self, _envelope: &Envelope) -> bool {
+        false
+    }
+
     fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
         (0..envelope.recipients.len())
             .map(|i| Group {

@@ -40,8 +40,8 @@ impl Gateway {
         let started = Instant::now();
         let relay = self.relays.get(envelope.direction);
         // Classifying may encrypt or decrypt: CPU work that must not stall the
-        // runtime's threads, so it runs on the blocking pool.
-        let groups = {
+        // runtime's threads, so then it runs on the blocking pool.
+        let groups = if self.classifier.is_heavy(envelope) {
             let (classifier, env, msg) =
                 (self.classifier.clone(), envelope.clone(), message.clone());
             match tokio::task::spawn_blocking(move || classifier.classify(&env, &msg)).await {
@@ -51,6 +51,8 @@ impl Gateway {
                     return reply::local_error("internal error");
                 }
             }
+        } else {
+            self.classifier.classify(envelope, &message)
         };
 
         let deliveries = futures::future::join_all(groups.iter().map(|group| {

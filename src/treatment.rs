@@ -32,6 +32,29 @@ pub struct Builtin {
 }
 
 impl Classifier for Builtin {
+    /// Heavy only when some recipient's mail will be encrypted or may be decrypted:
+    /// one key cache lookup per recipient, a few microseconds each.
+    fn is_heavy(&self, envelope: &Envelope) -> bool {
+        let now = OffsetDateTime::now_utc();
+        let mailflow_ok = self.config.keys.encrypt_to_mailflow_keys;
+        envelope
+            .recipients
+            .iter()
+            .any(|rcpt| match envelope.direction {
+                Direction::Outbound => {
+                    !self.config.is_internal_domain(domain_of(rcpt))
+                        && self
+                            .entries(rcpt)
+                            .iter()
+                            .any(|e| e.usable_for_encryption(now, mailflow_ok))
+                }
+                Direction::Inbound => self
+                    .entries(rcpt)
+                    .iter()
+                    .any(|e| e.source == Source::Sckm && e.can_decrypt),
+            })
+    }
+
     fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
         let now = OffsetDateTime::now_utc();
         match envelope.direction {

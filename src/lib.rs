@@ -21,7 +21,8 @@
 //! - [`spool`]: the durable retry spool and its worker; [`dsn`] builds the DSNs it sends.
 //! - [`keys`]: the key cache (sled), harvesting keys from inbound mail, and the
 //!   operations behind `sealgate keys ...` with the admin socket that reaches a running
-//!   server. [`crypto`] reads the CMS structures harvesting needs.
+//!   server. [`crypto`] encrypts and decrypts OpenPGP and S/MIME (never signs), and
+//!   reads the BER real clients send.
 //! - [`store`]: the sled database under `data_dir`; [`tls`]: STARTTLS certificates.
 
 pub mod classify;

@@ -178,6 +178,12 @@ impl Serve {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL, as a crash: nothing runs on the way out. Returns once it is gone.
+    pub fn kill9(&mut self) {
+        signal(self.child.id(), "-KILL");
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then the exit code (20 s at most).
     pub fn sigterm(&mut self) -> Option<i32> {
         signal(self.child.id(), "-TERM");

@@ -34,6 +34,7 @@ pub mod gateway;
 pub mod keys;
 pub mod message;
 pub mod mime;
+pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod smtp;

@@ -101,7 +101,11 @@ const PROTECTED: [&str; 6] = ["subject", "from", "to", "cc", "date", "message-id
 
 /// How the message is already encrypted, if it is.
 pub fn encrypted(raw: &[u8]) -> Option<Encrypted> {
-    let message = MessageParser::default().parse(raw)?;
+    encrypted_in(&MessageParser::default().parse(raw)?)
+}
+
+/// [`encrypted`], for a message already parsed.
+pub fn encrypted_in(message: &mail_parser::Message<'_>) -> Option<Encrypted> {
     let ct = message.content_type();
     let (ctype, subtype) = ct.map_or(("text".to_string(), "plain".to_string()), |ct| {
         (

@@ -212,3 +212,26 @@ pub const NEXT_HOP_NO_SMTPUTF8: Reply = Reply::fixed(
 pub fn local_error(detail: &str) -> Reply {
     Reply::new(451, Some([4, 3, 0]), format!("local error: {detail}"))
 }
+
+// What policy rules answer (a rule's own `reply` replaces the first).
+
+/// `action = "reject"` without a `reply` of its own.
+pub const REJECTED_BY_POLICY: Reply = Reply::fixed(550, [5, 7, 1], "rejected by policy");
+
+/// A rule requires encryption (`no_key = "reject"`) and the recipient has no usable key.
+pub fn encryption_required(recipient: &str) -> Reply {
+    Reply::new(
+        550,
+        Some([5, 7, 1]),
+        format!("encryption required, but there is no usable key for {recipient}"),
+    )
+}
+
+/// A rule requires encryption (`no_key = "defer"`) and no key is known yet.
+pub fn no_key_yet(recipient: &str) -> Reply {
+    Reply::new(
+        451,
+        Some([4, 7, 1]),
+        format!("encryption required and no usable key for {recipient} yet; try again later"),
+    )
+}

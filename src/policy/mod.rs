@@ -1,0 +1,150 @@
+//! Policy rule files: ordered chains of rules that admins edit in `policy_dir`, and
+//! what they decide for each recipient.
+//!
+//! - [`load`] reads the files (every error as `path:line: message`); [`lint`] finds
+//!   rules that can never match or cannot be decided when an admin may expect.
+//! - [`eval`] walks a chain for one recipient: pure, no I/O, no clock.
+//! - [`verdict`] turns the chain's decision and the recipient's keys into a treatment.
+//! - [`content`] reads the facts about a message that content conditions test.
+//!
+//! The policy in force is held by [`Live`], which is swapped whole on reload, so a
+//! transaction keeps the policy it started with.
+
+pub mod content;
+pub mod eval;
+pub mod index;
+pub mod lint;
+pub mod load;
+pub mod rule;
+pub mod verdict;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Direction;
+use crate::keys::{KeyKind, Source};
+pub use content::{Content, Needs};
+pub use eval::{Decision, Evaluation};
+use index::Index;
+use rule::Rule;
+pub use verdict::{Treatment, Verdict};
+
+/// Both chains.
+#[derive(Debug)]
+pub struct Policy {
+    pub inbound: Chain,
+    pub outbound: Chain,
+}
+
+impl Policy {
+    pub fn new(inbound: Vec<Rule>, outbound: Vec<Rule>) -> Policy {
+        Policy {
+            inbound: Chain::new(Direction::Inbound, inbound),
+            outbound: Chain::new(Direction::Outbound, outbound),
+        }
+    }
+
+    pub fn chain(&self, direction: Direction) -> &Chain {
+        match direction {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        }
+    }
+}
+
+/// One direction's rules, in order, with the index over their address patterns.
+#[derive(Debug)]
+pub struct Chain {
+    pub direction: Direction,
+    pub rules: Vec<Rule>,
+    senders: Index,
+    recipients: Index,
+    /// What of the message the content conditions read.
+    pub needs: Needs,
+}
+
+impl Chain {
+    fn new(direction: Direction, rules: Vec<Rule>) -> Chain {
+        let senders = Index::new(
+            rules
+                .iter()
+                .map(|r| r.when.sender.as_ref().map(|p| &p.0[..])),
+        );
+        let recipients = Index::new(
+            rules
+                .iter()
+                .map(|r| r.when.recipient.as_ref().map(|p| &p.0[..])),
+        );
+        let needs = rules.iter().fold(Needs::default(), |needs, rule| {
+            let w = &rule.when;
+            needs.union(Needs {
+                headers: w.subject.is_some() || !w.headers.is_empty(),
+                structure: w.encrypted.is_some()
+                    || w.signed.is_some()
+                    || w.attachment_name.is_some()
+                    || w.attachment_type.is_some(),
+            })
+        });
+        Chain {
+            direction,
+            rules,
+            senders,
+            recipients,
+            needs,
+        }
+    }
+}
+
+/// What is known about one recipient before the message arrives.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The envelope sender, lower-cased; empty for `<>`.
+    pub sender: String,
+    /// The recipient, lower-cased.
+    pub recipient: String,
+    /// In one of `internal_domains`.
+    pub internal: bool,
+    /// The keys the cache holds for the recipient that could encrypt now, from any
+    /// source (whether mailflow keys may be used is the action's business).
+    pub keys: Vec<KeyFact>,
+}
+
+impl Facts {
+    pub fn new(sender: &str, recipient: &str, internal: bool, keys: Vec<KeyFact>) -> Facts {
+        Facts {
+            sender: sender.to_lowercase(),
+            recipient: recipient.to_lowercase(),
+            internal,
+            keys,
+        }
+    }
+}
+
+/// One usable key, as key conditions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFact {
+    pub kind: KeyKind,
+    pub source: Source,
+}
+
+/// The policy in force, replaced whole by a reload.
+pub struct Live(ArcSwap<Policy>);
+
+impl Live {
+    pub fn new(policy: Policy) -> Live {
+        Live(ArcSwap::from_pointee(policy))
+    }
+
+    /// The policy now; a transaction keeps this one to its end.
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        self.0.store(Arc::new(policy));
+    }
+}
+
+#[cfg(test)]
+mod tests;

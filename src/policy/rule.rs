@@ -1,0 +1,256 @@
+//! One rule as it is after loading: where it was written, the conditions it tests and
+//! the actions it adds. Conditions are compiled (regexes, globs) once, at load time.
+
+use std::fmt;
+use std::sync::Arc;
+
+use globset::GlobSet;
+use regex::Regex;
+
+use crate::keys::{KeyKind, Source};
+use crate::smtp::reply::Reply;
+
+/// Where a rule was written: the file name within `policy_dir`, and its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub origin: Origin,
+    /// The admin's name for it, shown in logs, explain and the X-Sealgate header.
+    pub name: Option<String>,
+    pub when: Conditions,
+    pub then: Actions,
+    /// `continue = true`: add this rule's actions and go on to the next rule.
+    pub continues: bool,
+}
+
+impl Rule {
+    /// How logs and headers name the rule: its name, else where it is.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => self.origin.to_string(),
+        }
+    }
+}
+
+/// Every condition is optional; a rule matches when all the ones it has match.
+/// The first group depends on the envelope only and is known at RCPT time; the rest
+/// needs the message.
+#[derive(Debug, Default)]
+pub struct Conditions {
+    pub sender: Option<Patterns>,
+    pub recipient: Option<Patterns>,
+    pub recipient_is: Option<Locality>,
+    pub key: Option<KeyWant>,
+    pub key_source: Option<Vec<Source>>,
+
+    pub subject: Option<Regex>,
+    pub headers: Vec<HeaderTest>,
+    pub size_over: Option<u64>,
+    pub size_under: Option<u64>,
+    pub encrypted: Option<EncryptedWant>,
+    pub signed: Option<bool>,
+    pub attachment_name: Option<Globs>,
+    pub attachment_type: Option<Globs>,
+}
+
+impl Conditions {
+    /// Whether any condition needs the message, so the rule cannot be decided at RCPT.
+    pub fn needs_content(&self) -> bool {
+        self.subject.is_some()
+            || !self.headers.is_empty()
+            || self.size_over.is_some()
+            || self.size_under.is_some()
+            || self.encrypted.is_some()
+            || self.signed.is_some()
+            || self.attachment_name.is_some()
+            || self.attachment_type.is_some()
+    }
+
+    /// Whether the rule has no condition at all, so it matches everything.
+    pub fn is_empty(&self) -> bool {
+        self.sender.is_none()
+            && self.recipient.is_none()
+            && self.recipient_is.is_none()
+            && self.key.is_none()
+            && self.key_source.is_none()
+            && !self.needs_content()
+    }
+}
+
+/// Addresses, domains and globs as the admin wrote them, lower-cased. They are matched
+/// through the chain's index (one glob set for all rules), not one by one.
+#[derive(Debug, Clone)]
+pub struct Patterns(pub Vec<String>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality {
+    Internal,
+    External,
+}
+
+/// What the key cache must know about the recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWant {
+    Any,
+    Kind(KeyKind),
+    None,
+}
+
+/// A header field (lower-case name) whose value must match a regex.
+#[derive(Debug)]
+pub struct HeaderTest {
+    pub name: String,
+    pub regex: Regex,
+}
+
+/// `encrypted = true | false | "pgp" | "smime"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptedWant {
+    Yes,
+    No,
+    /// PGP/MIME or inline PGP.
+    Pgp,
+    Smime,
+}
+
+/// Globs over attachment names or MIME types, as written, and compiled.
+#[derive(Debug)]
+pub struct Globs {
+    pub text: Vec<String>,
+    pub set: GlobSet,
+}
+
+/// What a rule does. Every field is optional: a rule with `continue = true` adds the
+/// fields it sets, and a later matching rule's fields replace earlier ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actions {
+    pub action: Option<Action>,
+    pub format: Option<Format>,
+    pub no_key: Option<NoKey>,
+    /// Encrypt a message that is already encrypted (off unless a rule says so).
+    pub encrypt_again: Option<bool>,
+    /// The reply for `action = "reject"`.
+    pub reply: Option<Reply>,
+    pub harvest: Option<bool>,
+    /// Overrides `[keys] encrypt_to_mailflow_keys`.
+    pub use_mailflow_keys: Option<bool>,
+    pub tags: Tags,
+}
+
+impl Actions {
+    /// Adds `later`'s actions: the fields it sets win; tags add up.
+    pub fn merge(&mut self, later: &Actions) {
+        fn set<T: Clone>(field: &mut Option<T>, later: &Option<T>) {
+            if later.is_some() {
+                field.clone_from(later);
+            }
+        }
+        set(&mut self.action, &later.action);
+        set(&mut self.format, &later.format);
+        set(&mut self.no_key, &later.no_key);
+        set(&mut self.encrypt_again, &later.encrypt_again);
+        set(&mut self.reply, &later.reply);
+        set(&mut self.harvest, &later.harvest);
+        set(&mut self.use_mailflow_keys, &later.use_mailflow_keys);
+        self.tags.merge(&later.tags);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Encrypt,
+    Decrypt,
+    Pass,
+    Reject,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Encrypt => "encrypt",
+            Action::Decrypt => "decrypt",
+            Action::Pass => "pass",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+/// Which encryption to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// What the recipient's key is; PGP when both kinds are known.
+    #[default]
+    Auto,
+    Pgp,
+    Smime,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Pgp => "pgp",
+            Format::Smime => "smime",
+        }
+    }
+}
+
+/// What to do when encryption is required and the recipient has no usable key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoKey {
+    /// Refuse the recipient with a 5.7.1 reply: the safe default.
+    #[default]
+    Reject,
+    SendClear,
+    /// Refuse with a 4.7.1 reply: the client tries again later, when a key may be known.
+    Defer,
+}
+
+impl NoKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoKey::Reject => "reject",
+            NoKey::SendClear => "send_clear",
+            NoKey::Defer => "defer",
+        }
+    }
+}
+
+/// Marks a rule puts on the message for its recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Tags {
+    /// Header fields to add, as (name, value).
+    pub add_headers: Vec<(String, String)>,
+    pub subject_prefix: Option<String>,
+    /// Texts taken out of the subject (case-insensitive), such as "[secure]".
+    pub subject_remove: Vec<String>,
+}
+
+impl Tags {
+    pub fn is_empty(&self) -> bool {
+        self.add_headers.is_empty()
+            && self.subject_prefix.is_none()
+            && self.subject_remove.is_empty()
+    }
+
+    fn merge(&mut self, later: &Tags) {
+        self.add_headers.extend(later.add_headers.iter().cloned());
+        if later.subject_prefix.is_some() {
+            self.subject_prefix.clone_from(&later.subject_prefix);
+        }
+        self.subject_remove
+            .extend(later.subject_remove.iter().cloned());
+    }
+}

@@ -1,0 +1,142 @@
+//! From a chain's decision to what is done for one recipient: the key chosen for
+//! encryption, the SCKM keys tried for decryption, or the reply that refuses them.
+//!
+//! Pure: the caller gives the recipient's cache entries and the time.
+
+use time::OffsetDateTime;
+
+use super::rule::{Action, Format, NoKey, Tags};
+use super::{Chain, Decision};
+use crate::keys::{KeyEntry, KeyKind, Source};
+use crate::smtp::reply::{self, Reply};
+
+/// What happens to one recipient's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Treatment {
+    /// The message as it is.
+    Pass,
+    /// Encrypted to this key.
+    Encrypt(KeyEntry),
+    /// Decrypted with the first of these SCKM keys that opens it (current key first).
+    Decrypt(Vec<KeyEntry>),
+    /// Not handed on: a 5xx refuses, a 4xx defers.
+    Refuse(Reply),
+}
+
+/// The treatment, with everything the log, the header and the transform need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub treatment: Treatment,
+    pub tags: Tags,
+    pub harvest: bool,
+    /// The deciding rule's label, or `None` when no rule decided.
+    pub rule: Option<String>,
+    /// Why the treatment differs from the action, when it does ("no usable key").
+    pub note: Option<&'static str>,
+}
+
+/// What the caller knows besides the decision.
+pub struct Context<'a> {
+    pub recipient: &'a str,
+    /// The recipient's cache entries (all of them; this picks).
+    pub entries: &'a [KeyEntry],
+    pub now: OffsetDateTime,
+    /// `[keys] encrypt_to_mailflow_keys`, unless the rule overrides it.
+    pub mailflow_default: bool,
+    /// Whether the message is already encrypted; `None` before DATA.
+    pub already_encrypted: Option<bool>,
+}
+
+impl Verdict {
+    pub fn new(chain: &Chain, decision: &Decision, cx: &Context) -> Verdict {
+        let actions = &decision.actions;
+        let mut verdict = Verdict {
+            treatment: Treatment::Pass,
+            tags: actions.tags.clone(),
+            harvest: actions.harvest.unwrap_or(true),
+            rule: decision.matched.last().map(|&i| chain.rules[i].label()),
+            note: None,
+        };
+        match decision.action() {
+            Action::Pass => {}
+            Action::Reject => {
+                verdict.treatment =
+                    Treatment::Refuse(actions.reply.clone().unwrap_or(reply::REJECTED_BY_POLICY));
+            }
+            Action::Decrypt => {
+                let mut keys: Vec<KeyEntry> = cx
+                    .entries
+                    .iter()
+                    .filter(|e| e.source == Source::Sckm && e.can_decrypt)
+                    .cloned()
+                    .collect();
+                keys.sort_by_key(|e| e.retired);
+                if keys.is_empty() {
+                    verdict.note = Some("no SCKM key to decrypt with");
+                } else {
+                    verdict.treatment = Treatment::Decrypt(keys);
+                }
+            }
+            Action::Encrypt => {
+                let mailflow = actions.use_mailflow_keys.unwrap_or(cx.mailflow_default);
+                let format = actions.format.unwrap_or_default();
+                match choose_key(cx.entries, format, cx.now, mailflow) {
+                    Some(_)
+                        if cx.already_encrypted == Some(true)
+                            && actions.encrypt_again != Some(true) =>
+                    {
+                        verdict.note = Some("already encrypted: sent as it is");
+                    }
+                    Some(key) => verdict.treatment = Treatment::Encrypt(key),
+                    None => match actions.no_key.unwrap_or_default() {
+                        NoKey::SendClear => verdict.note = Some("no usable key: sent in clear"),
+                        NoKey::Reject => {
+                            verdict.treatment =
+                                Treatment::Refuse(reply::encryption_required(cx.recipient));
+                            verdict.note = Some("no usable key: rejected");
+                        }
+                        NoKey::Defer => {
+                            verdict.treatment = Treatment::Refuse(reply::no_key_yet(cx.recipient));
+                            verdict.note = Some("no usable key: deferred");
+                        }
+                    },
+                }
+            }
+        }
+        verdict
+    }
+
+    /// A short name of what is done, for logs and the X-Sealgate header.
+    pub fn action_text(&self) -> String {
+        match &self.treatment {
+            Treatment::Pass => "passed".into(),
+            Treatment::Encrypt(key) => format!("encrypted {}", key.kind.as_str()),
+            Treatment::Decrypt(_) => "decrypted".into(),
+            Treatment::Refuse(reply) if reply.is_temporary() => "deferred".into(),
+            Treatment::Refuse(_) => "rejected".into(),
+        }
+    }
+}
+
+/// The key to encrypt to: of the format asked for, or for `auto` PGP before S/MIME,
+/// and among keys of one kind the highest source (admin over lookup over mailflow),
+/// then the newest.
+fn choose_key(
+    entries: &[KeyEntry],
+    format: Format,
+    now: OffsetDateTime,
+    mailflow: bool,
+) -> Option<KeyEntry> {
+    let usable = |kind: KeyKind| {
+        entries
+            .iter()
+            .filter(|e| e.kind == kind && e.usable_for_encryption(now, mailflow))
+            .max_by_key(|e| (e.source, e.added))
+            .cloned()
+    };
+    match format {
+        Format::Pgp => usable(KeyKind::Pgp),
+        Format::Smime => usable(KeyKind::Smime),
+        Format::Auto => usable(KeyKind::Pgp).or_else(|| usable(KeyKind::Smime)),
+    }
+}

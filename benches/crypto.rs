@@ -26,7 +26,9 @@ use sealgate::envelope::{Envelope, MailParams};
 use sealgate::keys::secrets::Sealer;
 use sealgate::keys::{KeyStore, SledKeyStore, sckm};
 use sealgate::message::Message;
-use sealgate::treatment::Builtin;
+use sealgate::plan::Planner;
+use sealgate::policy::{Live, load};
+use sealgate::treatment::Transform;
 use sequoia_openpgp as openpgp;
 use time::OffsetDateTime;
 
@@ -123,9 +125,9 @@ fn main() {
     ratio(ours, cli, false, full);
 
     println!(
-        "\n3. the whole built-in treatment of one message (treatment::Builtin::classify: key \
-         cache lookup in sled, MIME\n   entity and protected Subject, encrypt and wrap outbound; \
-         unseal the SCKM secret, decrypt and restore inbound)"
+        "\n3. the whole treatment of one message under the shipped policy (RCPT: key cache \
+         lookup in sled and the rules;\n   DATA: the rules again, MIME entity and protected \
+         Subject, encrypt and wrap outbound;\n   unseal the SCKM secret, decrypt and restore inbound)"
     );
     header();
     let treatment = Treatment::new(dir.path(), &pgp_users, &smime_user);
@@ -518,10 +520,11 @@ impl SmimeUser {
 // ---------------------------------------------------------------------------------------
 // The built-in treatment
 
-/// The built-in classifier over a sled key cache holding every user's SCKM key (an
-/// SCKM key also encrypts to its owner, so one key serves both directions).
+/// The shipped policy and the transform over a sled key cache holding every user's
+/// SCKM key (an SCKM key also encrypts to its owner, so one key serves both directions).
 struct Treatment {
-    builtin: Builtin,
+    planner: Planner,
+    transform: Transform,
     _db: sled::Db,
 }
 
@@ -545,11 +548,20 @@ impl Treatment {
                 keys.put(candidate, now).expect("put");
             }
         }
+        let config = Arc::new(Config::defaults());
+        let policy = load::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .policy
+            .expect("the shipped policy loads");
         Treatment {
-            builtin: Builtin {
+            planner: Planner {
+                policy: Arc::new(Live::new(policy)),
+                keys: keys.clone(),
+                config: config.clone(),
+            },
+            transform: Transform {
                 keys,
                 sealer,
-                config: Arc::new(Config::defaults()),
+                config,
             },
             _db: db,
         }
@@ -568,12 +580,24 @@ impl Treatment {
         }
     }
 
+    /// What a transaction does between MAIL and the relay: plan, screen, verdicts,
+    /// transform.
+    fn run(&self, envelope: &Envelope, message: &[u8]) -> Vec<sealgate::classify::Group> {
+        let message = Message::new(message.to_vec());
+        let mut plan = self.planner.begin(envelope.direction, &envelope.mail_from);
+        for rcpt in &envelope.recipients {
+            self.planner
+                .screen(&mut plan, rcpt)
+                .expect("accepted at RCPT");
+        }
+        let verdicts = self.planner.verdicts(&plan, &message);
+        self.transform.classify(envelope, &message, &verdicts)
+    }
+
     /// Outbound from carol@example.com (internal) to `to`: one encrypted group.
     fn outbound(&self, to: &str, message: &[u8]) -> Vec<u8> {
         let envelope = Self::envelope(Direction::Outbound, "carol@example.com", to);
-        let groups = self
-            .builtin
-            .classify(&envelope, &Message::new(message.to_vec()));
+        let groups = self.run(&envelope, message);
         assert_eq!(groups.len(), 1);
         assert!(
             groups[0].treatment == "pgp" || groups[0].treatment == "smime",
@@ -586,9 +610,7 @@ impl Treatment {
     /// Inbound to `to`, whose SCKM key opens the message: one decrypted group.
     fn inbound(&self, to: &str, message: &[u8]) -> Vec<u8> {
         let envelope = Self::envelope(Direction::Inbound, "dave@example.net", to);
-        let groups = self
-            .builtin
-            .classify(&envelope, &Message::new(message.to_vec()));
+        let groups = self.run(&envelope, message);
         assert_eq!(groups.len(), 1);
         assert!(
             groups[0].treatment.starts_with("decrypted-"),

@@ -1,12 +1,13 @@
 //! The seam where recipients are grouped by treatment.
 //!
-//! One client transaction becomes one next-hop transaction per group. Today everyone
-//! gets the same treatment ([`OneGroup`]); the policy and crypto issues plug in a
-//! classifier that gives different recipients different messages (encrypted, clear,
-//! decrypted). The server is built with a classifier; handlers never ask which one.
+//! One client transaction becomes one next-hop transaction per group. The gateway's
+//! classifier is [`crate::treatment::Transform`], which carries out each recipient's
+//! policy verdict; the simple ones here serve tests of the fan-out itself. The server
+//! is built with a classifier; handlers never ask which one.
 
 use crate::envelope::Envelope;
 use crate::message::Message;
+use crate::policy::Verdict;
 
 /// Recipients that share one treatment, and the message they get.
 #[derive(Debug, Clone)]
@@ -25,27 +26,29 @@ pub struct Group {
 /// Splits a transaction's recipients into groups. Every recipient must be in exactly
 /// one group.
 pub trait Classifier: Send + Sync + 'static {
-    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group>;
+    /// `verdicts[i]` is the policy's verdict for `envelope.recipients[i]`.
+    fn classify(&self, envelope: &Envelope, message: &Message, verdicts: &[Verdict]) -> Vec<Group>;
 
-    /// Whether classifying this envelope may take long (encryption, decryption). The
-    /// gateway then runs it on the blocking pool; otherwise inline, because the hand-off
-    /// to another thread costs more than a plain message's whole classification.
-    /// Answering must be cheap.
-    fn is_heavy(&self, _envelope: &Envelope) -> bool {
+    /// Whether classifying may take long (encryption, decryption). The gateway then
+    /// runs it on the blocking pool; otherwise inline, because the hand-off to another
+    /// thread costs more than a plain message's whole classification. Answering must
+    /// be cheap.
+    fn is_heavy(&self, _verdicts: &[Verdict]) -> bool {
         true
     }
 }
 
-/// Everyone gets the message as it is, in one next-hop transaction.
+/// Everyone gets the message as it is, in one next-hop transaction, whatever the
+/// policy says.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OneGroup;
 
 impl Classifier for OneGroup {
-    fn is_heavy(&self, _envelope: &Envelope) -> bool {
+    fn is_heavy(&self, _verdicts: &[Verdict]) -> bool {
         false
     }
 
-    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
+    fn classify(&self, envelope: &Envelope, message: &Message, _: &[Verdict]) -> Vec<Group> {
         vec![Group {
             treatment: "clear".into(),
             recipients: (0..envelope.recipients.len()).collect(),
@@ -61,11 +64,11 @@ impl Classifier for OneGroup {
 pub struct OneGroupPerRecipient;
 
 impl Classifier for OneGroupPerRecipient {
-    fn is_heavy(&self, _envelope: &Envelope) -> bool {
+    fn is_heavy(&self, _verdicts: &[Verdict]) -> bool {
         false
     }
 
-    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
+    fn classify(&self, envelope: &Envelope, message: &Message, _: &[Verdict]) -> Vec<Group> {
         (0..envelope.recipients.len())
             .map(|i| Group {
                 treatment: format!("split-{i}"),

@@ -1,5 +1,6 @@
-//! What happens to one accepted client transaction: classify the recipients into
-//! groups, hand each group to the next hop, and decide the one reply the client gets.
+//! What happens to one accepted client transaction: the policy's verdict for each
+//! recipient, the recipients grouped by what they get, each group handed to the next
+//! hop, and the one reply the client gets.
 //!
 //! The rules for that reply (issue 3, INTERFACE.md):
 //! - every recipient accepted: `250`;
@@ -16,13 +17,17 @@ use crate::dsn::Failure;
 use crate::envelope::Envelope;
 use crate::keys::harvest::Harvester;
 use crate::message::Message;
+use crate::plan::{Plan, Planner};
+use crate::policy::{Treatment, Verdict};
 use crate::relay::{Delivery, Outcome, Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
 
 /// The part of the gateway that acts on messages; shared by every session.
 pub struct Gateway {
-    /// Groups recipients by treatment.
+    /// The policy in force and what it decides, at RCPT and after DATA.
+    pub planner: Planner,
+    /// Groups recipients by treatment and carries it out.
     pub classifier: Arc<dyn Classifier>,
     /// Where each direction's mail goes.
     pub relays: Relays,
@@ -35,16 +40,30 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Hands the message on and returns the reply for the client's DATA.
-    pub async fn handle(&self, envelope: &Envelope, message: Message, id: &str) -> Reply {
+    /// Hands the message on and returns the reply for the client's DATA. `plan` is
+    /// the transaction's policy, with the recipients it accepted at RCPT, in the order
+    /// of `envelope.recipients`.
+    pub async fn handle(
+        &self,
+        envelope: &Envelope,
+        message: Message,
+        id: &str,
+        plan: &Plan,
+    ) -> Reply {
         let started = Instant::now();
         let relay = self.relays.get(envelope.direction);
+        let verdicts = self.planner.verdicts(plan, &message);
+        log_verdicts(id, envelope, &verdicts);
         // Classifying may encrypt or decrypt: CPU work that must not stall the
         // runtime's threads, so then it runs on the blocking pool.
-        let groups = if self.classifier.is_heavy(envelope) {
-            let (classifier, env, msg) =
-                (self.classifier.clone(), envelope.clone(), message.clone());
-            match tokio::task::spawn_blocking(move || classifier.classify(&env, &msg)).await {
+        let groups = if self.classifier.is_heavy(&verdicts) {
+            let (classifier, env, msg, v) = (
+                self.classifier.clone(),
+                envelope.clone(),
+                message.clone(),
+                verdicts.clone(),
+            );
+            match tokio::task::spawn_blocking(move || classifier.classify(&env, &msg, &v)).await {
                 Ok(groups) => groups,
                 Err(e) => {
                     tracing::error!(%id, error = %e, "classifying the recipients failed");
@@ -52,7 +71,7 @@ impl Gateway {
                 }
             }
         } else {
-            self.classifier.classify(envelope, &message)
+            self.classifier.classify(envelope, &message, &verdicts)
         };
 
         let deliveries = futures::future::join_all(groups.iter().map(|group| {
@@ -112,7 +131,10 @@ impl Gateway {
             }
         };
 
-        if envelope.direction == Direction::Inbound && reply.is_positive() {
+        if envelope.direction == Direction::Inbound
+            && reply.is_positive()
+            && verdicts.iter().any(|v| v.harvest)
+        {
             self.harvester.submit(&message);
         }
 
@@ -202,5 +224,25 @@ impl Gateway {
         }
         tracing::info!(%id, held = held.len(), failed = failures.len(), "holding copies in the spool");
         self.spool.hold(held).await
+    }
+}
+
+/// One line per recipient: the rule that decided and what it does, with the key used.
+fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict]) {
+    for (recipient, verdict) in envelope.recipients.iter().zip(verdicts) {
+        let key = match &verdict.treatment {
+            Treatment::Encrypt(key) => key.fingerprint.as_str(),
+            _ => "",
+        };
+        tracing::info!(
+            %id,
+            direction = %envelope.direction,
+            %recipient,
+            rule = verdict.rule.as_deref().unwrap_or("none"),
+            action = %verdict.action_text(),
+            key,
+            note = verdict.note.unwrap_or(""),
+            "policy"
+        );
     }
 }

@@ -55,6 +55,22 @@ impl Message {
         out
     }
 
+    /// The message with its first `old_len` bytes replaced by `head`; the rest is
+    /// shared, not copied.
+    pub fn with_head(&self, old_len: usize, head: Vec<u8>) -> Message {
+        let mut chunks = vec![Bytes::from(head)];
+        let mut skip = old_len;
+        for chunk in &self.chunks {
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            chunks.push(chunk.slice(skip..));
+            skip = 0;
+        }
+        Message { chunks }
+    }
+
     /// The header block (up to, not including, the empty line), at most `limit` bytes.
     pub fn header_block(&self, limit: usize) -> Vec<u8> {
         let mut head = Vec::new();

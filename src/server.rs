@@ -23,12 +23,14 @@ use crate::gateway::Gateway;
 use crate::keys::harvest::Harvester;
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
+use crate::plan::Planner;
+use crate::policy::{self, Live};
 use crate::relay::{Relay, Relays};
 use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{self, StoreError};
-use crate::treatment::Builtin;
+use crate::treatment::Transform;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,9 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// The rule files in `policy_dir` have errors; each line is `path:line: message`.
+    #[error("the policy cannot be loaded:\n{0}")]
+    Policy(String),
     /// `[tls]` files that were valid at `check` time are not any more.
     #[error("[tls]: {0}")]
     Tls(String),
@@ -72,11 +77,13 @@ pub struct Server {
     /// The admin socket, bound with the listeners so that `sealgate keys` reaches the
     /// server as soon as it has started.
     admin: tokio::net::UnixListener,
+    /// Reloads the policy on SIGHUP and when its files change.
+    reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Server {
-    /// Binds both listeners and opens the data directory, with the built-in treatment
-    /// (encrypt outbound, decrypt inbound, from the key cache).
+    /// Binds both listeners, loads the policy and opens the data directory; recipients
+    /// get what the policy's verdicts say.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         Server::start(config, None).await
     }
@@ -105,6 +112,15 @@ impl Server {
                     })
             }
         };
+        let loaded = policy::load::load_dir(&config.policy_dir);
+        let errors: Vec<String> = loaded.errors().map(ToString::to_string).collect();
+        for warning in loaded.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let Some(policy) = loaded.policy else {
+            return Err(StartError::Policy(errors.join("\n")));
+        };
+        let live = Arc::new(Live::new(policy));
         let inbound = bind(Direction::Inbound).await?;
         let outbound = bind(Direction::Outbound).await?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
@@ -122,7 +138,7 @@ impl Server {
         let admin_sealer = sealer.clone();
         let config = Arc::new(config);
         let classifier = classifier.unwrap_or_else(|| {
-            Arc::new(Builtin {
+            Arc::new(Transform {
                 keys: keys.clone(),
                 sealer: sealer.clone(),
                 config: config.clone(),
@@ -146,7 +162,16 @@ impl Server {
                 &config.hostname,
             ),
         };
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            live.clone(),
+            config.policy_dir.clone(),
+        ));
         let gateway = Gateway {
+            planner: Planner {
+                policy: live,
+                keys: keys.clone(),
+                config: config.clone(),
+            },
             classifier,
             relays,
             spool,
@@ -166,6 +191,7 @@ impl Server {
             keys,
             sealer: admin_sealer,
             admin,
+            reloader,
         })
     }
 
@@ -178,6 +204,11 @@ impl Server {
         listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Reloads the policy when asked (SIGHUP); the file watcher uses it too.
+    pub fn reloader(&self) -> Arc<crate::reload::Reloader> {
+        self.reloader.clone()
     }
 
     /// The retry spool, for inspection.
@@ -196,6 +227,7 @@ impl Server {
             keys,
             sealer,
             admin,
+            reloader,
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
@@ -216,6 +248,7 @@ impl Server {
             shared.shutdown.clone(),
         ));
         tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
+        tracker.spawn(reloader.watch(shared.shutdown.clone()));
         tracker.spawn(admin::serve(admin, keys, sealer, shared.shutdown.clone()));
         for (listener, direction) in [
             (inbound, Direction::Inbound),

@@ -1,135 +1,200 @@
-//! The built-in treatment of recipients, until policy rule files take over: outbound
-//! mail is encrypted to every external recipient with a usable key, inbound mail is
-//! decrypted for internal recipients whose SCKM key opens it, and everyone else gets
-//! the message as it arrived.
+//! The transform: each recipient's verdict carried out. Recipients are grouped by
+//! what they get, and each group's message is made: tagged, encrypted (one ciphertext
+//! per format, to all the group's keys at once), decrypted (per recipient, with their
+//! own SCKM keys), or refused with the verdict's reply.
 //!
-//! It is a [`Classifier`]: it groups recipients by treatment and makes each group's
-//! message. Recipients that share an encryption format share one ciphertext,
-//! encrypted to all their keys at once.
+//! It is the gateway's [`Classifier`]; which recipient gets what was decided by the
+//! policy before it runs ([`crate::plan`]).
 
 use std::sync::Arc;
 
 use der::Decode;
 use openpgp::parse::Parse;
 use sequoia_openpgp as openpgp;
-use time::OffsetDateTime;
 
 use crate::classify::{Classifier, Group};
-use crate::config::{Config, Direction};
+use crate::config::Config;
 use crate::crypto::{self, pgp, smime};
-use crate::envelope::{Envelope, domain_of};
+use crate::envelope::Envelope;
 use crate::keys::secrets::Sealer;
-use crate::keys::{KeyEntry, KeyKind, KeyStore, Source, address};
+use crate::keys::{KeyEntry, KeyKind, KeyStore};
+use crate::marks;
 use crate::message::Message;
 use crate::mime::{self, Encrypted};
-use crate::smtp::reply;
+use crate::policy::rule::Tags;
+use crate::policy::{Treatment, Verdict};
+use crate::smtp::reply::{self, Reply};
 
-/// Encrypts outbound, decrypts inbound, using the key cache.
-pub struct Builtin {
+/// Carries out verdicts with the key cache's material and SCKM secrets.
+pub struct Transform {
     pub keys: Arc<dyn KeyStore>,
     pub sealer: Arc<Sealer>,
     pub config: Arc<Config>,
 }
 
-impl Classifier for Builtin {
-    /// Heavy only when some recipient's mail will be encrypted or may be decrypted:
-    /// one key cache lookup per recipient, a few microseconds each.
-    fn is_heavy(&self, envelope: &Envelope) -> bool {
-        let now = OffsetDateTime::now_utc();
-        let mailflow_ok = self.config.keys.encrypt_to_mailflow_keys;
-        envelope
-            .recipients
+/// The marks a copy gets: the rule's tags, and the X-Sealgate line when it is on.
+type Marks = (Tags, Option<String>);
+
+/// A recipient (index) and the key their copy is encrypted to.
+type Member = (usize, KeyEntry);
+
+/// Recipients that get the same message: same treatment class, tags and status line.
+#[derive(Default)]
+struct Buckets {
+    refused: Vec<(Reply, Vec<usize>)>,
+    passed: Vec<(Marks, Vec<usize>)>,
+    /// By key kind and marks: the recipients with the key each one is encrypted to.
+    encrypted: Vec<((KeyKind, Marks), Vec<Member>)>,
+    decrypt: Vec<(usize, Vec<KeyEntry>)>,
+}
+
+/// Adds `item` to the bucket with `key`, or starts one.
+fn put<K: PartialEq, T>(buckets: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
+    match buckets.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, items)) => items.push(item),
+        None => buckets.push((key, vec![item])),
+    }
+}
+
+impl Classifier for Transform {
+    /// Heavy only when someone's copy is encrypted or may be decrypted.
+    fn is_heavy(&self, verdicts: &[Verdict]) -> bool {
+        verdicts
             .iter()
-            .any(|rcpt| match envelope.direction {
-                Direction::Outbound => {
-                    !self.config.is_internal_domain(domain_of(rcpt))
-                        && self
-                            .entries(rcpt)
-                            .iter()
-                            .any(|e| e.usable_for_encryption(now, mailflow_ok))
-                }
-                Direction::Inbound => self
-                    .entries(rcpt)
-                    .iter()
-                    .any(|e| e.source == Source::Sckm && e.can_decrypt),
-            })
+            .any(|v| matches!(v.treatment, Treatment::Encrypt(_) | Treatment::Decrypt(_)))
     }
 
-    fn classify(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
-        let now = OffsetDateTime::now_utc();
-        match envelope.direction {
-            Direction::Outbound => self.outbound(envelope, message, now),
-            Direction::Inbound => self.inbound(envelope, message),
-        }
-    }
-}
-
-/// One group for everyone in `recipients`, with the message as it is.
-fn clear(recipients: Vec<usize>, message: &Message) -> Group {
-    Group {
-        treatment: "clear".into(),
-        recipients,
-        message: message.clone(),
-        refusal: None,
-    }
-}
-
-impl Builtin {
-    /// The entries for a recipient, or none (a lookup failure is logged and means none).
-    fn entries(&self, recipient: &str) -> Vec<KeyEntry> {
-        let Some(address) = address::normalize(recipient) else {
-            return Vec::new();
+    fn classify(&self, envelope: &Envelope, message: &Message, verdicts: &[Verdict]) -> Vec<Group> {
+        let status_on = self.config.policy.header(envelope.direction);
+        let status = |v: &Verdict, done: &str| {
+            status_on.then(|| format!("{done}; rule={}", v.rule.as_deref().unwrap_or("none")))
         };
-        self.keys.find(&address).unwrap_or_else(|e| {
-            tracing::error!(%recipient, error = %e, "key cache lookup failed");
+        let mut buckets = Buckets::default();
+        for (i, verdict) in verdicts.iter().enumerate() {
+            match &verdict.treatment {
+                Treatment::Refuse(reply) => put(&mut buckets.refused, reply.clone(), i),
+                Treatment::Pass => put(
+                    &mut buckets.passed,
+                    (verdict.tags.clone(), status(verdict, "passed")),
+                    i,
+                ),
+                Treatment::Encrypt(key) => put(
+                    &mut buckets.encrypted,
+                    (
+                        key.kind,
+                        (
+                            verdict.tags.clone(),
+                            status(verdict, &verdict.action_text()),
+                        ),
+                    ),
+                    (i, key.clone()),
+                ),
+                Treatment::Decrypt(keys) => buckets.decrypt.push((i, keys.clone())),
+            }
+        }
+        if !buckets.decrypt.is_empty() {
+            self.decrypt(envelope, message, verdicts, &status, &mut buckets)
+        } else {
             Vec::new()
-        })
-    }
-
-    fn outbound(&self, envelope: &Envelope, message: &Message, now: OffsetDateTime) -> Vec<Group> {
-        let mailflow_ok = self.config.keys.encrypt_to_mailflow_keys;
-        let mut plain = Vec::new();
-        let mut pgp_rcpts: Vec<(usize, KeyEntry)> = Vec::new();
-        let mut smime_rcpts: Vec<(usize, KeyEntry)> = Vec::new();
-        for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            if self.config.is_internal_domain(domain_of(rcpt)) {
-                plain.push(i);
-                continue;
-            }
-            let usable: Vec<KeyEntry> = self
-                .entries(rcpt)
+        }
+        .into_iter()
+        .chain(
+            buckets
+                .passed
                 .into_iter()
-                .filter(|e| e.usable_for_encryption(now, mailflow_ok))
-                .collect();
-            // Both kinds known: PGP is the built-in choice until policy chooses.
-            let choice = usable
-                .iter()
-                .find(|e| e.kind == KeyKind::Pgp)
-                .or_else(|| usable.first());
-            match choice {
-                Some(e) if e.kind == KeyKind::Pgp => pgp_rcpts.push((i, e.clone())),
-                Some(e) => smime_rcpts.push((i, e.clone())),
-                None => plain.push(i),
-            }
-        }
-        if pgp_rcpts.is_empty() && smime_rcpts.is_empty() {
-            return vec![clear(plain, message)];
-        }
+                .map(|((tags, status), recipients)| Group {
+                    treatment: "clear".into(),
+                    recipients,
+                    message: marks::apply(message, &tags, status.as_deref()),
+                    refusal: None,
+                }),
+        )
+        .chain(
+            buckets
+                .encrypted
+                .into_iter()
+                .map(|((kind, (tags, status)), members)| {
+                    let tagged = marks::apply(message, &tags, None);
+                    let mut group = self.encrypt_group(envelope, &tagged.to_vec(), members, kind);
+                    if group.refusal.is_none() {
+                        group.message =
+                            marks::apply(&group.message, &Tags::default(), status.as_deref());
+                    }
+                    group
+                }),
+        )
+        .chain(
+            buckets
+                .refused
+                .into_iter()
+                .map(|(reply, recipients)| Group {
+                    treatment: "refused".into(),
+                    recipients,
+                    message: Message::default(),
+                    refusal: Some(reply),
+                }),
+        )
+        .collect()
+    }
+}
+
+impl Transform {
+    /// Decrypts for each recipient in `buckets.decrypt`; whoever's copy does not open
+    /// (or was not encrypted) joins the pass-through buckets.
+    fn decrypt(
+        &self,
+        envelope: &Envelope,
+        message: &Message,
+        verdicts: &[Verdict],
+        status: &dyn Fn(&Verdict, &str) -> Option<String>,
+        buckets: &mut Buckets,
+    ) -> Vec<Group> {
         let raw = message.to_vec();
-        if let Some(kind) = mime::encrypted(&raw) {
-            tracing::info!(format = kind.as_str(), "already encrypted: sent as it is");
-            return vec![clear((0..envelope.recipients.len()).collect(), message)];
-        }
-        let protect = self.config.crypto.protect_subject;
+        let kind = mime::encrypted(&raw);
+        let ciphertext = kind.and_then(|kind| mime::ciphertext(&raw, kind));
         let mut groups = Vec::new();
-        if !plain.is_empty() {
-            groups.push(clear(plain, message));
-        }
-        if !pgp_rcpts.is_empty() {
-            groups.push(self.encrypt_group(envelope, &raw, pgp_rcpts, KeyKind::Pgp, protect));
-        }
-        if !smime_rcpts.is_empty() {
-            groups.push(self.encrypt_group(envelope, &raw, smime_rcpts, KeyKind::Smime, protect));
+        for (i, keys) in std::mem::take(&mut buckets.decrypt) {
+            let verdict = &verdicts[i];
+            let rcpt = &envelope.recipients[i];
+            let (Some(kind), Some(ciphertext)) = (kind, ciphertext.as_deref()) else {
+                if let Some(kind) = kind {
+                    tracing::info!(recipient = %rcpt, format = kind.as_str(), "encrypted message without a readable payload: delivered as it arrived");
+                }
+                put(
+                    &mut buckets.passed,
+                    (verdict.tags.clone(), status(verdict, "passed")),
+                    i,
+                );
+                continue;
+            };
+            let opened = self
+                .decrypt_for(ciphertext, kind, &keys)
+                .and_then(|opened| {
+                    let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
+                    mime::decrypted(&raw, kind, &opened.plaintext, &marker)
+                        .map(|plain| (plain, opened.fingerprint))
+                        .ok_or_else(|| "the decrypted content is not a MIME entity".to_string())
+                });
+            match opened {
+                Ok((plain, fingerprint)) => {
+                    tracing::info!(recipient = %rcpt, format = kind.as_str(), key = %fingerprint, "decrypted");
+                    let done = status(verdict, &format!("decrypted {}", kind.as_str()));
+                    groups.push(Group {
+                        treatment: format!("decrypted-{fingerprint}"),
+                        recipients: vec![i],
+                        message: marks::apply(&Message::new(plain), &verdict.tags, done.as_deref()),
+                        refusal: None,
+                    });
+                }
+                Err(error) => {
+                    tracing::info!(recipient = %rcpt, format = kind.as_str(), %error, "not decrypted: delivered as it arrived");
+                    put(
+                        &mut buckets.passed,
+                        (verdict.tags.clone(), status(verdict, "not decrypted")),
+                        i,
+                    );
+                }
+            }
         }
         groups
     }
@@ -141,8 +206,8 @@ impl Builtin {
         raw: &[u8],
         members: Vec<(usize, KeyEntry)>,
         kind: KeyKind,
-        protect: bool,
     ) -> Group {
+        let protect = self.config.crypto.protect_subject;
         let recipients: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
         let fingerprints: Vec<&str> = members
             .iter()
@@ -207,72 +272,6 @@ impl Builtin {
                 }
             }
         }
-    }
-
-    fn inbound(&self, envelope: &Envelope, message: &Message) -> Vec<Group> {
-        let all: Vec<usize> = (0..envelope.recipients.len()).collect();
-        let holders: Vec<(usize, Vec<KeyEntry>)> = envelope
-            .recipients
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let sckm = self
-                    .entries(r)
-                    .into_iter()
-                    .filter(|e| e.source == Source::Sckm && e.can_decrypt)
-                    .collect::<Vec<_>>();
-                (i, sckm)
-            })
-            .filter(|(_, keys)| !keys.is_empty())
-            .collect();
-        if holders.is_empty() {
-            return vec![clear(all, message)];
-        }
-        let raw = message.to_vec();
-        let Some(kind) = mime::encrypted(&raw) else {
-            return vec![clear(all, message)];
-        };
-        let Some(ciphertext) = mime::ciphertext(&raw, kind) else {
-            tracing::info!(
-                format = kind.as_str(),
-                "encrypted message without a readable payload: delivered as it arrived"
-            );
-            return vec![clear(all, message)];
-        };
-        let mut groups = Vec::new();
-        let mut untouched: Vec<usize> = all.clone();
-        for (i, mut keys) in holders {
-            // The current key first; retired ones still open older mail.
-            keys.sort_by_key(|e| e.retired);
-            let rcpt = &envelope.recipients[i];
-            match self.decrypt_for(&ciphertext, kind, &keys) {
-                Ok(opened) => {
-                    let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
-                    match mime::decrypted(&raw, kind, &opened.plaintext, &marker) {
-                        Some(plain) => {
-                            tracing::info!(recipient = %rcpt, format = kind.as_str(), key = %opened.fingerprint, "decrypted");
-                            untouched.retain(|&u| u != i);
-                            groups.push(Group {
-                                treatment: format!("decrypted-{}", opened.fingerprint),
-                                recipients: vec![i],
-                                message: Message::new(plain),
-                                refusal: None,
-                            });
-                        }
-                        None => {
-                            tracing::info!(recipient = %rcpt, "decrypted content is not a MIME entity: delivered as it arrived")
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::info!(recipient = %rcpt, format = kind.as_str(), %error, "not decrypted: delivered as it arrived");
-                }
-            }
-        }
-        if !untouched.is_empty() {
-            groups.insert(0, clear(untouched, message));
-        }
-        groups
     }
 
     /// Tries the recipient's own SCKM keys, in order.

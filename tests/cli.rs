@@ -351,6 +351,13 @@ async fn serve_with_built_in_defaults_delivers_into_data_and_stops_on_sigterm() 
             "{}",
             String::from_utf8_lossy(&content)
         );
+        // The shipped policy: inbound mail says what was done and by which rule.
+        assert_eq!(
+            text(&content).contains("\r\nX-Sealgate: passed; rule=decrypt-sckm\r\n"),
+            direction == "inbound",
+            "{}",
+            text(&content)
+        );
         assert!(content.ends_with(MESSAGE), "{}", text(&content));
     }
 

@@ -19,6 +19,7 @@ use crate::config::{Config, Direction};
 use crate::envelope::{Body, Envelope, MailParams, domain_of, quote_local_part};
 use crate::gateway::Gateway;
 use crate::message::{self, Message};
+use crate::plan::Plan;
 
 /// What a session shares with every other session.
 pub struct Shared {
@@ -50,6 +51,8 @@ struct Transaction {
     mail_from: String,
     params: MailParams,
     recipients: Vec<String>,
+    /// The policy this transaction runs on, with what it learnt at each RCPT.
+    plan: Plan,
 }
 
 pub struct Session<'a, S> {
@@ -227,8 +230,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         } else {
             None
         };
+        let mail_from = quote_local_part(&from.address);
+        let plan = self
+            .shared
+            .gateway
+            .planner
+            .begin(self.direction, &mail_from);
         self.transaction = Some(Transaction {
-            mail_from: quote_local_part(&from.address),
+            mail_from,
+            plan,
             params: MailParams {
                 size: (from.size > 0).then_some(from.size as u64),
                 body,
@@ -275,6 +285,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             .iter()
             .any(|r| r.eq_ignore_ascii_case(&address))
         {
+            // The policy may refuse on the envelope alone. Not the client's fault, so
+            // not counted as an error.
+            let planner = &self.shared.gateway.planner;
+            if let Err(refusal) = planner.screen(&mut transaction.plan, &address) {
+                self.conn.queue(&refusal);
+                return Ok(Flow::Continue);
+            }
             transaction.recipients.push(address);
         }
         self.conn.queue(&reply::RECIPIENT_OK);
@@ -326,7 +343,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             &id,
             now,
         ));
-        let reply = self.shared.gateway.handle(&envelope, message, &id).await;
+        let reply = self
+            .shared
+            .gateway
+            .handle(&envelope, message, &id, &transaction.plan)
+            .await;
         self.conn.queue(&reply);
         Ok(Flow::Continue)
     }

@@ -376,7 +376,8 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 }
 
 /// Splits off the first header field if it is sealgate's `Received:` (with its folded
-/// continuation lines) and returns (that header, the rest).
+/// continuation lines), and the `X-Sealgate:` field below it if there is one, and
+/// returns (those fields, the rest).
 pub fn split_received(data: &[u8]) -> (String, Vec<u8>) {
     assert!(
         data.starts_with(b"Received: "),
@@ -392,7 +393,12 @@ pub fn split_received(data: &[u8]) -> (String, Vec<u8>) {
             + end
             + 1;
         end = nl;
-        if !matches!(data.get(end), Some(b' ' | b'\t')) {
+        if matches!(data.get(end), Some(b' ' | b'\t')) {
+            continue;
+        }
+        // The X-Sealgate field the policy adds (inbound, by default) sits right
+        // below our Received field: also ours, not the sender's.
+        if !data[end..].starts_with(b"X-Sealgate: ") {
             break;
         }
     }

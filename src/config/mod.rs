@@ -99,6 +99,7 @@ struct FileConfig {
     spool: SpoolConfig,
     limits: Limits,
     tls: FileTls,
+    policy: PolicyConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -124,6 +125,36 @@ pub struct KeysConfig {
     pub lookup_ttl: LookupTtl,
     /// Keys harvested from mail are only used to encrypt when the admin opts in.
     pub encrypt_to_mailflow_keys: bool,
+}
+
+/// `[policy]`: how the rules' decisions show in the mail itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Adds `X-Sealgate: <what was done>; rule=<rule>` to inbound mail, so users (and
+    /// their filters) can see it was decrypted or passed, and by which rule.
+    pub header_inbound: bool,
+    /// The same on outbound mail; off, because it tells outsiders about our rules.
+    pub header_outbound: bool,
+}
+
+impl PolicyConfig {
+    /// Whether mail of `direction` gets the X-Sealgate field.
+    pub fn header(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Inbound => self.header_inbound,
+            Direction::Outbound => self.header_outbound,
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            header_inbound: true,
+            header_outbound: false,
+        }
+    }
 }
 
 /// `[lookup]`: key discovery and MX resolution through DNS.
@@ -316,6 +347,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub spool: SpoolConfig,
     pub limits: Limits,
+    pub policy: PolicyConfig,
     /// STARTTLS is offered on both listeners when this is set.
     pub tls: Option<TlsFiles>,
 }
@@ -467,6 +499,7 @@ impl Config {
             relay: file.relay,
             spool: file.spool,
             limits,
+            policy: file.policy,
             tls,
         })
     }
@@ -530,71 +563,4 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("sealgate.toml"))
-    }
-
-    #[test]
-    fn defaults_deliver_into_data_dir() {
-        let config = Config::defaults();
-        assert_eq!(config.inbound.listen, "127.0.0.1:2525".parse().unwrap());
-        assert_eq!(config.outbound.listen, "127.0.0.1:2587".parse().unwrap());
-        assert_eq!(
-            config.inbound.next_hop,
-            NextHop::Dir("data/delivered/inbound".into())
-        );
-        assert_eq!(
-            config.outbound.next_hop,
-            NextHop::Dir("data/delivered/outbound".into())
-        );
-        assert_eq!(config.internal_domains, vec!["example.com"]);
-        assert!(config.client_allowed(Direction::Outbound, "127.0.0.1".parse().unwrap()));
-        assert!(!config.client_allowed(Direction::Outbound, "192.0.2.1".parse().unwrap()));
-        assert!(config.client_allowed(Direction::Inbound, "192.0.2.1".parse().unwrap()));
-    }
-
-    #[test]
-    fn errors_name_the_line() {
-        let err = parse("data_dir = \"x\"\n\n[limits]\nidle_timeout = \"soon\"\n").unwrap_err();
-        assert_eq!(err.line, 4, "{err}");
-        assert!(err.to_string().starts_with("sealgate.toml:4: "), "{err}");
-
-        let err = parse("[keys]\nlookup_ttl = \"30m\"\n").unwrap_err();
-        assert_eq!(err.line, 2, "{err}");
-        assert!(err.message.contains("1h"), "{err}");
-
-        let err = parse("[inbound]\nlisten = \"nowhere\"\n").unwrap_err();
-        assert_eq!(err.line, 2, "{err}");
-
-        let err = parse("\n[outbound]\nnext_hop = \"mx\"\n").unwrap_err();
-        assert_eq!(err.line, 3, "{err}");
-
-        let err = parse("[limits]\nmax_errors = 3\nmax_recipients = 0\n").unwrap_err();
-        assert_eq!(err.line, 3, "{err}");
-        let err = parse("[limits]\n\nmax_line_length = 100\n").unwrap_err();
-        assert_eq!(err.line, 3, "{err}");
-
-        let err =
-            parse("[crypto]\nadditional_decryption_key = \"/nonexistent/adk.asc\"\n").unwrap_err();
-        assert_eq!(err.line, 2, "{err}");
-        assert!(err.message.contains("additional_decryption_key"), "{err}");
-
-        let err = parse("colour = \"blue\"\n").unwrap_err();
-        assert!(err.message.contains("colour"), "{err}");
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        let config = parse(
-            "[limits]\nmax_message_size = \"1MiB\"\nidle_timeout = \"90s\"\n[keys]\nlookup_ttl = \"999d\"\n",
-        )
-        .unwrap();
-        assert_eq!(config.limits.max_message_size.0, 1024 * 1024);
-        assert_eq!(config.limits.idle_timeout.0, Duration::from_secs(90));
-        assert_eq!(config.keys.lookup_ttl.0, Duration::from_secs(999 * 86400));
-        assert!(parse("[keys]\nlookup_ttl = \"1000d\"\n").is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,68 @@
+//! Config parsing: defaults, errors with their lines, units.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("sealgate.toml"))
+}
+
+#[test]
+fn defaults_deliver_into_data_dir() {
+    let config = Config::defaults();
+    assert_eq!(config.inbound.listen, "127.0.0.1:2525".parse().unwrap());
+    assert_eq!(config.outbound.listen, "127.0.0.1:2587".parse().unwrap());
+    assert_eq!(
+        config.inbound.next_hop,
+        NextHop::Dir("data/delivered/inbound".into())
+    );
+    assert_eq!(
+        config.outbound.next_hop,
+        NextHop::Dir("data/delivered/outbound".into())
+    );
+    assert_eq!(config.internal_domains, vec!["example.com"]);
+    assert!(config.client_allowed(Direction::Outbound, "127.0.0.1".parse().unwrap()));
+    assert!(!config.client_allowed(Direction::Outbound, "192.0.2.1".parse().unwrap()));
+    assert!(config.client_allowed(Direction::Inbound, "192.0.2.1".parse().unwrap()));
+}
+
+#[test]
+fn errors_name_the_line() {
+    let err = parse("data_dir = \"x\"\n\n[limits]\nidle_timeout = \"soon\"\n").unwrap_err();
+    assert_eq!(err.line, 4, "{err}");
+    assert!(err.to_string().starts_with("sealgate.toml:4: "), "{err}");
+
+    let err = parse("[keys]\nlookup_ttl = \"30m\"\n").unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.message.contains("1h"), "{err}");
+
+    let err = parse("[inbound]\nlisten = \"nowhere\"\n").unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+
+    let err = parse("\n[outbound]\nnext_hop = \"mx\"\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+
+    let err = parse("[limits]\nmax_errors = 3\nmax_recipients = 0\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    let err = parse("[limits]\n\nmax_line_length = 100\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+
+    let err =
+        parse("[crypto]\nadditional_decryption_key = \"/nonexistent/adk.asc\"\n").unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.message.contains("additional_decryption_key"), "{err}");
+
+    let err = parse("colour = \"blue\"\n").unwrap_err();
+    assert!(err.message.contains("colour"), "{err}");
+}
+
+#[test]
+fn sizes_and_durations() {
+    let config = parse(
+        "[limits]\nmax_message_size = \"1MiB\"\nidle_timeout = \"90s\"\n[keys]\nlookup_ttl = \"999d\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.limits.max_message_size.0, 1024 * 1024);
+    assert_eq!(config.limits.idle_timeout.0, Duration::from_secs(90));
+    assert_eq!(config.keys.lookup_ttl.0, Duration::from_secs(999 * 86400));
+    assert!(parse("[keys]\nlookup_ttl = \"1000d\"\n").is_err());
+}

@@ -1,0 +1,208 @@
+//! The marks a rule leaves on a message: subject tags taken out or put in front, header
+//! fields added, and the `X-Sealgate` field that says what was done.
+//!
+//! Only the header block is rewritten; the body is shared with the original. Fields
+//! are found with mail-parser's offsets and new values are encoded by mail-builder
+//! (RFC 2047 where they are not ASCII).
+
+use mail_builder::headers::{Header, text::Text};
+use mail_parser::MessageParser;
+
+use crate::message::Message;
+use crate::policy::rule::Tags;
+
+/// The field sealgate reports its treatment in.
+pub const STATUS_FIELD: &str = "X-Sealgate";
+
+/// Header blocks longer than this are left alone.
+const HEAD_LIMIT: usize = 256 * 1024;
+
+/// `message` with `tags` applied and, when given, `X-Sealgate: status` at the top.
+/// Any `X-Sealgate` field already there is removed first: a sender must not be able
+/// to forge what the gateway did.
+pub fn apply(message: &Message, tags: &Tags, status: Option<&str>) -> Message {
+    if tags.is_empty() && status.is_none() {
+        return message.clone();
+    }
+    let head = message.header_block(HEAD_LIMIT);
+    let Some(parsed) = MessageParser::default().parse_headers(&head) else {
+        return message.clone();
+    };
+    let subject = parsed.subject().map(str::to_string);
+    let new_subject = subject.as_deref().map(|s| retag(s, tags));
+    let mut out = Vec::with_capacity(head.len() + 256);
+    let fields = parsed.headers();
+    // New fields go below our own Received field, which stays first as a trace field
+    // should.
+    let ours_first = fields
+        .first()
+        .is_some_and(|f| f.name.as_str().eq_ignore_ascii_case("received"));
+    let mut added = false;
+    let add_fields = |out: &mut Vec<u8>| {
+        if let Some(status) = status {
+            write_field(out, STATUS_FIELD, status);
+        }
+        for (name, value) in &tags.add_headers {
+            write_field(out, name, value);
+        }
+    };
+    if !ours_first {
+        add_fields(&mut out);
+        added = true;
+    }
+    for (i, field) in fields.iter().enumerate() {
+        if i == 1 && !added {
+            add_fields(&mut out);
+            added = true;
+        }
+        let start = field.offset_field as usize;
+        let end = fields
+            .get(i + 1)
+            .map_or(head.len(), |next| next.offset_field as usize);
+        let Some(raw) = head.get(start..end) else {
+            continue;
+        };
+        let name = field.name.as_str();
+        if status.is_some() && name.eq_ignore_ascii_case(STATUS_FIELD) {
+            continue;
+        }
+        match &new_subject {
+            // Rewritten only when the tags changed it, so it stays byte for byte otherwise.
+            Some(new) if name.eq_ignore_ascii_case("subject") && Some(new) != subject.as_ref() => {
+                write_field(&mut out, "Subject", new);
+            }
+            _ => out.extend_from_slice(raw),
+        }
+    }
+    if !added {
+        add_fields(&mut out);
+    }
+    // A prefix for a message that had no Subject at all.
+    if subject.is_none()
+        && let Some(prefix) = &tags.subject_prefix
+    {
+        write_field(&mut out, "Subject", prefix.trim_end());
+    }
+    message.with_head(head.len(), out)
+}
+
+/// The subject with the tags taken out (case-insensitive, with the space they leave
+/// tidied) and the prefix put in front.
+pub fn retag(subject: &str, tags: &Tags) -> String {
+    let mut text = subject.to_string();
+    for tag in tags.subject_remove.iter().filter(|t| !t.is_empty()) {
+        let lower_tag = tag.to_lowercase();
+        while let Some(at) = text.to_lowercase().find(&lower_tag) {
+            // Lower-casing can change byte lengths outside ASCII; only cut where the
+            // offsets still line up with the original.
+            if !text.is_char_boundary(at) || !text.is_char_boundary(at + tag.len()) {
+                break;
+            }
+            text.replace_range(at..at + tag.len(), "");
+        }
+    }
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(prefix) = &tags.subject_prefix
+        && !text.starts_with(prefix.as_str())
+    {
+        text.insert_str(0, prefix);
+    }
+    text
+}
+
+/// Writes `Name: value` CRLF, the value encoded and folded by mail-builder.
+fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    Text::new(value).write_header(out, name.len() + 2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(remove: &[&str], prefix: Option<&str>, add: &[(&str, &str)]) -> Tags {
+        Tags {
+            add_headers: add
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            subject_prefix: prefix.map(str::to_string),
+            subject_remove: remove.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn text(message: &Message) -> String {
+        String::from_utf8(message.to_vec()).unwrap()
+    }
+
+    const MAIL: &[u8] = b"From: a@example.com\r\nSubject: [SECURE] quarterly\r\n  numbers\r\nX-Sealgate: decrypted pgp; rule=forged\r\n\r\nbody [secure]\r\n";
+
+    #[test]
+    fn subject_tags_and_fields() {
+        let message = Message::new(MAIL);
+        let out = apply(
+            &message,
+            &tags(&["[secure]"], Some("[enc] "), &[("X-Class", "secret")]),
+            None,
+        );
+        let out = text(&out);
+        assert!(
+            out.contains("Subject: [enc] quarterly numbers\r\n"),
+            "{out}"
+        );
+        assert!(out.starts_with("X-Class: secret\r\n"), "{out}");
+        // The body is not touched, and neither is a field that was not asked for.
+        assert!(out.ends_with("\r\n\r\nbody [secure]\r\n"), "{out}");
+        assert!(
+            out.contains("X-Sealgate: decrypted pgp; rule=forged\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn status_replaces_a_forged_one() {
+        let out = text(&apply(
+            &Message::new(MAIL),
+            &Tags::default(),
+            Some("passed; rule=decrypt-sckm"),
+        ));
+        assert!(
+            out.starts_with("X-Sealgate: passed; rule=decrypt-sckm\r\nFrom:"),
+            "{out}"
+        );
+        assert_eq!(out.matches("X-Sealgate").count(), 1, "{out}");
+        assert!(
+            out.contains("Subject: [SECURE] quarterly\r\n  numbers\r\n"),
+            "{out}"
+        );
+        // Below our own Received field, which stays first.
+        let received = Message::new(&b"Received: from x by y\r\nSubject: s\r\n\r\nhi\r\n"[..]);
+        let out = text(&apply(&received, &Tags::default(), Some("passed; rule=r")));
+        assert!(
+            out.starts_with(
+                "Received: from x by y\r\nX-Sealgate: passed; rule=r\r\nSubject: s\r\n\r\n"
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn non_ascii_subjects_are_encoded() {
+        let message = Message::new("Subject: Grüße [secure]\r\n\r\nhi\r\n".as_bytes());
+        let out = text(&apply(&message, &tags(&["[Secure]"], None, &[]), None));
+        assert!(out.is_ascii(), "{out}");
+        let parsed = MessageParser::default().parse(out.as_bytes()).unwrap();
+        assert_eq!(parsed.subject(), Some("Grüße"));
+        assert!(out.ends_with("\r\n\r\nhi\r\n"));
+    }
+
+    #[test]
+    fn nothing_to_do_is_the_same_message() {
+        let message = Message::new(MAIL);
+        assert_eq!(
+            text(&apply(&message, &Tags::default(), None)).as_bytes(),
+            MAIL
+        );
+    }
+}

@@ -6,9 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod explain;
 mod keytable;
-use sealgate::config::Config;
+use std::sync::Arc;
+
+use sealgate::config::{Config, Direction};
 use sealgate::keys::admin;
+use sealgate::reload::Reloader;
 use sealgate::server::Server;
 
 #[derive(Parser)]
@@ -32,6 +36,38 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Look at what the policy in policy_dir does.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Dry run: which rule matches each recipient of a message, and what would be done.
+    Explain {
+        #[arg(long, value_enum)]
+        direction: DirectionArg,
+        /// The envelope sender (MAIL FROM); "" for the null sender.
+        #[arg(long, value_name = "ADDR")]
+        from: String,
+        /// An envelope recipient (RCPT TO); give it once per recipient.
+        #[arg(long = "to", value_name = "ADDR", required = true)]
+        to: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The message, as an .eml file.
+        #[arg(value_name = "FILE.eml")]
+        message: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DirectionArg {
+    Inbound,
+    Outbound,
 }
 
 #[derive(Subcommand)]
@@ -83,16 +119,54 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check => {
-            let source = config
-                .source
-                .as_ref()
-                .map_or("built-in defaults".to_string(), |p| p.display().to_string());
-            println!("{source}: OK");
-            ExitCode::SUCCESS
-        }
+        Command::Check => check(&config),
         Command::Serve => serve(config),
         Command::Keys { command } => keys(&config, command),
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    direction,
+                    from,
+                    to,
+                    json,
+                    message,
+                },
+        } => {
+            let direction = match direction {
+                DirectionArg::Inbound => Direction::Inbound,
+                DirectionArg::Outbound => Direction::Outbound,
+            };
+            explain::run(&config, direction, &from, &to, &message, json)
+        }
+    }
+}
+
+/// The config was valid (or it would not have loaded); now every policy file.
+fn check(config: &Config) -> ExitCode {
+    let source = config
+        .source
+        .as_ref()
+        .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+    println!("{source}: OK");
+    let loaded = sealgate::policy::load::load_dir(&config.policy_dir);
+    for problem in &loaded.problems {
+        if problem.warning {
+            println!("{problem}");
+        } else {
+            eprintln!("{problem}");
+        }
+    }
+    match &loaded.policy {
+        Some(policy) => {
+            println!(
+                "{}: OK ({} inbound and {} outbound rules)",
+                config.policy_dir.display(),
+                policy.inbound.rules.len(),
+                policy.outbound.rules.len()
+            );
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::FAILURE,
     }
 }
 
@@ -188,14 +262,15 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        server.run(shutdown_signal()).await;
+        let reloader = server.reloader();
+        server.run(shutdown_signal(reloader)).await;
         ExitCode::SUCCESS
     })
 }
 
-/// Completes on SIGTERM or SIGINT. SIGHUP, which would otherwise kill the process, is
-/// logged and ignored until there is something to reload.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. SIGHUP reloads the policy (the config file needs a
+/// restart).
+async fn shutdown_signal(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -204,7 +279,9 @@ async fn shutdown_signal() {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hangup.recv() => {
-                tracing::warn!("SIGHUP: nothing to reload yet; restart sealgate to apply config changes");
+                let reloader = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+                tracing::info!("SIGHUP reloads the policy only; restart sealgate to apply changes to the config file");
             }
         }
     }

@@ -16,7 +16,7 @@ use crate::keys::{KeyEntry, KeyStore, address};
 use crate::message::Message;
 use crate::mime;
 use crate::policy::verdict::Context;
-use crate::policy::{Content, Evaluation, Facts, KeyFact, Live, Policy, Verdict};
+use crate::policy::{Content, Evaluation, Facts, Live, Policy, Verdict};
 use crate::smtp::reply::Reply;
 
 /// Makes plans: the policy in force and the key cache it consults.
@@ -57,16 +57,8 @@ impl Planner {
     pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
         let entries = self.entries(recipient)?;
-        let keys = entries
-            .iter()
-            .filter(|e| e.usable_for_encryption(now, true))
-            .map(|e| KeyFact {
-                kind: e.kind,
-                source: e.source,
-            })
-            .collect();
         let internal = self.config.is_internal_domain(domain_of(recipient));
-        let facts = Facts::new(&plan.sender, recipient, internal, keys);
+        let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
         let chain = plan.policy.chain(plan.direction);
         if let Evaluation::Decided(decision) = chain.evaluate(&facts, None) {
             let verdict = Verdict::new(

@@ -59,6 +59,10 @@ pub enum Request {
         passphrase: Option<String>,
     },
     List,
+    /// The entries of one address (for `policy explain`).
+    Find {
+        address: String,
+    },
     Delete {
         target: String,
     },
@@ -72,6 +76,7 @@ impl Request {
             Request::Import { .. } => "import",
             Request::ImportSckm { .. } => "import-sckm",
             Request::List => "list",
+            Request::Find { .. } => "find",
             Request::Delete { .. } => "delete",
             Request::Purge => "purge",
         }
@@ -106,6 +111,16 @@ pub fn execute(
             Ok(entries) => response.entries = entries,
             Err(e) => return failure(e),
         },
+        Request::Find { address } => {
+            let found = match super::address::normalize(&address) {
+                Some(normalized) => store.find(&normalized),
+                None => Ok(Vec::new()),
+            };
+            match found {
+                Ok(entries) => response.entries = entries,
+                Err(e) => return failure(e),
+            }
+        }
         Request::Purge => match store.purge(now) {
             Ok(removed) => {
                 response

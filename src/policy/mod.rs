@@ -12,6 +12,7 @@
 
 pub mod content;
 pub mod eval;
+pub mod explain;
 pub mod index;
 pub mod lint;
 pub mod load;
@@ -111,6 +112,26 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The facts for `recipient`, with its cache entries: every key that could encrypt
+    /// now counts, whatever its source.
+    pub fn from_entries(
+        sender: &str,
+        recipient: &str,
+        internal: bool,
+        entries: &[crate::keys::KeyEntry],
+        now: time::OffsetDateTime,
+    ) -> Facts {
+        let keys = entries
+            .iter()
+            .filter(|e| e.usable_for_encryption(now, true))
+            .map(|e| KeyFact {
+                kind: e.kind,
+                source: e.source,
+            })
+            .collect();
+        Facts::new(sender, recipient, internal, keys)
+    }
+
     pub fn new(sender: &str, recipient: &str, internal: bool, keys: Vec<KeyFact>) -> Facts {
         Facts {
             sender: sender.to_lowercase(),

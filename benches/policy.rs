@@ -1,0 +1,2 @@
+//! Placeholder; the policy benchmark is being written.
+fn main() {}

@@ -1,0 +1,98 @@
+//! `sealgate policy explain`: reads the message and the recipients' keys (from a
+//! running server through its admin socket, or from the database), and prints what
+//! the policy in `policy_dir` would do. Nothing is sent.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use sealgate::config::{Config, Direction};
+use sealgate::envelope::domain_of;
+use sealgate::keys::admin;
+use sealgate::message::Message;
+use sealgate::policy::explain::{self, Recipient};
+use sealgate::policy::{Content, Needs, load};
+
+pub fn run(
+    config: &Config,
+    direction: Direction,
+    from: &str,
+    to: &[String],
+    message: &Path,
+    json: bool,
+) -> ExitCode {
+    let loaded = load::load_dir(&config.policy_dir);
+    let Some(policy) = loaded.policy else {
+        for error in loaded.errors() {
+            eprintln!("{error}");
+        }
+        return ExitCode::FAILURE;
+    };
+    let raw = match std::fs::read(message) {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("sealgate: cannot read {}: {e}", message.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Files saved by mail clients often have bare LF line ends; SMTP has CRLF.
+    let raw = crlf(&raw);
+    let all = Needs {
+        headers: true,
+        structure: true,
+    };
+    let content = Content::read(&Message::new(raw), all);
+    let mut recipients = Vec::new();
+    for address in to {
+        let request = admin::Request::Find {
+            address: address.clone(),
+        };
+        let entries = match admin::request(&config.data_dir, config.keys.lookup_ttl.0, request) {
+            Ok(response) if !response.failed => response.entries,
+            Ok(response) => {
+                eprintln!("sealgate: {}", response.messages.join("; "));
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("sealgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        recipients.push(Recipient {
+            address: address.clone(),
+            internal: config.is_internal_domain(domain_of(address)),
+            entries,
+        });
+    }
+    let explanations = explain::explain(
+        &policy,
+        direction,
+        from,
+        &recipients,
+        &content,
+        config.keys.encrypt_to_mailflow_keys,
+        time::OffsetDateTime::now_utc(),
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explanations).expect("explanations serialize")
+        );
+    } else {
+        print!("{}", explain::render(&explanations));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `raw` with every bare LF made CRLF.
+fn crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut previous = 0u8;
+    for &byte in raw {
+        if byte == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        previous = byte;
+    }
+    out
+}

@@ -66,7 +66,7 @@ fn armored(message: &[u8]) -> Vec<u8> {
     let text = text(message);
     let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
     let end = text.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
-    text[start..end].as_bytes().to_vec()
+    text.as_bytes()[start..end].to_vec()
 }
 
 /// Waits a little and asserts the sink got exactly `count` transactions.

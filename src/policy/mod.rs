@@ -13,6 +13,7 @@
 pub mod content;
 pub mod eval;
 pub mod explain;
+mod fields;
 pub mod index;
 pub mod lint;
 pub mod load;

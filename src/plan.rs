@@ -16,7 +16,7 @@ use crate::keys::{KeyEntry, KeyStore, address};
 use crate::message::Message;
 use crate::mime;
 use crate::policy::verdict::Context;
-use crate::policy::{Content, Evaluation, Facts, Live, Policy, Verdict};
+use crate::policy::{Content, Evaluation, Facts, Live, Policy, Treatment, Verdict};
 use crate::smtp::reply::Reply;
 
 /// Makes plans: the policy in force and the key cache it consults.
@@ -66,7 +66,7 @@ impl Planner {
                 &decision,
                 &self.context(recipient, &entries, now, None),
             );
-            if let crate::policy::Treatment::Refuse(reply) = verdict.treatment {
+            if let Treatment::Refuse(reply) = verdict.treatment {
                 tracing::info!(
                     direction = %plan.direction,
                     from = %plan.sender,
@@ -92,8 +92,9 @@ impl Planner {
         let chain = plan.policy.chain(plan.direction);
         let content = Content::read(message, chain.needs);
         let now = OffsetDateTime::now_utc();
-        // Whether it is already encrypted matters only to encrypt actions; reading
-        // the structure costs a parse, so only then.
+        // Whether it is already encrypted matters only when a copy would be encrypted
+        // to a key; finding out costs a copy and a parse of the whole message, so
+        // only then, and once.
         let mut already = chain.needs.structure.then_some(content.encrypted.is_some());
         plan.recipients
             .iter()
@@ -102,14 +103,21 @@ impl Planner {
                     Evaluation::Decided(d) => d,
                     Evaluation::NeedsContent => unreachable!("every condition is known after DATA"),
                 };
-                if decision.action() == crate::policy::rule::Action::Encrypt && already.is_none() {
-                    already = Some(mime::encrypted(&message.to_vec()).is_some());
+                let verdict = |already| {
+                    Verdict::new(
+                        chain,
+                        &decision,
+                        &self.context(&r.address, &r.entries, now, already),
+                    )
+                };
+                let first = verdict(already);
+                match first.treatment {
+                    Treatment::Encrypt(_) if already.is_none() => {
+                        already = Some(mime::encrypted(&message.to_vec()).is_some());
+                        verdict(already)
+                    }
+                    _ => first,
                 }
-                Verdict::new(
-                    chain,
-                    &decision,
-                    &self.context(&r.address, &r.entries, now, already),
-                )
             })
             .collect()
     }

@@ -5,10 +5,11 @@
 //! with ([`crate::plan`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::policy::{Live, load};
@@ -20,11 +21,46 @@ const SETTLE: Duration = Duration::from_millis(250);
 pub struct Reloader {
     live: Arc<Live>,
     dir: PathBuf,
+    /// The file watch, set up when the reloader is made (so no change after start-up
+    /// is missed), and taken by [`Reloader::watch`].
+    watching: Mutex<Option<Watching>>,
+}
+
+struct Watching {
+    _watcher: notify::RecommendedWatcher,
+    changes: mpsc::Receiver<()>,
 }
 
 impl Reloader {
+    /// Starts watching `dir`. A folder that does not exist, or a platform without file
+    /// events, leaves only SIGHUP to trigger reloads; that is logged.
     pub fn new(live: Arc<Live>, dir: PathBuf) -> Reloader {
-        Reloader { live, dir }
+        let (tx, changes) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                // Full means a reload is already pending, which will see this change.
+                let _ = tx.try_send(());
+            }
+        })
+        .and_then(|mut watcher| {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            Ok(watcher)
+        });
+        let watching = match watcher {
+            Ok(watcher) => Some(Watching {
+                _watcher: watcher,
+                changes,
+            }),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch policy_dir for changes; reload with SIGHUP");
+                None
+            }
+        };
+        Reloader {
+            live,
+            dir,
+            watching: Mutex::new(watching),
+        }
     }
 
     /// Loads `policy_dir` and puts it in force if it has no error. Returns whether it
@@ -55,35 +91,23 @@ impl Reloader {
         }
     }
 
-    /// Watches `policy_dir` until `shutdown`, reloading after each burst of changes.
-    /// A folder that does not exist, or a platform without file events, leaves only
-    /// SIGHUP to trigger reloads; that is logged.
+    /// Reloads after each burst of changes in `policy_dir`, until `shutdown`.
     pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
-                // Full means a reload is already pending, which will see this change.
-                let _ = tx.try_send(());
-            }
-        })
-        .and_then(|mut watcher| {
-            watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
-            Ok(watcher)
-        });
-        let _watcher = match watcher {
-            Ok(watcher) => watcher,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch policy_dir for changes; reload with SIGHUP");
-                return;
-            }
+        let taken = self.watching.lock().expect("not poisoned").take();
+        let Some(Watching {
+            _watcher,
+            mut changes,
+        }) = taken
+        else {
+            return;
         };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                changed = rx.recv() => if changed.is_none() { return },
+                changed = changes.recv() => if changed.is_none() { return },
             }
             tokio::time::sleep(SETTLE).await;
-            while rx.try_recv().is_ok() {}
+            while changes.try_recv().is_ok() {}
             let this = self.clone();
             let _ =
                 tokio::task::spawn_blocking(move || this.reload("a file in policy_dir changed"))

@@ -214,7 +214,7 @@ fn check_reports_every_bad_value_on_the_line_of_its_field() {
             ),
             (
                 "10-values.toml",
-                57,
+                61,
                 &["reply is only for action = \"reject\""],
             ),
         ],

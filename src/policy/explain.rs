@@ -121,7 +121,13 @@ pub fn explain(
                 Treatment::Refuse(reply) => (Vec::new(), Some(reply.to_string())),
                 Treatment::Pass => (Vec::new(), None),
             };
-            let tags = &verdict.tags;
+            // A refused recipient gets no copy, so no tags either.
+            let refused = matches!(verdict.treatment, Treatment::Refuse(_));
+            let tags = if refused {
+                &Default::default()
+            } else {
+                &verdict.tags
+            };
             Explanation {
                 recipient: r.address.clone(),
                 chain: direction,

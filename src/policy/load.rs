@@ -99,6 +99,14 @@ pub fn load_dir(dir: &Path) -> Loaded {
             }
         }
     };
+    if files.is_empty() {
+        problems.push(Problem {
+            path: dir.to_path_buf(),
+            line: 1,
+            message: "policy_dir has no *.toml rule files: every message passes as it is".into(),
+            warning: true,
+        });
+    }
     let mut loaded = load_texts(&files);
     problems.append(&mut loaded.problems);
     loaded.problems = problems;
@@ -176,6 +184,8 @@ pub fn load_texts(files: &[(PathBuf, String)]) -> Loaded {
             });
         }
     }
+    // In the order an admin reads them: by file, then line.
+    problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
     Loaded { policy, problems }
 }
 
@@ -238,6 +248,7 @@ impl FileReader<'_> {
         let errors_before = self.problems.iter().filter(|p| !p.warning).count();
         let mut chain = None;
         let mut chain_given = false;
+        let mut reply_at = start;
         let mut name = None;
         let mut continues = false;
         let mut when = Conditions::default();
@@ -248,6 +259,9 @@ impl FileReader<'_> {
                 value: value.get_ref(),
             };
             chain_given |= key.get_ref() == "chain";
+            if key.get_ref() == "reply" {
+                reply_at = at;
+            }
             let result = match key.get_ref().as_str() {
                 "chain" => field.one_of(&["inbound", "outbound"]).map(|c| {
                     chain = Some(if c == "inbound" {
@@ -311,7 +325,7 @@ impl FileReader<'_> {
             return None;
         };
         if then.reply.is_some() && then.action != Some(Action::Reject) {
-            self.error(start, "reply is only for action = \"reject\"".into());
+            self.error(reply_at, "reply is only for action = \"reject\"".into());
         }
         let errors_after = self.problems.iter().filter(|p| !p.warning).count();
         (errors_after == errors_before).then(|| {

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::rule::{Action, Format, NoKey, Tags};
 use super::{Chain, Decision};
+use crate::config::Direction;
 use crate::keys::{KeyEntry, KeyKind, Source};
 use crate::smtp::reply::{self, Reply};
 
@@ -53,7 +54,8 @@ impl Verdict {
         let mut verdict = Verdict {
             treatment: Treatment::Pass,
             tags: actions.tags.clone(),
-            harvest: actions.harvest.unwrap_or(true),
+            // Keys are harvested from inbound mail only.
+            harvest: chain.direction == Direction::Inbound && actions.harvest.unwrap_or(true),
             rule: decision.matched.last().map(|&i| chain.rules[i].label()),
             note: None,
         };

@@ -13,9 +13,14 @@
 //!   [`smtp::conn`] frames lines and DATA, [`smtp::session`] is the state machine.
 //! - [`envelope`]: who, to whom, which direction; [`message`]: the bytes, with the
 //!   `Received:` header sealgate adds.
-//! - [`classify`]: the seam that groups recipients by treatment; [`treatment`] is the
-//!   built-in one (encrypt outbound to known keys, decrypt inbound with SCKM keys), and
-//!   [`mime`] wraps and unwraps PGP/MIME and S/MIME around [`crypto`]'s bytes.
+//! - [`policy`]: the rule files in `policy_dir` (loading with `path:line` errors, lint
+//!   warnings, evaluation of a chain, verdicts, `policy explain`); [`plan`]: one
+//!   transaction's policy, taken at MAIL, asked at each RCPT and again after DATA;
+//!   [`reload`]: SIGHUP and file changes swap in a new policy, whole or not at all.
+//! - [`classify`]: the seam that groups recipients by treatment; [`treatment`] carries
+//!   out each recipient's verdict (encrypt, decrypt, pass, refuse), [`marks`] puts the
+//!   rules' tags and the `X-Sealgate` field on a copy, and [`mime`] wraps and unwraps
+//!   PGP/MIME and S/MIME around [`crypto`]'s bytes.
 //! - [`gateway`]: one transaction's fan-out to the next hop and the client's reply.
 //! - [`relay`]: the next hop, as an SMTP server or a folder of `.eml` files.
 //! - [`spool`]: the durable retry spool and its worker; [`dsn`] builds the DSNs it sends.

@@ -13,6 +13,9 @@ pub struct Failure {
     pub recipient: String,
     /// The reply that ended it (the next hop's, or ours when the spool gave up).
     pub reply: Reply,
+    /// The next hop refused it (it is named as Remote-MTA); otherwise sealgate did,
+    /// by policy or because encryption failed.
+    pub remote: bool,
 }
 
 /// What a DSN needs to know about the message it reports on.
@@ -47,14 +50,19 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
     );
     for failure in report.failures {
         human.push_str(&format!("  <{}>: {}\r\n", failure.recipient, failure.reply));
+        // Action "failed" takes a permanent status (RFC 3464 §2.3.4): a copy refused
+        // with a 4xx reply that is reported here will not be retried either.
+        let status_code = failure.reply.status();
+        let (class, rest) = status_code.split_at(1);
+        let class = if class == "4" { "5" } else { class };
         status.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n\
-             Remote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {class}{rest}\r\n",
             failure.recipient,
-            failure.reply.status(),
-            report.next_hop,
-            failure.reply,
         ));
+        if failure.remote {
+            status.push_str(&format!("Remote-MTA: dns; {}\r\n", report.next_hop));
+        }
+        status.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", failure.reply));
     }
 
     let report_type =

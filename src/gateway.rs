@@ -179,9 +179,11 @@ impl Gateway {
                     // A group refused before relaying (say, encryption failed) has no
                     // message fit to send later: the spool would retry the relay, not
                     // the treatment. Its recipients get a DSN instead.
+                    // A policy refusal is reported the same way, as ours.
                     Outcome::Temporary(reply) if *refused => failures.push(Failure {
                         recipient: rcpt.clone(),
                         reply: reply.clone(),
+                        remote: false,
                     }),
                     Outcome::Temporary(reply) => {
                         waiting.push(rcpt.clone());
@@ -190,6 +192,7 @@ impl Gateway {
                     Outcome::Permanent(reply) => failures.push(Failure {
                         recipient: rcpt.clone(),
                         reply: reply.clone(),
+                        remote: !*refused,
                     }),
                 }
             }

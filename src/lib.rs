@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //!
-//! Data moves one way: session, then envelope and message, then classification, then
-//! relay, then the reply to the client.
+//! Data moves one way: session, then envelope and message, then the policy's verdict
+//! for each recipient, then the transform that carries it out, then relay, then the
+//! reply to the client.
 //!
 //! - [`config`]: `sealgate.toml` and the built-in defaults, validated; errors name
 //!   `path:line`. [`units`] parses the sizes and durations in it.

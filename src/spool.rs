@@ -192,6 +192,7 @@ impl Spool {
                 Outcome::Permanent(reply) => failures.push(Failure {
                     recipient: rcpt.clone(),
                     reply: reply.clone(),
+                    remote: true,
                 }),
                 Outcome::Temporary(reply) if expired => failures.push(Failure {
                     recipient: rcpt.clone(),
@@ -200,6 +201,7 @@ impl Spool {
                         Some([5, 4, 7]),
                         format!("delivery time expired; last reply: {reply}"),
                     ),
+                    remote: true,
                 }),
                 Outcome::Temporary(_) => waiting.push(rcpt.clone()),
             }

@@ -145,6 +145,12 @@ async fn secure_subject_is_encrypted_with_the_tag_removed_and_a_keyless_copy_bec
         "{report}"
     );
     assert!(report.contains("Status: 5.7.1"), "{report}");
+    // The gateway refused it, not the next hop.
+    assert!(!report.contains("Remote-MTA"), "{report}");
+    assert!(
+        report.contains("Diagnostic-Code: smtp; 550 5.7.1 encryption required"),
+        "{report}"
+    );
     assert!(!report.contains("bob@example.org\r\nAction"), "{report}");
     settles_at(&sink, 2).await;
 }

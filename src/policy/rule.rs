@@ -234,7 +234,7 @@ pub struct Tags {
     /// Header fields to add, as (name, value).
     pub add_headers: Vec<(String, String)>,
     pub subject_prefix: Option<String>,
-    /// Texts taken out of the subject (case-insensitive), such as "[secure]".
+    /// Texts taken out of the subject (case-insensitive), such as `[secure]`.
     pub subject_remove: Vec<String>,
 }
 

@@ -65,6 +65,10 @@ impl Verdict {
                 verdict.treatment =
                     Treatment::Refuse(actions.reply.clone().unwrap_or(reply::REJECTED_BY_POLICY));
             }
+            // Only inbound mail is decrypted; `check` warns about such a rule.
+            Action::Decrypt if chain.direction == Direction::Outbound => {
+                verdict.note = Some("decrypt does nothing on the outbound chain");
+            }
             Action::Decrypt => {
                 let mut keys: Vec<KeyEntry> = cx
                     .entries

@@ -1,0 +1,180 @@
+//! From decisions to verdicts: key choice, no_key, decrypt keys, reject replies.
+
+use time::OffsetDateTime;
+
+use super::{decided, facts, policy};
+use crate::keys::{KeyEntry, KeyKind, Source};
+use crate::policy::verdict::{Context, Treatment, Verdict};
+
+fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
+    let now = OffsetDateTime::now_utc();
+    KeyEntry {
+        address: "r@x.example".into(),
+        kind,
+        fingerprint: fingerprint.into(),
+        source,
+        added: now,
+        last_seen: None,
+        key_created: now,
+        expires: None,
+        key_expires: None,
+        message_id: None,
+        sender: None,
+        can_encrypt: true,
+        can_decrypt: source == Source::Sckm,
+        legacy: false,
+        retired: false,
+    }
+}
+
+fn verdict(text: &str, entries: &[KeyEntry], mailflow: bool, encrypted: Option<bool>) -> Verdict {
+    let p = policy(text);
+    // The chain the rules are on.
+    let chain = if p.outbound.rules.is_empty() {
+        &p.inbound
+    } else {
+        &p.outbound
+    };
+    let d = decided(chain, &facts("r@x.example", false, &[]), None);
+    Verdict::new(
+        chain,
+        &d,
+        &Context {
+            recipient: "r@x.example",
+            entries,
+            now: OffsetDateTime::now_utc(),
+            mailflow_default: mailflow,
+            already_encrypted: encrypted,
+        },
+    )
+}
+
+#[test]
+fn no_key_outcomes() {
+    let rule = |no_key: &str| {
+        format!("[[rule]]\nname = \"e\"\nchain = \"outbound\"\naction = \"encrypt\"\n{no_key}\n")
+    };
+    let v = verdict(&rule(""), &[], false, None);
+    let Treatment::Refuse(reply) = &v.treatment else {
+        panic!("{v:?}")
+    };
+    assert_eq!((reply.code, reply.status()), (550, "5.7.1".to_string()));
+    assert!(reply.text.contains("r@x.example"), "{reply}");
+
+    let v = verdict(&rule("no_key = \"defer\""), &[], false, None);
+    let Treatment::Refuse(reply) = &v.treatment else {
+        panic!("{v:?}")
+    };
+    assert_eq!((reply.code, reply.status()), (451, "4.7.1".to_string()));
+
+    let v = verdict(&rule("no_key = \"send_clear\""), &[], false, None);
+    assert_eq!(v.treatment, Treatment::Pass);
+    assert_eq!(v.note, Some("no usable key: sent in clear"));
+    assert_eq!(v.rule.as_deref(), Some("e"));
+}
+
+#[test]
+fn key_choice_format_and_mailflow() {
+    use KeyKind::*;
+    let keys = [
+        entry(Smime, Source::Admin, "S1"),
+        entry(Pgp, Source::Mailflow, "P1"),
+    ];
+    let encrypt = "[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\n";
+    let chosen = |v: Verdict| match v.treatment {
+        Treatment::Encrypt(key) => key.fingerprint,
+        other => format!("{other:?}"),
+    };
+    // Mailflow keys count only when allowed; auto prefers PGP when both may be used.
+    assert_eq!(chosen(verdict(encrypt, &keys, false, None)), "S1");
+    assert_eq!(chosen(verdict(encrypt, &keys, true, None)), "P1");
+    let with = |extra: &str| format!("{encrypt}{extra}\n");
+    assert_eq!(
+        chosen(verdict(
+            &with("use_mailflow_keys = true"),
+            &keys,
+            false,
+            None
+        )),
+        "P1"
+    );
+    assert_eq!(
+        chosen(verdict(
+            &with("use_mailflow_keys = false"),
+            &keys,
+            true,
+            None
+        )),
+        "S1"
+    );
+    assert_eq!(
+        chosen(verdict(&with("format = \"smime\""), &keys, true, None)),
+        "S1"
+    );
+    let v = verdict(&with("format = \"pgp\""), &keys, false, None);
+    assert!(matches!(v.treatment, Treatment::Refuse(_)), "{v:?}");
+    // Already encrypted: passed as it is, unless the rule says to encrypt again.
+    let v = verdict(encrypt, &keys, false, Some(true));
+    assert_eq!(v.treatment, Treatment::Pass);
+    assert_eq!(
+        chosen(verdict(
+            &with("encrypt_again = true"),
+            &keys,
+            false,
+            Some(true)
+        )),
+        "S1"
+    );
+}
+
+#[test]
+fn decrypt_and_reject_verdicts() {
+    let mut retired = entry(KeyKind::Pgp, Source::Sckm, "OLD");
+    retired.retired = true;
+    let keys = [
+        retired,
+        entry(KeyKind::Pgp, Source::Sckm, "NEW"),
+        entry(KeyKind::Pgp, Source::Admin, "PUB"),
+    ];
+    let decrypt = "[[rule]]\nchain = \"inbound\"\naction = \"decrypt\"\n";
+    let v = verdict(decrypt, &keys, false, None);
+    let Treatment::Decrypt(with) = v.treatment else {
+        panic!()
+    };
+    let order: Vec<&str> = with.iter().map(|e| e.fingerprint.as_str()).collect();
+    assert_eq!(order, ["NEW", "OLD"]);
+    let v = verdict(decrypt, &[], false, None);
+    assert_eq!(v.treatment, Treatment::Pass);
+    // Only inbound mail is decrypted, whatever an outbound rule says.
+    let outbound = decrypt.replace("inbound", "outbound");
+    assert_eq!(
+        verdict(&outbound, &keys, false, None).treatment,
+        Treatment::Pass
+    );
+
+    let v = verdict(
+        "[[rule]]\nchain = \"outbound\"\naction = \"reject\"\n",
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(
+        v.treatment,
+        Treatment::Refuse(crate::smtp::reply::REJECTED_BY_POLICY)
+    );
+    let v = verdict(
+        "[[rule]]\nchain = \"inbound\"\nharvest = false\n",
+        &[],
+        false,
+        None,
+    );
+    assert!(!v.harvest && v.rule.is_some());
+    // Keys come from inbound mail only.
+    let v = verdict(
+        "[[rule]]\nchain = \"outbound\"\naction = \"pass\"\n",
+        &[],
+        false,
+        None,
+    );
+    assert!(!v.harvest);
+}

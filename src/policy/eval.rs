@@ -55,7 +55,7 @@ impl Chain {
     /// Evaluates the chain for one recipient. With `content` `None`, conditions on the
     /// message are unknown (RCPT time).
     pub fn evaluate(&self, facts: &Facts, content: Option<&Content>) -> Evaluation {
-        self.run(facts, content, &mut |_, _| {})
+        self.run(facts, content, None)
     }
 
     /// Like [`Chain::evaluate`], and reports each matching rule's tested conditions.
@@ -65,14 +65,14 @@ impl Chain {
         content: Option<&Content>,
         seen: &mut dyn FnMut(usize, Vec<Tested>),
     ) -> Evaluation {
-        self.run(facts, content, seen)
+        self.run(facts, content, Some(seen))
     }
 
     fn run(
         &self,
         facts: &Facts,
         content: Option<&Content>,
-        seen: &mut dyn FnMut(usize, Vec<Tested>),
+        mut seen: Option<&mut dyn FnMut(usize, Vec<Tested>)>,
     ) -> Evaluation {
         let senders = self.senders.hits(&facts.sender);
         let recipients = self.recipients.hits(&facts.recipient);
@@ -102,7 +102,10 @@ impl Chain {
                 Test::Unknown if rule.continues => unknown = true,
                 Test::Unknown => return Evaluation::NeedsContent,
                 Test::Yes => {
-                    seen(i, self.tested(i, facts, content, &senders, &recipients));
+                    // Only explain needs the record of what was tested.
+                    if let Some(seen) = seen.as_mut() {
+                        seen(i, self.tested(i, facts, content, &senders, &recipients));
+                    }
                     actions.merge(&rule.then);
                     matched.push(i);
                     if !rule.continues {

@@ -72,7 +72,7 @@ impl Field<'_> {
     pub fn patterns(&self) -> Read<Patterns> {
         let list = self.strings()?;
         for pattern in &list {
-            super::index::address_glob(pattern)?;
+            super::index::check(pattern)?;
         }
         Ok(Patterns(list.iter().map(|p| p.to_lowercase()).collect()))
     }

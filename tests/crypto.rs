@@ -4,50 +4,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use sealgate::keys::admin::{self, Request};
 use support::keys::{GpgHome, SmimeCert, crlf, openssl, pgp_mime};
-use support::{Client, Sink, gateway_to, split_received};
+use support::{Client, Sink, bob_with_key_imported, gateway_to, import, split_received};
 
 /// The keyUsage of an S/MIME encryption certificate.
 const ENCRYPT: &str = "digitalSignature,keyEncipherment";
-
-/// Imports files into a running gateway's key cache through its admin socket.
-fn import(
-    gw: &support::Gateway,
-    sckm: bool,
-    files: &[&Path],
-    passphrase: Option<&str>,
-) -> admin::Response {
-    let files = files
-        .iter()
-        .map(|p| admin::File::read(p).unwrap())
-        .collect();
-    let request = if sckm {
-        Request::ImportSckm {
-            files,
-            passphrase: passphrase.map(str::to_string),
-        }
-    } else {
-        Request::Import { files }
-    };
-    let response = admin::request(&gw.data_dir, Duration::from_secs(86400), request).unwrap();
-    assert!(!response.failed, "import refused: {:?}", response.messages);
-    response
-}
-
-/// Bob's GnuPG home: a key for `Bob <bob@example.org>` (a `primary_algo` primary and an
-/// encryption subkey of `sub_algo`) whose public cert `gw` has imported as an admin key.
-fn bob_with_key_imported(gw: &support::Gateway, primary_algo: &str, sub_algo: &str) -> GpgHome {
-    let bob = GpgHome::new();
-    bob.make_key("Bob <bob@example.org>", primary_algo, sub_algo, "encr");
-    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
-    import(gw, false, &[&bob.file("bob.asc", &public)], None);
-    bob
-}
 
 const MESSAGE: &[u8] = "From: Alice <alice@example.com>\r\nTo: bob@example.org, carol@example.net\r\nSubject: Merger plans\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <m1@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThe numbers are in. Grüße.\r\n".as_bytes();
 

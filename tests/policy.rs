@@ -8,9 +8,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sealgate::keys::admin::{self, Request};
-use support::keys::GpgHome;
-use support::{Client, Gateway, Sink, check, config_text, data_accepted, split_received, start};
+use support::{
+    Client, Gateway, Sink, bob_with_key_imported, check, config_text, data_accepted,
+    split_received, start,
+};
 
 /// A gateway relaying to `sink`, with its own policy_dir holding `files`.
 async fn gateway_with_policy(
@@ -36,18 +37,6 @@ async fn gateway_with_policy(
 /// A gateway with the shipped `policies/` (the tests run in the repository root).
 async fn gateway_shipped(sink: &Sink) -> (tempfile::TempDir, Gateway) {
     support::gateway_to(sink, "").await
-}
-
-/// Bob's GnuPG home, with his public key imported into the gateway as an admin key.
-fn bob_with_key(gw: &Gateway) -> GpgHome {
-    let bob = GpgHome::new();
-    bob.make_key("Bob <bob@example.org>", "ed25519", "cv25519", "encr");
-    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
-    let file = admin::File::read(&bob.file("bob.asc", &public)).unwrap();
-    let request = Request::Import { files: vec![file] };
-    let response = admin::request(&gw.data_dir, Duration::from_secs(86400), request).unwrap();
-    assert!(!response.failed, "{:?}", response.messages);
-    bob
 }
 
 fn mail(subject: &str) -> Vec<u8> {
@@ -104,7 +93,7 @@ async fn secure_subject_without_a_key_is_refused_and_nothing_is_delivered() {
 async fn secure_subject_is_encrypted_with_the_tag_removed_and_a_keyless_copy_becomes_a_dsn() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_shipped(&sink).await;
-    let bob = bob_with_key(&gw);
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
         .send_mail(
@@ -159,7 +148,7 @@ async fn secure_subject_is_encrypted_with_the_tag_removed_and_a_keyless_copy_bec
 async fn shipped_outbound_rules_split_recipients_into_one_transaction_per_treatment() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_shipped(&sink).await;
-    let bob = bob_with_key(&gw);
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
     let message = mail("quarterly numbers");
     let mut client = Client::connect(gw.outbound).await;
     let reply = client

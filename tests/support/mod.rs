@@ -407,3 +407,38 @@ pub fn split_received(data: &[u8]) -> (String, Vec<u8>) {
         data[end..].to_vec(),
     )
 }
+
+/// Imports files into a running gateway's key cache through its admin socket.
+pub fn import(
+    gw: &Gateway,
+    sckm: bool,
+    files: &[&Path],
+    passphrase: Option<&str>,
+) -> sealgate::keys::admin::Response {
+    let files = files
+        .iter()
+        .map(|p| sealgate::keys::admin::File::read(p).unwrap())
+        .collect();
+    let request = if sckm {
+        sealgate::keys::admin::Request::ImportSckm {
+            files,
+            passphrase: passphrase.map(str::to_string),
+        }
+    } else {
+        sealgate::keys::admin::Request::Import { files }
+    };
+    let response =
+        sealgate::keys::admin::request(&gw.data_dir, Duration::from_secs(86400), request).unwrap();
+    assert!(!response.failed, "import refused: {:?}", response.messages);
+    response
+}
+
+/// Bob's GnuPG home: a key for `Bob <bob@example.org>` (a `primary_algo` primary and an
+/// encryption subkey of `sub_algo`) whose public cert `gw` has imported as an admin key.
+pub fn bob_with_key_imported(gw: &Gateway, primary_algo: &str, sub_algo: &str) -> keys::GpgHome {
+    let bob = keys::GpgHome::new();
+    bob.make_key("Bob <bob@example.org>", primary_algo, sub_algo, "encr");
+    let public = bob.run(&["--armor", "--export", "bob@example.org"], None);
+    import(gw, false, &[&bob.file("bob.asc", &public)], None);
+    bob
+}

@@ -57,7 +57,9 @@ impl Planner {
     pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
         let entries = self.entries(recipient)?;
-        let internal = self.config.is_internal_domain(domain_of(recipient));
+        // The bare "postmaster" (RFC 5321 §4.5.1) is ours too.
+        let internal = self.config.is_internal_domain(domain_of(recipient))
+            || recipient.eq_ignore_ascii_case("postmaster");
         let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
         let chain = plan.policy.chain(plan.direction);
         if let Evaluation::Decided(decision) = chain.evaluate(&facts, None) {

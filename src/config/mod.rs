@@ -158,13 +158,30 @@ impl Default for PolicyConfig {
 }
 
 /// `[lookup]`: key discovery and MX resolution through DNS.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LookupConfig {
     /// Resolvers as "ip:port"; empty means the system resolver.
     pub nameservers: Vec<SocketAddr>,
     /// Domains whose key records are accepted without DNSSEC validation.
     pub insecure_domains: Vec<String>,
+    /// How long one recipient's key lookup may take; past it, the lookup counts as
+    /// unavailable (the rule's `lookup_offline` decides).
+    pub timeout: HumanDuration,
+    /// How long "this recipient publishes no key" is remembered, so that mail to
+    /// someone without a key does not cost a DNS query every time.
+    pub negative_ttl: HumanDuration,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        LookupConfig {
+            nameservers: Vec::new(),
+            insecure_domains: Vec::new(),
+            timeout: HumanDuration::from_secs(5),
+            negative_ttl: HumanDuration::from_secs(60 * 60),
+        }
+    }
 }
 
 /// `[crypto]` as written in the file.
@@ -202,6 +219,11 @@ pub struct CryptoConfig {
 pub struct RelayConfig {
     /// How long a failed next hop is left alone before it is tried again.
     pub retry_after: HumanDuration,
+    /// After a next hop's first failure, it is probed again this soon; only when that
+    /// probe fails too is it left alone for `retry_after`.
+    pub first_probe: HumanDuration,
+    /// The port MX hosts are reached on (`next_hop = "mx"`); 25 except in tests.
+    pub mx_port: u16,
     /// How long to wait for the next hop's TCP connection.
     pub connect_timeout: HumanDuration,
     /// How long to wait for each of the next hop's replies (RFC 5321 §4.5.3.2 says 5 min).
@@ -214,6 +236,8 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             retry_after: HumanDuration::from_secs(15 * 60),
+            first_probe: HumanDuration::from_secs(60),
+            mx_port: 25,
             connect_timeout: HumanDuration::from_secs(30),
             command_timeout: HumanDuration::from_secs(5 * 60),
             data_timeout: HumanDuration::from_secs(10 * 60),

@@ -201,6 +201,17 @@ pub fn next_hop_unavailable(detail: &str) -> Reply {
     )
 }
 
+/// The next hop failed recently and is left alone until `minutes` from now (the
+/// circuit breaker): no connection is attempted.
+pub fn next_hop_resting(minutes: u64) -> Reply {
+    let unit = if minutes == 1 { "minute" } else { "minutes" };
+    Reply::new(
+        451,
+        Some([4, 4, 1]),
+        format!("next hop unavailable; will retry in {minutes} {unit}"),
+    )
+}
+
 /// The message needs SMTPUTF8 and the next hop does not offer it.
 pub const NEXT_HOP_NO_SMTPUTF8: Reply = Reply::fixed(
     553,
@@ -224,6 +235,16 @@ pub fn encryption_required(recipient: &str) -> Reply {
         550,
         Some([5, 7, 1]),
         format!("encryption required, but there is no usable key for {recipient}"),
+    )
+}
+
+/// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
+/// resolver) and the rule says `lookup_offline = "defer"`.
+pub fn lookup_unavailable(recipient: &str) -> Reply {
+    Reply::new(
+        451,
+        Some([4, 4, 3]),
+        format!("the key lookup for {recipient} failed; try again later"),
     )
 }
 

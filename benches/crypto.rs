@@ -557,6 +557,7 @@ impl Treatment {
                 policy: Arc::new(Live::new(policy)),
                 keys: keys.clone(),
                 config: config.clone(),
+                finder: None,
             },
             transform: Transform {
                 keys,

@@ -173,6 +173,7 @@ fn main() {
                 now,
                 mailflow_default: false,
                 already_encrypted: data.then_some(false),
+                lookup_failed: false,
             };
             let expected = if data { case.at_data } else { case.at_rcpt };
             let decision = check(chain, case, content, expected);

@@ -48,11 +48,11 @@ impl Gateway {
         envelope: &Envelope,
         message: Message,
         id: &str,
-        plan: &Plan,
+        plan: &mut Plan,
     ) -> Reply {
         let started = Instant::now();
         let relay = self.relays.get(envelope.direction);
-        let verdicts = self.planner.verdicts(plan, &message);
+        let verdicts = self.planner.verdicts(plan, &message).await;
         log_verdicts(id, envelope, &verdicts);
         // Classifying may encrypt or decrypt: CPU work that must not stall the
         // runtime's threads, so then it runs on the blocking pool.

@@ -5,10 +5,18 @@
 //! at RCPT, so a recipient refused by the envelope alone gets its own RCPT reply. The
 //! rest waits for the message. A transaction keeps the policy it started with, even
 //! when a reload replaces it meanwhile.
+//!
+//! An outbound recipient without a usable key in the cache has one looked up (DNS,
+//! [`KeyFinder`]). The lookup starts at RCPT and runs while the client sends more
+//! recipients and the message, so lookups for several recipients run in parallel and
+//! the message does not wait for them one by one. Such a recipient is decided after
+//! DATA, once its lookup has finished.
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, Direction};
 use crate::envelope::domain_of;
@@ -17,13 +25,25 @@ use crate::message::Message;
 use crate::mime;
 use crate::policy::verdict::Context;
 use crate::policy::{Content, Evaluation, Facts, Live, Policy, Treatment, Verdict};
-use crate::smtp::reply::Reply;
+use crate::smtp::reply::{self, Reply};
+
+/// Looks up keys the cache does not have; what it finds goes into the cache.
+pub trait KeyFinder: Send + Sync + 'static {
+    /// Whether a recent lookup for `address` found no key (so no query is needed).
+    fn known_absent(&self, address: &str) -> bool;
+
+    /// Looks up `address`. `Err` (with the reason) when the lookup could not be
+    /// answered: SERVFAIL, timeout, no resolver. Bounded in time by the finder.
+    fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), String>>;
+}
 
 /// Makes plans: the policy in force and the key cache it consults.
 pub struct Planner {
     pub policy: Arc<Live>,
     pub keys: Arc<dyn KeyStore>,
     pub config: Arc<Config>,
+    /// Key lookup for outbound recipients the cache has no key for; `None` turns it off.
+    pub finder: Option<Arc<dyn KeyFinder>>,
 }
 
 /// The policy a transaction runs on, and what was learnt about each recipient.
@@ -37,8 +57,12 @@ pub struct Plan {
 
 struct Screened {
     address: String,
-    facts: Facts,
+    internal: bool,
     entries: Vec<KeyEntry>,
+    /// The key lookup started at RCPT, until DATA collects it. A transaction dropped
+    /// before DATA detaches it: it still fills the cache for next time.
+    lookup: Option<JoinHandle<Result<(), String>>>,
+    lookup_failed: bool,
 }
 
 impl Planner {
@@ -53,44 +77,86 @@ impl Planner {
     }
 
     /// At RCPT: refuses the recipient when the envelope alone decides so; otherwise
-    /// remembers it for DATA.
+    /// remembers it for DATA, with its key lookup under way if it needs one.
     pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
         let entries = self.entries(recipient)?;
         // The bare "postmaster" (RFC 5321 §4.5.1) is ours too.
         let internal = self.config.is_internal_domain(domain_of(recipient))
             || recipient.eq_ignore_ascii_case("postmaster");
-        let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
         let chain = plan.policy.chain(plan.direction);
-        if let Evaluation::Decided(decision) = chain.evaluate(&facts, None) {
-            let verdict = Verdict::new(
-                chain,
-                &decision,
-                &self.context(recipient, &entries, now, None),
-            );
-            if let Treatment::Refuse(reply) = verdict.treatment {
-                tracing::info!(
-                    direction = %plan.direction,
-                    from = %plan.sender,
-                    %recipient,
-                    rule = verdict.rule.as_deref().unwrap_or("none"),
-                    note = verdict.note.unwrap_or(""),
-                    %reply,
-                    "refused at RCPT by policy"
-                );
-                return Err(reply);
+        let lookup = self.start_lookup(plan, recipient, internal, &entries, now);
+        if lookup.is_none() {
+            let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
+            if let Evaluation::Decided(decision) = chain.evaluate(&facts, None) {
+                let cx = self.context(recipient, &entries, now, None, false);
+                let verdict = Verdict::new(chain, &decision, &cx);
+                if let Treatment::Refuse(reply) = verdict.treatment {
+                    tracing::info!(
+                        direction = %plan.direction,
+                        from = %plan.sender,
+                        %recipient,
+                        rule = verdict.rule.as_deref().unwrap_or("none"),
+                        note = verdict.note.unwrap_or(""),
+                        %reply,
+                        "refused at RCPT by policy"
+                    );
+                    return Err(reply);
+                }
             }
         }
         plan.recipients.push(Screened {
             address: recipient.to_string(),
-            facts,
+            internal,
             entries,
+            lookup,
+            lookup_failed: false,
         });
         Ok(())
     }
 
+    /// Starts a key lookup when the recipient is outbound and external, the cache has
+    /// no usable key, the policy may encrypt, and no recent lookup came back empty.
+    fn start_lookup(
+        &self,
+        plan: &Plan,
+        recipient: &str,
+        internal: bool,
+        entries: &[KeyEntry],
+        now: OffsetDateTime,
+    ) -> Option<JoinHandle<Result<(), String>>> {
+        let finder = self.finder.as_ref()?;
+        let mailflow = self.config.keys.encrypt_to_mailflow_keys;
+        let wanted = plan.direction == Direction::Outbound
+            && !internal
+            && plan.policy.chain(plan.direction).may_encrypt
+            && !entries
+                .iter()
+                .any(|e| e.usable_for_encryption(now, mailflow))
+            && !finder.known_absent(recipient);
+        wanted.then(|| tokio::spawn(finder.clone().find(recipient.to_string())))
+    }
+
     /// After DATA: the verdict for each recipient, in the order they were accepted.
-    pub fn verdicts(&self, plan: &Plan, message: &Message) -> Vec<Verdict> {
+    /// Waits for the key lookups started at RCPT first.
+    pub async fn verdicts(&self, plan: &mut Plan, message: &Message) -> Vec<Verdict> {
+        for r in &mut plan.recipients {
+            let Some(lookup) = r.lookup.take() else {
+                continue;
+            };
+            let found = lookup
+                .await
+                .unwrap_or_else(|e| Err(format!("the lookup task failed: {e}")));
+            // What the lookup found is in the cache now; a cache failure here counts
+            // as a failed lookup, so that no rule sends in clear because of it.
+            match found.and_then(|()| self.entries(&r.address).map_err(|e| e.to_string())) {
+                Ok(entries) => r.entries = entries,
+                Err(reason) => {
+                    tracing::info!(recipient = %r.address, %reason, "key lookup failed");
+                    r.lookup_failed = true;
+                }
+            }
+        }
         let chain = plan.policy.chain(plan.direction);
         let content = Content::read(message, chain.needs);
         let now = OffsetDateTime::now_utc();
@@ -101,16 +167,15 @@ impl Planner {
         plan.recipients
             .iter()
             .map(|r| {
-                let decision = match chain.evaluate(&r.facts, Some(&content)) {
+                let facts =
+                    Facts::from_entries(&plan.sender, &r.address, r.internal, &r.entries, now);
+                let decision = match chain.evaluate(&facts, Some(&content)) {
                     Evaluation::Decided(d) => d,
                     Evaluation::NeedsContent => unreachable!("every condition is known after DATA"),
                 };
                 let verdict = |already| {
-                    Verdict::new(
-                        chain,
-                        &decision,
-                        &self.context(&r.address, &r.entries, now, already),
-                    )
+                    let cx = self.context(&r.address, &r.entries, now, already, r.lookup_failed);
+                    Verdict::new(chain, &decision, &cx)
                 };
                 let first = verdict(already);
                 match first.treatment {
@@ -130,6 +195,7 @@ impl Planner {
         entries: &'a [KeyEntry],
         now: OffsetDateTime,
         already_encrypted: Option<bool>,
+        lookup_failed: bool,
     ) -> Context<'a> {
         Context {
             recipient,
@@ -137,6 +203,7 @@ impl Planner {
             now,
             mailflow_default: self.config.keys.encrypt_to_mailflow_keys,
             already_encrypted,
+            lookup_failed,
         }
     }
 
@@ -148,7 +215,7 @@ impl Planner {
         };
         self.keys.find(&address).map_err(|e| {
             tracing::error!(%recipient, error = %e, "key cache lookup failed");
-            crate::smtp::reply::local_error("key cache unavailable")
+            reply::local_error("key cache unavailable")
         })
     }
 }

@@ -171,6 +171,7 @@ impl Server {
                 policy: live,
                 keys: keys.clone(),
                 config: config.clone(),
+                finder: None,
             },
             classifier,
             relays,

@@ -85,6 +85,8 @@ pub fn explain(
                 now,
                 mailflow_default,
                 already_encrypted,
+                // explain reads the cache only; it does not look keys up.
+                lookup_failed: false,
             };
             let at_rcpt = match chain.evaluate(&facts, None) {
                 Evaluation::NeedsContent => {

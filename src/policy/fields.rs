@@ -280,6 +280,14 @@ pub fn format(s: &str) -> Format {
     }
 }
 
+pub fn lookup_offline(s: &str) -> LookupOffline {
+    if s == "send_clear" {
+        LookupOffline::SendClear
+    } else {
+        LookupOffline::Defer
+    }
+}
+
 pub fn no_key(s: &str) -> NoKey {
     match s {
         "send_clear" => NoKey::SendClear,

@@ -45,11 +45,12 @@ fn chain_warnings(chain: &Chain, out: &mut Vec<(Origin, String)>) {
         let then = &rule.then;
         let encrypt_only = then.format.is_some()
             || then.no_key.is_some()
+            || then.lookup_offline.is_some()
             || then.encrypt_again.is_some()
             || then.use_mailflow_keys.is_some();
         if !rule.continues && encrypt_only && action.is_some_and(|a| a != Action::Encrypt) {
             warn(format!(
-                "format, no_key, encrypt_again and use_mailflow_keys have no effect with action = \"{}\"",
+                "format, no_key, lookup_offline, encrypt_again and use_mailflow_keys have no effect with action = \"{}\"",
                 action.map_or("pass", Action::as_str)
             ));
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::fields::{Field, action, format, key_want, locality, no_key};
+use super::fields::{Field, action, format, key_want, locality, lookup_offline, no_key};
 use super::rule::*;
 use super::{Policy, lint};
 use crate::config::Direction;
@@ -300,6 +300,9 @@ impl FileReader<'_> {
                 "no_key" => field
                     .one_of(&["reject", "send_clear", "defer"])
                     .map(|s| then.no_key = Some(no_key(&s))),
+                "lookup_offline" => field
+                    .one_of(&["defer", "send_clear"])
+                    .map(|s| then.lookup_offline = Some(lookup_offline(&s))),
                 "encrypt_again" => field.bool().map(|b| then.encrypt_again = Some(b)),
                 "reply" => field.reply().map(|r| then.reply = Some(r)),
                 "harvest" => field.bool().map(|b| then.harvest = Some(b)),

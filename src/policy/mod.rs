@@ -64,6 +64,8 @@ pub struct Chain {
     recipients: Index,
     /// What of the message the content conditions read.
     pub needs: Needs,
+    /// Some rule encrypts: only then are keys looked up for recipients.
+    pub may_encrypt: bool,
 }
 
 impl Chain {
@@ -88,8 +90,12 @@ impl Chain {
                     || w.attachment_type.is_some(),
             })
         });
+        let may_encrypt = rules
+            .iter()
+            .any(|r| r.then.action == Some(rule::Action::Encrypt));
         Chain {
             direction,
+            may_encrypt,
             rules,
             senders,
             recipients,

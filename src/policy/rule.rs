@@ -139,6 +139,8 @@ pub struct Actions {
     pub action: Option<Action>,
     pub format: Option<Format>,
     pub no_key: Option<NoKey>,
+    /// What to do when the recipient's key lookup could not be answered.
+    pub lookup_offline: Option<LookupOffline>,
     /// Encrypt a message that is already encrypted (off unless a rule says so).
     pub encrypt_again: Option<bool>,
     /// The reply for `action = "reject"`.
@@ -160,6 +162,7 @@ impl Actions {
         set(&mut self.action, &later.action);
         set(&mut self.format, &later.format);
         set(&mut self.no_key, &later.no_key);
+        set(&mut self.lookup_offline, &later.lookup_offline);
         set(&mut self.encrypt_again, &later.encrypt_again);
         set(&mut self.reply, &later.reply);
         set(&mut self.harvest, &later.harvest);
@@ -224,6 +227,26 @@ impl NoKey {
             NoKey::Reject => "reject",
             NoKey::SendClear => "send_clear",
             NoKey::Defer => "defer",
+        }
+    }
+}
+
+/// What to do when encryption is required, the cache has no key, and the lookup
+/// that might have found one could not be answered (SERVFAIL, timeout, no resolver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupOffline {
+    /// 451 4.4.3: the client tries again later.
+    Defer,
+    /// Only where a rule says so: nothing goes out in clear because a lookup failed
+    /// unless a rule allows it.
+    SendClear,
+}
+
+impl LookupOffline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupOffline::Defer => "defer",
+            LookupOffline::SendClear => "send_clear",
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use time::OffsetDateTime;
 
-use super::rule::{Action, Format, NoKey, Tags};
+use super::rule::{Action, Format, LookupOffline, NoKey, Tags};
 use super::{Chain, Decision};
 use crate::config::Direction;
 use crate::keys::{KeyEntry, KeyKind, Source};
@@ -46,6 +46,9 @@ pub struct Context<'a> {
     pub mailflow_default: bool,
     /// Whether the message is already encrypted; `None` before DATA.
     pub already_encrypted: Option<bool>,
+    /// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
+    /// resolver), so "no key" is not known to be true.
+    pub lookup_failed: bool,
 }
 
 impl Verdict {
@@ -94,6 +97,27 @@ impl Verdict {
                         verdict.note = Some("already encrypted: sent as it is");
                     }
                     Some(key) => verdict.treatment = Treatment::Encrypt(key),
+                    // Whether a key exists is not known. Unless the rule says what to
+                    // do then, a rule that requires encryption defers, and one that
+                    // would send in clear without a key sends in clear.
+                    None if cx.lookup_failed => {
+                        let offline = actions.lookup_offline.unwrap_or(
+                            match actions.no_key.unwrap_or_default() {
+                                NoKey::SendClear => LookupOffline::SendClear,
+                                NoKey::Reject | NoKey::Defer => LookupOffline::Defer,
+                            },
+                        );
+                        match offline {
+                            LookupOffline::SendClear => {
+                                verdict.note = Some("key lookup failed: sent in clear");
+                            }
+                            LookupOffline::Defer => {
+                                verdict.treatment =
+                                    Treatment::Refuse(reply::lookup_unavailable(cx.recipient));
+                                verdict.note = Some("key lookup failed: deferred");
+                            }
+                        }
+                    }
                     None => match actions.no_key.unwrap_or_default() {
                         NoKey::SendClear => verdict.note = Some("no usable key: sent in clear"),
                         NoKey::Reject => {

@@ -317,7 +317,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             Ok(Ok(None)) => return Ok(Flow::Close),
             Ok(Err(e)) => return Err(e),
         };
-        let transaction = self.transaction.take().expect("checked above");
+        let mut transaction = self.transaction.take().expect("checked above");
         let chunks = match data {
             Data::TooBig => return self.refuse(&reply::TOO_BIG).await,
             Data::Message(chunks) => chunks,
@@ -346,7 +346,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let reply = self
             .shared
             .gateway
-            .handle(&envelope, message, &id, &transaction.plan)
+            .handle(&envelope, message, &id, &mut transaction.plan)
             .await;
         self.conn.queue(&reply);
         Ok(Flow::Continue)

@@ -28,6 +28,16 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
 }
 
 fn verdict(text: &str, entries: &[KeyEntry], mailflow: bool, encrypted: Option<bool>) -> Verdict {
+    verdict_after_lookup(text, entries, mailflow, encrypted, false)
+}
+
+fn verdict_after_lookup(
+    text: &str,
+    entries: &[KeyEntry],
+    mailflow: bool,
+    encrypted: Option<bool>,
+    lookup_failed: bool,
+) -> Verdict {
     let p = policy(text);
     // The chain the rules are on.
     let chain = if p.outbound.rules.is_empty() {
@@ -45,6 +55,7 @@ fn verdict(text: &str, entries: &[KeyEntry], mailflow: bool, encrypted: Option<b
             now: OffsetDateTime::now_utc(),
             mailflow_default: mailflow,
             already_encrypted: encrypted,
+            lookup_failed,
         },
     )
 }
@@ -177,4 +188,39 @@ fn decrypt_and_reject_verdicts() {
         None,
     );
     assert!(!v.harvest);
+}
+
+#[test]
+fn lookup_offline_outcomes() {
+    let rule = |extra: &str| {
+        format!("[[rule]]\nname = \"e\"\nchain = \"outbound\"\naction = \"encrypt\"\n{extra}\n")
+    };
+    let offline = |extra: &str| verdict_after_lookup(&rule(extra), &[], false, None, true);
+    // A rule that requires encryption defers: a key may exist.
+    for extra in ["", "no_key = \"reject\"", "no_key = \"defer\""] {
+        let v = offline(extra);
+        let Treatment::Refuse(reply) = &v.treatment else {
+            panic!("{extra}: {v:?}")
+        };
+        assert_eq!(
+            (reply.code, reply.status()),
+            (451, "4.4.3".to_string()),
+            "{extra}"
+        );
+        assert_eq!(v.note, Some("key lookup failed: deferred"));
+    }
+    // A rule that sends in clear without a key does so, unless it says otherwise.
+    assert_eq!(
+        offline("no_key = \"send_clear\"").treatment,
+        Treatment::Pass
+    );
+    let v = offline("no_key = \"send_clear\"\nlookup_offline = \"defer\"");
+    assert!(matches!(v.treatment, Treatment::Refuse(_)), "{v:?}");
+    let v = offline("no_key = \"reject\"\nlookup_offline = \"send_clear\"");
+    assert_eq!(v.treatment, Treatment::Pass);
+    assert_eq!(v.note, Some("key lookup failed: sent in clear"));
+    // A key in the cache is used whatever the lookup did.
+    let key = entry(KeyKind::Pgp, Source::Admin, "K");
+    let v = verdict_after_lookup(&rule(""), &[key], false, None, true);
+    assert!(matches!(v.treatment, Treatment::Encrypt(_)), "{v:?}");
 }

@@ -1,14 +1,17 @@
 //! The client side towards the next hop. It hands one next-hop transaction on and
 //! reports, per recipient, whether the next hop took it. It decides nothing.
 //!
-//! `smtp.rs` speaks SMTP to a server, `dir.rs` writes `.eml` files. The outcome keeps
-//! temporary apart from permanent, because that decides whether anyone should retry.
+//! `smtp.rs` speaks SMTP to a server, `dir.rs` writes `.eml` files, and `breaker.rs`
+//! leaves an SMTP next hop that failed alone for a while. The outcome keeps temporary
+//! apart from permanent, because that decides whether anyone should retry.
 
+pub mod breaker;
 mod dir;
 mod smtp;
 
 use std::sync::Arc;
 
+use self::breaker::{Breakers, Resting};
 use crate::config::{NextHop, RelayConfig};
 use crate::envelope::MailParams;
 use crate::message::Message;
@@ -86,13 +89,30 @@ pub struct Relay {
     config: Arc<RelayConfig>,
     /// Our name in EHLO.
     hostname: Arc<str>,
+    /// The circuit breakers of SMTP next hops, by "host:port": a next hop that failed
+    /// is left alone for a while rather than sent a connection per transaction. A
+    /// `dir:` next hop has none; a disk error is not helped by waiting.
+    breakers: Arc<Breakers>,
 }
 
 impl Relay {
     pub fn new(hop: NextHop, config: RelayConfig, hostname: &str) -> Relay {
+        let breakers = Arc::new(Breakers::new(&config));
+        Relay::with_breakers(hop, config, hostname, breakers)
+    }
+
+    /// A relay that shares its circuit breakers with others, so that a next hop both
+    /// directions use is marked for both when it fails.
+    fn with_breakers(
+        hop: NextHop,
+        config: RelayConfig,
+        hostname: &str,
+        breakers: Arc<Breakers>,
+    ) -> Relay {
         Relay {
             hop,
             pool: Arc::default(),
+            breakers,
             config: Arc::new(config),
             hostname: hostname.into(),
         }
@@ -102,18 +122,56 @@ impl Relay {
         &self.hop
     }
 
-    /// Hands `tx` to the next hop and reports what happened to each recipient.
+    /// Hands `tx` to the next hop and reports what happened to each recipient. While
+    /// the next hop rests after a failure, every recipient gets `451 4.4.1` at once and
+    /// no connection is made.
     pub async fn deliver(&self, tx: &Outgoing) -> Delivery {
+        match self.try_deliver(tx).await {
+            Ok(delivery) => delivery,
+            Err(resting) => {
+                let minutes_left = resting.minutes();
+                tracing::info!(
+                    id = %tx.id,
+                    next_hop = %self.hop,
+                    minutes_left,
+                    "next hop unavailable: transaction deferred without a connection"
+                );
+                Delivery::all(tx.recipients.len(), reply::next_hop_resting(minutes_left))
+            }
+        }
+    }
+
+    /// Like [`Relay::deliver`], but a resting next hop is reported to the caller rather
+    /// than answered for each recipient: the spool's retrier then leaves its entry be.
+    pub async fn try_deliver(&self, tx: &Outgoing) -> Result<Delivery, Resting> {
         match &self.hop {
             NextHop::Smtp(addr) => {
-                smtp::deliver(addr, &self.hostname, &self.config, &self.pool, tx).await
+                let breaker = self.breakers.get(addr);
+                let pass = breaker.admit()?;
+                let (delivery, reach) =
+                    smtp::deliver(addr, &self.hostname, &self.config, &self.pool, tx).await;
+                match reach {
+                    smtp::Reach::Answered => pass.succeeded(),
+                    smtp::Reach::Unavailable => pass.failed(&delivery.reply.to_string()),
+                }
+                Ok(delivery)
             }
-            NextHop::Dir(path) => dir::deliver(path, tx).await,
+            NextHop::Dir(path) => Ok(dir::deliver(path, tx).await),
             // Refused when the config loads; kept so that the DNS issue has its place.
-            NextHop::Mx => Delivery::all(
+            // MX delivery is to take a breaker per MX host address from `breakers`.
+            NextHop::Mx => Ok(Delivery::all(
                 tx.recipients.len(),
                 reply::local_error("MX delivery is not available in this build"),
-            ),
+            )),
+        }
+    }
+
+    /// Why this relay's next hop may not be tried now, if it may not. It takes no
+    /// probe: a cheap look before work that would be wasted (reading a spooled message).
+    pub fn resting(&self) -> Option<Resting> {
+        match &self.hop {
+            NextHop::Smtp(addr) => self.breakers.get(addr).resting(),
+            NextHop::Dir(_) | NextHop::Mx => None,
         }
     }
 }
@@ -126,6 +184,22 @@ pub struct Relays {
 }
 
 impl Relays {
+    /// The relays of both directions. They share their circuit breakers: when both
+    /// directions hand mail to the same "host:port", it is one next hop, and a failure
+    /// seen by one direction spares the other a connection attempt.
+    pub fn new(
+        inbound: NextHop,
+        outbound: NextHop,
+        config: &RelayConfig,
+        hostname: &str,
+    ) -> Relays {
+        let breakers = Arc::new(Breakers::new(config));
+        Relays {
+            inbound: Relay::with_breakers(inbound, config.clone(), hostname, breakers.clone()),
+            outbound: Relay::with_breakers(outbound, config.clone(), hostname, breakers),
+        }
+    }
+
     pub fn get(&self, direction: crate::config::Direction) -> &Relay {
         match direction {
             crate::config::Direction::Inbound => &self.inbound,

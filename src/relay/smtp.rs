@@ -119,13 +119,24 @@ impl Pool {
     }
 }
 
+/// Whether the next hop as a whole was there for a transaction: what its circuit
+/// breaker learns from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// It answered, whatever it said about the message or its recipients.
+    Answered,
+    /// It could not be reached, timed out, dropped the connection or said 421 (RFC 5321
+    /// §3.8: the service is not available and the channel is closing).
+    Unavailable,
+}
+
 pub async fn deliver(
     addr: &str,
     hostname: &str,
     config: &RelayConfig,
     pool: &Pool,
     tx: &Outgoing,
-) -> Delivery {
+) -> (Delivery, Reach) {
     let mut outcomes = vec![None; tx.recipients.len()];
     if let Some(client) = pool.take() {
         match transact(client, config, pool, tx, &mut outcomes).await {
@@ -145,21 +156,30 @@ pub async fn deliver(
     delivery(result, outcomes)
 }
 
-/// Turns the end of a conversation into an outcome per recipient.
-fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> Delivery {
+/// Turns the end of a conversation into an outcome per recipient, and says whether
+/// the next hop was there.
+fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> (Delivery, Reach) {
     match result {
-        Ok(reply) => Delivery {
-            outcomes: outcomes
-                .into_iter()
-                .map(|o| o.unwrap_or_else(|| Outcome::from_reply(reply.clone())))
-                .collect(),
-            reply,
-        },
+        Ok(reply) => {
+            let reach = if reply.code == 421 {
+                Reach::Unavailable
+            } else {
+                Reach::Answered
+            };
+            let delivery = Delivery {
+                outcomes: outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Outcome::from_reply(reply.clone())))
+                    .collect(),
+                reply,
+            };
+            (delivery, reach)
+        }
         Err(broken) => {
             let reply = reply::next_hop_unavailable(&broken.to_string());
             // Recipients the next hop already refused keep their own reply; everyone
             // else is a temporary failure.
-            Delivery {
+            let delivery = Delivery {
                 outcomes: outcomes
                     .into_iter()
                     .map(|o| match o {
@@ -168,7 +188,8 @@ fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> De
                     })
                     .collect(),
                 reply,
-            }
+            };
+            (delivery, Reach::Unavailable)
         }
     }
 }

@@ -150,6 +150,15 @@ impl Spool {
     }
 
     /// Delivers every due entry once. Returns how many entries were attempted.
+    ///
+    /// An entry whose next hop rests after a failure (its circuit breaker is open) is
+    /// not attempted and left exactly as it is: no connection, no attempt counted, its
+    /// time unchanged. It stays due, so the first pass after the rest tries it, and
+    /// since a pass goes one entry at a time, the first of those is the next hop's
+    /// probe and the rest follow its verdict. Counting the skip as a failed attempt
+    /// would stretch the entry's backoff for a failure nobody saw; the lifetime is
+    /// counted from arrival either way, and an entry that outlives it while its next
+    /// hop rests becomes a DSN at its next real attempt, as it always did.
     pub async fn retry_due(&self, relays: &Relays, hostname: &str) -> usize {
         let now = now_ms();
         let due: Vec<_> = self
@@ -157,12 +166,26 @@ impl Spool {
             .into_iter()
             .filter(|(_, e)| e.next_attempt_ms <= now)
             .collect();
+        let mut attempted = 0;
+        let mut resting = 0;
         for (key, entry) in &due {
-            if let Err(e) = self.retry_one(*key, entry, relays, hostname).await {
-                tracing::error!(id = %entry.id, error = %e, "spool: cannot process entry");
+            match self.retry_one(*key, entry, relays, hostname).await {
+                Ok(Retried::Yes) => attempted += 1,
+                Ok(Retried::Resting) => resting += 1,
+                Err(e) => {
+                    attempted += 1;
+                    tracing::error!(id = %entry.id, error = %e, "spool: cannot process entry");
+                }
             }
         }
-        due.len()
+        if resting > 0 {
+            // Every pass while a next hop rests ends here: info would flood the log.
+            tracing::debug!(
+                resting,
+                "spool: entries wait for a next hop to be available"
+            );
+        }
+        attempted
     }
 
     async fn retry_one(
@@ -171,9 +194,13 @@ impl Spool {
         entry: &Entry,
         relays: &Relays,
         hostname: &str,
-    ) -> Result<(), SpoolError> {
-        let message = self.message(key)?;
+    ) -> Result<Retried, SpoolError> {
         let relay = relays.get(entry.direction);
+        // A look first, so that no message is read from disk only to be put back.
+        if relay.resting().is_some() {
+            return Ok(Retried::Resting);
+        }
+        let message = self.message(key)?;
         let tx = Outgoing {
             mail_from: entry.mail_from.clone(),
             params: entry.params.clone(),
@@ -181,7 +208,10 @@ impl Spool {
             message,
             id: entry.id.clone(),
         };
-        let delivery = relay.deliver(&tx).await;
+        // A client's transaction may have taken the probe since the look.
+        let Ok(delivery) = relay.try_deliver(&tx).await else {
+            return Ok(Retried::Resting);
+        };
         let expired = now_ms() / 1000 >= entry.arrived + self.config.lifetime.0.as_secs();
 
         let mut waiting = Vec::new();
@@ -244,7 +274,7 @@ impl Spool {
         }
         self.tree.apply_batch(batch)?;
         self.db.flush_async().await?;
-        Ok(())
+        Ok(Retried::Yes)
     }
 
     /// The DSN entry that tells `entry`'s sender about `failures`, if anyone should be told.
@@ -304,6 +334,14 @@ impl Spool {
             self.retry_due(&relays, &hostname).await;
         }
     }
+}
+
+/// What became of one due entry in a pass of the retrier.
+enum Retried {
+    /// It was attempted, and the spool records the result.
+    Yes,
+    /// Its next hop rests after a failure; the entry is left as it was.
+    Resting,
 }
 
 fn key_id(key: &[u8]) -> Option<u64> {

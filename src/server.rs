@@ -25,7 +25,7 @@ use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
 use crate::plan::Planner;
 use crate::policy::{self, Live};
-use crate::relay::{Relay, Relays};
+use crate::relay::Relays;
 use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
 use crate::spool::{Spool, SpoolError};
@@ -150,18 +150,14 @@ impl Server {
                 crate::tls::server_config(files).map_err(StartError::Tls)?,
             )),
         };
-        let relays = Relays {
-            inbound: Relay::new(
-                config.inbound.next_hop.clone(),
-                config.relay.clone(),
-                &config.hostname,
-            ),
-            outbound: Relay::new(
-                config.outbound.next_hop.clone(),
-                config.relay.clone(),
-                &config.hostname,
-            ),
-        };
+        // One set of circuit breakers for both directions: a next hop that failed for
+        // one direction is resting for the other too.
+        let relays = Relays::new(
+            config.inbound.next_hop.clone(),
+            config.outbound.next_hop.clone(),
+            &config.relay,
+            &config.hostname,
+        );
         let reloader = Arc::new(crate::reload::Reloader::new(
             live.clone(),
             config.policy_dir.clone(),

@@ -29,11 +29,13 @@
 //!   operations behind `sealgate keys ...` with the admin socket that reaches a running
 //!   server. [`crypto`] encrypts and decrypts OpenPGP and S/MIME (never signs), and
 //!   reads the BER real clients send.
+//! - [`dns`]: keys from DNSSEC-signed OPENPGPKEY and SMIMEA records; MX hosts.
 //! - [`store`]: the sled database under `data_dir`; [`tls`]: STARTTLS certificates.
 
 pub mod classify;
 pub mod config;
 pub mod crypto;
+pub mod dns;
 pub mod dsn;
 pub mod envelope;
 pub mod gateway;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod dns;
 pub mod keys;
 pub mod sink;
 

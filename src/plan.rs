@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Direction};
+use crate::dns::{Found, KeyLookup};
 use crate::envelope::domain_of;
 use crate::keys::{KeyEntry, KeyStore, address};
 use crate::message::Message;
@@ -35,6 +36,35 @@ pub trait KeyFinder: Send + Sync + 'static {
     /// Looks up `address`. `Err` (with the reason) when the lookup could not be
     /// answered: SERVFAIL, timeout, no resolver. Bounded in time by the finder.
     fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), String>>;
+}
+
+impl KeyFinder for crate::dns::KeyLookup {
+    fn known_absent(&self, address: &str) -> bool {
+        self.is_negative_cached(address)
+    }
+
+    fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            match KeyLookup::find(&self, &address).await {
+                Found::Keys(_) | Found::NoKey => Ok(()),
+                Found::Unavailable(reason) => Err(reason),
+            }
+        })
+    }
+}
+
+/// A finder for when no resolver could be set up: every lookup is unavailable, so
+/// the rules' `lookup_offline` decides, as for a resolver that does not answer.
+pub struct NoResolver(pub String);
+
+impl KeyFinder for NoResolver {
+    fn known_absent(&self, _address: &str) -> bool {
+        false
+    }
+
+    fn find(self: Arc<Self>, _address: String) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move { Err(self.0.clone()) })
+    }
 }
 
 /// Makes plans: the policy in force and the key cache it consults.

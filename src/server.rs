@@ -19,11 +19,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::classify::Classifier;
 use crate::config::{Config, Direction};
+use crate::dns::KeyLookup;
 use crate::gateway::Gateway;
 use crate::keys::harvest::Harvester;
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
-use crate::plan::Planner;
+use crate::plan::{KeyFinder, NoResolver, Planner};
 use crate::policy::{self, Live};
 use crate::relay::Relays;
 use crate::smtp::reply;
@@ -162,12 +163,22 @@ impl Server {
             live.clone(),
             config.policy_dir.clone(),
         ));
+        let finder: Option<Arc<dyn KeyFinder>> = config.lookup.keys.then(|| {
+            let cache: Arc<dyn KeyStore> = keys.clone();
+            match KeyLookup::new(&config.lookup, config.keys.lookup_ttl.0, cache) {
+                Ok(lookup) => Arc::new(lookup) as Arc<dyn KeyFinder>,
+                Err(e) => {
+                    tracing::error!(error = %e, "no DNS resolver: key lookups fail, and rules that require encryption defer");
+                    Arc::new(NoResolver(e.to_string()))
+                }
+            }
+        });
         let gateway = Gateway {
             planner: Planner {
                 policy: live,
                 keys: keys.clone(),
                 config: config.clone(),
-                finder: None,
+                finder,
             },
             classifier,
             relays,

@@ -161,6 +161,9 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LookupConfig {
+    /// Look up the keys of outbound recipients the cache has none for (OPENPGPKEY,
+    /// SMIMEA). Off, a recipient without a cached key simply has none.
+    pub keys: bool,
     /// Resolvers as "ip:port"; empty means the system resolver.
     pub nameservers: Vec<SocketAddr>,
     /// Domains whose key records are accepted without DNSSEC validation.
@@ -176,6 +179,7 @@ pub struct LookupConfig {
 impl Default for LookupConfig {
     fn default() -> Self {
         LookupConfig {
+            keys: true,
             nameservers: Vec::new(),
             insecure_domains: Vec::new(),
             timeout: HumanDuration::from_secs(5),

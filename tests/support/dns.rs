@@ -333,6 +333,7 @@ impl DnsServer {
     /// `[lookup]` pointing at this server, with a short timeout.
     pub fn lookup_config(&self) -> LookupConfig {
         LookupConfig {
+            keys: true,
             nameservers: vec![self.addr],
             insecure_domains: Vec::new(),
             timeout: HumanDuration(Duration::from_secs(2)),

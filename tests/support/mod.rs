@@ -113,9 +113,17 @@ allowed_clients = ["127.0.0.0/8"]
 first_retry = "200ms"
 max_retry = "1s"
 
+{lookup}
 {extra}
 "#,
-        data = data_dir.display()
+        data = data_dir.display(),
+        // No DNS key lookups unless the test sets [lookup] itself: a test must not
+        // depend on the machine's resolver.
+        lookup = if extra.contains("[lookup]") {
+            ""
+        } else {
+            "[lookup]\nkeys = false\n"
+        },
     )
 }
 

@@ -45,6 +45,7 @@ pub mod message;
 pub mod mime;
 pub mod plan;
 pub mod policy;
+pub mod reach;
 pub mod relay;
 pub mod reload;
 pub mod server;

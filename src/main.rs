@@ -156,6 +156,16 @@ fn check(config: &Config) -> ExitCode {
             eprintln!("{problem}");
         }
     }
+    // Reachability is reported, not judged: a next hop may be down for a moment
+    // while the config is right.
+    if let Ok(runtime) = tokio::runtime::Runtime::new() {
+        for probe in runtime.block_on(sealgate::reach::probe_all(config)) {
+            match probe.result {
+                Ok(state) => println!("{}: {state}", probe.what),
+                Err(reason) => println!("{}: warning: not reachable: {reason}", probe.what),
+            }
+        }
+    }
     match &loaded.policy {
         Some(policy) => {
             println!(

@@ -390,3 +390,52 @@ async fn second_serve_on_the_same_data_dir_is_refused() {
     // The first one is unharmed and stops cleanly.
     assert_eq!(first.sigterm().await, Some(0), "{}", first.stderr());
 }
+
+/// `check` says which next hops and resolvers answer, and a dead next hop is a warning,
+/// not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_which_next_hops_and_resolvers_are_reachable() {
+    // A root zone, so that the probe's question (the root's NS) has an answer, as from
+    // a recursive resolver.
+    let dns = support::dns::DnsServer::start(vec![support::dns::Zone::new(".")]).await;
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = format!(
+        "data_dir = \"{data}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{closed}\"\n\
+         [outbound]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{open}\"\n\
+         [lookup]\nnameservers = [\"{dns}\"]\n",
+        data = dir.path().join("data").display(),
+        open = listening.local_addr().unwrap(),
+        dns = dns.addr,
+    );
+    let config = write_config(dir.path(), "probe.toml", &config_text);
+    let path = config.to_str().unwrap().to_string();
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || run(&cwd, &["check", "--config", &path]))
+        .await
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "inbound next hop {closed}: warning: not reachable"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "outbound next hop {}: reachable",
+            listening.local_addr().unwrap()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("DNS resolver {}: answers", dns.addr)),
+        "{stdout}"
+    );
+    assert!(dns.queries() > 0);
+}

@@ -157,6 +157,20 @@ impl DnsResolver {
     }
 }
 
+impl DnsResolver {
+    /// Whether the resolvers answer at all: asks for the root's NS records, which
+    /// every resolver can answer. For `sealgate check` and the start-up log.
+    pub async fn probe(&self) -> Result<(), String> {
+        match self
+            .query(&Name::root(), RecordType::NS, Validation::None)
+            .await
+        {
+            Answer::Failed(reason) => Err(reason),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A hickory error, read as an answer: the negative ones are answers too.
 fn read_error(error: NetError) -> Answer {
     match &error {

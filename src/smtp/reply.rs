@@ -256,3 +256,31 @@ pub fn no_key_yet(recipient: &str) -> Reply {
         format!("encryption required and no usable key for {recipient} yet; try again later"),
     )
 }
+
+// What MX delivery (`next_hop = "mx"`) answers when DNS decides before any MX host can.
+
+/// The recipient's domain does not exist, or has neither MX nor address (RFC 3463
+/// X.1.2: bad destination system address). `detail` names the domain and why.
+pub fn bad_destination(detail: &str) -> Reply {
+    Reply::new(
+        550,
+        Some([5, 1, 2]),
+        format!("bad destination system: {detail}"),
+    )
+}
+
+/// The recipient's domain publishes a null MX: it accepts no mail (RFC 7505 §4.2 and
+/// the X.1.10 code it registers).
+pub fn null_mx(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        Some([5, 1, 10]),
+        format!("Recipient address has null MX: {domain} accepts no mail"),
+    )
+}
+
+/// The MX lookup for the recipient's domain failed (SERVFAIL, a timeout): the next
+/// hop cannot be known now (RFC 3463 X.4.3: routing server failure).
+pub fn mx_lookup_failed(detail: &str) -> Reply {
+    Reply::new(451, Some([4, 4, 3]), format!("{detail}; will retry"))
+}

@@ -1,18 +1,25 @@
 //! The client side towards the next hop. It hands one next-hop transaction on and
 //! reports, per recipient, whether the next hop took it. It decides nothing.
 //!
-//! `smtp.rs` speaks SMTP to a server, `dir.rs` writes `.eml` files, and `breaker.rs`
-//! leaves an SMTP next hop that failed alone for a while. The outcome keeps temporary
-//! apart from permanent, because that decides whether anyone should retry.
+//! `smtp.rs` speaks SMTP to a server (over `stream.rs`, TCP or TLS, with `dot.rs`
+//! encoding DATA), `dir.rs` writes `.eml` files, `mx.rs` delivers by
+//! MX lookup (a transaction per recipient domain, its MX hosts in turn, STARTTLS when
+//! offered), and `breaker.rs` leaves an SMTP next hop (or an MX host's address) that
+//! failed alone for a while. The outcome keeps temporary apart from permanent, because
+//! that decides whether anyone should retry.
 
 pub mod breaker;
 mod dir;
+mod dot;
+mod mx;
 mod smtp;
+mod stream;
 
 use std::sync::Arc;
 
 use self::breaker::{Breakers, Resting};
 use crate::config::{NextHop, RelayConfig};
+use crate::dns::DnsResolver;
 use crate::envelope::MailParams;
 use crate::message::Message;
 use crate::smtp::reply::{self, Reply};
@@ -91,8 +98,11 @@ pub struct Relay {
     hostname: Arc<str>,
     /// The circuit breakers of SMTP next hops, by "host:port": a next hop that failed
     /// is left alone for a while rather than sent a connection per transaction. A
-    /// `dir:` next hop has none; a disk error is not helped by waiting.
+    /// `dir:` next hop has none; a disk error is not helped by waiting. MX delivery
+    /// keeps one per MX host address, by "ip:port".
     breakers: Arc<Breakers>,
+    /// The resolver and TLS client of MX delivery; set by [`Relays::with_resolver`].
+    mx: Option<Arc<mx::Mx>>,
 }
 
 impl Relay {
@@ -115,6 +125,7 @@ impl Relay {
             breakers,
             config: Arc::new(config),
             hostname: hostname.into(),
+            mx: None,
         }
     }
 
@@ -122,9 +133,10 @@ impl Relay {
         &self.hop
     }
 
-    /// Hands `tx` to the next hop and reports what happened to each recipient. While
-    /// the next hop rests after a failure, every recipient gets `451 4.4.1` at once and
-    /// no connection is made.
+    /// Hands `tx` to the next hop and reports what happened to each recipient, once the
+    /// next hop has answered. While the next hop rests after a failure (with MX
+    /// delivery: every host of every recipient domain), every recipient gets `451 4.4.1`
+    /// at once and no connection is made.
     pub async fn deliver(&self, tx: &Outgoing) -> Delivery {
         match self.try_deliver(tx).await {
             Ok(delivery) => delivery,
@@ -157,17 +169,28 @@ impl Relay {
                 Ok(delivery)
             }
             NextHop::Dir(path) => Ok(dir::deliver(path, tx).await),
-            // Refused when the config loads; kept so that the DNS issue has its place.
-            // MX delivery is to take a breaker per MX host address from `breakers`.
-            NextHop::Mx => Ok(Delivery::all(
-                tx.recipients.len(),
-                reply::local_error("MX delivery is not available in this build"),
-            )),
+            NextHop::Mx => match &self.mx {
+                Some(mx) => {
+                    let cx = mx::Context {
+                        config: &self.config,
+                        hostname: &self.hostname,
+                        breakers: &self.breakers,
+                    };
+                    mx.deliver(&cx, tx).await
+                }
+                // A relay built without `with_resolver`: a bug, not the admin's doing.
+                None => Ok(Delivery::all(
+                    tx.recipients.len(),
+                    reply::local_error("MX delivery has no DNS resolver"),
+                )),
+            },
         }
     }
 
     /// Why this relay's next hop may not be tried now, if it may not. It takes no
     /// probe: a cheap look before work that would be wasted (reading a spooled message).
+    /// With MX delivery the hosts are only known after DNS, so this is always `None`;
+    /// [`Relay::try_deliver`] still reports a transaction whose hosts all rest.
     pub fn resting(&self) -> Option<Resting> {
         match &self.hop {
             NextHop::Smtp(addr) => self.breakers.get(addr).resting(),
@@ -198,6 +221,15 @@ impl Relays {
             inbound: Relay::with_breakers(inbound, config.clone(), hostname, breakers.clone()),
             outbound: Relay::with_breakers(outbound, config.clone(), hostname, breakers),
         }
+    }
+
+    /// Gives both relays the resolver that MX delivery (`next_hop = "mx"`) asks for
+    /// each recipient domain's MX hosts.
+    pub fn with_resolver(mut self, resolver: DnsResolver) -> Relays {
+        let mx = Arc::new(mx::Mx::new(resolver));
+        self.inbound.mx = Some(mx.clone());
+        self.outbound.mx = Some(mx);
+        self
     }
 
     pub fn get(&self, direction: crate::config::Direction) -> &Relay {

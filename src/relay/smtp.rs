@@ -4,15 +4,24 @@
 //! connection has no PIPELINING, flattens multi-line replies, and copies the whole
 //! message to dot-stuff it. A proxy must report each recipient's own reply, pass the
 //! next hop's codes back verbatim, and stream a 25 MiB message without a second copy.
-//! Connections are kept in a small pool and reused for later transactions.
+//!
+//! Two ways in. [`deliver`] serves a smart host: plain SMTP, connections kept in a
+//! small pool and reused for later transactions. [`attempt`] serves MX delivery: one
+//! transaction on a fresh connection to one server among several, with STARTTLS when
+//! the server offers it, and a verdict on whether that server decided anything or the
+//! next one should be tried.
 
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 
+use super::dot::DotStuffer;
+use super::stream::Stream;
 use super::{Delivery, Outcome, Outgoing};
 use crate::config::RelayConfig;
 use crate::envelope::Body;
@@ -31,6 +40,19 @@ enum Broken {
     Closed,
     #[error("unparseable reply from the next hop")]
     Garbled,
+    /// STARTTLS was agreed and the handshake failed; the connection is lost.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+}
+
+/// The end of a conversation that did not finish, and how far it had come.
+#[derive(Debug)]
+struct Lost {
+    broken: Broken,
+    /// The server had answered something in this transaction.
+    answered: bool,
+    /// The final dot was on its way: the server may have taken the message.
+    committed: bool,
 }
 
 /// What the next hop can do, from its EHLO reply.
@@ -40,6 +62,7 @@ struct Extensions {
     size: bool,
     eight_bit: bool,
     smtputf8: bool,
+    starttls: bool,
 }
 
 impl Extensions {
@@ -56,6 +79,7 @@ impl Extensions {
                 "SIZE" => ext.size = true,
                 "8BITMIME" => ext.eight_bit = true,
                 "SMTPUTF8" => ext.smtputf8 = true,
+                "STARTTLS" => ext.starttls = true,
                 _ => {}
             }
         }
@@ -64,7 +88,7 @@ impl Extensions {
 }
 
 struct Client {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     replies: ResponseReceiver,
     command_timeout: Duration,
     /// What the server offered in its EHLO reply.
@@ -73,6 +97,21 @@ struct Client {
     /// connection that breaks before that was simply stale, and the transaction can be
     /// tried again on a fresh one without any risk of a duplicate.
     answered: bool,
+    /// Set once the final dot of the current transaction is being sent. A connection
+    /// lost after that may have delivered the message, so MX delivery does not offer
+    /// it to another host.
+    committed: bool,
+    /// The session runs over TLS (after STARTTLS).
+    tls: bool,
+}
+
+/// What STARTTLS towards one server needs.
+pub struct StartTls {
+    /// The rustls client; for MX hosts, the opportunistic one of
+    /// [`crate::tls::opportunistic_client_config`].
+    pub connector: TlsConnector,
+    /// Sent as SNI.
+    pub server_name: ServerName<'static>,
 }
 
 /// Idle connections to one next hop, reused for later transactions (RFC 5321 allows a
@@ -139,21 +178,133 @@ pub async fn deliver(
 ) -> (Delivery, Reach) {
     let mut outcomes = vec![None; tx.recipients.len()];
     if let Some(client) = pool.take() {
-        match transact(client, config, pool, tx, &mut outcomes).await {
+        match transact(client, config, Some(pool), tx, &mut outcomes).await {
             // A stale pooled connection: nothing was said about this transaction yet,
             // so it is simply tried again on a fresh one.
-            Err((_, false)) => outcomes.iter_mut().for_each(|o| *o = None),
-            result => return delivery(result.map_err(|(broken, _)| broken), outcomes),
+            Err(Lost {
+                answered: false, ..
+            }) => outcomes.iter_mut().for_each(|o| *o = None),
+            result => return delivery(result.map_err(|lost| lost.broken), outcomes),
         }
     }
-    let result = match open(addr, hostname, config).await {
-        Ok(Ok(client)) => transact(client, config, pool, tx, &mut outcomes)
+    let result = match open(addr, hostname, config, None).await {
+        Ok(Ok(client)) => transact(client, config, Some(pool), tx, &mut outcomes)
             .await
-            .map_err(|(broken, _)| broken),
+            .map_err(|lost| lost.broken),
         Ok(Err(refusal)) => Ok(refusal),
         Err(broken) => Err(broken),
     };
     delivery(result, outcomes)
+}
+
+/// One conversation with one server among several (an MX host's address), on a
+/// connection of its own that is closed afterwards.
+#[derive(Debug)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    /// Whether the server as a whole was there, for its circuit breaker.
+    pub reach: Reach,
+    /// The transaction went over TLS.
+    pub tls: bool,
+    /// STARTTLS was agreed and the handshake failed. The caller may try the server
+    /// once more without TLS.
+    pub tls_failed: bool,
+}
+
+/// Whether a server decided the transaction.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The server took part in the transaction (it answered MAIL, RCPT or DATA, or
+    /// the connection was lost once the message may have been taken): its outcomes
+    /// stand, and no other server is to be asked.
+    Decided(Delivery),
+    /// Nothing was decided here: the connection failed, the greeting or EHLO was a
+    /// refusal, the server said 421, or the connection was lost before the final dot.
+    /// Another server may be asked.
+    Undecided {
+        /// Why, for the log and for the reply if no server decides.
+        reason: String,
+        /// Per recipient: `Some` for one this server refused for good at RCPT (5xx);
+        /// that refusal stands.
+        refused: Vec<Option<Outcome>>,
+    },
+}
+
+/// Runs `tx` on a fresh connection to `addr`, with STARTTLS first when the server
+/// offers it and `starttls` is given. The connection is closed afterwards, never
+/// pooled: the pool's check that an idle connection is still open reads the socket
+/// itself, which TLS does not allow.
+pub async fn attempt(
+    addr: &str,
+    hostname: &str,
+    config: &RelayConfig,
+    tx: &Outgoing,
+    starttls: Option<&StartTls>,
+) -> Attempt {
+    let mut outcomes = vec![None; tx.recipients.len()];
+    let client = match open(addr, hostname, config, starttls).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(refusal)) => {
+            let reach = if refusal.code == 421 {
+                Reach::Unavailable
+            } else {
+                Reach::Answered
+            };
+            return Attempt {
+                verdict: Verdict::Undecided {
+                    reason: refusal.to_string(),
+                    refused: outcomes,
+                },
+                reach,
+                tls: false,
+                tls_failed: false,
+            };
+        }
+        Err(broken) => {
+            // A failed handshake is a server that answered: the breaker is left alone,
+            // and the retry without TLS says whether the server is there.
+            let tls_failed = matches!(broken, Broken::Tls(_));
+            return Attempt {
+                verdict: Verdict::Undecided {
+                    reason: broken.to_string(),
+                    refused: outcomes,
+                },
+                reach: if tls_failed {
+                    Reach::Answered
+                } else {
+                    Reach::Unavailable
+                },
+                tls: false,
+                tls_failed,
+            };
+        }
+    };
+    let tls = client.tls;
+    let result = transact(client, config, None, tx, &mut outcomes).await;
+    let undecided = match &result {
+        Ok(reply) if reply.code == 421 => Some(reply.to_string()),
+        Ok(_) => None,
+        Err(lost) if !lost.committed => Some(lost.broken.to_string()),
+        Err(_) => None,
+    };
+    let (delivery, reach) = delivery(result.map_err(|lost| lost.broken), outcomes);
+    let verdict = match undecided {
+        None => Verdict::Decided(delivery),
+        Some(reason) => Verdict::Undecided {
+            reason,
+            refused: delivery
+                .outcomes
+                .into_iter()
+                .map(|o| matches!(o, Outcome::Permanent(_)).then_some(o))
+                .collect(),
+        },
+    };
+    Attempt {
+        verdict,
+        reach,
+        tls,
+        tls_failed: false,
+    }
 }
 
 /// Turns the end of a conversation into an outcome per recipient, and says whether
@@ -194,73 +345,75 @@ fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> (D
     }
 }
 
-/// Connects, reads the greeting and says EHLO (HELO if EHLO is refused). A refusal
-/// from the server comes back as `Ok(Err(reply))`.
+/// Connects, reads the greeting and says EHLO (HELO if EHLO is refused). With
+/// `starttls`, and when the server offers STARTTLS, it then upgrades to TLS and says
+/// EHLO again (RFC 3207). A refusal from the server comes back as `Ok(Err(reply))`.
 async fn open(
     addr: &str,
     hostname: &str,
     config: &RelayConfig,
+    starttls: Option<&StartTls>,
 ) -> Result<Result<Client, Reply>, Broken> {
     let stream = timeout(config.connect_timeout.0, TcpStream::connect(addr))
         .await
         .map_err(|_| Broken::Timeout("connect"))?
         .map_err(|e| Broken::Connect(addr.to_string(), e))?;
     stream.set_nodelay(true)?;
-    let mut client = Client {
-        stream: BufReader::with_capacity(4096, stream),
-        replies: ResponseReceiver::default(),
-        command_timeout: config.command_timeout.0,
-        ext: Extensions::default(),
-        answered: false,
-    };
+    let mut client = Client::new(Stream::Plain(stream), config.command_timeout.0);
 
     let greeting = client.read_reply("greeting").await?;
     if !greeting.is_positive() {
         return Ok(Err(greeting));
     }
-    client
-        .send(format!("EHLO {hostname}\r\n").as_bytes())
-        .await?;
-    let ehlo = client.read_reply("EHLO").await?;
-    if ehlo.is_positive() {
-        client.ext = Extensions::from_ehlo(&ehlo.text);
-    } else {
-        client
-            .send(format!("HELO {hostname}\r\n").as_bytes())
-            .await?;
-        let helo = client.read_reply("HELO").await?;
-        if !helo.is_positive() {
-            client.quit();
-            return Ok(Err(helo));
-        }
+    if let Err(refusal) = client.hello(hostname).await? {
+        return Ok(Err(refusal));
     }
-    Ok(Ok(client))
+    let Some(starttls) = starttls.filter(|_| client.ext.starttls) else {
+        return Ok(Ok(client));
+    };
+    client.send(b"STARTTLS\r\n").await?;
+    let reply = client.read_reply("STARTTLS").await?;
+    if reply.code != 220 {
+        // Opportunistic TLS: a server that offers STARTTLS and then declines it still
+        // takes mail in the clear on this session.
+        tracing::info!(next_hop = addr, reply = %reply, "STARTTLS declined; going on without TLS");
+        return Ok(Ok(client));
+    }
+    let mut client = client.start_tls(starttls).await?;
+    match client.hello(hostname).await? {
+        Ok(()) => Ok(Ok(client)),
+        Err(refusal) => Ok(Err(refusal)),
+    }
 }
 
 /// Runs one transaction on an open connection. Recipients refused at RCPT get their
 /// outcome in `outcomes`; the returned reply (to DATA's end, or the one that stopped
 /// the transaction) applies to the rest. A connection left in a clean state goes back
-/// to the pool. On failure, the flag says whether the server had answered anything.
+/// to the pool, if there is one; otherwise it is closed. On failure, [`Lost`] says how
+/// far the transaction had come.
 async fn transact(
     mut client: Client,
     config: &RelayConfig,
-    pool: &Pool,
+    pool: Option<&Pool>,
     tx: &Outgoing,
     outcomes: &mut [Option<Outcome>],
-) -> Result<Reply, (Broken, bool)> {
+) -> Result<Reply, Lost> {
     client.answered = false;
+    client.committed = false;
     let result = converse(&mut client, config, tx, outcomes).await;
-    let answered = client.answered;
     match result {
         Ok((reply, clean)) => {
-            if clean {
-                pool.put(client);
-            } else {
-                client.quit();
+            match pool {
+                Some(pool) if clean => pool.put(client),
+                _ => client.quit(),
             }
             Ok(reply)
         }
-        Err(broken) => Err((broken, answered)),
+        Err(broken) => Err(Lost {
+            broken,
+            answered: client.answered,
+            committed: client.committed,
+        }),
     }
 }
 
@@ -362,8 +515,72 @@ async fn converse(
 }
 
 impl Client {
+    fn new(stream: Stream, command_timeout: Duration) -> Client {
+        let tls = matches!(stream, Stream::Tls(_));
+        Client {
+            stream: BufReader::with_capacity(4096, stream),
+            replies: ResponseReceiver::default(),
+            command_timeout,
+            ext: Extensions::default(),
+            answered: false,
+            committed: false,
+            tls,
+        }
+    }
+
+    /// EHLO, or HELO if EHLO is refused; learns the server's extensions.
+    async fn hello(&mut self, hostname: &str) -> Result<Result<(), Reply>, Broken> {
+        self.send(format!("EHLO {hostname}\r\n").as_bytes()).await?;
+        let ehlo = self.read_reply("EHLO").await?;
+        if ehlo.is_positive() {
+            self.ext = Extensions::from_ehlo(&ehlo.text);
+            return Ok(Ok(()));
+        }
+        self.ext = Extensions::default();
+        self.send(format!("HELO {hostname}\r\n").as_bytes()).await?;
+        let helo = self.read_reply("HELO").await?;
+        if !helo.is_positive() {
+            // Polite, and not worth waiting for: the connection is given up.
+            let _ = self.send(b"QUIT\r\n").await;
+            return Ok(Err(helo));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The TLS handshake after the server's 220 to STARTTLS. The session that follows
+    /// starts afresh (RFC 3207 §4.2): nothing the server said before TLS is kept.
+    async fn start_tls(self, starttls: &StartTls) -> Result<Client, Broken> {
+        if !self.stream.buffer().is_empty() {
+            // Bytes that came with the 220 were sent before TLS: taken as TLS they
+            // would be an injection (CVE-2011-0411 on the client side).
+            return Err(Broken::Tls(
+                "the server sent more than its 220 before the handshake".into(),
+            ));
+        }
+        let Stream::Plain(tcp) = self.stream.into_inner() else {
+            return Err(Broken::Tls("TLS is already active".into()));
+        };
+        let handshake = starttls
+            .connector
+            .connect(starttls.server_name.clone(), tcp);
+        let tls = timeout(self.command_timeout, handshake)
+            .await
+            .map_err(|_| Broken::Tls("timed out".into()))?
+            .map_err(|e| Broken::Tls(e.to_string()))?;
+        Ok(Client::new(
+            Stream::Tls(Box::new(tls)),
+            self.command_timeout,
+        ))
+    }
+
+    /// Writes and flushes: TLS holds written bytes back until flushed.
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
-        timeout(self.command_timeout, self.stream.get_mut().write_all(bytes))
+        let stream = self.stream.get_mut();
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        timeout(self.command_timeout, write)
             .await
             .map_err(|_| Broken::Timeout("sending a command"))??;
         Ok(())
@@ -428,19 +645,27 @@ impl Client {
             }
         }
         stuffer.finish(&mut out);
-        self.stream.get_mut().write_all(&out).await?;
+        self.committed = true;
+        let stream = self.stream.get_mut();
+        stream.write_all(&out).await?;
+        stream.flush().await?;
         Ok(())
     }
 
     /// Whether an idle connection is still open and has said nothing unasked (a server
-    /// that timed us out sends 421 and closes).
+    /// that timed us out sends 421 and closes). A TLS connection cannot be looked at
+    /// that way and never counts as quiet; only smart-host connections, which have no
+    /// TLS, are pooled.
     fn is_quiet(&self) -> bool {
         if !self.stream.buffer().is_empty() {
             return false;
         }
+        let Stream::Plain(tcp) = self.stream.get_ref() else {
+            return false;
+        };
         let mut probe = [0u8; 1];
         matches!(
-            self.stream.get_ref().try_read(&mut probe),
+            tcp.try_read(&mut probe),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
         )
     }
@@ -451,80 +676,9 @@ impl Client {
         tokio::spawn(async move {
             if self.send(b"QUIT\r\n").await.is_ok() {
                 let _ = timeout(Duration::from_secs(5), self.next_reply()).await;
+                // TLS's close_notify; a FIN for plain TCP.
+                let _ = timeout(Duration::from_secs(5), self.stream.get_mut().shutdown()).await;
             }
         });
-    }
-}
-
-/// Dot-stuffing (RFC 5321 §4.5.2) and line-end repair, one chunk at a time.
-#[derive(Default)]
-struct DotStuffer {
-    /// The last byte written was not the end of a line.
-    mid_line: bool,
-    /// The last byte written was a CR.
-    after_cr: bool,
-}
-
-impl DotStuffer {
-    fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
-        while !data.is_empty() {
-            if !self.mid_line && data[0] == b'.' {
-                out.push(b'.');
-            }
-            match memchr::memchr(b'\n', data) {
-                Some(pos) => {
-                    let line = &data[..pos];
-                    out.extend_from_slice(line);
-                    let has_cr = match line.last() {
-                        Some(&last) => last == b'\r',
-                        None => self.after_cr,
-                    };
-                    // A bare LF becomes CRLF: the next hop must never see a line end
-                    // that it might read differently from us.
-                    out.extend_from_slice(if has_cr { b"\n" } else { b"\r\n" });
-                    self.mid_line = false;
-                    self.after_cr = false;
-                    data = &data[pos + 1..];
-                }
-                None => {
-                    out.extend_from_slice(data);
-                    self.mid_line = true;
-                    self.after_cr = data.last() == Some(&b'\r');
-                    data = &[];
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.mid_line {
-            out.extend_from_slice(if self.after_cr { b"\n" } else { b"\r\n" });
-        }
-        out.extend_from_slice(b".\r\n");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DotStuffer;
-
-    fn stuff(chunks: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut s = DotStuffer::default();
-        for c in chunks {
-            s.push(c, &mut out);
-        }
-        s.finish(&mut out);
-        out
-    }
-
-    #[test]
-    fn stuffs_dots_and_repairs_line_ends() {
-        assert_eq!(stuff(&[b"a\r\n.b\r\n"]), b"a\r\n..b\r\n.\r\n");
-        assert_eq!(stuff(&[b".\r\n"]), b"..\r\n.\r\n");
-        assert_eq!(stuff(&[b"a\r", b"\n.", b"b"]), b"a\r\n..b\r\n.\r\n");
-        assert_eq!(stuff(&[b"a\nb\n"]), b"a\r\nb\r\n.\r\n");
-        assert_eq!(stuff(&[b"a\n.\n"]), b"a\r\n..\r\n.\r\n");
-        assert_eq!(stuff(&[b""]), b".\r\n");
     }
 }

@@ -63,6 +63,10 @@ pub enum StartError {
     /// `[tls]` files that were valid at `check` time are not any more.
     #[error("[tls]: {0}")]
     Tls(String),
+    /// The DNS resolver that `next_hop = "mx"` needs cannot be set up (the system's
+    /// resolver config is unreadable).
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// A bound, ready gateway. [`Server::run`] serves until shutdown.
@@ -159,6 +163,13 @@ impl Server {
             &config.relay,
             &config.hostname,
         );
+        // MX delivery asks `[lookup] nameservers` (or the system's) for each recipient
+        // domain's MX hosts.
+        let relays = if config.outbound.next_hop == crate::config::NextHop::Mx {
+            relays.with_resolver(crate::dns::DnsResolver::new(&config.lookup)?)
+        } else {
+            relays
+        };
         let reloader = Arc::new(crate::reload::Reloader::new(
             live.clone(),
             config.policy_dir.clone(),

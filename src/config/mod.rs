@@ -36,7 +36,7 @@ pub struct ConfigError {
 pub enum NextHop {
     /// An SMTP server at this address.
     Smtp(String),
-    /// Delivery by MX lookup (outbound only; lookup comes with the DNS issue).
+    /// Delivery by MX lookup (outbound only).
     Mx,
     /// Each accepted transaction becomes one `.eml` file in this folder.
     Dir(PathBuf),
@@ -435,15 +435,14 @@ impl Config {
             let next_hop = match section.next_hop {
                 None => NextHop::Dir(data_dir.join("delivered").join(direction.as_str())),
                 Some(hop) => {
-                    if *hop.get_ref() == NextHop::Mx {
-                        // MX delivery needs the DNS issue's resolver; refusing it here is
-                        // better than accepting mail that cannot leave.
+                    if direction == Direction::Inbound && *hop.get_ref() == NextHop::Mx {
+                        // Inbound mail is for internal users, whose MX is this gateway:
+                        // looking it up would send the mail back here.
                         return Err(error_at(
                             hop.span(),
-                            format!(
-                                "[{direction}] next_hop = \"mx\" is not supported yet; \
-                                 name a smart host as \"host:port\""
-                            ),
+                            "[inbound] next_hop = \"mx\" is for outbound mail only; \
+                             name the internal mail server as \"host:port\""
+                                .into(),
                         ));
                     }
                     hop.into_inner()

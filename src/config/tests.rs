@@ -38,7 +38,7 @@ fn errors_name_the_line() {
     let err = parse("[inbound]\nlisten = \"nowhere\"\n").unwrap_err();
     assert_eq!(err.line, 2, "{err}");
 
-    let err = parse("\n[outbound]\nnext_hop = \"mx\"\n").unwrap_err();
+    let err = parse("\n[inbound]\nnext_hop = \"mx\"\n").unwrap_err();
     assert_eq!(err.line, 3, "{err}");
 
     let err = parse("[limits]\nmax_errors = 3\nmax_recipients = 0\n").unwrap_err();
@@ -65,4 +65,16 @@ fn sizes_and_durations() {
     assert_eq!(config.limits.idle_timeout.0, Duration::from_secs(90));
     assert_eq!(config.keys.lookup_ttl.0, Duration::from_secs(999 * 86400));
     assert!(parse("[keys]\nlookup_ttl = \"1000d\"\n").is_err());
+}
+
+#[test]
+fn mx_next_hop_is_for_outbound_only() {
+    let config = parse("[outbound]\nnext_hop = \"mx\"\n[relay]\nmx_port = 2525\n").unwrap();
+    assert_eq!(config.outbound.next_hop, NextHop::Mx);
+    assert_eq!(config.relay.mx_port, 2525);
+
+    let err = parse("[outbound]\nnext_hop = \"mx\"\n\n[inbound]\nnext_hop = \"mx\"\n").unwrap_err();
+    assert_eq!(err.line, 5, "{err}");
+    assert!(err.message.contains("[inbound]"), "{err}");
+    assert!(err.message.contains("outbound mail only"), "{err}");
 }

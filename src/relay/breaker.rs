@@ -536,7 +536,7 @@ mod paused_clock {
             .failed("connection refused");
 
         // Marked: a new transaction is refused at once, told the minutes left.
-        let resting = breaker.admit().err().expect("resting");
+        let resting = breaker.admit().expect_err("resting");
         assert_eq!(resting.minutes(), 1);
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(breaker.admit().is_err());
@@ -547,9 +547,9 @@ mod paused_clock {
             .admit()
             .expect("the probe")
             .failed("connection refused");
-        assert_eq!(breaker.admit().err().expect("resting").minutes(), 15);
+        assert_eq!(breaker.admit().expect_err("resting").minutes(), 15);
         tokio::time::advance(Duration::from_secs(14 * 60 + 1)).await;
-        assert_eq!(breaker.admit().err().expect("resting").minutes(), 1);
+        assert_eq!(breaker.admit().expect_err("resting").minutes(), 1);
 
         // After retry_after, one probe at a time; its success clears the mark.
         tokio::time::advance(Duration::from_secs(60)).await;

@@ -196,14 +196,12 @@ async fn recipients_in_two_domains_make_two_transactions() {
 /// A host that is down in the way that marks its circuit breaker: it takes each
 /// connection and drops it at once. It counts the connections.
 struct DownHost {
-    addr: SocketAddr,
     connections: Arc<AtomicUsize>,
 }
 
 impl DownHost {
     async fn start(addr: SocketAddr) -> DownHost {
         let listener = TcpListener::bind(addr).await.expect("bind the down host");
-        let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
         tokio::spawn(async move {
@@ -212,7 +210,7 @@ impl DownHost {
                 drop(stream);
             }
         });
-        DownHost { addr, connections }
+        DownHost { connections }
     }
 
     fn connections(&self) -> usize {
@@ -240,9 +238,11 @@ async fn a_down_mx_host_is_skipped_without_a_connection_while_it_rests() {
 
 #[tokio::test]
 async fn when_every_mx_host_rests_the_reply_says_when_it_will_be_retried() {
-    let first = DownHost::start(SocketAddr::new(DOWN.into(), 0)).await;
-    // MX hosts share one port, mx_port.
-    let port = first.addr.port();
+    // MX hosts share one port, mx_port. Held on 127.0.0.1 for the whole test, so that
+    // no other test's sink, and so no other test's MX host, can have it.
+    let reserved = TcpListener::bind((UP, 0)).await.unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    let first = DownHost::start(SocketAddr::new(DOWN.into(), port)).await;
     let second = DownHost::start(SocketAddr::new(DOWN_TOO.into(), port)).await;
     let zone = zone_with_mx("dead.example", &[(10, DOWN), (20, DOWN_TOO)]);
     let dns = DnsServer::start(vec![zone]).await;

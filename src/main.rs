@@ -264,6 +264,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let probed = config.clone();
     runtime.block_on(async {
         let server = match Server::bind(config).await {
             Ok(server) => server,
@@ -272,6 +273,16 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Said once at start-up, without holding it up. (Here, not in the library: a
+        // test's gateway must not make connections of its own to its next hop.)
+        tokio::spawn(async move {
+            for probe in sealgate::reach::probe_all(&probed).await {
+                match probe.result {
+                    Ok(state) => tracing::info!(what = %probe.what, %state, "reachable"),
+                    Err(reason) => tracing::warn!(what = %probe.what, %reason, "not reachable"),
+                }
+            }
+        });
         let reloader = server.reloader();
         server.run(shutdown_signal(reloader)).await;
         ExitCode::SUCCESS

@@ -69,8 +69,11 @@ pub fn run(
         from,
         &recipients,
         &content,
-        config.keys.encrypt_to_mailflow_keys,
-        time::OffsetDateTime::now_utc(),
+        &explain::Settings {
+            mailflow_default: config.keys.encrypt_to_mailflow_keys,
+            lookup_keys: config.lookup.keys,
+            now: time::OffsetDateTime::now_utc(),
+        },
     );
     if json {
         println!(

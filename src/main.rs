@@ -105,7 +105,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEALGATE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // hickory logs every failed question at WARN, at length; sealgate says
+                // what a failed lookup means itself.
+                .unwrap_or_else(|_| {
+                    "info,hickory_proto=error,hickory_resolver=error,hickory_net=error".into()
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -162,7 +166,7 @@ fn check(config: &Config) -> ExitCode {
         for probe in runtime.block_on(sealgate::reach::probe_all(config)) {
             match probe.result {
                 Ok(state) => println!("{}: {state}", probe.what),
-                Err(reason) => println!("{}: warning: not reachable: {reason}", probe.what),
+                Err(reason) => println!("{}: warning: {reason}", probe.what),
             }
         }
     }
@@ -279,7 +283,7 @@ fn serve(config: Config) -> ExitCode {
             for probe in sealgate::reach::probe_all(&probed).await {
                 match probe.result {
                     Ok(state) => tracing::info!(what = %probe.what, %state, "reachable"),
-                    Err(reason) => tracing::warn!(what = %probe.what, %reason, "not reachable"),
+                    Err(reason) => tracing::warn!(what = %probe.what, %reason, "probe failed"),
                 }
             }
         });

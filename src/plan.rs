@@ -115,24 +115,33 @@ impl Planner {
         let internal = self.config.is_internal_domain(domain_of(recipient))
             || recipient.eq_ignore_ascii_case("postmaster");
         let chain = plan.policy.chain(plan.direction);
-        let lookup = self.start_lookup(plan, recipient, internal, &entries, now);
-        if lookup.is_none() {
-            let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
-            if let Evaluation::Decided(decision) = chain.evaluate(&facts, None) {
-                let cx = self.context(recipient, &entries, now, None, false);
-                let verdict = Verdict::new(chain, &decision, &cx);
-                if let Treatment::Refuse(reply) = verdict.treatment {
-                    tracing::info!(
-                        direction = %plan.direction,
-                        from = %plan.sender,
-                        %recipient,
-                        rule = verdict.rule.as_deref().unwrap_or("none"),
-                        note = verdict.note.unwrap_or(""),
-                        %reply,
-                        "refused at RCPT by policy"
-                    );
-                    return Err(reply);
-                }
+        let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
+        let evaluation = chain.evaluate(&facts, None);
+        let mailflow = self.config.keys.encrypt_to_mailflow_keys;
+        let has_key = entries
+            .iter()
+            .any(|e| e.usable_for_encryption(now, mailflow));
+        let lookup = chain
+            .wants_lookup(&evaluation, internal, has_key)
+            .then(|| self.start_lookup(recipient))
+            .flatten();
+        // With a lookup under way, what the cache says now may change: decided later.
+        if lookup.is_none()
+            && let Evaluation::Decided(decision) = evaluation
+        {
+            let cx = self.context(recipient, &entries, now, None, false);
+            let verdict = Verdict::new(chain, &decision, &cx);
+            if let Treatment::Refuse(reply) = verdict.treatment {
+                tracing::info!(
+                    direction = %plan.direction,
+                    from = %plan.sender,
+                    %recipient,
+                    rule = verdict.rule.as_deref().unwrap_or("none"),
+                    note = verdict.note.unwrap_or(""),
+                    %reply,
+                    "refused at RCPT by policy"
+                );
+                return Err(reply);
             }
         }
         plan.recipients.push(Screened {
@@ -145,26 +154,11 @@ impl Planner {
         Ok(())
     }
 
-    /// Starts a key lookup when the recipient is outbound and external, the cache has
-    /// no usable key, the policy may encrypt, and no recent lookup came back empty.
-    fn start_lookup(
-        &self,
-        plan: &Plan,
-        recipient: &str,
-        internal: bool,
-        entries: &[KeyEntry],
-        now: OffsetDateTime,
-    ) -> Option<JoinHandle<Result<(), String>>> {
+    /// Starts a key lookup, unless lookups are off or a recent one came back empty.
+    fn start_lookup(&self, recipient: &str) -> Option<JoinHandle<Result<(), String>>> {
         let finder = self.finder.as_ref()?;
-        let mailflow = self.config.keys.encrypt_to_mailflow_keys;
-        let wanted = plan.direction == Direction::Outbound
-            && !internal
-            && plan.policy.chain(plan.direction).may_encrypt
-            && !entries
-                .iter()
-                .any(|e| e.usable_for_encryption(now, mailflow))
-            && !finder.known_absent(recipient);
-        wanted.then(|| tokio::spawn(finder.clone().find(recipient.to_string())))
+        (!finder.known_absent(recipient))
+            .then(|| tokio::spawn(finder.clone().find(recipient.to_string())))
     }
 
     /// After DATA: the verdict for each recipient, in the order they were accepted.

@@ -17,7 +17,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Probe {
     /// What was probed, for the admin ("inbound next hop 10.0.0.5:25").
     pub what: String,
-    /// `Err` with the reason when it cannot be reached.
+    /// `Err` with what is wrong ("not reachable: ...").
     pub result: Result<String, String>,
 }
 
@@ -48,11 +48,29 @@ pub async fn probe_all(config: &Config) -> Vec<Probe> {
             Err(e) => Err(e.to_string()),
             Ok(resolver) => match tokio::time::timeout(PROBE_TIMEOUT, resolver.probe()).await {
                 Ok(Ok(())) => Ok("answers".to_string()),
-                Ok(Err(reason)) => Err(reason),
+                Ok(Err(reason)) => Err(format!("no answer: {reason}")),
                 Err(_) => Err("no answer within 3 s".to_string()),
             },
         };
         probes.push(Probe { what, result });
+        if config.lookup.keys {
+            let result = match DnsResolver::new(&config.lookup) {
+                Err(e) => Err(e.to_string()),
+                Ok(resolver) => {
+                    match tokio::time::timeout(PROBE_TIMEOUT, resolver.probe_dnssec()).await {
+                        Ok(Ok(())) => Ok("validates: key records can be checked".to_string()),
+                        Ok(Err(reason)) => Err(format!(
+                            "{reason}; key lookups will fail except in [lookup] insecure_domains"
+                        )),
+                        Err(_) => Err("no answer within 3 s".to_string()),
+                    }
+                }
+            };
+            probes.push(Probe {
+                what: "DNSSEC through the resolver".to_string(),
+                result,
+            });
+        }
     }
     probes
 }
@@ -64,8 +82,8 @@ async fn next_hop(hop: &NextHop) -> Result<String, String> {
         NextHop::Smtp(addr) => {
             match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr.as_str())).await {
                 Ok(Ok(_)) => Ok("reachable".into()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no connection within 3 s".into()),
+                Ok(Err(e)) => Err(format!("not reachable: {e}")),
+                Err(_) => Err("not reachable: no connection within 3 s".into()),
             }
         }
         NextHop::Dir(path) if path.is_dir() => Ok("folder exists".into()),

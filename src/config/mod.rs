@@ -174,6 +174,10 @@ pub struct LookupConfig {
     /// How long "this recipient publishes no key" is remembered, so that mail to
     /// someone without a key does not cost a DNS query every time.
     pub negative_ttl: HumanDuration,
+    /// After a key lookup in a domain went unanswered, further lookups there are
+    /// "unavailable" at once for this long, without a query: a resolver that is down
+    /// must not cost every message a timeout.
+    pub failure_rest: HumanDuration,
 }
 
 impl Default for LookupConfig {
@@ -184,6 +188,7 @@ impl Default for LookupConfig {
             insecure_domains: Vec::new(),
             timeout: HumanDuration::from_secs(5),
             negative_ttl: HumanDuration::from_secs(60 * 60),
+            failure_rest: HumanDuration::from_secs(60),
         }
     }
 }

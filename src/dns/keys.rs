@@ -54,6 +54,10 @@ pub struct KeyLookup {
     lookup_ttl: Duration,
     /// Recipients without a key, for `[lookup] negative_ttl`.
     negative: NegativeCache,
+    /// Domains whose last lookup went unanswered, for `[lookup] failure_rest`: the
+    /// circuit breaker of key lookup. Without it, a resolver that is down (or strips
+    /// DNSSEC) would cost every message to that domain a full timeout.
+    failing: NegativeCache,
     /// Where found keys go.
     keys: Arc<dyn KeyStore>,
 }
@@ -174,6 +178,7 @@ impl KeyLookup {
             insecure_domains,
             lookup_ttl,
             negative: NegativeCache::new(config.negative_ttl.0, DEFAULT_CAPACITY),
+            failing: NegativeCache::new(config.failure_rest.0, DEFAULT_CAPACITY),
             keys,
         }
     }
@@ -213,7 +218,14 @@ impl KeyLookup {
             Err(e) => return self.unavailable(&key, format!("key store: {e}")),
         }
 
-        let insecure = self.insecure_domains.contains(&recipient.domain.to_ascii());
+        let domain = recipient.domain.to_ascii();
+        if self.failing.contains(&domain, Instant::now()) {
+            return Found::Unavailable(format!(
+                "a key lookup in {} failed moments ago; not asked again yet",
+                domain.trim_end_matches('.'),
+            ));
+        }
+        let insecure = self.insecure_domains.contains(&domain);
         let validation = if insecure {
             Validation::None
         } else {
@@ -255,6 +267,7 @@ impl KeyLookup {
             .flatten()
             .collect();
         if !failures.is_empty() {
+            self.failing.insert(domain, Instant::now());
             return self.unavailable(&key, failures.join("; "));
         }
         tracing::info!(

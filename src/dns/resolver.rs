@@ -169,6 +169,18 @@ impl DnsResolver {
             _ => Ok(()),
         }
     }
+
+    /// Whether the resolvers pass DNSSEC records through, so that key records can be
+    /// validated: asks for the root's DNSKEY through the validating resolver. A
+    /// resolver that strips them (no DO bit) makes every key lookup fail, outside
+    /// `insecure_domains`.
+    pub async fn probe_dnssec(&self) -> Result<(), String> {
+        match self.query(&Name::root(), RecordType::DNSKEY, Validation::Dnssec).await {
+            Answer::Records(_) => Ok(()),
+            Answer::Failed(reason) => Err(reason),
+            _ => Err("the root's DNSKEY does not validate: the resolver does not pass DNSSEC records on (DO bit)".into()),
+        }
+    }
 }
 
 /// A hickory error, read as an answer: the negative ones are answers too.

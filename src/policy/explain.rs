@@ -64,6 +64,16 @@ pub struct RuleSeen {
     pub conditions: Vec<Tested>,
 }
 
+/// The settings explain runs under, from the config, and the time.
+pub struct Settings {
+    /// `[keys] encrypt_to_mailflow_keys`.
+    pub mailflow_default: bool,
+    /// `[lookup] keys`: a recipient whose key a running gateway would look up in DNS
+    /// is decided after DATA; explain itself reads the key cache only.
+    pub lookup_keys: bool,
+    pub now: OffsetDateTime,
+}
+
 /// Explains the policy's treatment of each recipient of a message.
 pub fn explain(
     policy: &Policy,
@@ -71,9 +81,13 @@ pub fn explain(
     sender: &str,
     recipients: &[Recipient],
     content: &Content,
-    mailflow_default: bool,
-    now: OffsetDateTime,
+    settings: &Settings,
 ) -> Vec<Explanation> {
+    let Settings {
+        mailflow_default,
+        lookup_keys,
+        now,
+    } = *settings;
     let chain = policy.chain(direction);
     recipients
         .iter()
@@ -88,7 +102,14 @@ pub fn explain(
                 // explain reads the cache only; it does not look keys up.
                 lookup_failed: false,
             };
-            let at_rcpt = match chain.evaluate(&facts, None) {
+            let at_rcpt = chain.evaluate(&facts, None);
+            let has_key = r
+                .entries
+                .iter()
+                .any(|e| e.usable_for_encryption(now, mailflow_default));
+            let looked_up = lookup_keys && chain.wants_lookup(&at_rcpt, r.internal, has_key);
+            let at_rcpt = match at_rcpt {
+                _ if looked_up => "decided after DATA (the key is looked up in DNS first; explain reads the key cache only)".to_string(),
                 Evaluation::NeedsContent => {
                     "decided after DATA (a rule that may decide tests the message)".to_string()
                 }

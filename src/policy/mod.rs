@@ -66,6 +66,8 @@ pub struct Chain {
     pub needs: Needs,
     /// Some rule encrypts: only then are keys looked up for recipients.
     pub may_encrypt: bool,
+    /// Some rule has a `key` or `key_source` condition.
+    pub tests_keys: bool,
 }
 
 impl Chain {
@@ -93,14 +95,38 @@ impl Chain {
         let may_encrypt = rules
             .iter()
             .any(|r| r.then.action == Some(rule::Action::Encrypt));
+        let tests_keys = rules
+            .iter()
+            .any(|r| r.when.key.is_some() || r.when.key_source.is_some());
         Chain {
             direction,
             may_encrypt,
+            tests_keys,
             rules,
             senders,
             recipients,
             needs,
         }
+    }
+}
+
+impl Chain {
+    /// Whether a key lookup for a recipient could change what this chain does with
+    /// them, given what the envelope already decided: only outbound, for an external
+    /// recipient without a usable key, when some rule encrypts, and when a rule tests
+    /// keys or the recipient may end up at an encrypt rule (an internal recipient or a
+    /// reject needs none).
+    pub fn wants_lookup(&self, at_rcpt: &Evaluation, internal: bool, has_usable_key: bool) -> bool {
+        let may_matter = self.tests_keys
+            || match at_rcpt {
+                Evaluation::NeedsContent => true,
+                Evaluation::Decided(d) => d.action() == rule::Action::Encrypt,
+            };
+        self.direction == Direction::Outbound
+            && !internal
+            && !has_usable_key
+            && self.may_encrypt
+            && may_matter
     }
 }
 

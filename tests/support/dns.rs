@@ -338,6 +338,8 @@ impl DnsServer {
             insecure_domains: Vec::new(),
             timeout: HumanDuration(Duration::from_secs(2)),
             negative_ttl: HumanDuration::from_secs(3600),
+            // The tests of failures look again at once.
+            failure_rest: HumanDuration(Duration::ZERO),
         }
     }
 

@@ -270,6 +270,16 @@ fn serve(config: Config) -> ExitCode {
     };
     let probed = config.clone();
     runtime.block_on(async {
+        // Installed before the listeners and the admin socket exist: a supervisor that
+        // sees them may signal at once, and a signal with no handler yet would kill
+        // the process without a clean shutdown.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("sealgate: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
@@ -288,25 +298,45 @@ fn serve(config: Config) -> ExitCode {
             }
         });
         let reloader = server.reloader();
-        server.run(shutdown_signal(reloader)).await;
+        server.run(signals.until_shutdown(reloader)).await;
         ExitCode::SUCCESS
     })
 }
 
-/// Completes on SIGTERM or SIGINT. SIGHUP reloads the policy (the config file needs a
-/// restart).
-async fn shutdown_signal(reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            _ = hangup.recv() => {
-                let reloader = reloader.clone();
-                let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
-                tracing::info!("SIGHUP reloads the policy only; restart sealgate to apply changes to the config file");
+/// The signals `serve` acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Completes on SIGTERM or SIGINT. SIGHUP reloads the policy (the config file
+    /// needs a restart).
+    async fn until_shutdown(self, reloader: Arc<Reloader>) {
+        let Signals {
+            mut term,
+            mut interrupt,
+            mut hangup,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = interrupt.recv() => return,
+                _ = hangup.recv() => {
+                    let reloader = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+                    tracing::info!("SIGHUP reloads the policy only; restart sealgate to apply changes to the config file");
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 //! that decides whether anyone should retry.
 
 pub mod breaker;
+mod client;
 mod dir;
 mod dot;
 mod mx;

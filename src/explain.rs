@@ -35,7 +35,7 @@ pub fn run(
         }
     };
     // Files saved by mail clients often have bare LF line ends; SMTP has CRLF.
-    let raw = crlf(&raw);
+    let raw = sealgate::mime::crlf(&raw);
     let all = Needs {
         headers: true,
         structure: true,
@@ -84,18 +84,4 @@ pub fn run(
         print!("{}", explain::render(&explanations));
     }
     ExitCode::SUCCESS
-}
-
-/// `raw` with every bare LF made CRLF.
-fn crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    let mut previous = 0u8;
-    for &byte in raw {
-        if byte == b'\n' && previous != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(byte);
-        previous = byte;
-    }
-    out
 }

@@ -386,8 +386,9 @@ fn has_header_block(text: &[u8]) -> bool {
     true
 }
 
-/// Bare LF line ends made CRLF (OpenSSL and some clients encrypt LF text).
-fn crlf(text: &[u8]) -> Vec<u8> {
+/// Bare LF line ends made CRLF (OpenSSL and some clients encrypt LF text; files saved
+/// by mail clients often have LF line ends).
+pub fn crlf(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 32);
     let mut previous = 0u8;
     for &b in text {

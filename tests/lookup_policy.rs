@@ -60,9 +60,7 @@ async fn a_key_found_in_dns_is_used_and_cached_with_source_lookup() {
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
     let outer = text(&got[0].data);
     assert!(outer.contains("multipart/encrypted"), "{outer}");
-    let start = outer.find("-----BEGIN PGP MESSAGE-----").unwrap();
-    let end = outer.find("-----END PGP MESSAGE-----").unwrap() + 25;
-    let plain = text(&bob.run(&["--decrypt"], Some(&outer.as_bytes()[start..end])));
+    let plain = text(&bob.run(&["--decrypt"], Some(&support::armored(&got[0].data))));
     assert!(plain.contains("The offer stands."), "{plain}");
 
     let cached = entries(&gw);

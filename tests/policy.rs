@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::{
-    Client, Gateway, Sink, bob_with_key_imported, check, config_text, data_accepted,
+    Client, Gateway, Sink, armored, bob_with_key_imported, check, config_text, data_accepted,
     split_received, start,
 };
 
@@ -48,14 +48,6 @@ fn mail(subject: &str) -> Vec<u8> {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The armored block of a PGP/MIME message.
-fn armored(message: &[u8]) -> Vec<u8> {
-    let text = text(message);
-    let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
-    let end = text.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
-    text.as_bytes()[start..end].to_vec()
 }
 
 /// Waits a little and asserts the sink got exactly `count` transactions.

@@ -451,3 +451,11 @@ pub fn bob_with_key_imported(gw: &Gateway, primary_algo: &str, sub_algo: &str) -
     import(gw, false, &[&bob.file("bob.asc", &public)], None);
     bob
 }
+
+/// The armored OpenPGP message in a PGP/MIME message, for `gpg --decrypt`.
+pub fn armored(message: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message);
+    let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
+    let end = text.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
+    text.as_bytes()[start..end].to_vec()
+}

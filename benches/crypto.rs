@@ -19,16 +19,17 @@ use std::time::{Duration, Instant};
 use der::DecodePem;
 use openpgp::Cert;
 use openpgp::parse::Parse;
-use sealgate::classify::Classifier;
-use sealgate::config::{Config, Direction};
+use sealgate::config::Config;
 use sealgate::crypto::{pgp, smime};
-use sealgate::envelope::{Envelope, MailParams};
+use sealgate::gateway::classify::Classifier;
+use sealgate::gateway::plan::Planner;
+use sealgate::gateway::transform::Transform;
 use sealgate::keys::secrets::Sealer;
 use sealgate::keys::{KeyStore, SledKeyStore, sckm};
-use sealgate::message::Message;
-use sealgate::plan::Planner;
+use sealgate::mail::Direction;
+use sealgate::mail::envelope::{Envelope, MailParams};
+use sealgate::mail::message::Message;
 use sealgate::policy::{Live, load};
-use sealgate::treatment::Transform;
 use sequoia_openpgp as openpgp;
 use time::OffsetDateTime;
 
@@ -583,7 +584,7 @@ impl Treatment {
 
     /// What a transaction does between MAIL and the relay: plan, screen, verdicts,
     /// transform.
-    fn run(&self, envelope: &Envelope, message: &[u8]) -> Vec<sealgate::classify::Group> {
+    fn run(&self, envelope: &Envelope, message: &[u8]) -> Vec<sealgate::gateway::classify::Group> {
         let message = Message::new(message.to_vec());
         let mut plan = self.planner.begin(envelope.direction, &envelope.mail_from);
         for rcpt in &envelope.recipients {

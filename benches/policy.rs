@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sealgate::keys::{KeyEntry, KeyKind, Source};
-use sealgate::message::Message;
+use sealgate::mail::message::Message;
 use sealgate::policy::content::Attachment;
 use sealgate::policy::index::Index;
 use sealgate::policy::load::load_texts;

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sealgate::config::{Config, Direction};
+use sealgate::config::Config;
+use sealgate::mail::Direction;
 use sealgate::server::Server;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

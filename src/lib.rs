@@ -3,64 +3,55 @@
 //!
 //! # Layout
 //!
-//! Data moves one way: session, then envelope and message, then the policy's verdict
-//! for each recipient, then the transform that carries it out, then relay, then the
-//! reply to the client.
+//! One folder per step, in the order a message takes through them: a session, then
+//! the envelope and message, then the policy's verdict for each recipient, then the
+//! transform that carries it out, then the relay, then the reply to the client.
 //!
-//! - [`config`]: `sealgate.toml` and the built-in defaults, validated; errors name
-//!   `path:line`. [`units`] parses the sizes and durations in it.
-//! - [`server`]: the two listeners, the connection limit, graceful shutdown.
+//! - [`server`]: the two listeners, the connection limit, graceful shutdown, and
+//!   reloading the policy on SIGHUP and file changes ([`server::reload`]).
 //! - [`smtp`]: the protocol only. [`smtp::reply`] defines every reply text,
 //!   [`smtp::conn`] frames lines and DATA, [`smtp::session`] is the state machine.
-//! - [`envelope`]: who, to whom, which direction; [`message`]: the bytes, with the
-//!   `Received:` header sealgate adds.
+//! - [`mail`]: the values every step shares, with no I/O: [`mail::Direction`], the
+//!   [`mail::envelope`], the [`mail::message`] with the `Received:` field sealgate adds,
+//!   and the MIME structure of encrypted mail ([`mail::mime`]).
 //! - [`policy`]: the rule files in `policy_dir` (loading with `path:line` errors, lint
-//!   warnings, evaluation of a chain, verdicts, `policy explain`); [`plan`]: one
-//!   transaction's policy, taken at MAIL, asked at each RCPT and again after DATA, with
-//!   the key lookups it starts at RCPT and collects after DATA; [`reload`]: SIGHUP and
-//!   file changes swap in a new policy, whole or not at all.
-//! - [`classify`]: the seam that groups recipients by treatment; [`treatment`] carries
-//!   out each recipient's verdict (encrypt, decrypt, pass, refuse), [`marks`] puts the
-//!   rules' tags and the `X-Sealgate` field on a copy, and [`mime`] wraps and unwraps
-//!   PGP/MIME and S/MIME around [`crypto`]'s bytes.
-//! - [`gateway`]: one transaction's fan-out to the next hop and the client's reply.
+//!   warnings, evaluation of a chain, verdicts, `policy explain`). Pure: no I/O.
+//! - [`gateway`]: one accepted transaction, in the order it runs: [`gateway::plan`]
+//!   asks the policy at each RCPT and after DATA (starting and collecting key
+//!   lookups), [`gateway::transform`] carries out each recipient's verdict (encrypt,
+//!   decrypt, pass, refuse) and groups recipients by the copy they get,
+//!   [`gateway::marks`] puts the rules' tags and the `X-Sealgate` field on a copy, and
+//!   [`gateway`] itself hands the copies to the relay and makes the client's reply.
 //! - [`relay`]: the next hop, as an SMTP server, a folder of `.eml` files, or the MX
-//!   hosts of each recipient domain (`relay/mx.rs`, opportunistic STARTTLS); the
-//!   circuit breaker that rests a failed next hop or MX host address
-//!   ([`relay::breaker`]), shared by both directions.
-//! - [`spool`]: the durable retry spool and its worker; [`dsn`] builds the DSNs it sends.
-//! - [`keys`]: the key cache (sled), harvesting keys from inbound mail, and the
-//!   operations behind `sealgate keys ...` with the admin socket that reaches a running
-//!   server. [`crypto`] encrypts and decrypts OpenPGP and S/MIME (never signs), and
-//!   reads the BER real clients send.
+//!   hosts of each recipient domain (opportunistic STARTTLS); the circuit breaker that
+//!   rests a failed next hop or MX host address ([`relay::breaker`]).
+//! - [`spool`]: the durable retry spool for copies the next hop did not take, its
+//!   worker, and the DSNs it sends ([`spool::dsn`]).
+//! - [`keys`]: the key cache, harvesting keys from inbound mail, and the operations
+//!   behind `sealgate keys ...` with the admin socket that reaches a running server.
+//! - [`crypto`]: OpenPGP and S/MIME encryption and decryption (never signing), and the
+//!   BER real clients send.
 //! - [`dns`]: key lookup in DNSSEC-validated OPENPGPKEY and SMIMEA records, with the
-//!   negative cache ([`dns::keys`]); MX hosts with the implicit and null MX
-//!   ([`dns::mx`]); the resolvers built from `[lookup]` ([`dns::resolver`]).
-//! - [`reach`]: whether the next hops and the DNS resolver answer, for `sealgate
-//!   check` and the start-up log.
+//!   negative cache; MX hosts with the implicit and null MX; the resolvers.
+//! - [`config`]: `sealgate.toml` and the built-in defaults, validated; errors name
+//!   `path:line`. [`config::units`] parses the sizes and durations in it.
 //! - [`store`]: the sled database under `data_dir`; [`tls`]: STARTTLS certificates for
 //!   the listeners, and the opportunistic client towards MX hosts.
+//!
+//! The binary (`src/bin/sealgate/`) parses the command line and runs a verb; it holds
+//! what only the command line needs: `policy explain`'s front end, the `keys list`
+//! table, and the reachability probes of `check`.
 
-pub mod classify;
 pub mod config;
 pub mod crypto;
 pub mod dns;
-pub mod dsn;
-pub mod envelope;
 pub mod gateway;
 pub mod keys;
-pub mod marks;
-pub mod message;
-pub mod mime;
-pub mod plan;
+pub mod mail;
 pub mod policy;
-pub mod reach;
 pub mod relay;
-pub mod reload;
 pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod store;
 pub mod tls;
-pub mod treatment;
-pub mod units;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sealgate::classify::OneGroupPerRecipient;
+use sealgate::gateway::classify::OneGroupPerRecipient;
 use support::{Client, Gateway, Reply, Sink, config_text, start, start_with, testdata};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -320,7 +320,8 @@ async fn the_spool_retrier_leaves_a_resting_next_hop_alone() {
 
 #[tokio::test]
 async fn both_directions_share_the_breaker_of_one_next_hop() {
-    use sealgate::config::{Direction, NextHop as Hop, RelayConfig};
+    use sealgate::config::{NextHop as Hop, RelayConfig};
+    use sealgate::mail::Direction;
     use sealgate::relay::{Outgoing, Relays};
 
     let sink = Sink::start().await;
@@ -336,7 +337,7 @@ async fn both_directions_share_the_breaker_of_one_next_hop() {
         mail_from: "a@example.com".into(),
         params: Default::default(),
         recipients: vec!["b@example.org".into()],
-        message: sealgate::message::Message::new(testdata("plain.eml")),
+        message: sealgate::mail::message::Message::new(testdata("plain.eml")),
         id: "shared".into(),
     };
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealgate::config::LookupConfig;
+use sealgate::config::units::HumanDuration;
 use sealgate::dns::{DnsError, DnsResolver, Found, KeyLookup, MxHost};
 use sealgate::keys::{KeyEntry, KeyKind, KeyStore, SledKeyStore, Source};
-use sealgate::units::HumanDuration;
 use support::dns::{DnsServer, Fault, Zone};
 use support::keys::{SmimeCert, pgp_key};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sealgate::classify::OneGroupPerRecipient;
+use sealgate::gateway::classify::OneGroupPerRecipient;
 use support::{Client, Sink, config_text, gateway_to_with, start_with, testdata};
 
 /// A sink that refuses `refused@example.org` with `reply` while `refusing` is set.

@@ -3,7 +3,7 @@
 //!
 //! Every error an admin can make is reported as `path:line: message`, so that the line
 //! can be found without reading the source. Values are checked while they are
-//! deserialized (see [`crate::units`]), which is what gives each error its line.
+//! deserialized (see [`units`]), which is what gives each error its line.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
@@ -14,7 +14,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::units::{ByteSize, HumanDuration, LineLength, LookupTtl};
+use crate::mail::Direction;
+use units::{ByteSize, HumanDuration, LineLength, LookupTtl};
+
+pub mod units;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "sealgate.toml";
@@ -313,31 +316,6 @@ impl Default for Limits {
             max_errors: NonZeroUsize::new(10).unwrap(),
             shutdown_grace: HumanDuration::from_secs(30),
         }
-    }
-}
-
-/// Which way a message travels. It is decided by the listener it arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// From the internet to internal users.
-    Inbound,
-    /// From internal MTAs to the outside.
-    Outbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

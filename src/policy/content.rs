@@ -4,8 +4,8 @@
 
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 
-use crate::message::Message;
-use crate::mime::{self, Encrypted};
+use crate::mail::message::Message;
+use crate::mail::mime::{self, Encrypted};
 
 /// How much of the message the rules look at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

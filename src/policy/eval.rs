@@ -263,7 +263,7 @@ fn content_test(when: &Conditions, c: &Content) -> Test {
 }
 
 fn encrypted_matches(want: EncryptedWant, c: &Content) -> bool {
-    use crate::mime::Encrypted;
+    use crate::mail::mime::Encrypted;
     match want {
         EncryptedWant::Yes => c.encrypted.is_some(),
         EncryptedWant::No => c.encrypted.is_none(),

@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use super::eval::Tested;
 use super::verdict::{Context, Treatment, Verdict};
 use super::{Content, Evaluation, Facts, Policy};
-use crate::config::Direction;
 use crate::keys::KeyEntry;
+use crate::mail::Direction;
 
 /// One recipient to explain.
 pub struct Recipient {

@@ -97,7 +97,7 @@ impl Field<'_> {
     }
 
     pub fn size(&self) -> Read<u64> {
-        crate::units::ByteSize::deserialize(self.value.clone())
+        crate::config::units::ByteSize::deserialize(self.value.clone())
             .map(|s| s.0)
             .map_err(|e| e.message().to_string())
     }

@@ -4,7 +4,7 @@
 
 use super::rule::{Action, Locality, Origin, Rule};
 use super::{Chain, Policy};
-use crate::config::Direction;
+use crate::mail::Direction;
 
 /// Every warning, with the rule it is about.
 pub fn warnings(policy: &Policy) -> Vec<(Origin, String)> {

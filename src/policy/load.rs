@@ -16,7 +16,7 @@ use toml::{Spanned, Value};
 use super::fields::{Field, action, format, key_want, locality, lookup_offline, no_key};
 use super::rule::*;
 use super::{Policy, lint};
-use crate::config::Direction;
+use crate::mail::Direction;
 
 /// The shipped `policies/`, built in: used when `policy_dir` does not exist, so that
 /// `sealgate serve` behaves the same from any working directory.

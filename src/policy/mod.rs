@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Direction;
 use crate::keys::{KeyKind, Source};
+use crate::mail::Direction;
 pub use content::{Content, Needs};
 pub use eval::{Decision, Evaluation};
 use index::Index;

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use super::rule::{Action, Format, LookupOffline, NoKey, Tags};
 use super::{Chain, Decision};
-use crate::config::Direction;
 use crate::keys::{KeyEntry, KeyKind, Source};
+use crate::mail::Direction;
 use crate::smtp::reply::{self, Reply};
 
 /// What happens to one recipient's copy.

@@ -297,7 +297,7 @@ mod tests {
 
     use super::{Breaker, Breakers, Resting, State, Status, minutes};
     use crate::config::RelayConfig;
-    use crate::units::HumanDuration;
+    use crate::config::units::HumanDuration;
 
     const MINUTE: Duration = Duration::from_secs(60);
     /// The defaults: a first probe after 1 minute, then 15 minutes between probes.
@@ -520,7 +520,7 @@ mod paused_clock {
 
     use super::{Breaker, Status};
     use crate::config::RelayConfig;
-    use crate::units::HumanDuration;
+    use crate::config::units::HumanDuration;
 
     #[tokio::test(start_paused = true)]
     async fn the_first_failure_marks_the_hop_until_the_backoff_and_a_good_probe_clear_it() {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use self::breaker::{Breakers, Resting};
 use crate::config::{NextHop, RelayConfig};
 use crate::dns::DnsResolver;
-use crate::envelope::MailParams;
-use crate::message::Message;
+use crate::mail::envelope::MailParams;
+use crate::mail::message::Message;
 use crate::smtp::reply::{self, Reply};
 
 /// One next-hop transaction: an envelope and the message that goes with it.
@@ -233,10 +233,10 @@ impl Relays {
         self
     }
 
-    pub fn get(&self, direction: crate::config::Direction) -> &Relay {
+    pub fn get(&self, direction: crate::mail::Direction) -> &Relay {
         match direction {
-            crate::config::Direction::Inbound => &self.inbound,
-            crate::config::Direction::Outbound => &self.outbound,
+            crate::mail::Direction::Inbound => &self.inbound,
+            crate::mail::Direction::Outbound => &self.outbound,
         }
     }
 }

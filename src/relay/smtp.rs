@@ -21,7 +21,7 @@ use super::client::{Broken, Client};
 use super::stream::Stream;
 use super::{Delivery, Outcome, Outgoing};
 use crate::config::RelayConfig;
-use crate::envelope::Body;
+use crate::mail::envelope::Body;
 use crate::smtp::reply::{self, Reply};
 
 /// The end of a conversation that did not finish, and how far it had come.

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{Conn, Data, Line};
 use super::reply::{self, Reply};
-use crate::config::{Config, Direction};
-use crate::envelope::{Body, Envelope, MailParams, domain_of, quote_local_part};
+use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::message::{self, Message};
-use crate::plan::Plan;
+use crate::gateway::plan::Plan;
+use crate::mail::Direction;
+use crate::mail::envelope::{Body, Envelope, MailParams, domain_of, quote_local_part};
+use crate::mail::message::{self, Message};
 
 /// What a session shares with every other session.
 pub struct Shared {

@@ -32,8 +32,8 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
 use sealgate::config::LookupConfig;
+use sealgate::config::units::HumanDuration;
 use sealgate::dns::TrustAnchor;
-use sealgate::units::HumanDuration;
 use sha2::{Digest, Sha256};
 
 /// The TTL of every record served.

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealgate::classify::Classifier;
-use sealgate::config::{Config, Direction};
+use sealgate::config::Config;
+use sealgate::gateway::classify::Classifier;
+use sealgate::mail::Direction;
 use sealgate::server::{Server, StartError};
 use sealgate::store::StoreError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -44,13 +44,14 @@ const QUEUE: usize = 256;
 /// Hands inbound messages to a harvesting thread of its own, off the SMTP path.
 #[derive(Clone)]
 pub struct Harvester {
-    queue: std::sync::mpsc::SyncSender<crate::message::Message>,
+    queue: std::sync::mpsc::SyncSender<crate::mail::message::Message>,
 }
 
 impl Harvester {
     /// Starts the harvesting thread; it ends when the last `Harvester` is dropped.
     pub fn start(store: std::sync::Arc<dyn KeyStore>) -> Harvester {
-        let (queue, messages) = std::sync::mpsc::sync_channel::<crate::message::Message>(QUEUE);
+        let (queue, messages) =
+            std::sync::mpsc::sync_channel::<crate::mail::message::Message>(QUEUE);
         std::thread::Builder::new()
             .name("harvester".into())
             .spawn(move || {
@@ -65,7 +66,7 @@ impl Harvester {
     }
 
     /// Queues an accepted inbound message for harvesting. Never blocks.
-    pub fn submit(&self, message: &crate::message::Message) {
+    pub fn submit(&self, message: &crate::mail::message::Message) {
         if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.queue.try_send(message.clone()) {
             tracing::warn!("harvester busy: a message was not harvested");
         }

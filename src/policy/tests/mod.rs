@@ -11,7 +11,7 @@ use super::load::{Loaded, load_texts};
 use super::rule::*;
 use super::*;
 use crate::keys::{KeyKind, Source};
-use crate::mime::Encrypted;
+use crate::mail::mime::Encrypted;
 
 pub(super) fn load(text: &str) -> Loaded {
     load_texts(&[(PathBuf::from("policies/50-test.toml"), text.to_string())])

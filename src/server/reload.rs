@@ -2,7 +2,7 @@
 //! policy is loaded and validated in full before it replaces the one in force; a
 //! policy with any error is never loaded, and the errors are logged, each as
 //! `path:line: message`. Transactions already running keep the policy they started
-//! with ([`crate::plan`]).
+//! with ([`crate::gateway::plan`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

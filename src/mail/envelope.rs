@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Direction;
+use super::Direction;
 
 /// The BODY= parameter of MAIL (RFC 6152).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

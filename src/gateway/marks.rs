@@ -8,7 +8,7 @@
 use mail_builder::headers::{Header, text::Text};
 use mail_parser::MessageParser;
 
-use crate::message::Message;
+use crate::mail::message::Message;
 use crate::policy::rule::Tags;
 
 /// The field sealgate reports its treatment in.

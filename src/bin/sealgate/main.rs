@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand};
 
 mod explain;
 mod keytable;
+mod probe;
 use std::sync::Arc;
 
-use sealgate::config::{Config, Direction};
+use sealgate::config::Config;
 use sealgate::keys::admin;
-use sealgate::reload::Reloader;
+use sealgate::mail::Direction;
 use sealgate::server::Server;
+use sealgate::server::reload::Reloader;
 
 #[derive(Parser)]
 #[command(name = "sealgate", version, about = "An SMTP encryption gateway")]
@@ -163,7 +165,7 @@ fn check(config: &Config) -> ExitCode {
     // Reachability is reported, not judged: a next hop may be down for a moment
     // while the config is right.
     if let Ok(runtime) = tokio::runtime::Runtime::new() {
-        for probe in runtime.block_on(sealgate::reach::probe_all(config)) {
+        for probe in runtime.block_on(probe::probe_all(config)) {
             match probe.result {
                 Ok(state) => println!("{}: {state}", probe.what),
                 Err(reason) => println!("{}: warning: {reason}", probe.what),
@@ -290,7 +292,7 @@ fn serve(config: Config) -> ExitCode {
         // Said once at start-up, without holding it up. (Here, not in the library: a
         // test's gateway must not make connections of its own to its next hop.)
         tokio::spawn(async move {
-            for probe in sealgate::reach::probe_all(&probed).await {
+            for probe in probe::probe_all(&probed).await {
                 match probe.result {
                     Ok(state) => tracing::info!(what = %probe.what, %state, "reachable"),
                     Err(reason) => tracing::warn!(what = %probe.what, %reason, "probe failed"),

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::envelope::Envelope;
+use super::envelope::Envelope;
 
 /// A message in wire form (CRLF line ends, not dot-stuffed), as a list of chunks.
 #[derive(Debug, Clone, Default)]
@@ -165,8 +165,8 @@ fn sanitize(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Direction;
-    use crate::envelope::MailParams;
+    use crate::mail::Direction;
+    use crate::mail::envelope::MailParams;
 
     #[test]
     fn received_names_sealgate_and_direction() {

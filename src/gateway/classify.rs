@@ -1,12 +1,12 @@
 //! The seam where recipients are grouped by treatment.
 //!
 //! One client transaction becomes one next-hop transaction per group. The gateway's
-//! classifier is [`crate::treatment::Transform`], which carries out each recipient's
+//! classifier is [`crate::gateway::transform::Transform`], which carries out each recipient's
 //! policy verdict; the simple ones here serve tests of the fan-out itself. The server
 //! is built with a classifier; handlers never ask which one.
 
-use crate::envelope::Envelope;
-use crate::message::Message;
+use crate::mail::envelope::Envelope;
+use crate::mail::message::Message;
 use crate::policy::Verdict;
 
 /// Recipients that share one treatment, and the message they get.

@@ -8,20 +8,25 @@
 //! - some accepted: the rest go into the durable spool (temporary failures) or become a
 //!   DSN in the spool (permanent ones), flushed to disk, and only then `250`.
 
+pub mod classify;
+pub mod marks;
+pub mod plan;
+pub mod transform;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::classify::Classifier;
-use crate::config::Direction;
-use crate::dsn::Failure;
-use crate::envelope::Envelope;
+use self::classify::Classifier;
+use self::plan::{Plan, Planner};
 use crate::keys::harvest::Harvester;
-use crate::message::Message;
-use crate::plan::{Plan, Planner};
+use crate::mail::Direction;
+use crate::mail::envelope::Envelope;
+use crate::mail::message::Message;
 use crate::policy::{Treatment, Verdict};
 use crate::relay::{Delivery, Outcome, Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
+use crate::spool::dsn::Failure;
 
 /// The part of the gateway that acts on messages; shared by every session.
 pub struct Gateway {

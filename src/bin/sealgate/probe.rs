@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::config::{Config, Direction, NextHop};
-use crate::dns::DnsResolver;
+use sealgate::config::{Config, NextHop};
+use sealgate::dns::DnsResolver;
+use sealgate::mail::Direction;
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -9,6 +9,8 @@
 //!
 //! Each value is `meta length (u32, big-endian) | meta (JSON) | message`.
 
+pub mod dsn;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,10 +18,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Direction, SpoolConfig};
-use crate::dsn::{self, Failure};
-use crate::envelope::MailParams;
-use crate::message::Message;
+use self::dsn::Failure;
+use crate::config::SpoolConfig;
+use crate::mail::Direction;
+use crate::mail::envelope::MailParams;
+use crate::mail::message::Message;
 use crate::relay::{Outcome, Outgoing, Relays};
 use crate::smtp::reply::Reply;
 

@@ -18,12 +18,13 @@ use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Direction};
+use crate::config::Config;
 use crate::dns::{Found, KeyLookup};
-use crate::envelope::domain_of;
 use crate::keys::{KeyEntry, KeyStore, address};
-use crate::message::Message;
-use crate::mime;
+use crate::mail::Direction;
+use crate::mail::envelope::domain_of;
+use crate::mail::message::Message;
+use crate::mail::mime;
 use crate::policy::verdict::Context;
 use crate::policy::{Content, Evaluation, Facts, Live, Policy, Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};

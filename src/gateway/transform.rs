@@ -4,7 +4,7 @@
 //! own SCKM keys), or refused with the verdict's reply.
 //!
 //! It is the gateway's [`Classifier`]; which recipient gets what was decided by the
-//! policy before it runs ([`crate::plan`]).
+//! policy before it runs ([`crate::gateway::plan`]).
 
 use std::sync::Arc;
 
@@ -12,15 +12,15 @@ use der::Decode;
 use openpgp::parse::Parse;
 use sequoia_openpgp as openpgp;
 
-use crate::classify::{Classifier, Group};
 use crate::config::Config;
 use crate::crypto::{self, pgp, smime};
-use crate::envelope::Envelope;
+use crate::gateway::classify::{Classifier, Group};
+use crate::gateway::marks;
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyEntry, KeyKind, KeyStore};
-use crate::marks;
-use crate::message::Message;
-use crate::mime::{self, Encrypted};
+use crate::mail::envelope::Envelope;
+use crate::mail::message::Message;
+use crate::mail::mime::{self, Encrypted};
 use crate::policy::rule::Tags;
 use crate::policy::{Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};

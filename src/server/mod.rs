@@ -6,6 +6,8 @@
 //! task tracker then tells us when every session has ended, or the grace period runs
 //! out.
 
+pub mod reload;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,21 +19,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::classify::Classifier;
-use crate::config::{Config, Direction};
+use crate::config::Config;
 use crate::dns::KeyLookup;
 use crate::gateway::Gateway;
+use crate::gateway::classify::Classifier;
+use crate::gateway::plan::{KeyFinder, NoResolver, Planner};
+use crate::gateway::transform::Transform;
 use crate::keys::harvest::Harvester;
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
-use crate::plan::{KeyFinder, NoResolver, Planner};
+use crate::mail::Direction;
 use crate::policy::{self, Live};
 use crate::relay::Relays;
 use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{self, StoreError};
-use crate::treatment::Transform;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +86,7 @@ pub struct Server {
     /// server as soon as it has started.
     admin: tokio::net::UnixListener,
     /// Reloads the policy on SIGHUP and when its files change.
-    reloader: Arc<crate::reload::Reloader>,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Server {
@@ -170,7 +173,7 @@ impl Server {
         } else {
             relays
         };
-        let reloader = Arc::new(crate::reload::Reloader::new(
+        let reloader = Arc::new(reload::Reloader::new(
             live.clone(),
             config.policy_dir.clone(),
         ));
@@ -226,7 +229,7 @@ impl Server {
     }
 
     /// Reloads the policy when asked (SIGHUP); the file watcher uses it too.
-    pub fn reloader(&self) -> Arc<crate::reload::Reloader> {
+    pub fn reloader(&self) -> Arc<reload::Reloader> {
         self.reloader.clone()
     }
 

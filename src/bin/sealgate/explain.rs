@@ -5,10 +5,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use sealgate::config::{Config, Direction};
-use sealgate::envelope::domain_of;
+use sealgate::config::Config;
 use sealgate::keys::admin;
-use sealgate::message::Message;
+use sealgate::mail::Direction;
+use sealgate::mail::envelope::domain_of;
+use sealgate::mail::message::Message;
 use sealgate::policy::explain::{self, Recipient};
 use sealgate::policy::{Content, Needs, load};
 
@@ -35,7 +36,7 @@ pub fn run(
         }
     };
     // Files saved by mail clients often have bare LF line ends; SMTP has CRLF.
-    let raw = sealgate::mime::crlf(&raw);
+    let raw = sealgate::mail::mime::crlf(&raw);
     let all = Needs {
         headers: true,
         structure: true,

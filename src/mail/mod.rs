@@ -1,0 +1,32 @@
+//! The values every stage of the gateway shares, with no I/O: which way a message
+//! travels, its envelope, the message itself, and its MIME structure as far as
+//! encryption cares.
+
+pub mod envelope;
+pub mod message;
+pub mod mime;
+
+/// Which way a message travels. It is decided by the listener it arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the internet to internal users.
+    Inbound,
+    /// From internal MTAs to the outside.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -559,3 +559,66 @@ fn explain_the_secure_subject_without_and_with_a_key() {
     assert_eq!(bob["key"], serde_json::json!([key.fingerprint]), "{bob:#}");
     assert_eq!(bob["reply"], Value::Null, "{bob:#}");
 }
+
+/// Guards the bug where `policy explain` and the running gateway disagreed on the bare
+/// `postmaster` (RFC 5321 §4.5.1): the gateway counted it as internal, explain did not.
+/// Both now ask the one rule in `mail::internal`.
+#[tokio::test]
+async fn explain_and_the_gateway_agree_that_the_bare_postmaster_is_internal() {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("10-internal.toml"),
+        r#"
+[[rule]]
+name = "internal-refused"
+chain = "outbound"
+recipient_is = "internal"
+action = "reject"
+reply = "550 5.7.1 internal mail refused here"
+"#,
+    )
+    .unwrap();
+    let setup = setup(path_str(rules.path()));
+    let message = setup.file("m.eml", "From: alice@example.com\nSubject: hi\n\nhi\n");
+    let out = sealgate(
+        &setup,
+        setup.dir.path(),
+        &[
+            "policy",
+            "explain",
+            "--direction",
+            "outbound",
+            "--from",
+            "alice@example.com",
+            "--to",
+            "postmaster",
+            "--json",
+            path_str(&message),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let postmaster = &json[0];
+    assert_eq!(postmaster["internal"], true, "{postmaster:#}");
+    assert_eq!(postmaster["result"], "rejected", "{postmaster:#}");
+    assert_eq!(
+        postmaster["reply"], "550 5.7.1 internal mail refused here",
+        "{postmaster:#}"
+    );
+
+    // The gateway, on the same rules, refuses the same recipient at RCPT.
+    let config = format!(
+        "policy_dir = '{}'\n{}",
+        path_str(rules.path()),
+        support::config_text(&setup.dir.path().join("gw"), "dir:out", "")
+    );
+    let gw = support::start(&config).await;
+    let mut client = support::Client::connect(gw.outbound).await;
+    client.cmd_expect("EHLO mta.example.com", 250).await;
+    client
+        .cmd_expect("MAIL FROM:<alice@example.com>", 250)
+        .await;
+    let reply = client.cmd_expect("RCPT TO:<postmaster>", 550).await;
+    assert_eq!(reply.text, "5.7.1 internal mail refused here");
+    client.quit().await;
+}

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::mail::Direction;
+use crate::mail::{Direction, InternalDomains};
 use units::{ByteSize, HumanDuration, LineLength, LookupTtl};
 
 pub mod units;
@@ -345,7 +345,7 @@ pub struct Config {
     /// The key store, the spool and any other state live here.
     pub data_dir: PathBuf,
     /// Domains (lower-case) whose users are internal; the inbound side accepts only these.
-    pub internal_domains: Vec<String>,
+    pub internal_domains: InternalDomains,
     /// Folder of policy rule files.
     pub policy_dir: PathBuf,
     /// The name this gateway uses in its greeting, Received headers and DSNs.
@@ -490,12 +490,10 @@ impl Config {
         };
         Ok(Config {
             source: path.map(Path::to_path_buf),
-            internal_domains: file
-                .internal_domains
-                .unwrap_or_else(|| vec!["example.com".into()])
-                .into_iter()
-                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
+            internal_domains: InternalDomains::new(
+                file.internal_domains
+                    .unwrap_or_else(|| vec!["example.com".into()]),
+            ),
             policy_dir: file.policy_dir.unwrap_or_else(|| PathBuf::from("policies")),
             hostname: file
                 .hostname
@@ -520,14 +518,6 @@ impl Config {
             Direction::Inbound => &self.inbound,
             Direction::Outbound => &self.outbound,
         }
-    }
-
-    /// Whether `domain` (any case) is one of ours.
-    pub fn is_internal_domain(&self, domain: &str) -> bool {
-        let domain = domain.trim_end_matches('.');
-        self.internal_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
     /// Whether a client at `ip` may use the listener of `direction`.

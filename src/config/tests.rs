@@ -19,7 +19,7 @@ fn defaults_deliver_into_data_dir() {
         config.outbound.next_hop,
         NextHop::Dir("data/delivered/outbound".into())
     );
-    assert_eq!(config.internal_domains, vec!["example.com"]);
+    assert_eq!(config.internal_domains.domains(), ["example.com"]);
     assert!(config.client_allowed(Direction::Outbound, "127.0.0.1".parse().unwrap()));
     assert!(!config.client_allowed(Direction::Outbound, "192.0.2.1".parse().unwrap()));
     assert!(config.client_allowed(Direction::Inbound, "192.0.2.1".parse().unwrap()));

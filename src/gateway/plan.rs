@@ -22,7 +22,6 @@ use crate::config::Config;
 use crate::dns::{Found, KeyLookup};
 use crate::keys::{KeyEntry, KeyStore, address};
 use crate::mail::Direction;
-use crate::mail::envelope::domain_of;
 use crate::mail::message::Message;
 use crate::mail::mime;
 use crate::policy::verdict::Context;
@@ -112,9 +111,7 @@ impl Planner {
     pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
         let entries = self.entries(recipient)?;
-        // The bare "postmaster" (RFC 5321 §4.5.1) is ours too.
-        let internal = self.config.is_internal_domain(domain_of(recipient))
-            || recipient.eq_ignore_ascii_case("postmaster");
+        let internal = self.config.internal_domains.is_internal(recipient);
         let chain = plan.policy.chain(plan.direction);
         let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
         let evaluation = chain.evaluate(&facts, None);

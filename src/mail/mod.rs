@@ -1,10 +1,13 @@
 //! The values every stage of the gateway shares, with no I/O: which way a message
-//! travels, its envelope, the message itself, and its MIME structure as far as
-//! encryption cares.
+//! travels, its envelope, the message itself, its MIME structure as far as encryption
+//! cares, and the one rule of who is internal.
 
 pub mod envelope;
+pub mod internal;
 pub mod message;
 pub mod mime;
+
+pub use internal::InternalDomains;
 
 /// Which way a message travels. It is decided by the listener it arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

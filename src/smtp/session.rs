@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::plan::Plan;
 use crate::mail::Direction;
-use crate::mail::envelope::{Body, Envelope, MailParams, domain_of, quote_local_part};
+use crate::mail::envelope::{Body, Envelope, MailParams, quote_local_part};
 use crate::mail::message::{self, Message};
 
 /// What a session shares with every other session.
@@ -254,8 +254,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     async fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) -> std::io::Result<Flow> {
         let max_recipients = self.config().limits.max_recipients.get();
         let inbound = self.direction == Direction::Inbound;
-        let internal = self.config().is_internal_domain(domain_of(&to.address))
-            || to.address.eq_ignore_ascii_case("postmaster");
+        let internal = self.config().internal_domains.is_internal(&to.address);
         let Some(transaction) = &mut self.transaction else {
             return self.refuse(&reply::NEED_MAIL).await;
         };

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use sealgate::config::Config;
 use sealgate::keys::admin;
 use sealgate::mail::Direction;
-use sealgate::mail::envelope::domain_of;
 use sealgate::mail::message::Message;
 use sealgate::policy::explain::{self, Recipient};
 use sealgate::policy::{Content, Needs, load};
@@ -60,7 +59,7 @@ pub fn run(
         };
         recipients.push(Recipient {
             address: address.clone(),
-            internal: config.is_internal_domain(domain_of(address)),
+            internal: config.internal_domains.is_internal(address),
             entries,
         });
     }

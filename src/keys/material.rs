@@ -12,7 +12,6 @@ use openpgp::cert::CertParser;
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
-use openpgp::types::RevocationStatus;
 use sequoia_openpgp as openpgp;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -43,6 +42,44 @@ pub struct Origin {
     pub source: Source,
     pub message_id: Option<String>,
     pub sender: Option<String>,
+}
+
+/// A public key that passed the checks, before it is tied to its addresses.
+struct PublicKey {
+    kind: KeyKind,
+    fingerprint: String,
+    created: OffsetDateTime,
+    expires: Option<OffsetDateTime>,
+    /// A binary OpenPGP cert, or an X.509 certificate's DER.
+    material: Vec<u8>,
+}
+
+impl PublicKey {
+    /// One key cache candidate per address: encryption only, never a secret.
+    fn candidates(
+        self,
+        addresses: impl IntoIterator<Item = String>,
+        origin: &Origin,
+    ) -> Vec<Candidate> {
+        addresses
+            .into_iter()
+            .map(|address| Candidate {
+                address,
+                kind: self.kind,
+                fingerprint: self.fingerprint.clone(),
+                source: origin.source,
+                message_id: origin.message_id.clone(),
+                sender: origin.sender.clone(),
+                can_encrypt: true,
+                can_decrypt: false,
+                key_created: self.created,
+                key_expires: self.expires,
+                material: self.material.clone(),
+                legacy: false,
+                sealed_secret: None,
+            })
+            .collect()
+    }
 }
 
 fn to_offset(time: SystemTime) -> OffsetDateTime {
@@ -84,31 +121,12 @@ pub fn pgp_candidates(
 ) -> Result<Vec<Candidate>, Refusal> {
     let policy = StandardPolicy::new();
     let fingerprint = cert.fingerprint().to_hex();
-    let valid = cert.with_policy(&policy, to_system(now)).map_err(|e| {
-        Refusal(format!(
-            "key {fingerprint} has no valid self-signature: {e}"
-        ))
-    })?;
-    if let RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return refuse(format!("key {fingerprint} is revoked"));
-    }
-    if valid.alive().is_err() {
-        return refuse(format!("key {fingerprint} has expired"));
-    }
-    let encryption_keys = valid
-        .keys()
-        .supported()
-        .alive()
-        .revoked(false)
-        .for_transport_encryption()
-        .for_storage_encryption()
-        .count();
-    if encryption_keys == 0 {
-        return refuse(format!(
-            "key {fingerprint} has no valid encryption-capable subkey"
-        ));
-    }
-
+    let valid = crate::crypto::pgp::encryption_keys(cert, &policy, to_system(now))
+        .map_err(|e| match e {
+            crate::crypto::CryptoError::Key(reason) => Refusal(reason),
+            other => Refusal(format!("key {fingerprint}: {other}")),
+        })?
+        .cert;
     let mut addresses = BTreeSet::new();
     for userid in valid.userids().revoked(false) {
         if let Ok(Some(email)) = userid.userid().email()
@@ -143,24 +161,14 @@ pub fn pgp_candidates(
         .map_err(|e| Refusal(format!("key {fingerprint} cannot be serialized: {e}")))?;
     let key_created = to_offset(cert.primary_key().key().creation_time());
     let key_expires = valid.primary_key().key_expiration_time().map(to_offset);
-    Ok(addresses
-        .into_iter()
-        .map(|address| Candidate {
-            address,
-            kind: KeyKind::Pgp,
-            fingerprint: fingerprint.clone(),
-            source: origin.source,
-            message_id: origin.message_id.clone(),
-            sender: origin.sender.clone(),
-            can_encrypt: true,
-            can_decrypt: false,
-            key_created,
-            key_expires,
-            material: material.clone(),
-            legacy: false,
-            sealed_secret: None,
-        })
-        .collect())
+    let key = PublicKey {
+        kind: KeyKind::Pgp,
+        fingerprint,
+        created: key_created,
+        expires: key_expires,
+        material,
+    };
+    Ok(key.candidates(addresses, origin))
 }
 
 /// Parses X.509 certificates: PEM (one or more) or a single DER certificate.
@@ -307,24 +315,14 @@ pub fn x509_candidates(
             None => format!("certificate {fingerprint} names no e-mail address"),
         });
     }
-    Ok(addresses
-        .into_iter()
-        .map(|address| Candidate {
-            address,
-            kind: KeyKind::Smime,
-            fingerprint: fingerprint.clone(),
-            source: origin.source,
-            message_id: origin.message_id.clone(),
-            sender: origin.sender.clone(),
-            can_encrypt: true,
-            can_decrypt: false,
-            key_created: not_before,
-            key_expires: Some(not_after),
-            material: der.clone(),
-            legacy: false,
-            sealed_secret: None,
-        })
-        .collect())
+    let key = PublicKey {
+        kind: KeyKind::Smime,
+        fingerprint,
+        created: not_before,
+        expires: Some(not_after),
+        material: der,
+    };
+    Ok(key.candidates(addresses, origin))
 }
 
 /// Entries for a file an admin imports: OpenPGP (armored or binary) or X.509 (PEM or

@@ -7,9 +7,9 @@ use std::time::SystemTime;
 use openpgp::Cert;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
-use openpgp::types::RevocationStatus;
 use sequoia_openpgp as openpgp;
 
+use super::encryption_keys;
 use crate::crypto::CryptoError;
 
 /// Encrypts `plaintext` (a complete MIME entity) to every recipient cert at once, to each
@@ -29,32 +29,12 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoE
     let now = SystemTime::now();
     let mut keys: Vec<Recipient> = Vec::new();
     for cert in recipients {
-        let fingerprint = cert.fingerprint().to_hex();
-        let valid = cert
-            .with_policy(&policy, now)
-            .map_err(|e| CryptoError::Key(format!("key {fingerprint}: {e}")))?;
-        if let RevocationStatus::Revoked(_) = valid.revocation_status() {
-            return Err(CryptoError::Key(format!("key {fingerprint} is revoked")));
-        }
-        if valid.alive().is_err() {
-            return Err(CryptoError::Key(format!("key {fingerprint} has expired")));
-        }
-        let before = keys.len();
         keys.extend(
-            valid
-                .keys()
-                .supported()
-                .alive()
-                .revoked(false)
-                .for_transport_encryption()
-                .for_storage_encryption()
+            encryption_keys(cert, &policy, now)?
+                .keys
+                .into_iter()
                 .map(Recipient::from),
         );
-        if keys.len() == before {
-            return Err(CryptoError::Key(format!(
-                "key {fingerprint} has no valid encryption-capable subkey"
-            )));
-        }
     }
 
     let mut binary = Vec::with_capacity(plaintext.len() + 1024);

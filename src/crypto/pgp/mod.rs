@@ -17,7 +17,8 @@
 //! - `encrypt`: encryption to recipients' certs, and the ASCII armor around it.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
 //! - `import`: SCKM import, and the stored (TSK) form of its keys.
-//! - `policy`: [`legacy_policy`], and what a key may be used for.
+//! - `policy`: [`legacy_policy`], [`encryption_keys`] (which keys mail may be
+//!   encrypted to), and what a key may be used for.
 
 mod decrypt;
 mod encrypt;
@@ -29,4 +30,4 @@ mod tests;
 pub use decrypt::{MAX_PKESKS, decrypt, decrypt_with_limit};
 pub use encrypt::encrypt;
 pub use import::{SckmKey, import_sckm, parse_tsks, serialize_tsk};
-pub use policy::legacy_policy;
+pub use policy::{EncryptionKeys, encryption_keys, legacy_policy};

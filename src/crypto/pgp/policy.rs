@@ -1,12 +1,69 @@
 //! Which keys and algorithms we accept: [`legacy_policy`] for reading mail and for our
-//! own legacy keys, and what a key may be used for, which decryption and SCKM import
+//! own legacy keys; [`encryption_keys`], the one rule for which recipient keys mail may
+//! be encrypted to; and what a key may be used for, which decryption and SCKM import
 //! both ask.
 
+use std::time::SystemTime;
+
+use openpgp::Cert;
+use openpgp::cert::ValidCert;
+use openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation;
 use openpgp::packet::Key;
 use openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use openpgp::policy::{AsymmetricAlgorithm, StandardPolicy};
-use openpgp::types::{HashAlgorithm, KeyFlags, SymmetricAlgorithm};
+use openpgp::types::{HashAlgorithm, KeyFlags, RevocationStatus, SymmetricAlgorithm};
 use sequoia_openpgp as openpgp;
+
+use crate::crypto::CryptoError;
+
+/// A cert that mail may be encrypted to, and the keys to encrypt to.
+pub struct EncryptionKeys<'a> {
+    /// The cert, valid under the policy it was checked with.
+    pub cert: ValidCert<'a>,
+    /// Its supported, alive, unrevoked subkeys for transport or storage encryption;
+    /// never empty.
+    pub keys: Vec<ValidErasedKeyAmalgamation<'a, PublicParts>>,
+}
+
+/// The keys of `cert` that mail may be encrypted to at `now`: the cert is valid under
+/// `policy` (sequoia's standard policy: legacy SHA-1 keys are not), neither revoked nor
+/// expired, and has supported, alive, unrevoked subkeys for transport or storage
+/// encryption. A cert without is a [`CryptoError::Key`] that says why.
+///
+/// The key cache asks this when a key comes in, and the encryption path asks it again
+/// for each message, since a key can expire or be revoked in between.
+pub fn encryption_keys<'a>(
+    cert: &'a Cert,
+    policy: &'a StandardPolicy<'a>,
+    now: SystemTime,
+) -> Result<EncryptionKeys<'a>, CryptoError> {
+    let fingerprint = cert.fingerprint().to_hex();
+    let valid = cert.with_policy(policy, now).map_err(|e| {
+        CryptoError::Key(format!(
+            "key {fingerprint} has no valid self-signature: {e}"
+        ))
+    })?;
+    if let RevocationStatus::Revoked(_) = valid.revocation_status() {
+        return Err(CryptoError::Key(format!("key {fingerprint} is revoked")));
+    }
+    if valid.alive().is_err() {
+        return Err(CryptoError::Key(format!("key {fingerprint} has expired")));
+    }
+    let keys: Vec<_> = valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .for_storage_encryption()
+        .collect();
+    if keys.is_empty() {
+        return Err(CryptoError::Key(format!(
+            "key {fingerprint} has no valid encryption-capable subkey"
+        )));
+    }
+    Ok(EncryptionKeys { cert: valid, keys })
+}
 
 /// The policy for reading mail and for our own legacy keys: sequoia's standard policy,
 /// plus SHA-1 signatures, 1024-bit RSA/DSA/ElGamal keys, and IDEA, 3DES and CAST5.

@@ -25,8 +25,7 @@ use crate::mail::message::Message;
 use crate::policy::{Treatment, Verdict};
 use crate::relay::{Delivery, Outcome, Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::Spool;
-use crate::spool::dsn::Failure;
+use crate::spool::{Attempt, Spool, settle};
 
 /// The part of the gateway that acts on messages; shared by every session.
 pub struct Gateway {
@@ -176,31 +175,19 @@ impl Gateway {
         let mut held = Vec::new();
         let mut failures = Vec::new();
         for (tx, delivery, refused) in deliveries {
-            let mut waiting = Vec::new();
-            let mut last_reply = None;
-            for (rcpt, outcome) in tx.recipients.iter().zip(&delivery.outcomes) {
-                match outcome {
-                    Outcome::Completed => {}
-                    // A group refused before relaying (say, encryption failed) has no
-                    // message fit to send later: the spool would retry the relay, not
-                    // the treatment. Its recipients get a DSN instead.
-                    // A policy refusal is reported the same way, as ours.
-                    Outcome::Temporary(reply) if *refused => failures.push(Failure {
-                        recipient: rcpt.clone(),
-                        reply: reply.clone(),
-                        remote: false,
-                    }),
-                    Outcome::Temporary(reply) => {
-                        waiting.push(rcpt.clone());
-                        last_reply = Some(reply);
-                    }
-                    Outcome::Permanent(reply) => failures.push(Failure {
-                        recipient: rcpt.clone(),
-                        reply: reply.clone(),
-                        remote: !*refused,
-                    }),
-                }
-            }
+            let how = if *refused {
+                Attempt::Refused
+            } else {
+                Attempt::Relayed
+            };
+            let settled = settle(&tx.recipients, &delivery.outcomes, how);
+            failures.extend(settled.failures);
+            let waiting = settled.waiting;
+            // The reply the waiting recipients got, for the spool's log and its DSN.
+            let last_reply = delivery.outcomes.iter().rev().find_map(|o| match o {
+                Outcome::Temporary(reply) => Some(reply),
+                _ => None,
+            });
             if !waiting.is_empty() {
                 let entry = self.spool.entry(
                     id,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Delivery, Outgoing};
-use crate::smtp::reply::{self, Reply};
+use crate::smtp::reply;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -19,11 +19,7 @@ pub async fn deliver(dir: &Path, tx: &Outgoing) -> Delivery {
     let count = tx.recipients.len();
     let result = tokio::task::spawn_blocking(move || write_file(&dir, &tx)).await;
     let reply = match result {
-        Ok(Ok(path)) => Reply::new(
-            250,
-            Some([2, 0, 0]),
-            format!("written to {}", path.display()),
-        ),
+        Ok(Ok(path)) => reply::written_to(&path),
         Ok(Err(e)) => reply::local_error(&format!("cannot write to the delivery folder: {e}")),
         Err(e) => reply::local_error(&format!("delivery task failed: {e}")),
     };

@@ -212,6 +212,24 @@ pub fn next_hop_resting(minutes: u64) -> Reply {
     )
 }
 
+/// The `dir:` next hop wrote the transaction to `path`.
+pub fn written_to(path: &std::path::Path) -> Reply {
+    Reply::new(
+        250,
+        Some([2, 0, 0]),
+        format!("written to {}", path.display()),
+    )
+}
+
+/// A spooled copy outlived `[spool] lifetime`; `last` is the next hop's last reply.
+pub fn delivery_expired(last: &Reply) -> Reply {
+    Reply::new(
+        554,
+        Some([5, 4, 7]),
+        format!("delivery time expired; last reply: {last}"),
+    )
+}
+
 /// The message needs SMTPUTF8 and the next hop does not offer it.
 pub const NEXT_HOP_NO_SMTPUTF8: Reply = Reply::fixed(
     553,

@@ -24,7 +24,7 @@ use crate::mail::Direction;
 use crate::mail::envelope::MailParams;
 use crate::mail::message::Message;
 use crate::relay::{Outcome, Outgoing, Relays};
-use crate::smtp::reply::Reply;
+use crate::smtp::reply::{self, Reply};
 
 /// Everything about a held copy except the message itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,28 +217,12 @@ impl Spool {
         };
         let expired = now_ms() / 1000 >= entry.arrived + self.config.lifetime.0.as_secs();
 
-        let mut waiting = Vec::new();
-        let mut failures = Vec::new();
-        for (rcpt, outcome) in entry.recipients.iter().zip(&delivery.outcomes) {
-            match outcome {
-                Outcome::Completed => {}
-                Outcome::Permanent(reply) => failures.push(Failure {
-                    recipient: rcpt.clone(),
-                    reply: reply.clone(),
-                    remote: true,
-                }),
-                Outcome::Temporary(reply) if expired => failures.push(Failure {
-                    recipient: rcpt.clone(),
-                    reply: Reply::new(
-                        554,
-                        Some([5, 4, 7]),
-                        format!("delivery time expired; last reply: {reply}"),
-                    ),
-                    remote: true,
-                }),
-                Outcome::Temporary(_) => waiting.push(rcpt.clone()),
-            }
-        }
+        let how = if expired {
+            Attempt::Expired
+        } else {
+            Attempt::Relayed
+        };
+        let Settled { waiting, failures } = settle(&entry.recipients, &delivery.outcomes, how);
         tracing::info!(
             id = %entry.id,
             direction = %entry.direction,
@@ -337,6 +321,57 @@ impl Spool {
             self.retry_due(&relays, &hostname).await;
         }
     }
+}
+
+/// How a copy that did not reach everyone came to fail: what decides between one more
+/// try and a DSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The next hop was asked, and the copy may be tried again.
+    Relayed,
+    /// The next hop was asked, and the copy has outlived `[spool] lifetime`.
+    Expired,
+    /// sealgate refused the copy before relaying it (a policy refusal, or encryption
+    /// failed): there is no message fit to send later, because the spool retries the
+    /// relay, not the policy or the encryption.
+    Refused,
+}
+
+/// The recipients of one next-hop transaction, sorted by what becomes of them.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Temporary failures to try again.
+    pub waiting: Vec<String>,
+    /// Failures for good, which the sender hears of in a DSN.
+    pub failures: Vec<Failure>,
+}
+
+/// The one mapping from a next-hop outcome to a retry or a DSN, for the gateway's
+/// first attempt and for the spool's retries alike. A permanent refusal is a failure;
+/// a temporary one waits for another try unless the copy was refused by us or has
+/// expired, which makes it a failure too.
+pub fn settle(recipients: &[String], outcomes: &[Outcome], how: Attempt) -> Settled {
+    let mut settled = Settled::default();
+    let remote = how != Attempt::Refused;
+    for (recipient, outcome) in recipients.iter().zip(outcomes) {
+        let failed = |reply: Reply| Failure {
+            recipient: recipient.clone(),
+            reply,
+            remote,
+        };
+        match (outcome, how) {
+            (Outcome::Completed, _) => {}
+            (Outcome::Permanent(reply), _) => settled.failures.push(failed(reply.clone())),
+            (Outcome::Temporary(reply), Attempt::Refused) => {
+                settled.failures.push(failed(reply.clone()))
+            }
+            (Outcome::Temporary(reply), Attempt::Expired) => settled
+                .failures
+                .push(failed(reply::delivery_expired(reply))),
+            (Outcome::Temporary(_), Attempt::Relayed) => settled.waiting.push(recipient.clone()),
+        }
+    }
+    settled
 }
 
 /// What became of one due entry in a pass of the retrier.

@@ -30,7 +30,7 @@ use sealgate::policy::content::Attachment;
 use sealgate::policy::index::Index;
 use sealgate::policy::load::load_texts;
 use sealgate::policy::rule::{Patterns, Rule};
-use sealgate::policy::verdict::{Context, Verdict};
+use sealgate::policy::verdict::{Circumstances, Verdict};
 use sealgate::policy::{Chain, Content, Evaluation, Facts, KeyFact, Policy};
 use time::OffsetDateTime;
 
@@ -167,7 +167,7 @@ fn main() {
         });
         for data in [false, true] {
             let content = data.then_some(&content);
-            let context = Context {
+            let context = Circumstances {
                 recipient: &case.facts.recipient,
                 entries: &case.entries,
                 now,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum DbError {
     /// Another sealgate process holds `data_dir`. Two would corrupt the store, so the
     /// second refuses to start; stop the other one or give this one its own data_dir.
     #[error("data_dir {0} is in use by another sealgate process")]
@@ -16,7 +16,7 @@ pub enum StoreError {
 }
 
 /// Opens (creating if needed) the database in `data_dir`.
-pub fn open(data_dir: &Path) -> Result<sled::Db, StoreError> {
+pub fn open(data_dir: &Path) -> Result<sled::Db, DbError> {
     let path = data_dir.join("db");
     sled::Config::new()
         .path(&path)
@@ -25,8 +25,8 @@ pub fn open(data_dir: &Path) -> Result<sled::Db, StoreError> {
         .open()
         .map_err(|source| match &source {
             sled::Error::Io(e) if e.to_string().contains("lock") => {
-                StoreError::InUse(data_dir.to_path_buf())
+                DbError::InUse(data_dir.to_path_buf())
             }
-            _ => StoreError::Open { path, source },
+            _ => DbError::Open { path, source },
         })
 }

@@ -291,7 +291,7 @@ impl KeyLookup {
         &self,
         address: &str,
         now: OffsetDateTime,
-    ) -> Result<Vec<KeyEntry>, crate::keys::StoreError> {
+    ) -> Result<Vec<KeyEntry>, crate::keys::KeyStoreError> {
         Ok(self
             .keys
             .find(address)?
@@ -307,7 +307,7 @@ impl KeyLookup {
         address: &str,
         candidates: Vec<Candidate>,
         now: OffsetDateTime,
-    ) -> Result<Vec<KeyEntry>, crate::keys::StoreError> {
+    ) -> Result<Vec<KeyEntry>, crate::keys::KeyStoreError> {
         let fingerprints: BTreeSet<String> =
             candidates.iter().map(|c| c.fingerprint.clone()).collect();
         for candidate in candidates {

@@ -24,7 +24,7 @@ use crate::keys::{KeyEntry, KeyStore, address};
 use crate::mail::Direction;
 use crate::mail::message::Message;
 use crate::mail::mime;
-use crate::policy::verdict::Context;
+use crate::policy::verdict::Circumstances;
 use crate::policy::{Content, Evaluation, Facts, Live, Policy, Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};
 
@@ -218,8 +218,8 @@ impl Planner {
         now: OffsetDateTime,
         already_encrypted: Option<bool>,
         lookup_failed: bool,
-    ) -> Context<'a> {
-        Context {
+    ) -> Circumstances<'a> {
+        Circumstances {
             recipient,
             entries,
             now,

@@ -101,7 +101,7 @@ pub fn execute(
     now: OffsetDateTime,
 ) -> Response {
     let mut response = Response::default();
-    let failure = |e: super::store::StoreError| Response {
+    let failure = |e: super::store::KeyStoreError| Response {
         messages: vec![format!("key store error: {e}")],
         failed: true,
         ..Response::default()
@@ -314,9 +314,9 @@ async fn answer(
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store::DbError),
     #[error(transparent)]
-    KeyStore(#[from] super::store::StoreError),
+    KeyStore(#[from] super::store::KeyStoreError),
     #[error("the running server's admin socket {0} failed: {1}")]
     Socket(PathBuf, std::io::Error),
     #[error("the running server sent a bad answer: {0}")]
@@ -354,7 +354,7 @@ pub fn request(
                 _ => None,
             };
             let response = execute(&store, sealer.as_ref(), request, OffsetDateTime::now_utc());
-            db.flush().map_err(super::store::StoreError::from)?;
+            db.flush().map_err(super::store::KeyStoreError::from)?;
             Ok(response)
         }
     }

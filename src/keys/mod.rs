@@ -22,4 +22,4 @@ pub mod secrets;
 pub mod store;
 
 pub use entry::{KeyEntry, KeyKind, Source};
-pub use store::{KeyStore, SledKeyStore, StoreError};
+pub use store::{KeyStore, KeyStoreError, SledKeyStore};

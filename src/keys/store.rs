@@ -47,7 +47,7 @@ pub enum Put {
 
 /// Why the store failed. Always internal (disk, database); a retry may help.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum KeyStoreError {
     #[error("key store database: {0}")]
     Db(#[from] sled::Error),
     #[error("key store entry {0:?} does not decode")]
@@ -57,19 +57,19 @@ pub enum StoreError {
 /// The key cache, as every other part of sealgate sees it.
 pub trait KeyStore: Send + Sync {
     /// Stores or refreshes a key by the lifetime rules of its source.
-    fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, StoreError>;
+    fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError>;
     /// The entries for one (normalised) address, expired ones included.
-    fn find(&self, address: &str) -> Result<Vec<KeyEntry>, StoreError>;
+    fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError>;
     /// The key material of one entry.
-    fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError>;
     /// The sealed secret of an SCKM key.
-    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError>;
     /// Every entry, ordered by address.
-    fn list(&self) -> Result<Vec<KeyEntry>, StoreError>;
+    fn list(&self) -> Result<Vec<KeyEntry>, KeyStoreError>;
     /// Removes the entries of an address, or every entry of a fingerprint.
-    fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, StoreError>;
+    fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError>;
     /// Removes the entries whose cache lifetime has passed, and returns them.
-    fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, StoreError>;
+    fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError>;
 }
 
 /// The key cache on a tree of the gateway's sled database.
@@ -83,7 +83,7 @@ pub struct SledKeyStore {
 }
 
 impl SledKeyStore {
-    pub fn open(db: &sled::Db, lookup_ttl: Duration) -> Result<SledKeyStore, StoreError> {
+    pub fn open(db: &sled::Db, lookup_ttl: Duration) -> Result<SledKeyStore, KeyStoreError> {
         Ok(SledKeyStore {
             tree: db.open_tree("keys")?,
             secrets: db.open_tree("secrets")?,
@@ -99,8 +99,8 @@ impl SledKeyStore {
         format!("{address}\0").into_bytes()
     }
 
-    fn decode(key: &[u8], value: &[u8]) -> Result<(KeyEntry, Vec<u8>), StoreError> {
-        let corrupt = || StoreError::Corrupt(String::from_utf8_lossy(key).into_owned());
+    fn decode(key: &[u8], value: &[u8]) -> Result<(KeyEntry, Vec<u8>), KeyStoreError> {
+        let corrupt = || KeyStoreError::Corrupt(String::from_utf8_lossy(key).into_owned());
         let len = u32::from_be_bytes(
             value
                 .get(..4)
@@ -122,7 +122,7 @@ impl SledKeyStore {
         value
     }
 
-    fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyEntry>, StoreError> {
+    fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyEntry>, KeyStoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(prefix) {
             let (key, value) = item?;
@@ -131,7 +131,7 @@ impl SledKeyStore {
         Ok(out)
     }
 
-    fn store(&self, entry: &KeyEntry, material: &[u8]) -> Result<(), StoreError> {
+    fn store(&self, entry: &KeyEntry, material: &[u8]) -> Result<(), KeyStoreError> {
         self.tree.insert(
             Self::key(&entry.address, &entry.fingerprint),
             Self::encode(entry, material),
@@ -141,7 +141,7 @@ impl SledKeyStore {
 }
 
 impl KeyStore for SledKeyStore {
-    fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, StoreError> {
+    fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
         if let Some(secret) = &candidate.sealed_secret {
             self.secrets
                 .insert(candidate.fingerprint.as_bytes(), secret.as_slice())?;
@@ -233,11 +233,11 @@ impl KeyStore for SledKeyStore {
         })
     }
 
-    fn find(&self, address: &str) -> Result<Vec<KeyEntry>, StoreError> {
+    fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
         self.entries_with_prefix(&Self::prefix(address))
     }
 
-    fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError> {
         let key = Self::key(address, fingerprint);
         match self.tree.get(&key)? {
             None => Ok(None),
@@ -245,18 +245,18 @@ impl KeyStore for SledKeyStore {
         }
     }
 
-    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError> {
         Ok(self
             .secrets
             .get(fingerprint.as_bytes())?
             .map(|v| v.to_vec()))
     }
 
-    fn list(&self) -> Result<Vec<KeyEntry>, StoreError> {
+    fn list(&self) -> Result<Vec<KeyEntry>, KeyStoreError> {
         self.entries_with_prefix(b"")
     }
 
-    fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, StoreError> {
+    fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
         let doomed: Vec<KeyEntry> = match super::address::normalize(address_or_fingerprint) {
             Some(address) => self.find(&address)?,
             None => {
@@ -286,7 +286,7 @@ impl KeyStore for SledKeyStore {
         Ok(doomed)
     }
 
-    fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, StoreError> {
+    fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError> {
         let expired: Vec<KeyEntry> = self
             .list()?
             .into_iter()

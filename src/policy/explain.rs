@@ -6,7 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::eval::Tested;
-use super::verdict::{Context, Treatment, Verdict};
+use super::verdict::{Circumstances, Treatment, Verdict};
 use super::{Content, Evaluation, Facts, Policy};
 use crate::keys::KeyEntry;
 use crate::mail::Direction;
@@ -93,7 +93,7 @@ pub fn explain(
         .iter()
         .map(|r| {
             let facts = Facts::from_entries(sender, &r.address, r.internal, &r.entries, now);
-            let context = |already_encrypted| Context {
+            let context = |already_encrypted| Circumstances {
                 recipient: &r.address,
                 entries: &r.entries,
                 now,

@@ -36,8 +36,9 @@ pub struct Verdict {
     pub note: Option<&'static str>,
 }
 
-/// What the caller knows besides the decision.
-pub struct Context<'a> {
+/// What the caller knows about the recipient besides the rules' decision: the keys it
+/// has, whether the message is already encrypted, whether a key lookup failed.
+pub struct Circumstances<'a> {
     pub recipient: &'a str,
     /// The recipient's cache entries (all of them; this picks).
     pub entries: &'a [KeyEntry],
@@ -52,7 +53,7 @@ pub struct Context<'a> {
 }
 
 impl Verdict {
-    pub fn new(chain: &Chain, decision: &Decision, cx: &Context) -> Verdict {
+    pub fn new(chain: &Chain, decision: &Decision, cx: &Circumstances) -> Verdict {
         let actions = &decision.actions;
         let mut verdict = Verdict {
             treatment: Treatment::Pass,

@@ -172,7 +172,7 @@ impl Relay {
             NextHop::Dir(path) => Ok(dir::deliver(path, tx).await),
             NextHop::Mx => match &self.mx {
                 Some(mx) => {
-                    let cx = mx::Context {
+                    let cx = mx::RelayParts {
                         config: &self.config,
                         hostname: &self.hostname,
                         breakers: &self.breakers,

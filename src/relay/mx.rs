@@ -27,7 +27,7 @@ use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::breaker::{Breakers, Resting};
-use super::smtp::{self, Reach, StartTls, Verdict};
+use super::smtp::{self, HostOutcome, Reach, StartTls};
 use super::{Delivery, Outcome, Outgoing};
 use crate::config::RelayConfig;
 use crate::dns::{DnsError, DnsResolver, MxHost};
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Mx {
 }
 
 /// The relay's parts that MX delivery shares with a smart host.
-pub struct Context<'a> {
+pub struct RelayParts<'a> {
     pub config: &'a RelayConfig,
     /// Our name in EHLO.
     pub hostname: &'a str,
@@ -72,7 +72,7 @@ impl Mx {
     /// [`Resting`] only when nothing was tried because every host of every domain is
     /// resting (the shortest rest); a domain whose hosts all rest beside others that
     /// were tried gets `451 4.4.1` for its recipients.
-    pub async fn deliver(&self, cx: &Context<'_>, tx: &Outgoing) -> Result<Delivery, Resting> {
+    pub async fn deliver(&self, cx: &RelayParts<'_>, tx: &Outgoing) -> Result<Delivery, Resting> {
         let domains = by_domain(&tx.recipients);
         // A plain loop rather than a closure: futures made in a closure that borrows
         // would not be provably `Send` (rust-lang/rust#102211).
@@ -103,7 +103,7 @@ impl Mx {
     /// One domain's transaction: DNS, then the hosts in order until one decides.
     async fn deliver_domain(
         &self,
-        cx: &Context<'_>,
+        cx: &RelayParts<'_>,
         domain: &str,
         tx: Outgoing,
     ) -> Result<Delivery, Resting> {
@@ -148,13 +148,13 @@ impl Mx {
             let attempt = self.attempt(cx, host, addr, &part).await;
             match attempt.reach {
                 Reach::Answered => pass.succeeded(),
-                Reach::Unavailable => pass.failed(&match &attempt.verdict {
-                    Verdict::Decided(delivery) => delivery.reply.to_string(),
-                    Verdict::Undecided { reason, .. } => reason.clone(),
+                Reach::Unavailable => pass.failed(&match &attempt.outcome {
+                    HostOutcome::Decided(delivery) => delivery.reply.to_string(),
+                    HostOutcome::Undecided { reason, .. } => reason.clone(),
                 }),
             }
-            match attempt.verdict {
-                Verdict::Decided(delivery) => {
+            match attempt.outcome {
+                HostOutcome::Decided(delivery) => {
                     tracing::info!(
                         id = %tx.id,
                         domain,
@@ -169,7 +169,7 @@ impl Mx {
                     }
                     return Ok(finish(outcomes, delivery.reply));
                 }
-                Verdict::Undecided { reason, refused } => {
+                HostOutcome::Undecided { reason, refused } => {
                     tracing::info!(
                         id = %tx.id,
                         domain,
@@ -200,7 +200,7 @@ impl Mx {
     /// if the handshake fails.
     async fn attempt(
         &self,
-        cx: &Context<'_>,
+        cx: &RelayParts<'_>,
         host: &MxHost,
         addr: SocketAddr,
         tx: &Outgoing,
@@ -214,7 +214,7 @@ impl Mx {
         if !attempt.tls_failed {
             return attempt;
         }
-        if let Verdict::Undecided { reason, .. } = &attempt.verdict {
+        if let HostOutcome::Undecided { reason, .. } = &attempt.outcome {
             tracing::info!(id = %tx.id, mx = %host.name, %addr, reason, "trying once more without TLS");
         }
         smtp::attempt(&target, cx.hostname, cx.config, tx, None).await

@@ -8,7 +8,7 @@
 //! Two ways in. [`deliver`] serves a smart host: plain SMTP, connections kept in a
 //! small pool and reused for later transactions. [`attempt`] serves MX delivery: one
 //! transaction on a fresh connection to one server among several, with STARTTLS when
-//! the server offers it, and a verdict on whether that server decided anything or the
+//! the server offers it, and whether that server decided anything or the
 //! next one should be tried.
 
 use std::time::Duration;
@@ -121,7 +121,7 @@ pub async fn deliver(
 /// connection of its own that is closed afterwards.
 #[derive(Debug)]
 pub struct Attempt {
-    pub verdict: Verdict,
+    pub outcome: HostOutcome,
     /// Whether the server as a whole was there, for its circuit breaker.
     pub reach: Reach,
     /// The transaction went over TLS.
@@ -133,7 +133,7 @@ pub struct Attempt {
 
 /// Whether a server decided the transaction.
 #[derive(Debug)]
-pub enum Verdict {
+pub enum HostOutcome {
     /// The server took part in the transaction (it answered MAIL, RCPT or DATA, or
     /// the connection was lost once the message may have been taken): its outcomes
     /// stand, and no other server is to be asked.
@@ -171,7 +171,7 @@ pub async fn attempt(
                 Reach::Answered
             };
             return Attempt {
-                verdict: Verdict::Undecided {
+                outcome: HostOutcome::Undecided {
                     reason: refusal.to_string(),
                     refused: outcomes,
                 },
@@ -185,7 +185,7 @@ pub async fn attempt(
             // and the retry without TLS says whether the server is there.
             let tls_failed = matches!(broken, Broken::Tls(_));
             return Attempt {
-                verdict: Verdict::Undecided {
+                outcome: HostOutcome::Undecided {
                     reason: broken.to_string(),
                     refused: outcomes,
                 },
@@ -208,9 +208,9 @@ pub async fn attempt(
         Err(_) => None,
     };
     let (delivery, reach) = delivery(result.map_err(|lost| lost.broken), outcomes);
-    let verdict = match undecided {
-        None => Verdict::Decided(delivery),
-        Some(reason) => Verdict::Undecided {
+    let outcome = match undecided {
+        None => HostOutcome::Decided(delivery),
+        Some(reason) => HostOutcome::Undecided {
             reason,
             refused: delivery
                 .outcomes
@@ -220,7 +220,7 @@ pub async fn attempt(
         },
     };
     Attempt {
-        verdict,
+        outcome,
         reach,
         tls,
         tls_failed: false,

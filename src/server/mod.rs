@@ -34,7 +34,7 @@ use crate::relay::Relays;
 use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
 use crate::spool::{Spool, SpoolError};
-use crate::store::{self, StoreError};
+use crate::store::{self, DbError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +47,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] DbError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error(transparent)]
-    Keys(#[from] crate::keys::StoreError),
+    Keys(#[from] crate::keys::KeyStoreError),
     #[error(transparent)]
     Secrets(#[from] crate::keys::secrets::SecretError),
     /// The admin socket cannot be created (permissions, path too long for a socket).
@@ -131,7 +131,7 @@ impl Server {
         let live = Arc::new(Live::new(policy));
         let inbound = bind(Direction::Inbound).await?;
         let outbound = bind(Direction::Outbound).await?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| DbError::Open {
             path: config.data_dir.clone(),
             source: sled::Error::Io(e),
         })?;

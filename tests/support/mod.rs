@@ -16,7 +16,7 @@ use sealgate::config::Config;
 use sealgate::gateway::classify::Classifier;
 use sealgate::mail::Direction;
 use sealgate::server::{Server, StartError};
-use sealgate::store::StoreError;
+use sealgate::store::DbError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -169,7 +169,7 @@ async fn launch(config: &str, classifier: Option<Arc<dyn Classifier>>) -> Gatewa
                     None => Server::bind(config.clone()).await,
                 };
                 match bound {
-                    Err(StartError::Store(StoreError::InUse(_))) if attempts < 100 => {
+                    Err(StartError::Store(DbError::InUse(_))) if attempts < 100 => {
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }

@@ -30,7 +30,7 @@ pub fn import_sckm(bytes: &[u8], passphrase: Option<&str>) -> Result<Vec<SmimeKe
             bytes.len()
         )));
     }
-    let mut found = Found::default();
+    let mut found = Pieces::default();
     if memchr::memmem::find(bytes, b"-----BEGIN ").is_some() {
         read_pem(bytes, passphrase, &mut found)?;
     } else if let Ok(cert) = Certificate::from_der(bytes) {
@@ -43,12 +43,12 @@ pub fn import_sckm(bytes: &[u8], passphrase: Option<&str>) -> Result<Vec<SmimeKe
 
 /// Certificates and private keys (PKCS#8 DER) found in an import file.
 #[derive(Default)]
-struct Found {
+struct Pieces {
     certs: Vec<Certificate>,
     keys: Vec<Zeroizing<Vec<u8>>>,
 }
 
-impl Found {
+impl Pieces {
     /// How to name the key in a refusal before it is matched to a certificate.
     fn describe(&self) -> String {
         match self.certs.first() {
@@ -247,7 +247,7 @@ fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, Refusal> {
     Ok(blocks)
 }
 
-fn read_pem(bytes: &[u8], passphrase: Option<&str>, found: &mut Found) -> Result<(), Refusal> {
+fn read_pem(bytes: &[u8], passphrase: Option<&str>, found: &mut Pieces) -> Result<(), Refusal> {
     let blocks = pem_blocks(bytes)?;
     // Certificates first, so that a refusal about a key can name its certificate.
     for block in &blocks {
@@ -317,7 +317,7 @@ fn sec1_to_pkcs8(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, Refusal> {
 
 /// Reads a PKCS#12 file through OpenSSL. Without a passphrase, the empty one is tried.
 #[cfg(feature = "crypto-openssl")]
-fn read_pkcs12(der: &[u8], passphrase: Option<&str>, found: &mut Found) -> Result<(), Refusal> {
+fn read_pkcs12(der: &[u8], passphrase: Option<&str>, found: &mut Pieces) -> Result<(), Refusal> {
     use openssl::pkcs12::Pkcs12;
 
     let pkcs12 = Pkcs12::from_der(der).map_err(|_| {
@@ -376,7 +376,7 @@ fn legacy_provider() -> bool {
 }
 
 #[cfg(not(feature = "crypto-openssl"))]
-fn read_pkcs12(_: &[u8], _: Option<&str>, _: &mut Found) -> Result<(), Refusal> {
+fn read_pkcs12(_: &[u8], _: Option<&str>, _: &mut Pieces) -> Result<(), Refusal> {
     Err(Refusal(
         "this build has no PKCS#12 support (it needs the crypto-openssl feature); export the \
          certificate and its private key as PEM and import that"

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use super::{decided, facts, policy};
 use crate::keys::{KeyEntry, KeyKind, Source};
-use crate::policy::verdict::{Context, Treatment, Verdict};
+use crate::policy::verdict::{Circumstances, Treatment, Verdict};
 
 fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
     let now = OffsetDateTime::now_utc();
@@ -49,7 +49,7 @@ fn verdict_after_lookup(
     Verdict::new(
         chain,
         &d,
-        &Context {
+        &Circumstances {
             recipient: "r@x.example",
             entries,
             now: OffsetDateTime::now_utc(),

@@ -21,7 +21,6 @@ use openpgp::Cert;
 use openpgp::parse::Parse;
 use sealgate::config::Config;
 use sealgate::crypto::{pgp, smime};
-use sealgate::gateway::classify::Classifier;
 use sealgate::gateway::plan::Planner;
 use sealgate::gateway::transform::Transform;
 use sealgate::keys::secrets::Sealer;
@@ -584,7 +583,7 @@ impl Treatment {
 
     /// What a transaction does between MAIL and the relay: plan, screen, verdicts,
     /// transform.
-    fn run(&self, envelope: &Envelope, message: &[u8]) -> Vec<sealgate::gateway::classify::Group> {
+    fn run(&self, envelope: &Envelope, message: &[u8]) -> Vec<sealgate::gateway::transform::Group> {
         let message = Message::new(message.to_vec());
         let mut plan = self.planner.begin(envelope.direction, &envelope.mail_from);
         for rcpt in &envelope.recipients {
@@ -594,7 +593,7 @@ impl Treatment {
         }
         // No key lookup is configured, so nothing inside waits on the runtime.
         let verdicts = futures::executor::block_on(self.planner.verdicts(&mut plan, &message));
-        self.transform.classify(envelope, &message, &verdicts)
+        self.transform.carry_out(envelope, &message, &verdicts)
     }
 
     /// Outbound from carol@example.com (internal) to `to`: one encrypted group.
@@ -603,9 +602,9 @@ impl Treatment {
         let groups = self.run(&envelope, message);
         assert_eq!(groups.len(), 1);
         assert!(
-            groups[0].treatment == "pgp" || groups[0].treatment == "smime",
+            groups[0].label == "pgp" || groups[0].label == "smime",
             "outbound treatment {}",
-            groups[0].treatment
+            groups[0].label
         );
         groups[0].message.to_vec()
     }
@@ -616,9 +615,9 @@ impl Treatment {
         let groups = self.run(&envelope, message);
         assert_eq!(groups.len(), 1);
         assert!(
-            groups[0].treatment.starts_with("decrypted-"),
+            groups[0].label.starts_with("decrypted-"),
             "inbound treatment {}",
-            groups[0].treatment
+            groups[0].label
         );
         groups[0].message.to_vec()
     }

@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sealgate::gateway::classify::OneGroupPerRecipient;
-use support::{Client, Gateway, Reply, Sink, config_text, start, start_with, testdata};
+use support::{Client, Gateway, Reply, Sink, config_text, start, testdata};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -249,13 +248,13 @@ async fn the_spool_retrier_leaves_a_resting_next_hop_alone() {
     let hop = NextHop::start(&sink, Mode::Up).await;
     let dir = tempfile::tempdir().unwrap();
     // Retries come every 200 ms to 300 ms: many passes fall into the rest.
-    let text = config_text(
-        &dir.path().join("data"),
+    let text = support::split_config_text(
+        dir.path(),
         &hop.addr.to_string(),
         "[relay]\nfirst_probe = \"1500ms\"\n",
     )
     .replace("max_retry = \"1s\"", "max_retry = \"300ms\"");
-    let gw = start_with(&text, Arc::new(OneGroupPerRecipient)).await;
+    let gw = start(&text).await;
 
     // A refused recipient is the next hop answering, not failing: the copy is spooled.
     let mut client = Client::connect(gw.outbound).await;

@@ -1,8 +1,8 @@
 //! Fan-out: one client transaction as several next-hop transactions, the durable retry
 //! spool that holds the copies the next hop did not take, and the DSNs it sends.
 //!
-//! These tests build the gateway with `OneGroupPerRecipient`, the classifier that gives
-//! every recipient a next-hop transaction of its own.
+//! These tests run the gateway on a policy that gives every recipient a copy of its own
+//! (`support::split_policy`), so each recipient is a next-hop transaction of its own.
 
 mod support;
 
@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sealgate::gateway::classify::OneGroupPerRecipient;
-use support::{Client, Sink, config_text, gateway_to_with, start_with, testdata};
+use support::{
+    Client, Sink, gateway_split, split_config_text, start, testdata, without_split_field,
+};
 
 /// A sink that refuses `refused@example.org` with `reply` while `refusing` is set.
 fn refuse_while(sink: &Sink, refusing: Arc<AtomicBool>, reply: &'static str) {
@@ -39,7 +40,7 @@ async fn wait_until_empty(spool: &sealgate::spool::Spool) {
 #[tokio::test]
 async fn every_group_accepted_is_one_250_and_one_transaction_each() {
     let sink = Sink::start().await;
-    let (_dir, gw) = gateway_to_with(&sink, "", Arc::new(OneGroupPerRecipient)).await;
+    let (_dir, gw) = gateway_split(&sink, "").await;
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
         .send_mail(
@@ -61,7 +62,7 @@ async fn temporary_refusal_of_one_group_is_spooled_then_delivered_once() {
     let sink = Sink::start().await;
     let refusing = Arc::new(AtomicBool::new(true));
     refuse_while(&sink, refusing.clone(), "451 4.2.0 mailbox busy");
-    let (_dir, gw) = gateway_to_with(&sink, "", Arc::new(OneGroupPerRecipient)).await;
+    let (_dir, gw) = gateway_split(&sink, "").await;
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -94,7 +95,8 @@ async fn temporary_refusal_of_one_group_is_spooled_then_delivered_once() {
     let got = sink.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[1].recipients, ["refused@example.org"]);
     assert_eq!(
-        got[1].data, got[0].data,
+        without_split_field(&got[1].data),
+        without_split_field(&got[0].data),
         "the spooled copy is the same message"
     );
     wait_until_empty(&gw.spool).await;
@@ -109,9 +111,9 @@ async fn spooled_copy_survives_a_crash_and_arrives_exactly_once() {
     refuse_while(&sink, refusing.clone(), "421 4.3.0 go away");
     let dir = tempfile::tempdir().unwrap();
     // A long first retry, so that nothing is retried before the crash.
-    let text = config_text(&dir.path().join("data"), &sink.addr.to_string(), "")
+    let text = split_config_text(dir.path(), &sink.addr.to_string(), "")
         .replace("first_retry = \"200ms\"", "first_retry = \"2s\"");
-    let gw = start_with(&text, Arc::new(OneGroupPerRecipient)).await;
+    let gw = start(&text).await;
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -127,7 +129,7 @@ async fn spooled_copy_survives_a_crash_and_arrives_exactly_once() {
     gw.crash().await;
     refusing.store(false, Ordering::SeqCst);
 
-    let gw = start_with(&text, Arc::new(OneGroupPerRecipient)).await;
+    let gw = start(&text).await;
     assert_eq!(
         gw.spool.len(),
         1,
@@ -135,13 +137,13 @@ async fn spooled_copy_survives_a_crash_and_arrives_exactly_once() {
     );
     let got = sink.wait_for(2, Duration::from_secs(15)).await;
     assert_eq!(got[1].recipients, ["refused@example.org"]);
-    let (_, body) = support::split_received(&got[1].data);
+    let (_, body) = support::split_received(&without_split_field(&got[1].data));
     assert_eq!(body, testdata("dots.eml"));
     wait_until_empty(&gw.spool).await;
 
     // A second restart must not deliver it again.
     gw.stop().await;
-    let gw = start_with(&text, Arc::new(OneGroupPerRecipient)).await;
+    let gw = start(&text).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(sink.received().len(), 2, "exactly once");
     assert!(gw.spool.is_empty());
@@ -155,7 +157,7 @@ async fn permanent_refusal_of_one_group_sends_a_dsn_to_the_sender() {
         Arc::new(AtomicBool::new(true)),
         "550 5.1.1 no such user here",
     );
-    let (_dir, gw) = gateway_to_with(&sink, "", Arc::new(OneGroupPerRecipient)).await;
+    let (_dir, gw) = gateway_split(&sink, "").await;
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -214,14 +216,14 @@ async fn copy_that_outlives_the_spool_lifetime_becomes_a_dsn() {
         Arc::new(AtomicBool::new(true)),
         "451 4.2.0 mailbox busy",
     );
-    let (_dir, gw) = gateway_to_with(&sink, "", Arc::new(OneGroupPerRecipient)).await;
+    let (_dir, gw) = gateway_split(&sink, "").await;
     drop(gw);
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&dir.path().join("data"), &sink.addr.to_string(), "").replace(
+    let text = split_config_text(dir.path(), &sink.addr.to_string(), "").replace(
         "max_retry = \"1s\"",
         "max_retry = \"300ms\"\nlifetime = \"1s\"",
     );
-    let gw = start_with(&text, Arc::new(OneGroupPerRecipient)).await;
+    let gw = start(&text).await;
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -259,7 +261,7 @@ async fn every_group_refused_gives_the_client_the_failure_and_spools_nothing() {
             }
         })
     });
-    let (_dir, gw) = gateway_to_with(&sink, "", Arc::new(OneGroupPerRecipient)).await;
+    let (_dir, gw) = gateway_split(&sink, "").await;
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
         .send_mail(
@@ -289,7 +291,7 @@ async fn every_group_refused_gives_the_client_the_failure_and_spools_nothing() {
 async fn a_dsn_for_the_null_sender_is_never_sent() {
     let sink = Sink::start().await;
     refuse_while(&sink, Arc::new(AtomicBool::new(true)), "550 5.1.1 unknown");
-    let (_dir, gw) = gateway_to_with(&sink, "", Arc::new(OneGroupPerRecipient)).await;
+    let (_dir, gw) = gateway_split(&sink, "").await;
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
         .send_mail(

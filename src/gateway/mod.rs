@@ -8,7 +8,6 @@
 //! - some accepted: the rest go into the durable spool (temporary failures) or become a
 //!   DSN in the spool (permanent ones), flushed to disk, and only then `250`.
 
-pub mod classify;
 pub mod marks;
 pub mod plan;
 pub mod transform;
@@ -16,8 +15,8 @@ pub mod transform;
 use std::sync::Arc;
 use std::time::Instant;
 
-use self::classify::Classifier;
 use self::plan::{Plan, Planner};
+use self::transform::{Group, Transform};
 use crate::keys::harvest::Harvester;
 use crate::mail::Direction;
 use crate::mail::envelope::Envelope;
@@ -25,14 +24,15 @@ use crate::mail::message::Message;
 use crate::policy::{Treatment, Verdict};
 use crate::relay::{Delivery, Outcome, Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::{Attempt, Spool, settle};
+use crate::spool::{Attempt, Spool, SpoolError, settle};
 
 /// The part of the gateway that acts on messages; shared by every session.
 pub struct Gateway {
     /// The policy in force and what it decides, at RCPT and after DATA.
     pub planner: Planner,
-    /// Groups recipients by treatment and carries it out.
-    pub classifier: Arc<dyn Classifier>,
+    /// Carries out each recipient's verdict and groups the recipients by the message
+    /// they get.
+    pub transform: Arc<Transform>,
     /// Where each direction's mail goes.
     pub relays: Relays,
     /// Holds copies that could not be handed on at once.
@@ -41,6 +41,15 @@ pub struct Gateway {
     pub hostname: String,
     /// Takes accepted inbound messages for key harvesting, off this path.
     pub harvester: Harvester,
+}
+
+/// One group's next-hop transaction and what became of it.
+struct Handed {
+    tx: Outgoing,
+    delivery: Delivery,
+    /// sealgate refused the group itself (policy, failed encryption); the next hop
+    /// never saw it.
+    refused: bool,
 }
 
 impl Gateway {
@@ -58,27 +67,15 @@ impl Gateway {
         let relay = self.relays.get(envelope.direction);
         let verdicts = self.planner.verdicts(plan, &message).await;
         log_verdicts(id, envelope, &verdicts);
-        // Classifying may encrypt or decrypt: CPU work that must not stall the
-        // runtime's threads, so then it runs on the blocking pool.
-        let groups = if self.classifier.is_heavy(&verdicts) {
-            let (classifier, env, msg, v) = (
-                self.classifier.clone(),
-                envelope.clone(),
-                message.clone(),
-                verdicts.clone(),
-            );
-            match tokio::task::spawn_blocking(move || classifier.classify(&env, &msg, &v)).await {
-                Ok(groups) => groups,
-                Err(e) => {
-                    tracing::error!(%id, error = %e, "classifying the recipients failed");
-                    return reply::local_error("internal error");
-                }
+        let groups = match self.transform(envelope, &message, &verdicts).await {
+            Ok(groups) => groups,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "the transform task failed");
+                return reply::local_error("internal error");
             }
-        } else {
-            self.classifier.classify(envelope, &message, &verdicts)
         };
 
-        let deliveries = futures::future::join_all(groups.iter().map(|group| {
+        let handed = futures::future::join_all(groups.into_iter().map(|group| {
             let tx = Outgoing {
                 mail_from: envelope.mail_from.clone(),
                 params: envelope.params.clone(),
@@ -87,26 +84,27 @@ impl Gateway {
                     .iter()
                     .map(|&i| envelope.recipients[i].clone())
                     .collect(),
-                message: group.message.clone(),
+                message: group.message,
                 id: id.to_string(),
             };
-            let refusal = group.refusal.clone();
             async move {
-                match refusal {
-                    Some(reply) => {
-                        let delivery = Delivery::all(tx.recipients.len(), reply);
-                        (tx, delivery, true)
-                    }
-                    None => {
-                        let delivery = relay.deliver(&tx).await;
-                        (tx, delivery, false)
-                    }
+                match group.refusal {
+                    Some(reply) => Handed {
+                        delivery: Delivery::all(tx.recipients.len(), reply),
+                        tx,
+                        refused: true,
+                    },
+                    None => Handed {
+                        delivery: relay.deliver(&tx).await,
+                        tx,
+                        refused: false,
+                    },
                 }
             }
         }))
         .await;
 
-        let outcomes = || deliveries.iter().flat_map(|(_, d, _)| d.outcomes.iter());
+        let outcomes = || handed.iter().flat_map(|h| h.delivery.outcomes.iter());
         let accepted = outcomes().filter(|o| **o == Outcome::Completed).count();
         let total = outcomes().count();
 
@@ -120,10 +118,7 @@ impl Gateway {
                 .cloned()
                 .unwrap_or_else(|| reply::local_error("no outcome"))
         } else {
-            match self
-                .hold_the_rest(envelope, &deliveries, &message, id)
-                .await
-            {
+            match self.hold_the_rest(envelope, &handed, &message, id).await {
                 Ok(()) => reply::queued(id),
                 Err(e) => {
                     // Some copies went out and the rest could not be held: the client
@@ -142,9 +137,9 @@ impl Gateway {
             self.harvester.submit(&message);
         }
 
-        let next_hop_replies: Vec<String> = deliveries
+        let next_hop_replies: Vec<String> = handed
             .iter()
-            .map(|(_, d, _)| d.reply.to_string())
+            .map(|h| h.delivery.reply.to_string())
             .collect();
         tracing::info!(
             %id,
@@ -153,7 +148,7 @@ impl Gateway {
             from = %envelope.mail_from,
             to = ?envelope.recipients,
             size = message.len(),
-            groups = deliveries.len(),
+            groups = handed.len(),
             next_hop = %relay.next_hop(),
             next_hop_reply = ?next_hop_replies,
             reply = %reply,
@@ -163,18 +158,45 @@ impl Gateway {
         reply
     }
 
+    /// Runs the transform. Encrypting or decrypting is CPU work that must not stall
+    /// the runtime's threads, so then it runs on the blocking pool; a plain message is
+    /// transformed inline, where the hand-off would cost more than the work.
+    async fn transform(
+        &self,
+        envelope: &Envelope,
+        message: &Message,
+        verdicts: &[Verdict],
+    ) -> Result<Vec<Group>, tokio::task::JoinError> {
+        if !Transform::is_heavy(verdicts) {
+            return Ok(self.transform.carry_out(envelope, message, verdicts));
+        }
+        let (transform, envelope, message, verdicts) = (
+            self.transform.clone(),
+            envelope.clone(),
+            message.clone(),
+            verdicts.to_vec(),
+        );
+        tokio::task::spawn_blocking(move || transform.carry_out(&envelope, &message, &verdicts))
+            .await
+    }
+
     /// Puts every copy that was not accepted into the spool, in one flushed batch.
     async fn hold_the_rest(
         &self,
         envelope: &Envelope,
-        deliveries: &[(Outgoing, Delivery, bool)],
+        handed: &[Handed],
         original: &Message,
         id: &str,
-    ) -> Result<(), crate::spool::SpoolError> {
+    ) -> Result<(), SpoolError> {
         let relay = self.relays.get(envelope.direction);
         let mut held = Vec::new();
         let mut failures = Vec::new();
-        for (tx, delivery, refused) in deliveries {
+        for Handed {
+            tx,
+            delivery,
+            refused,
+        } in handed
+        {
             let how = if *refused {
                 Attempt::Refused
             } else {
@@ -182,19 +204,18 @@ impl Gateway {
             };
             let settled = settle(&tx.recipients, &delivery.outcomes, how);
             failures.extend(settled.failures);
-            let waiting = settled.waiting;
             // The reply the waiting recipients got, for the spool's log and its DSN.
             let last_reply = delivery.outcomes.iter().rev().find_map(|o| match o {
                 Outcome::Temporary(reply) => Some(reply),
                 _ => None,
             });
-            if !waiting.is_empty() {
+            if !settled.waiting.is_empty() {
                 let entry = self.spool.entry(
                     id,
                     envelope.direction,
                     &envelope.mail_from,
                     &envelope.params,
-                    waiting,
+                    settled.waiting,
                     last_reply,
                 );
                 held.push((entry, tx.message.clone()));

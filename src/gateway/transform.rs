@@ -1,10 +1,11 @@
-//! The transform: each recipient's verdict carried out. Recipients are grouped by
-//! what they get, and each group's message is made: tagged, encrypted (one ciphertext
-//! per format, to all the group's keys at once), decrypted (per recipient, with their
-//! own SCKM keys), or refused with the verdict's reply.
+//! The transform: each recipient's treatment, as the policy's verdict gives it, carried
+//! out. Recipients are put in groups that get the same message, and each group's
+//! message is made: tagged, encrypted (one ciphertext per format, to all the group's
+//! keys at once), decrypted (per recipient, with their own SCKM keys), or refused with
+//! the verdict's reply. One group becomes one next-hop transaction.
 //!
-//! It is the gateway's [`Classifier`]; which recipient gets what was decided by the
-//! policy before it runs ([`crate::gateway::plan`]).
+//! Which recipient gets what was decided by the policy before this runs
+//! ([`super::plan`]); nothing here decides, it only does.
 
 use std::sync::Arc;
 
@@ -12,12 +13,11 @@ use der::Decode;
 use openpgp::parse::Parse;
 use sequoia_openpgp as openpgp;
 
+use super::marks;
 use crate::config::Config;
-use crate::crypto::{self, pgp, smime};
-use crate::gateway::classify::{Classifier, Group};
-use crate::gateway::marks;
-use crate::keys::secrets::Sealer;
-use crate::keys::{KeyEntry, KeyKind, KeyStore};
+use crate::crypto::{self, CryptoError, pgp, smime};
+use crate::keys::secrets::{Sealer, SecretError};
+use crate::keys::{KeyEntry, KeyKind, KeyStore, KeyStoreError};
 use crate::mail::envelope::Envelope;
 use crate::mail::message::Message;
 use crate::mail::mime::{self, Encrypted};
@@ -32,13 +32,66 @@ pub struct Transform {
     pub config: Arc<Config>,
 }
 
+/// Recipients that get the same message, in one next-hop transaction.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// What the group got, for logs: "clear", "pgp", "smime", "decrypted-FPR",
+    /// "refused".
+    pub label: String,
+    /// Indexes into the envelope's recipients.
+    pub recipients: Vec<usize>,
+    /// The message as this group gets it.
+    pub message: Message,
+    /// When set, the group is not handed on: its recipients fail with this reply (the
+    /// policy refused them, or encryption was required and failed).
+    pub refusal: Option<Reply>,
+}
+
+/// Why a recipient's treatment could not be carried out: whose fault it is, and
+/// whether trying again can help, are in each variant's doc.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// mail-parser cannot read the message at all. The sender's; the same message
+    /// will fail the same way.
+    #[error("the message cannot be parsed")]
+    Unparseable,
+    /// The key cache failed. Ours; a retry may help.
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+    /// The key the policy chose was deleted from the cache meanwhile. Nobody's; a
+    /// retry gets a fresh verdict.
+    #[error("key {0} vanished from the cache")]
+    KeyVanished(String),
+    /// Key material in the cache does not parse. Ours (a damaged cache); a retry will
+    /// not help until an admin re-imports the key.
+    #[error("key {fingerprint} in the cache cannot be read: {reason}")]
+    BadMaterial { fingerprint: String, reason: String },
+    /// Encryption or decryption failed; [`CryptoError`] says whose fault.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// An SCKM secret cannot be opened. Ours (a replaced KEK, a damaged store).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The cache has no secret for an SCKM entry. Ours (a damaged store).
+    #[error("no secret stored for {0}")]
+    NoSecret(String),
+    /// The recipient has no SCKM key of the message's kind. Nobody's: the message was
+    /// encrypted to a key we do not hold.
+    #[error("no SCKM key of the message's kind")]
+    NoKeyOfKind,
+    /// The encrypted or decrypted MIME entity could not be put together. The sender's
+    /// (a decrypted payload that is no MIME entity) or ours (a bug).
+    #[error("cannot build the {0} message")]
+    Build(&'static str),
+}
+
 /// The marks a copy gets: the rule's tags, and the X-Sealgate line when it is on.
 type Marks = (Tags, Option<String>);
 
 /// A recipient (index) and the key their copy is encrypted to.
 type Member = (usize, KeyEntry);
 
-/// Recipients that get the same message: same treatment class, tags and status line.
+/// Recipients that get the same message: same treatment, tags and status line.
 #[derive(Default)]
 struct Buckets {
     refused: Vec<(Reply, Vec<usize>)>,
@@ -56,15 +109,25 @@ fn put<K: PartialEq, T>(buckets: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
     }
 }
 
-impl Classifier for Transform {
-    /// Heavy only when someone's copy is encrypted or may be decrypted.
-    fn is_heavy(&self, verdicts: &[Verdict]) -> bool {
+impl Transform {
+    /// Whether carrying out `verdicts` may take long: only when someone's copy is
+    /// encrypted or may be decrypted. The gateway then runs it on the blocking pool;
+    /// otherwise inline, because the hand-off to another thread costs more than a
+    /// plain message's whole transform.
+    pub fn is_heavy(verdicts: &[Verdict]) -> bool {
         verdicts
             .iter()
             .any(|v| matches!(v.treatment, Treatment::Encrypt(_) | Treatment::Decrypt(_)))
     }
 
-    fn classify(&self, envelope: &Envelope, message: &Message, verdicts: &[Verdict]) -> Vec<Group> {
+    /// The groups for one transaction: `verdicts[i]` is the verdict for
+    /// `envelope.recipients[i]`, and every recipient is in exactly one group.
+    pub fn carry_out(
+        &self,
+        envelope: &Envelope,
+        message: &Message,
+        verdicts: &[Verdict],
+    ) -> Vec<Group> {
         let status_on = self.config.policy.header(envelope.direction);
         let status = |v: &Verdict, done: &str| {
             status_on.then(|| format!("{done}; rule={}", v.rule.as_deref().unwrap_or("none")))
@@ -92,53 +155,49 @@ impl Classifier for Transform {
                 Treatment::Decrypt(keys) => buckets.decrypt.push((i, keys.clone())),
             }
         }
-        if !buckets.decrypt.is_empty() {
-            self.decrypt(envelope, message, verdicts, &status, &mut buckets)
-        } else {
+        let decrypted = if buckets.decrypt.is_empty() {
             Vec::new()
-        }
-        .into_iter()
-        .chain(
-            buckets
-                .passed
-                .into_iter()
-                .map(|((tags, status), recipients)| Group {
-                    treatment: "clear".into(),
-                    recipients,
-                    message: marks::apply(message, &tags, status.as_deref()),
-                    refusal: None,
-                }),
-        )
-        .chain(
-            buckets
-                .encrypted
-                .into_iter()
-                .map(|((kind, (tags, status)), members)| {
-                    let tagged = marks::apply(message, &tags, None);
-                    let mut group = self.encrypt_group(envelope, &tagged.to_vec(), members, kind);
-                    if group.refusal.is_none() {
-                        group.message =
-                            marks::apply(&group.message, &Tags::default(), status.as_deref());
-                    }
-                    group
-                }),
-        )
-        .chain(
-            buckets
-                .refused
-                .into_iter()
-                .map(|(reply, recipients)| Group {
-                    treatment: "refused".into(),
-                    recipients,
-                    message: Message::default(),
-                    refusal: Some(reply),
-                }),
-        )
-        .collect()
+        } else {
+            self.decrypt(envelope, message, verdicts, &status, &mut buckets)
+        };
+        let passed = buckets
+            .passed
+            .into_iter()
+            .map(|((tags, status), recipients)| Group {
+                label: "clear".into(),
+                recipients,
+                message: marks::apply(message, &tags, status.as_deref()),
+                refusal: None,
+            });
+        let encrypted = buckets
+            .encrypted
+            .into_iter()
+            .map(|((kind, (tags, status)), members)| {
+                let tagged = marks::apply(message, &tags, None);
+                let mut group = self.encrypt_group(envelope, &tagged.to_vec(), members, kind);
+                if group.refusal.is_none() {
+                    group.message =
+                        marks::apply(&group.message, &Tags::default(), status.as_deref());
+                }
+                group
+            });
+        let refused = buckets
+            .refused
+            .into_iter()
+            .map(|(reply, recipients)| Group {
+                label: "refused".into(),
+                recipients,
+                message: Message::default(),
+                refusal: Some(reply),
+            });
+        decrypted
+            .into_iter()
+            .chain(passed)
+            .chain(encrypted)
+            .chain(refused)
+            .collect()
     }
-}
 
-impl Transform {
     /// Decrypts for each recipient in `buckets.decrypt`; whoever's copy does not open
     /// (or was not encrypted) joins the pass-through buckets.
     fn decrypt(
@@ -171,16 +230,16 @@ impl Transform {
                 .decrypt_for(ciphertext, kind, &keys)
                 .and_then(|opened| {
                     let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
-                    mime::decrypted(&raw, kind, &opened.plaintext, &marker)
-                        .map(|plain| (plain, opened.fingerprint))
-                        .ok_or_else(|| "the decrypted content is not a MIME entity".to_string())
+                    let plain = mime::decrypted(&raw, kind, &opened.plaintext, &marker)
+                        .ok_or(TransformError::Build("decrypted"))?;
+                    Ok((plain, opened.fingerprint))
                 });
             match opened {
                 Ok((plain, fingerprint)) => {
                     tracing::info!(recipient = %rcpt, format = kind.as_str(), key = %fingerprint, "decrypted");
                     let done = status(verdict, &format!("decrypted {}", kind.as_str()));
                     groups.push(Group {
-                        treatment: format!("decrypted-{fingerprint}"),
+                        label: format!("decrypted-{fingerprint}"),
                         recipients: vec![i],
                         message: marks::apply(&Message::new(plain), &verdict.tags, done.as_deref()),
                         refusal: None,
@@ -204,57 +263,23 @@ impl Transform {
         &self,
         envelope: &Envelope,
         raw: &[u8],
-        members: Vec<(usize, KeyEntry)>,
+        members: Vec<Member>,
         kind: KeyKind,
     ) -> Group {
-        let protect = self.config.crypto.protect_subject;
         let recipients: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
         let fingerprints: Vec<&str> = members
             .iter()
             .map(|(_, e)| e.fingerprint.as_str())
             .collect();
-        let result = (|| -> Result<Vec<u8>, String> {
-            let entity = mime::inner_entity(raw, protect).ok_or("the message cannot be parsed")?;
-            let material: Vec<Vec<u8>> = members
-                .iter()
-                .map(|(_, e)| {
-                    self.keys
-                        .material(&e.address, &e.fingerprint)
-                        .map_err(|err| err.to_string())?
-                        .ok_or_else(|| format!("key {} vanished from the cache", e.fingerprint))
-                })
-                .collect::<Result<_, _>>()?;
-            match kind {
-                KeyKind::Pgp => {
-                    let mut certs = material
-                        .iter()
-                        .map(|m| openpgp::Cert::from_bytes(m).map_err(|e| e.to_string()))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    certs.extend(self.config.crypto.additional_decryption_key.clone());
-                    let armored = pgp::encrypt(&entity, &certs).map_err(|e| e.to_string())?;
-                    mime::pgp_mime(raw, &armored, protect)
-                        .ok_or_else(|| "cannot build PGP/MIME".into())
-                }
-                KeyKind::Smime => {
-                    let certs = material
-                        .iter()
-                        .map(|m| x509_cert::Certificate::from_der(m).map_err(|e| e.to_string()))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let der = smime::encrypt(&entity, &certs).map_err(|e| e.to_string())?;
-                    mime::smime_enveloped(raw, &der, protect)
-                        .ok_or_else(|| "cannot build S/MIME".into())
-                }
-            }
-        })();
         let rcpts: Vec<&str> = recipients
             .iter()
             .map(|&i| envelope.recipients[i].as_str())
             .collect();
-        match result {
+        match self.encrypt(raw, &members, kind) {
             Ok(encrypted) => {
                 tracing::info!(recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, "encrypting");
                 Group {
-                    treatment: kind.as_str().into(),
+                    label: kind.as_str().into(),
                     recipients,
                     message: Message::new(encrypted),
                     refusal: None,
@@ -265,7 +290,7 @@ impl Transform {
                 // because encryption failed; the client is told to try again.
                 tracing::error!(recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, %error, "encryption failed");
                 Group {
-                    treatment: "refused".into(),
+                    label: "refused".into(),
                     recipients,
                     message: Message::default(),
                     refusal: Some(reply::local_error("encryption failed")),
@@ -274,67 +299,107 @@ impl Transform {
         }
     }
 
-    /// Tries the recipient's own SCKM keys, in order.
+    /// The encrypted message: the inner entity encrypted to every member's key, in its
+    /// PGP/MIME or S/MIME wrapping.
+    fn encrypt(
+        &self,
+        raw: &[u8],
+        members: &[Member],
+        kind: KeyKind,
+    ) -> Result<Vec<u8>, TransformError> {
+        let protect = self.config.crypto.protect_subject;
+        let entity = mime::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
+        let material = members
+            .iter()
+            .map(|(_, entry)| self.material(entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bad = |entry: &KeyEntry, reason: String| TransformError::BadMaterial {
+            fingerprint: entry.fingerprint.clone(),
+            reason,
+        };
+        match kind {
+            KeyKind::Pgp => {
+                let mut certs = members
+                    .iter()
+                    .zip(&material)
+                    .map(|((_, e), m)| {
+                        openpgp::Cert::from_bytes(m).map_err(|x| bad(e, x.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                certs.extend(self.config.crypto.additional_decryption_key.clone());
+                let armored = pgp::encrypt(&entity, &certs)?;
+                mime::pgp_mime(raw, &armored, protect).ok_or(TransformError::Build("PGP/MIME"))
+            }
+            KeyKind::Smime => {
+                let certs = members
+                    .iter()
+                    .zip(&material)
+                    .map(|((_, e), m)| {
+                        x509_cert::Certificate::from_der(m).map_err(|x| bad(e, x.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let der = smime::encrypt(&entity, &certs)?;
+                mime::smime_enveloped(raw, &der, protect).ok_or(TransformError::Build("S/MIME"))
+            }
+        }
+    }
+
+    /// The key material of a cache entry.
+    fn material(&self, entry: &KeyEntry) -> Result<Vec<u8>, TransformError> {
+        self.keys
+            .material(&entry.address, &entry.fingerprint)?
+            .ok_or_else(|| TransformError::KeyVanished(entry.fingerprint.clone()))
+    }
+
+    /// Tries the recipient's own SCKM keys, in order; the error is the last key's.
     fn decrypt_for(
         &self,
         ciphertext: &[u8],
         kind: Encrypted,
         keys: &[KeyEntry],
-    ) -> Result<crypto::Decrypted, String> {
+    ) -> Result<crypto::Decrypted, TransformError> {
         let wanted = match kind {
             Encrypted::PgpMime | Encrypted::InlinePgp => KeyKind::Pgp,
             Encrypted::Smime => KeyKind::Smime,
         };
-        let mut last = String::from("no SCKM key of the message's kind");
+        let mut last = TransformError::NoKeyOfKind;
         for entry in keys.iter().filter(|e| e.kind == wanted) {
-            let secret = match self.keys.sealed_secret(&entry.fingerprint) {
-                Ok(Some(sealed)) => match self.sealer.open_sealed(&entry.fingerprint, &sealed) {
-                    Ok(secret) => secret,
-                    Err(e) => {
-                        last = e.to_string();
-                        continue;
-                    }
-                },
-                Ok(None) => {
-                    last = format!("no secret stored for {}", entry.fingerprint);
-                    continue;
-                }
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            let result = match wanted {
-                KeyKind::Pgp => {
-                    pgp::parse_tsks(&secret).and_then(|tsks| pgp::decrypt(ciphertext, &tsks))
-                }
-                KeyKind::Smime => {
-                    let cert = self
-                        .keys
-                        .material(&entry.address, &entry.fingerprint)
-                        .ok()
-                        .flatten()
-                        .and_then(|m| x509_cert::Certificate::from_der(&m).ok());
-                    match cert {
-                        Some(cert) => smime::decrypt(
-                            ciphertext,
-                            &[smime::SmimeKey {
-                                cert,
-                                private_key: zeroize::Zeroizing::new(secret.to_vec()),
-                            }],
-                        ),
-                        None => Err(crypto::CryptoError::Key(format!(
-                            "certificate {} is missing",
-                            entry.fingerprint
-                        ))),
-                    }
-                }
-            };
-            match result {
+            match self.decrypt_with(ciphertext, entry) {
                 Ok(opened) => return Ok(opened),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// Decrypts with one SCKM key: its sealed secret opened, and for S/MIME its
+    /// certificate, which says which recipient info is ours.
+    fn decrypt_with(
+        &self,
+        ciphertext: &[u8],
+        entry: &KeyEntry,
+    ) -> Result<crypto::Decrypted, TransformError> {
+        let sealed = self
+            .keys
+            .sealed_secret(&entry.fingerprint)?
+            .ok_or_else(|| TransformError::NoSecret(entry.fingerprint.clone()))?;
+        let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
+        match entry.kind {
+            KeyKind::Pgp => Ok(pgp::decrypt(ciphertext, &pgp::parse_tsks(&secret)?)?),
+            KeyKind::Smime => {
+                let material = self.material(entry)?;
+                let cert = x509_cert::Certificate::from_der(&material).map_err(|e| {
+                    TransformError::BadMaterial {
+                        fingerprint: entry.fingerprint.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let key = smime::SmimeKey {
+                    cert,
+                    private_key: zeroize::Zeroizing::new(secret.to_vec()),
+                };
+                Ok(smime::decrypt(ciphertext, &[key])?)
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The envelope: who sent a message, to whom, over which listener. It is the value the
-//! SMTP session, the classifier, the relay and the spool all share.
+//! SMTP session, the policy, the transform, the relay and the spool all share.
 
 use std::net::IpAddr;
 

@@ -22,7 +22,6 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::dns::KeyLookup;
 use crate::gateway::Gateway;
-use crate::gateway::classify::Classifier;
 use crate::gateway::plan::{KeyFinder, NoResolver, Planner};
 use crate::gateway::transform::Transform;
 use crate::keys::harvest::Harvester;
@@ -93,21 +92,6 @@ impl Server {
     /// Binds both listeners, loads the policy and opens the data directory; recipients
     /// get what the policy's verdicts say.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        Server::start(config, None).await
-    }
-
-    /// As [`Server::bind`], with another classifier to group recipients by treatment.
-    pub async fn bind_with(
-        config: Config,
-        classifier: Arc<dyn Classifier>,
-    ) -> Result<Server, StartError> {
-        Server::start(config, Some(classifier)).await
-    }
-
-    async fn start(
-        config: Config,
-        classifier: Option<Arc<dyn Classifier>>,
-    ) -> Result<Server, StartError> {
         let bind = |direction: Direction| {
             let addr = config.listener(direction).listen;
             async move {
@@ -145,12 +129,10 @@ impl Server {
         })?;
         let admin_sealer = sealer.clone();
         let config = Arc::new(config);
-        let classifier = classifier.unwrap_or_else(|| {
-            Arc::new(Transform {
-                keys: keys.clone(),
-                sealer: sealer.clone(),
-                config: config.clone(),
-            })
+        let transform = Arc::new(Transform {
+            keys: keys.clone(),
+            sealer: sealer.clone(),
+            config: config.clone(),
         });
         let tls = match &config.tls {
             None => None,
@@ -194,7 +176,7 @@ impl Server {
                 config: config.clone(),
                 finder,
             },
-            classifier,
+            transform,
             relays,
             spool,
             hostname: config.hostname.clone(),

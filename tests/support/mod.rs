@@ -9,11 +9,9 @@ pub mod sink;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sealgate::config::Config;
-use sealgate::gateway::classify::Classifier;
 use sealgate::mail::Direction;
 use sealgate::server::{Server, StartError};
 use sealgate::store::DbError;
@@ -128,18 +126,8 @@ max_retry = "1s"
     )
 }
 
-/// Starts a gateway from config text, with the built-in treatment (encrypt outbound,
-/// decrypt inbound; with no keys in the cache, everyone in one group).
+/// Starts a gateway from config text.
 pub async fn start(config: &str) -> Gateway {
-    launch(config, None).await
-}
-
-/// Starts a gateway from config text with the given classifier.
-pub async fn start_with(config: &str, classifier: Arc<dyn Classifier>) -> Gateway {
-    launch(config, Some(classifier)).await
-}
-
-async fn launch(config: &str, classifier: Option<Arc<dyn Classifier>>) -> Gateway {
     // SEALGATE_LOG=info (or debug) shows the gateway's log in a failing test's output.
     if let Ok(filter) = std::env::var("SEALGATE_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -164,11 +152,7 @@ async fn launch(config: &str, classifier: Option<Arc<dyn Classifier>>) -> Gatewa
             // lock) in the background; a killed process would have let go at once.
             let mut attempts = 0;
             let server = loop {
-                let bound = match &classifier {
-                    Some(classifier) => Server::bind_with(config.clone(), classifier.clone()).await,
-                    None => Server::bind(config.clone()).await,
-                };
-                match bound {
+                match Server::bind(config.clone()).await {
                     Err(StartError::Store(DbError::InUse(_))) if attempts < 100 => {
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -211,15 +195,65 @@ pub async fn gateway_to(sink: &Sink, extra: &str) -> (tempfile::TempDir, Gateway
     (dir, gateway)
 }
 
-pub async fn gateway_to_with(
-    sink: &Sink,
-    extra: &str,
-    classifier: Arc<dyn Classifier>,
-) -> (tempfile::TempDir, Gateway) {
+/// The recipients the fan-out tests use; [`split_policy`] gives each a copy of its own.
+pub const SPLIT_RECIPIENTS: &[&str] = &[
+    "x@example.org",
+    "y@example.net",
+    "ok@example.org",
+    "refused@example.org",
+    "perm@example.org",
+    "perm2@example.org",
+    "temp@example.org",
+];
+
+/// The header field [`split_policy`] adds.
+pub const SPLIT_FIELD: &str = "X-Test-Copy";
+
+/// Writes a policy folder into `dir` in which each outbound recipient of
+/// [`SPLIT_RECIPIENTS`] gets a copy of its own: one rule per address adds
+/// `X-Test-Copy: ADDRESS`, so the copies differ and one client transaction leaves as
+/// one next-hop transaction per recipient, as it does whenever recipients are treated
+/// differently. Returns the `policy_dir` line for the top of a config.
+pub fn split_policy(dir: &Path) -> String {
+    let policy_dir = dir.join("split-policy");
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    let rules: String = SPLIT_RECIPIENTS
+        .iter()
+        .map(|rcpt| {
+            format!(
+                "[[rule]]\nchain = \"outbound\"\nrecipient = \"{rcpt}\"\naction = \"pass\"\n\
+                 add_header = \"{SPLIT_FIELD}: {rcpt}\"\n\n"
+            )
+        })
+        .collect();
+    std::fs::write(policy_dir.join("10-split.toml"), rules).unwrap();
+    format!("policy_dir = '{}'\n", policy_dir.display())
+}
+
+/// Config text as [`config_text`], with [`split_policy`]'s rules.
+pub fn split_config_text(dir: &Path, next_hop: &str, extra: &str) -> String {
+    split_policy(dir) + &config_text(&dir.join("data"), next_hop, extra)
+}
+
+/// A temp dir plus a gateway relaying both directions to `sink`, in which each
+/// recipient gets a next-hop transaction of its own ([`split_policy`]).
+pub async fn gateway_split(sink: &Sink, extra: &str) -> (tempfile::TempDir, Gateway) {
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&dir.path().join("data"), &sink.addr.to_string(), extra);
-    let gateway = start_with(&text, classifier).await;
+    let text = split_config_text(dir.path(), &sink.addr.to_string(), extra);
+    let gateway = start(&text).await;
     (dir, gateway)
+}
+
+/// The message without the field [`split_policy`] added.
+pub fn without_split_field(data: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(data);
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        if !line.starts_with(&format!("{SPLIT_FIELD}: ")) {
+            out.push_str(line);
+        }
+    }
+    out.into_bytes()
 }
 
 /// One SMTP reply: its code and its full text (lines joined with '\n', codes removed).

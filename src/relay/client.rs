@@ -33,6 +33,18 @@ pub(super) enum Broken {
     Tls(String),
 }
 
+/// Why no transaction could start on a connection.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unopened {
+    /// The server answered the greeting, EHLO or HELO with a refusal: it is there, and
+    /// said no. Its reply is passed on.
+    #[error("{0}")]
+    Refused(Reply),
+    /// The connection broke or timed out first.
+    #[error(transparent)]
+    Broken(#[from] Broken),
+}
+
 /// What the next hop can do, from its EHLO reply.
 #[derive(Debug, Default)]
 pub(super) struct Extensions {
@@ -108,12 +120,12 @@ impl Client {
     }
 
     /// EHLO, or HELO if EHLO is refused; learns the server's extensions.
-    pub(super) async fn hello(&mut self, hostname: &str) -> Result<Result<(), Reply>, Broken> {
+    pub(super) async fn hello(&mut self, hostname: &str) -> Result<(), Unopened> {
         self.send(format!("EHLO {hostname}\r\n").as_bytes()).await?;
         let ehlo = self.read_reply("EHLO").await?;
         if ehlo.is_positive() {
             self.ext = Extensions::from_ehlo(&ehlo.text);
-            return Ok(Ok(()));
+            return Ok(());
         }
         self.ext = Extensions::default();
         self.send(format!("HELO {hostname}\r\n").as_bytes()).await?;
@@ -121,9 +133,9 @@ impl Client {
         if !helo.is_positive() {
             // Polite, and not worth waiting for: the connection is given up.
             let _ = self.send(b"QUIT\r\n").await;
-            return Ok(Err(helo));
+            return Err(Unopened::Refused(helo));
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// The TLS handshake after the server's 220 to STARTTLS. The session that follows

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 pub use super::client::StartTls;
-use super::client::{Broken, Client};
+use super::client::{Broken, Client, Unopened};
 use super::stream::Stream;
 use super::{Delivery, Outcome, Outgoing};
 use crate::config::RelayConfig;
@@ -108,11 +108,11 @@ pub async fn deliver(
         }
     }
     let result = match open(addr, hostname, config, None).await {
-        Ok(Ok(client)) => transact(client, config, Some(pool), tx, &mut outcomes)
+        Ok(client) => transact(client, config, Some(pool), tx, &mut outcomes)
             .await
             .map_err(|lost| lost.broken),
-        Ok(Err(refusal)) => Ok(refusal),
-        Err(broken) => Err(broken),
+        Err(Unopened::Refused(refusal)) => Ok(refusal),
+        Err(Unopened::Broken(broken)) => Err(broken),
     };
     delivery(result, outcomes)
 }
@@ -163,8 +163,8 @@ pub async fn attempt(
 ) -> Attempt {
     let mut outcomes = vec![None; tx.recipients.len()];
     let client = match open(addr, hostname, config, starttls).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(refusal)) => {
+        Ok(client) => client,
+        Err(Unopened::Refused(refusal)) => {
             let reach = if refusal.code == 421 {
                 Reach::Unavailable
             } else {
@@ -180,7 +180,7 @@ pub async fn attempt(
                 tls_failed: false,
             };
         }
-        Err(broken) => {
+        Err(Unopened::Broken(broken)) => {
             // A failed handshake is a server that answered: the breaker is left alone,
             // and the retry without TLS says whether the server is there.
             let tls_failed = matches!(broken, Broken::Tls(_));
@@ -267,29 +267,27 @@ fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> (D
 
 /// Connects, reads the greeting and says EHLO (HELO if EHLO is refused). With
 /// `starttls`, and when the server offers STARTTLS, it then upgrades to TLS and says
-/// EHLO again (RFC 3207). A refusal from the server comes back as `Ok(Err(reply))`.
+/// EHLO again (RFC 3207).
 async fn open(
     addr: &str,
     hostname: &str,
     config: &RelayConfig,
     starttls: Option<&StartTls>,
-) -> Result<Result<Client, Reply>, Broken> {
+) -> Result<Client, Unopened> {
     let stream = timeout(config.connect_timeout.0, TcpStream::connect(addr))
         .await
         .map_err(|_| Broken::Timeout("connect"))?
         .map_err(|e| Broken::Connect(addr.to_string(), e))?;
-    stream.set_nodelay(true)?;
+    stream.set_nodelay(true).map_err(Broken::from)?;
     let mut client = Client::new(Stream::Plain(stream), config.command_timeout.0);
 
     let greeting = client.read_reply("greeting").await?;
     if !greeting.is_positive() {
-        return Ok(Err(greeting));
+        return Err(Unopened::Refused(greeting));
     }
-    if let Err(refusal) = client.hello(hostname).await? {
-        return Ok(Err(refusal));
-    }
+    client.hello(hostname).await?;
     let Some(starttls) = starttls.filter(|_| client.ext.starttls) else {
-        return Ok(Ok(client));
+        return Ok(client);
     };
     client.send(b"STARTTLS\r\n").await?;
     let reply = client.read_reply("STARTTLS").await?;
@@ -297,13 +295,11 @@ async fn open(
         // Opportunistic TLS: a server that offers STARTTLS and then declines it still
         // takes mail in the clear on this session.
         tracing::info!(next_hop = addr, reply = %reply, "STARTTLS declined; going on without TLS");
-        return Ok(Ok(client));
+        return Ok(client);
     }
     let mut client = client.start_tls(starttls).await?;
-    match client.hello(hostname).await? {
-        Ok(()) => Ok(Ok(client)),
-        Err(refusal) => Ok(Err(refusal)),
-    }
+    client.hello(hostname).await?;
+    Ok(client)
 }
 
 /// Runs one transaction on an open connection. Recipients refused at RCPT get their

@@ -1,5 +1,7 @@
-//! The gateway's one sled database under `data_dir`. The spool lives in it today; the
-//! key cache joins it with the key-store issue.
+//! The gateway's one sled database under `data_dir`: the key cache, the sealed SCKM
+//! secrets and the retry spool live in it, each in a tree of its own. An open database
+//! holds sled's file lock, so a second process (say, `sealgate keys` while `serve`
+//! runs) cannot open it: the CLI then goes through the admin socket instead.
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! recipient, the recipients grouped by what they get, each group handed to the next
 //! hop, and the one reply the client gets.
 //!
-//! The rules for that reply (issue 3, INTERFACE.md):
+//! The rules for that reply (the SMTP promises of INTERFACE.md):
 //! - every recipient accepted: `250`;
 //! - nobody accepted: the failure itself; a temporary one wins, so the client retries;
 //! - some accepted: the rest go into the durable spool (temporary failures) or become a

@@ -15,10 +15,6 @@ use tokio::process::{Child, Command};
 
 const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello from the CLI test.\r\n";
 
-/// Held by every test that uses the built-in default ports 2525 and 2587, so that no
-/// two of them run at once. (Every other test listens on ephemeral ports.)
-static DEFAULT_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Runs `sealgate ARGS` in `dir` to completion (20 s at most).
 fn run(dir: &Path, args: &[&str]) -> Output {
     run_with_timeout(
@@ -271,24 +267,25 @@ impl Server {
     }
 }
 
-/// Connects to a fixed port, retrying while the server starts (20 s at most).
-async fn connect_when_up(server: &mut Server, addr: &str) -> Client {
-    let addr = addr.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Client::connect(addr).await;
-        }
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("sealgate exited with {status}: {}", server.stderr());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sealgate not listening on {addr} within 20 s: {}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The address a listener of a running `serve` is bound to, from its "sealgate is
+/// serving" log line (`inbound=127.0.0.1:PORT`).
+async fn listening_on(server: &mut Server, direction: &str) -> std::net::SocketAddr {
+    server.wait_for_log("sealgate is serving").await;
+    let stderr = server.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("sealgate is serving"))
+        .expect("the serving line");
+    let key = format!(" {direction}=");
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {key}: {line}"))
+        + key.len();
+    line[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address after {key}: {line}"))
 }
 
 /// The `.eml` files (not the temporary ones) in a delivery folder.
@@ -307,23 +304,28 @@ fn delivered(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_built_in_defaults_delivers_into_data_and_stops_on_sigterm() {
-    let _ports = DEFAULT_PORTS.lock().await;
-    for port in [2525, 2587] {
-        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            panic!("port {port} is taken by something else, so this test cannot run: {e}");
-        }
-    }
+    // The built-in defaults but for the listeners, which take ephemeral ports: this test
+    // must not depend on 2525 and 2587 being free (someone may be trying the quick start
+    // on this machine). The default ports themselves are checked in config's unit tests.
+    // The file is ./sealgate.toml, which serve reads without --config.
     let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "sealgate.toml",
+        "[inbound]\nlisten = \"127.0.0.1:0\"\n[outbound]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let mut server = Server::spawn(dir.path(), &["serve"]);
 
-    let mut client = connect_when_up(&mut server, "127.0.0.1:2587").await;
+    let outbound = listening_on(&mut server, "outbound").await;
+    let inbound = listening_on(&mut server, "inbound").await;
+    let mut client = Client::connect(outbound).await;
     let reply = client
         .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
         .await;
     assert_eq!((reply.code, reply.status()), (250, "2.0.0"), "{reply:?}");
     client.quit().await;
 
-    let mut client = connect_when_up(&mut server, "127.0.0.1:2525").await;
+    let mut client = Client::connect(inbound).await;
     let reply = client
         .send_mail("carol@example.net", &["user@example.com"], MESSAGE)
         .await;
@@ -363,9 +365,9 @@ async fn serve_with_built_in_defaults_delivers_into_data_and_stops_on_sigterm() 
 
     assert_eq!(server.sigterm().await, Some(0), "{}", server.stderr());
     // The ports are free again.
-    for port in [2525, 2587] {
-        std::net::TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("port {port} still taken after exit: {e}"));
+    for addr in [inbound, outbound] {
+        std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("{addr} still taken after exit: {e}"));
     }
 }
 

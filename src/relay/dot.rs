@@ -2,39 +2,50 @@
 //! no copy of the whole. A pure codec, without I/O.
 
 /// Dot-stuffing (RFC 5321 §4.5.2) and line-end repair, one chunk at a time.
+///
+/// A bare LF and a bare CR each go out as CRLF: a next hop that takes either one for
+/// a line end must never find a line, or a line that starts with a dot, that we did
+/// not stuff. Messages from clients are already normalised when they arrive
+/// ([`crate::smtp::data`]); this also covers what sealgate makes itself (decrypted
+/// content, DSNs).
 #[derive(Default)]
 pub struct DotStuffer {
     /// The last byte written was not the end of a line.
     mid_line: bool,
-    /// The last byte written was a CR.
-    after_cr: bool,
+    /// A CR was read and not yet written: CRLF if an LF follows, else a bare CR.
+    pending_cr: bool,
 }
 
 impl DotStuffer {
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
-        while !data.is_empty() {
-            if !self.mid_line && data[0] == b'.' {
+        while let Some(&first) = data.first() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                out.extend_from_slice(b"\r\n");
+                self.mid_line = false;
+                if first == b'\n' {
+                    data = &data[1..];
+                    continue;
+                }
+            }
+            if !self.mid_line && first == b'.' {
                 out.push(b'.');
             }
-            match memchr::memchr(b'\n', data) {
-                Some(pos) => {
-                    let line = &data[..pos];
-                    out.extend_from_slice(line);
-                    let has_cr = match line.last() {
-                        Some(&last) => last == b'\r',
-                        None => self.after_cr,
-                    };
-                    // A bare LF becomes CRLF: the next hop must never see a line end
-                    // that it might read differently from us.
-                    out.extend_from_slice(if has_cr { b"\n" } else { b"\r\n" });
-                    self.mid_line = false;
-                    self.after_cr = false;
-                    data = &data[pos + 1..];
+            match memchr::memchr2(b'\r', b'\n', data) {
+                Some(at) => {
+                    out.extend_from_slice(&data[..at]);
+                    if data[at] == b'\r' {
+                        self.pending_cr = true;
+                        self.mid_line = true;
+                    } else {
+                        out.extend_from_slice(b"\r\n");
+                        self.mid_line = false;
+                    }
+                    data = &data[at + 1..];
                 }
                 None => {
                     out.extend_from_slice(data);
                     self.mid_line = true;
-                    self.after_cr = data.last() == Some(&b'\r');
                     data = &[];
                 }
             }
@@ -42,9 +53,11 @@ impl DotStuffer {
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.mid_line {
-            out.extend_from_slice(if self.after_cr { b"\n" } else { b"\r\n" });
+        if self.pending_cr || self.mid_line {
+            out.extend_from_slice(b"\r\n");
         }
+        self.pending_cr = false;
+        self.mid_line = false;
         out.extend_from_slice(b".\r\n");
     }
 }
@@ -71,5 +84,9 @@ mod tests {
         assert_eq!(stuff(&[b"a\nb\n"]), b"a\r\nb\r\n.\r\n");
         assert_eq!(stuff(&[b"a\n.\n"]), b"a\r\n..\r\n.\r\n");
         assert_eq!(stuff(&[b""]), b".\r\n");
+        // A bare CR is a line end too, and the dot after it is stuffed.
+        assert_eq!(stuff(&[b"a\r.\rb"]), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\r", b".\r\r\n"]), b"a\r\n..\r\n\r\n.\r\n");
+        assert_eq!(stuff(&[b"a\r"]), b"a\r\n.\r\n");
     }
 }

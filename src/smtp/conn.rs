@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
+use super::data::DataDecoder;
 use super::reply::Reply;
 
 /// Bytes read from the socket at a time, per connection.
@@ -31,8 +31,12 @@ pub enum Line {
 
 /// The body of a DATA command.
 pub enum Data {
-    /// The message, dot-unstuffed, in pieces.
-    Message(Vec<Bytes>),
+    /// The message, dot-unstuffed, in pieces, every line ending in CRLF; and how many
+    /// bare CRs and LFs were turned into CRLF on the way.
+    Message {
+        chunks: Vec<Bytes>,
+        bare_line_ends: usize,
+    },
     /// Larger than allowed; it was read to its end and thrown away.
     TooBig,
 }
@@ -135,57 +139,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Reads DATA up to the terminating `CRLF.CRLF`, keeping at most `max` bytes.
-    /// `None` means the client closed the connection before the end.
+    /// Reads DATA up to the terminating `CRLF.CRLF` (and nothing else: see
+    /// [`DataDecoder`]), keeping at most `max` bytes. `None` means the client closed
+    /// the connection before the end.
     pub async fn read_data(&mut self, max: usize) -> std::io::Result<Option<Data>> {
-        let mut receiver = DataReceiver::new();
-        // smtp-proto only recognises a dot at the start of a line after it has seen a
-        // CRLF; seed it with one so that an empty message, or one whose first line
-        // starts with a dot, is read right.
-        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
-        let mut drain: Option<DummyDataReceiver> = None;
+        let mut decoder = DataDecoder::default();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut stored = 0;
-        let mut current = Vec::with_capacity(CHUNK + READ_BUFFER);
+        let mut too_big = false;
+        let mut current = Vec::with_capacity(CHUNK + 2 * READ_BUFFER);
         loop {
             let buf = self.fill().await?;
             if buf.is_empty() {
                 return Ok(None);
             }
-            let mut bytes = buf.iter();
-            let done = match &mut drain {
-                Some(drain) => drain.ingest(&mut bytes),
-                None => receiver.ingest(&mut bytes, &mut current),
-            };
-            let used = buf.len() - bytes.len();
+            let ended = decoder.decode(buf, &mut current);
+            let used = ended.unwrap_or(buf.len());
             self.reader.consume(used);
-
-            if drain.is_none() {
-                // A CR at the end may be the one of the final CRLF.CRLF whose LF has not
-                // arrived; the receiver takes it back then, so it does not count yet.
-                let pending_cr = usize::from(!done && current.last() == Some(&b'\r'));
-                if stored + current.len() - pending_cr > max {
-                    drain = Some(DummyDataReceiver::new_data(&receiver));
-                    chunks = Vec::new();
-                    current = Vec::new();
-                } else if current.len() >= CHUNK && !done {
-                    // Keep the last byte: the receiver may still take it back (it is
-                    // the CR of a CRLF.CRLF that has not fully arrived).
-                    let last = current.pop();
-                    let full =
-                        std::mem::replace(&mut current, Vec::with_capacity(CHUNK + READ_BUFFER));
-                    stored += full.len();
-                    chunks.push(Bytes::from(full));
-                    current.extend(last);
-                }
+            if stored + current.len() > max {
+                // Past the limit the rest is read to its end and thrown away, so that
+                // the client's next command is found and the 552 goes to the right
+                // place.
+                too_big = true;
+                chunks = Vec::new();
+                current.clear();
+            } else if current.len() >= CHUNK {
+                let full =
+                    std::mem::replace(&mut current, Vec::with_capacity(CHUNK + 2 * READ_BUFFER));
+                stored += full.len();
+                chunks.push(Bytes::from(full));
             }
-            if done {
-                return Ok(Some(match drain {
-                    Some(_) => Data::TooBig,
-                    None => {
-                        chunks.push(Bytes::from(current));
-                        Data::Message(chunks)
-                    }
+            if ended.is_some() {
+                if too_big {
+                    return Ok(Some(Data::TooBig));
+                }
+                chunks.push(Bytes::from(current));
+                return Ok(Some(Data::Message {
+                    chunks,
+                    bare_line_ends: decoder.bare_line_ends(),
                 }));
             }
         }

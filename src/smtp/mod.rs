@@ -2,5 +2,6 @@
 //! state machine. It knows nothing about keys, policy or next hops.
 
 pub mod conn;
+pub mod data;
 pub mod reply;
 pub mod session;

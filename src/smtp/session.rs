@@ -318,10 +318,18 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             Ok(Err(e)) => return Err(e),
         };
         let mut transaction = self.transaction.take().expect("checked above");
-        let chunks = match data {
+        let (chunks, bare_line_ends) = match data {
             Data::TooBig => return self.refuse(&reply::TOO_BIG).await,
-            Data::Message(chunks) => chunks,
+            Data::Message {
+                chunks,
+                bare_line_ends,
+            } => (chunks, bare_line_ends),
         };
+        if bare_line_ends > 0 {
+            // RFC 5322 allows neither; they were made CRLF so that no next hop reads the
+            // message differently from us (SMTP smuggling).
+            tracing::info!(peer = %self.peer, bare_line_ends, "bare CR or LF in DATA normalised to CRLF");
+        }
 
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
         let envelope = Envelope {

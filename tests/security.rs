@@ -1,0 +1,117 @@
+//! What a hostile sender, a hostile local user or a broken peer could do, each guarded
+//! by a test that failed before its fix: SMTP smuggling, private data on disk, one
+//! client shutting others out, harvesting that costs delivery, forged marks, and more.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Client, Sink, check, expect_status, gateway_to};
+
+const SINK_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether every line end in `data` is CRLF: no bare CR, no bare LF.
+fn only_crlf(data: &[u8]) -> bool {
+    data.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => data.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && data[i - 1] == b'\r',
+        _ => true,
+    })
+}
+
+/// SMTP smuggling through `<CR><LF>.<CR><CR><LF>` (and more CRs): smtp-proto 0.2.5
+/// ended DATA there, so the commands after it ran as a second, smuggled transaction.
+/// Only `<CR><LF>.<CR><LF>` ends DATA, on both listeners, and the next hop gets the
+/// smuggled lines as text, with CRLF line ends only, so that it cannot be fooled either.
+#[tokio::test]
+async fn cr_cr_lf_smuggling_does_not_end_data_on_either_listener() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let cases = [
+        (
+            gw.outbound,
+            "alice@example.com",
+            "bob@example.org",
+            &b"\r\n.\r\r\n"[..],
+        ),
+        (
+            gw.inbound,
+            "bob@example.org",
+            "alice@example.com",
+            b"\r\n.\r\r\r\r\n",
+        ),
+        (
+            gw.inbound,
+            "bob@example.org",
+            "alice@example.com",
+            b"\r\n.\r",
+        ),
+    ];
+    for (i, (addr, from, to, ending)) in cases.into_iter().enumerate() {
+        let mut client = Client::connect(addr).await;
+        client.cmd_expect("EHLO client.test", 250).await;
+        check(&mut client, &format!("MAIL FROM:<{from}>"), 250, "2.1.0").await;
+        check(&mut client, &format!("RCPT TO:<{to}>"), 250, "2.1.5").await;
+        client.cmd_expect("DATA", 354).await;
+        let mut data = b"Subject: innocent\r\n\r\nhello".to_vec();
+        data.extend_from_slice(ending);
+        data.extend_from_slice(
+            b"MAIL FROM:<admin@example.com>\r\n\
+              RCPT TO:<victim@example.com>\r\n\
+              DATA\r\n\
+              Subject: smuggled\r\n\r\nbad\r\n.\r\n",
+        );
+        client.send(&data).await;
+        expect_status(&mut client, 250, "2.0.0").await;
+        // Exactly one reply for the one message: the next command gets its own.
+        check(&mut client, "NOOP", 250, "2.0.0").await;
+        client.quit().await;
+
+        let got = sink.wait_for(i + 1, SINK_WAIT).await;
+        assert_eq!(got.len(), i + 1, "one transaction per message: {got:?}");
+        let arrived = &got[i];
+        assert_eq!(arrived.mail_from, from);
+        let text = String::from_utf8_lossy(&arrived.data);
+        assert!(
+            text.contains("MAIL FROM:<admin@example.com>\r\n")
+                && text.contains("Subject: smuggled"),
+            "the smuggled lines are the message's text: {text:?}"
+        );
+        assert!(
+            only_crlf(&arrived.data),
+            "a bare CR or LF reached the next hop: {text:?}"
+        );
+    }
+    assert!(
+        !sink
+            .received()
+            .iter()
+            .any(|r| r.mail_from.contains("admin")),
+        "a smuggled transaction reached the next hop"
+    );
+}
+
+/// A bare CR in DATA reached the next hop byte for byte, where a next hop that reads
+/// a lone CR as a line end would see a line boundary, and a dot line, that we did not.
+#[tokio::test]
+async fn bare_cr_and_lf_reach_the_next_hop_as_crlf() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let mut client = Client::connect(gw.outbound).await;
+    client.cmd_expect("EHLO client.test", 250).await;
+    check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
+    check(&mut client, "RCPT TO:<bob@example.org>", 250, "2.1.5").await;
+    client.cmd_expect("DATA", 354).await;
+    client
+        .send(b"Subject: x\r\n\r\none\rtwo\n.\rthree\r\n.\r\n")
+        .await;
+    expect_status(&mut client, 250, "2.0.0").await;
+    client.quit().await;
+    let got = sink.wait_for(1, SINK_WAIT).await;
+    let (_, body) = support::split_received(&got[0].data);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "Subject: x\r\n\r\none\r\ntwo\r\n.\r\nthree\r\n"
+    );
+    assert!(only_crlf(&got[0].data));
+}

@@ -267,25 +267,11 @@ impl Server {
     }
 }
 
-/// The address a listener of a running `serve` is bound to, from its "sealgate is
-/// serving" log line (`inbound=127.0.0.1:PORT`).
+/// The address a listener of a running `serve` is bound to.
 async fn listening_on(server: &mut Server, direction: &str) -> std::net::SocketAddr {
     server.wait_for_log("sealgate is serving").await;
-    let stderr = server.stderr();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("sealgate is serving"))
-        .expect("the serving line");
-    let key = format!(" {direction}=");
-    let at = line
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {key}: {line}"))
-        + key.len();
-    line[at..]
-        .split_whitespace()
-        .next()
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address after {key}: {line}"))
+    support::cli::serving_addr(&server.stderr(), direction)
+        .unwrap_or_else(|| panic!("no {direction} address: {}", server.stderr()))
 }
 
 /// The `.eml` files (not the temporary ones) in a delivery folder.

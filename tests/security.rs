@@ -115,3 +115,106 @@ async fn bare_cr_and_lf_reach_the_next_hop_as_crlf() {
     );
     assert!(only_crlf(&got[0].data));
 }
+
+/// Every folder and file under `root` is owner-only: folders 0700, the rest 0600.
+fn assert_private(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}: {mode:03o}", path.display());
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}: {mode:03o}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 3, "{}: too little to check", root.display());
+}
+
+/// Decrypted mail waits in the spool under data_dir, and the dir: next hop writes
+/// delivered mail: with the usual umask 022, data_dir was 0755 and sled's files 0644,
+/// readable by every local user. Everything sealgate writes is owner-only now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_and_delivered_files_are_private_whatever_the_umask() {
+    use support::cli::{BIN, Setup, path_str, serving_addr};
+    let setup = Setup::new(
+        |dir| {
+            format!(
+                "data_dir = \"{data}\"\nhostname = \"gw.test\"\n\
+                 [inbound]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"dir:{out}\"\n\
+                 [outbound]\nlisten = \"127.0.0.1:0\"\n[lookup]\nkeys = false\n",
+                data = dir.join("data").display(),
+                out = dir.join("out/inbound").display(),
+            )
+        },
+        Duration::from_secs(20),
+    );
+    let log = setup.dir.path().join("serve.log");
+    // The umask a shell usually has, whatever this test process has.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$0\" serve --config \"$1\"")
+        .arg(BIN)
+        .arg(path_str(&setup.config))
+        .current_dir(setup.dir.path())
+        .env("SEALGATE_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let inbound = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = serving_addr(&text, "inbound") {
+            break addr;
+        }
+        assert!(std::time::Instant::now() < deadline, "not serving: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut client = Client::connect(inbound).await;
+    let reply = client
+        .send_mail(
+            "bob@example.org",
+            &["alice@example.com"],
+            b"Subject: private\r\n\r\nfor alice only\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    support::cli::signal(child.id(), "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    assert_private(&setup.data_dir);
+    assert_private(&setup.dir.path().join("out"));
+}
+
+/// An existing data_dir that others may read is worth a warning from `check` and at
+/// start-up: sealgate does not change an admin's folder, but says what to do.
+#[test]
+fn check_warns_when_data_dir_is_open_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    use support::cli::{Setup, text};
+    let setup = Setup::new(
+        |dir| support::config_text(&dir.join("data"), "dir:out", ""),
+        Duration::from_secs(20),
+    );
+    std::fs::create_dir_all(&setup.data_dir).unwrap();
+    std::fs::set_permissions(&setup.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = support::cli::run_with_timeout(
+        std::process::Command::new(support::cli::BIN)
+            .args(["check", "--config"])
+            .arg(&setup.config),
+        Duration::from_secs(20),
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: data_dir")
+            && stdout.contains("mode 755")
+            && stdout.contains("chmod 700"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error");
+}

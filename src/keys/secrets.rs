@@ -55,7 +55,7 @@ impl Sealer {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
+        crate::store::private_dir(data_dir).map_err(io)?;
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();

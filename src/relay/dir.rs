@@ -2,7 +2,8 @@
 //!
 //! The file is written under a temporary name, fsynced, renamed and the folder fsynced,
 //! and only then is the transaction reported complete. So a `250` means the file is on
-//! disk, whole, under its final name.
+//! disk, whole, under its final name. Files are 0600 and new folders 0700: a decrypted
+//! message is for its recipient's mail system, not for every local user.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,12 +28,12 @@ pub async fn deliver(dir: &Path, tx: &Outgoing) -> Delivery {
 }
 
 fn write_file(dir: &Path, tx: &Outgoing) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    crate::store::private_dir(dir)?;
     let name = format!("{}-{}.eml", tx.id, SEQUENCE.fetch_add(1, Ordering::Relaxed));
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
 
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut file = std::io::BufWriter::new(crate::store::private_file(&tmp)?);
     write!(file, "X-Envelope-From: <{}>\r\n", tx.mail_from)?;
     for rcpt in &tx.recipients {
         write!(file, "X-Envelope-To: <{rcpt}>\r\n")?;

@@ -115,7 +115,10 @@ impl Server {
         let live = Arc::new(Live::new(policy));
         let inbound = bind(Direction::Inbound).await?;
         let outbound = bind(Direction::Outbound).await?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| DbError::Open {
+        if let Some(warning) = store::exposure(&config.data_dir) {
+            tracing::warn!("{warning}");
+        }
+        store::private_dir(&config.data_dir).map_err(|e| DbError::Open {
             path: config.data_dir.clone(),
             source: sled::Error::Io(e),
         })?;

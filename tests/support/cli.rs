@@ -215,3 +215,12 @@ impl Drop for Serve {
         }
     }
 }
+
+/// The address a listener of `sealgate serve` is bound to, from its "sealgate is
+/// serving" log line (`inbound=127.0.0.1:PORT`); `None` until that line is logged.
+pub fn serving_addr(log: &str, direction: &str) -> Option<std::net::SocketAddr> {
+    let line = log.lines().find(|l| l.contains("sealgate is serving"))?;
+    let key = format!(" {direction}=");
+    let at = line.find(&key)? + key.len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}

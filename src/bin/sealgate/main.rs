@@ -103,6 +103,13 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    // Everything sealgate writes is private to its user: the key-encryption key,
+    // sealed secrets, decrypted copies in the spool, delivered files. The library sets
+    // the modes of what it creates itself; the umask covers what sled creates.
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -154,6 +161,9 @@ fn check(config: &Config) -> ExitCode {
         .as_ref()
         .map_or("built-in defaults".to_string(), |p| p.display().to_string());
     println!("{source}: OK");
+    if let Some(warning) = sealgate::store::exposure(&config.data_dir) {
+        println!("{source}: warning: {warning}");
+    }
     let loaded = sealgate::policy::load::load_dir(&config.policy_dir);
     for problem in &loaded.problems {
         if problem.warning {

@@ -218,3 +218,48 @@ fn check_warns_when_data_dir_is_open_to_others() {
     );
     assert_eq!(out.status.code(), Some(0), "a warning, not an error");
 }
+
+/// One client could shut out everyone: `max_connections` was one pool for both
+/// listeners, with no limit per client, so idle connections from one address to the
+/// inbound listener made the outbound listener, internal MTAs included, answer 421.
+/// Each listener has its own slots now, and each client its share of them.
+#[tokio::test]
+async fn one_client_cannot_take_every_connection_slot() {
+    use std::net::Ipv4Addr;
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(
+        &sink,
+        "[limits]\nmax_connections = 4\nmax_connections_per_client = 2\n",
+    )
+    .await;
+    let flooder = Ipv4Addr::new(127, 0, 0, 2);
+    let mut held = vec![
+        Client::connect_from(flooder, gw.inbound).await,
+        Client::connect_from(flooder, gw.inbound).await,
+    ];
+    // The flooder's third connection: 421 with a policy status, and closed.
+    let (mut third, reply) = Client::connect_from_raw(flooder, gw.inbound).await;
+    assert_eq!((reply.code, reply.status()), (421, "4.7.0"), "{reply:?}");
+    assert!(third.is_closed().await);
+    // Other clients fill the listener; past its total, 421 4.3.2.
+    for last in [3, 4] {
+        held.push(Client::connect_from(Ipv4Addr::new(127, 0, 0, last), gw.inbound).await);
+    }
+    let (_, reply) = Client::connect_from_raw(Ipv4Addr::new(127, 0, 0, 5), gw.inbound).await;
+    assert_eq!((reply.code, reply.status()), (421, "4.3.2"), "{reply:?}");
+    // The outbound listener serves internal MTAs all the while.
+    let mut mta = Client::connect(gw.outbound).await;
+    let reply = mta
+        .send_mail(
+            "alice@example.com",
+            &["bob@example.org"],
+            b"Subject: out\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!((reply.code, reply.status()), (250, "2.0.0"), "{reply:?}");
+    mta.quit().await;
+    // The held sessions still work.
+    for client in &mut held {
+        check(client, "NOOP", 250, "2.0.0").await;
+    }
+}

@@ -288,8 +288,13 @@ pub struct Limits {
     pub max_message_size: ByteSize,
     /// Per transaction; more get 452 4.5.3.
     pub max_recipients: NonZeroUsize,
-    /// Over it a new connection gets 421 4.3.2 at once.
+    /// Connections per listener; over it a new connection gets 421 4.3.2 at once.
+    /// Each listener has its own, so a flood on one does not lock the other out.
     pub max_connections: NonZeroUsize,
+    /// Connections one client (an IPv4 address, or an IPv6 /64) may hold on one
+    /// listener; over it a new one gets 421 4.7.0 at once (Postfix's
+    /// smtpd_client_connection_count_limit).
+    pub max_connections_per_client: NonZeroUsize,
     /// A client silent this long between commands gets 421.
     pub idle_timeout: HumanDuration,
     /// The whole DATA phase, from 354 to the final dot.
@@ -308,6 +313,9 @@ impl Default for Limits {
             max_message_size: ByteSize(50 * 1024 * 1024),
             max_recipients: NonZeroUsize::new(100).unwrap(),
             max_connections: NonZeroUsize::new(1000).unwrap(),
+            // Postfix's default; an internal MTA's concurrency towards one relay
+            // (default_destination_concurrency_limit, 20) stays well under it.
+            max_connections_per_client: NonZeroUsize::new(50).unwrap(),
             idle_timeout: HumanDuration::from_secs(5 * 60),
             data_timeout: HumanDuration::from_secs(10 * 60),
             // Postfix's line_length_limit; RFC 5321's 512 is too tight once MAIL carries

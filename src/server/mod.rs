@@ -6,6 +6,7 @@
 //! task tracker then tells us when every session has ended, or the grace period runs
 //! out.
 
+pub mod admission;
 pub mod reload;
 
 use std::future::Future;
@@ -15,10 +16,10 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::admission::{Admission, Refusal, Ticket};
 use crate::config::Config;
 use crate::dns::KeyLookup;
 use crate::gateway::Gateway;
@@ -238,7 +239,6 @@ impl Server {
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(config.limits.max_connections.get()));
 
         tracing::info!(
             inbound = %inbound.local_addr().map_or("?".into(), |a| a.to_string()),
@@ -265,7 +265,11 @@ impl Server {
                 listener,
                 direction,
                 shared.clone(),
-                slots.clone(),
+                // Each listener its own slots: a flood on one never locks the other out.
+                Admission::new(
+                    config.limits.max_connections.get(),
+                    config.limits.max_connections_per_client.get(),
+                ),
                 tracker.clone(),
             ));
         }
@@ -289,7 +293,7 @@ async fn accept_loop(
     listener: TcpListener,
     direction: Direction,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
     tracker: TaskTracker,
 ) {
     loop {
@@ -307,13 +311,22 @@ async fn accept_loop(
             }
         };
         let shared = shared.clone();
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tracker.spawn(connection(stream, peer, direction, shared, permit));
+        match admission.admit(peer.ip()) {
+            Ok(ticket) => {
+                tracker.spawn(connection(stream, peer, direction, shared, ticket));
             }
-            Err(_) => {
-                tracing::warn!(%direction, %peer, "connection limit reached");
+            Err(Refusal::ListenerFull) => {
+                tracing::warn!(%direction, %peer, "connection limit of the listener reached (max_connections)");
                 tracker.spawn(turn_away(stream, reply::TOO_MANY_CONNECTIONS));
+            }
+            Err(Refusal::ClientFull) => {
+                tracing::warn!(
+                    %direction,
+                    %peer,
+                    held = admission.held_by(peer.ip()),
+                    "too many connections from one client (max_connections_per_client)"
+                );
+                tracker.spawn(turn_away(stream, reply::TOO_MANY_FROM_CLIENT));
             }
         }
     }
@@ -330,7 +343,7 @@ async fn connection(
     peer: SocketAddr,
     direction: Direction,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    _ticket: Ticket,
 ) {
     let _ = stream.set_nodelay(true);
     if !shared.config.client_allowed(direction, peer.ip()) {

@@ -188,6 +188,13 @@ pub const IDLE_TIMEOUT: Reply = Reply::fixed(421, [4, 4, 2], "idle timeout, clos
 pub const DATA_TIMEOUT: Reply = Reply::fixed(421, [4, 4, 2], "DATA timeout, closing connection");
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::fixed(421, [4, 3, 2], "too many connections, try again later");
+/// One client holds its share of the listener's connections already (RFC 5321
+/// §4.3.2 allows 421 in place of the greeting; X.7.0: a policy, not a fault).
+pub const TOO_MANY_FROM_CLIENT: Reply = Reply::fixed(
+    421,
+    [4, 7, 0],
+    "too many connections from your address, try again later",
+);
 pub const SHUTTING_DOWN: Reply = Reply::fixed(421, [4, 3, 0], "shutting down, try again later");
 
 // What the relay says when the next hop does not give a reply of its own.

@@ -283,6 +283,27 @@ impl Client {
         client
     }
 
+    /// Connects from the loopback address `from` (any of 127.0.0.0/8), as a client of
+    /// its own would, and reads the greeting, which must be 220.
+    pub async fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
+        let (mut client, greeting) = Client::connect_from_raw(from, addr).await;
+        assert_eq!(greeting.code, 220, "{greeting:?}");
+        client.stream.get_mut().set_nodelay(true).unwrap();
+        client
+    }
+
+    /// Connects from `from` and returns the first reply, whatever it is.
+    pub async fn connect_from_raw(from: std::net::Ipv4Addr, addr: SocketAddr) -> (Client, Reply) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        let stream = socket.connect(addr).await.expect("connect to gateway");
+        let mut client = Client {
+            stream: BufReader::new(stream),
+        };
+        let reply = client.reply().await;
+        (client, reply)
+    }
+
     /// Connects without reading anything.
     pub async fn connect_raw(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect to gateway");

@@ -36,13 +36,14 @@ fn main() {
         .expect("sled");
     let store = SledKeyStore::open(&db, Duration::from_secs(86400)).expect("store");
     let now = OffsetDateTime::now_utc();
+    let internal = sealgate::mail::InternalDomains::new(["example.com"]);
 
     println!("\n1. harvest cost per message ({harvests} messages each, one thread, store in sled)");
     for (name, message) in [
         ("S/MIME multipart/signed, RSA-2048", &smime),
         ("Autocrypt header, gpg default key", &autocrypt),
     ] {
-        let report = harvest::harvest(&store, message, now);
+        let report = harvest::harvest(&store, &internal, message, now);
         assert_eq!(
             report.stored.len(),
             1,
@@ -50,7 +51,7 @@ fn main() {
         );
         let started = Instant::now();
         for _ in 0..harvests {
-            let report = harvest::harvest(&store, message, now);
+            let report = harvest::harvest(&store, &internal, message, now);
             assert_eq!(report.stored.len(), 1);
         }
         let per = started.elapsed() / harvests;
@@ -64,7 +65,7 @@ fn main() {
         b"From: a@example.org\r\nTo: b@example.com\r\nSubject: no keys\r\n\r\nhello\r\n".to_vec();
     let started = Instant::now();
     for _ in 0..harvests {
-        harvest::harvest(&store, &plain, now);
+        harvest::harvest(&store, &internal, &plain, now);
     }
     println!(
         "   {:<36} {:>8.1} µs/message",

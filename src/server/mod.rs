@@ -184,7 +184,7 @@ impl Server {
             relays,
             spool,
             hostname: config.hostname.clone(),
-            harvester: Harvester::start(keys.clone()),
+            harvester: Harvester::start(keys.clone(), config.internal_domains.clone()),
         };
         Ok(Server {
             shared: Arc::new(Shared {

@@ -8,10 +8,19 @@
 //!
 //! Harvesting reads the message and never changes it. It runs after the message has
 //! been handed on, off the session's path, so it can neither delay nor fail delivery;
-//! whatever goes wrong costs a log line. Sizes and counts are bounded throughout.
+//! whatever goes wrong costs a log line. The work is bounded per message: its size,
+//! the parts and key sources looked at, the user IDs and certificates per key, and the
+//! time spent ([`BUDGET`]). Keys are never harvested for internal addresses: a From of
+//! ours on inbound mail is spoofed, or a user's own key, which is managed, not harvested.
 
 pub mod openpgp;
 pub mod smime;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use mail_parser::{MessageParser, MimeHeaders};
 use time::OffsetDateTime;
@@ -20,6 +29,8 @@ use super::address;
 use super::entry::Source;
 use super::material::{self, Origin, Refusal};
 use super::store::{Candidate, KeyStore, Put};
+use crate::mail::InternalDomains;
+use crate::mail::message::Message;
 
 /// Messages larger than this are not parsed for keys.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -27,6 +38,9 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 const MAX_PARTS: usize = 256;
 /// The most key sources (headers, parts, signatures) we look at in one message.
 const MAX_FINDINGS: usize = 16;
+/// The time one message may take. Each key source is bounded on its own; this stops a
+/// message that is costly in many small ways between two of them.
+pub const BUDGET: Duration = Duration::from_secs(2);
 
 /// What harvesting one message did, for the log and for tests.
 #[derive(Debug, Default)]
@@ -37,40 +51,125 @@ pub struct Report {
     pub refused: Vec<String>,
 }
 
-/// Messages waiting for the harvester beyond this are not harvested (and logged):
-/// harvesting must never hold up mail or memory.
-const QUEUE: usize = 256;
+/// The bytes of messages waiting for the harvester at most. Past it, messages are not
+/// harvested (counted, and logged): harvesting must never hold up mail or memory.
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Hands inbound messages to a harvesting thread of its own, off the SMTP path.
 #[derive(Clone)]
 pub struct Harvester {
-    queue: std::sync::mpsc::SyncSender<crate::mail::message::Message>,
+    queue: std::sync::mpsc::SyncSender<Message>,
+    /// Bytes of the messages in the queue.
+    queued: Arc<AtomicUsize>,
+    /// Messages not harvested because the queue was full, since start.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Harvester {
     /// Starts the harvesting thread; it ends when the last `Harvester` is dropped.
-    pub fn start(store: std::sync::Arc<dyn KeyStore>) -> Harvester {
-        let (queue, messages) =
-            std::sync::mpsc::sync_channel::<crate::mail::message::Message>(QUEUE);
+    pub fn start(store: Arc<dyn KeyStore>, internal: InternalDomains) -> Harvester {
+        // The byte bound is the one that matters; this only bounds the bookkeeping.
+        let (queue, messages) = std::sync::mpsc::sync_channel::<Message>(1024);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         std::thread::Builder::new()
             .name("harvester".into())
             .spawn(move || {
+                lower_priority();
                 for message in messages {
-                    let report =
-                        harvest(store.as_ref(), &message.to_vec(), OffsetDateTime::now_utc());
+                    let report = harvest(
+                        store.as_ref(),
+                        &internal,
+                        &message.to_vec(),
+                        OffsetDateTime::now_utc(),
+                    );
+                    taken.fetch_sub(message.len(), Ordering::Relaxed);
                     log(&report);
                 }
             })
             .expect("the harvester thread starts");
-        Harvester { queue }
-    }
-
-    /// Queues an accepted inbound message for harvesting. Never blocks.
-    pub fn submit(&self, message: &crate::mail::message::Message) {
-        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.queue.try_send(message.clone()) {
-            tracing::warn!("harvester busy: a message was not harvested");
+        Harvester {
+            queue,
+            queued,
+            dropped: Arc::default(),
         }
     }
+
+    /// Queues an accepted inbound message for harvesting. Never blocks, and queues only
+    /// what harvesting needs: nothing for a message too large to harvest or without a
+    /// sign of a key in it, and nothing past [`QUEUE_BYTES`].
+    pub fn submit(&self, message: &Message) {
+        let size = message.len();
+        if size > MAX_MESSAGE || !may_carry_keys(message) {
+            return;
+        }
+        let before = self.queued.fetch_add(size, Ordering::Relaxed);
+        let queued = before + size <= QUEUE_BYTES && self.queue.try_send(message.clone()).is_ok();
+        if !queued {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                dropped,
+                queued_bytes = before,
+                "harvester busy: a message was not harvested"
+            );
+        }
+    }
+}
+
+impl Harvester {
+    /// Bytes of messages waiting to be harvested now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Messages not harvested because the queue was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the harvester below the SMTP sessions' priority: on a busy machine, delivery
+/// goes first. (On Linux a thread has a nice value of its own.)
+fn lower_priority() {
+    // SAFETY: setpriority only changes the scheduling priority of this thread.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// Whether anything in the message looks like a key: an Autocrypt header, a key part,
+/// an armored key block, or an S/MIME signature. A cheap scan (one pass, SIMD) that
+/// spares the queue the many messages without any.
+fn may_carry_keys(message: &Message) -> bool {
+    use std::sync::LazyLock;
+    static MARKERS: LazyLock<aho_corasick::AhoCorasick> = LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([
+                "autocrypt:",
+                "pgp-keys",
+                "BEGIN PGP PUBLIC KEY BLOCK",
+                "pkcs7-signature",
+                "pkcs7-mime",
+            ])
+            .expect("the markers build")
+    });
+    // A marker may straddle two chunks: each chunk is searched with the end of the one
+    // before it.
+    const OVERLAP: usize = 32;
+    let mut tail: Vec<u8> = Vec::new();
+    for chunk in message.chunks() {
+        let head = &chunk[..chunk.len().min(OVERLAP)];
+        tail.extend_from_slice(head);
+        if MARKERS.is_match(&tail[..]) || MARKERS.is_match(&chunk[..]) {
+            return true;
+        }
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(OVERLAP)..]);
+    }
+    false
 }
 
 fn log(report: &Report) {
@@ -83,9 +182,14 @@ fn log(report: &Report) {
 }
 
 /// Harvests the keys in one inbound message (in wire form) into `store`.
-pub fn harvest(store: &dyn KeyStore, raw: &[u8], now: OffsetDateTime) -> Report {
+pub fn harvest(
+    store: &dyn KeyStore,
+    internal: &InternalDomains,
+    raw: &[u8],
+    now: OffsetDateTime,
+) -> Report {
     let mut report = Report::default();
-    let candidates = match find(raw, now, &mut report.refused) {
+    let candidates = match find(raw, internal, now, &mut report.refused) {
         Some(candidates) => candidates,
         None => return report,
     };
@@ -102,7 +206,13 @@ pub fn harvest(store: &dyn KeyStore, raw: &[u8], now: OffsetDateTime) -> Report 
 }
 
 /// Every key in the message that may be cached for its From address.
-fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Vec<Candidate>> {
+fn find(
+    raw: &[u8],
+    internal: &InternalDomains,
+    now: OffsetDateTime,
+    refused: &mut Vec<String>,
+) -> Option<Vec<Candidate>> {
+    let started = Instant::now();
     if raw.len() > MAX_MESSAGE {
         refused.push(format!(
             "message of {} bytes is too large to harvest",
@@ -120,6 +230,12 @@ fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Ve
         refused.push("no usable From address".into());
         return None;
     };
+    if internal.is_internal(&from) {
+        refused.push(format!(
+            "From {from} is an internal address: internal users' keys are not harvested"
+        ));
+        return None;
+    }
     let origin = Origin {
         source: Source::Mailflow,
         message_id: message.message_id().map(str::to_string),
@@ -159,6 +275,12 @@ fn find(raw: &[u8], now: OffsetDateTime, refused: &mut Vec<String>) -> Option<Ve
     for part in message.parts.iter().take(MAX_PARTS) {
         if findings >= MAX_FINDINGS {
             refused.push("too many keys in one message; the rest are ignored".into());
+            break;
+        }
+        if started.elapsed() > BUDGET {
+            refused.push(format!(
+                "harvesting took more than {BUDGET:?}; the rest of the message is ignored"
+            ));
             break;
         }
         // A part without Content-Type is text/plain (RFC 2045 §5.2): a key pasted into

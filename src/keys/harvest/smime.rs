@@ -21,6 +21,13 @@ use crate::keys::material::Refusal;
 
 /// The most signers we look at in one message.
 const MAX_SIGNERS: usize = 8;
+/// The largest signature we read. Real ones, with the signer's chain, are a few KiB.
+pub const MAX_SIGNATURE: usize = 256 * 1024;
+/// The most certificates a SignedData may carry. Real ones carry the signer's chain;
+/// the `der` crate checks the order of a SET OF with an insertion sort that encodes
+/// both sides of every comparison, so decoding costs the square of their number
+/// (10,000 certificates took 36 s). They are counted before anything is decoded.
+pub const MAX_CERTIFICATES: usize = 32;
 
 /// What a SignedData carries, once its signatures are checked.
 pub struct Signed {
@@ -33,8 +40,21 @@ pub struct Signed {
 /// Checks a SignedData (DER or BER). `detached` is the signed content of a
 /// multipart/signed; `None` means the content is inside (opaque signed-data).
 pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refusal> {
+    if signature.len() > MAX_SIGNATURE {
+        return Err(Refusal(format!(
+            "signature of {} bytes is over the {MAX_SIGNATURE}-byte limit",
+            signature.len()
+        )));
+    }
     let der =
         ber::to_der(signature).map_err(|e| Refusal(format!("signature is not valid BER: {e}")))?;
+    let carried = certificate_count(&der)
+        .map_err(|e| Refusal(format!("signature is not a CMS SignedData: {e}")))?;
+    if carried > MAX_CERTIFICATES {
+        return Err(Refusal(format!(
+            "signature carries more than {MAX_CERTIFICATES} certificates"
+        )));
+    }
     let info = ContentInfo::from_der(&der)
         .map_err(|e| Refusal(format!("signature is not a CMS ContentInfo: {e}")))?;
     if info.content_type != rfc5911::ID_SIGNED_DATA {
@@ -79,6 +99,8 @@ pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refus
         signers: Vec::new(),
         failures: Vec::new(),
     };
+    // The content is hashed once per digest algorithm, not once per signer.
+    let mut digests: Vec<(ObjectIdentifier, Vec<u8>)> = Vec::new();
     for signer in signed.signer_infos.0.iter().take(MAX_SIGNERS) {
         let Some(cert) = certificates.iter().find(|c| identifies(&signer.sid, c)) else {
             result
@@ -86,12 +108,59 @@ pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refus
                 .push("the signer's certificate is not in the message".into());
             continue;
         };
-        match check_signer(signer, cert, content) {
+        let oid = signer.digest_alg.oid;
+        let content_digest = match digests.iter().find(|(o, _)| *o == oid) {
+            Some((_, digest)) => digest.clone(),
+            None => match digest(&oid, content) {
+                Some(d) => {
+                    digests.push((oid, d.clone()));
+                    d
+                }
+                None => {
+                    result
+                        .failures
+                        .push(format!("unsupported digest algorithm {oid}"));
+                    continue;
+                }
+            },
+        };
+        match check_signer(signer, cert, &content_digest) {
             Ok(()) => result.signers.push((*cert).clone()),
             Err(reason) => result.failures.push(reason),
         }
     }
     Ok(result)
+}
+
+/// How many certificates a SignedData (DER, in its ContentInfo) carries, up to one
+/// more than [`MAX_CERTIFICATES`], found by walking the outer structure without
+/// decoding any certificate: linear in the input.
+fn certificate_count(der: &[u8]) -> der::Result<usize> {
+    use der::asn1::AnyRef;
+    use der::{Reader, SliceReader, TagNumber, Tagged};
+    let info = AnyRef::from_der(der)?;
+    let mut fields = SliceReader::new(info.value())?;
+    let _content_type = AnyRef::decode(&mut fields)?;
+    let explicit = AnyRef::decode(&mut fields)?;
+    let signed_data = AnyRef::from_der(explicit.value())?;
+    let mut fields = SliceReader::new(signed_data.value())?;
+    for _version_digests_encapsulated in 0..3 {
+        AnyRef::decode(&mut fields)?;
+    }
+    if fields.is_finished() {
+        return Ok(0);
+    }
+    let certificates = AnyRef::decode(&mut fields)?;
+    if certificates.tag().number() != TagNumber::N0 || !certificates.tag().is_context_specific() {
+        return Ok(0);
+    }
+    let mut set = SliceReader::new(certificates.value())?;
+    let mut count = 0;
+    while !set.is_finished() && count <= MAX_CERTIFICATES {
+        AnyRef::decode(&mut set)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Whether `sid` names `cert`.
@@ -125,10 +194,13 @@ fn digest(algorithm: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-fn check_signer(signer: &SignerInfo, cert: &Certificate, content: &[u8]) -> Result<(), String> {
+/// Checks one signer, given the digest of the content under its digest algorithm.
+fn check_signer(
+    signer: &SignerInfo,
+    cert: &Certificate,
+    content_digest: &[u8],
+) -> Result<(), String> {
     let digest_oid = signer.digest_alg.oid;
-    let content_digest = digest(&digest_oid, content)
-        .ok_or_else(|| format!("unsupported digest algorithm {digest_oid}"))?;
     let attrs = signer
         .signed_attrs
         .as_ref()
@@ -139,7 +211,7 @@ fn check_signer(signer: &SignerInfo, cert: &Certificate, content: &[u8]) -> Resu
         .and_then(|attr| attr.values.iter().next())
         .and_then(|value| value.decode_as::<der::asn1::OctetString>().ok())
         .ok_or("no messageDigest attribute")?;
-    if message_digest.as_bytes() != content_digest.as_slice() {
+    if message_digest.as_bytes() != content_digest {
         return Err("the content does not match its signature (messageDigest differs)".into());
     }
     let signed_bytes = attrs

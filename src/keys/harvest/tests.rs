@@ -1,0 +1,277 @@
+//! The bounds on harvesting, each guarding an attack that cost minutes of CPU or
+//! gigabytes of memory: a key with thousands of user IDs, a signature with thousands
+//! of certificates, a queue that grew with every inbound message, and keys planted for
+//! internal addresses by a spoofed From.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use openpgp::cert::CertBuilder;
+use openpgp::packet::UserID;
+use openpgp::serialize::SerializeInto;
+use sequoia_openpgp as openpgp;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::keys::store::SledKeyStore;
+
+fn store() -> SledKeyStore {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    SledKeyStore::open(&db, Duration::from_secs(86400)).unwrap()
+}
+
+fn ours() -> InternalDomains {
+    InternalDomains::new(["example.com"])
+}
+
+/// A message from `from` with `key` as an application/pgp-keys part.
+fn pgp_keys_mail(from: &str, key: &[u8]) -> Vec<u8> {
+    let armored = {
+        let mut w =
+            openpgp::armor::Writer::new(Vec::new(), openpgp::armor::Kind::PublicKey).unwrap();
+        std::io::Write::write_all(&mut w, key).unwrap();
+        w.finalize().unwrap()
+    };
+    let mut mail = format!(
+        "From: {from}\r\nTo: user@example.com\r\nSubject: my key\r\nMessage-ID: <k@x>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nMy key.\r\n\
+         --b\r\nContent-Type: application/pgp-keys\r\n\r\n"
+    )
+    .into_bytes();
+    mail.extend_from_slice(&crate::mail::mime::crlf(&armored));
+    mail.extend_from_slice(b"\r\n--b--\r\n");
+    mail
+}
+
+/// A cert for `uid` that can encrypt, with `extra` more user IDs that carry no
+/// signature at all: cheap to make, and each one cost sequoia a pass over the cert.
+fn key_with_extra_userids(uid: &str, extra: usize) -> Vec<u8> {
+    let (cert, _) = CertBuilder::new()
+        .add_userid(uid)
+        .add_transport_encryption_subkey()
+        .generate()
+        .unwrap();
+    let uids = (0..extra).map(|i| UserID::from(format!("<u{i}@x.example>")));
+    let cert = cert.insert_packets(uids).unwrap().0;
+    assert_eq!(cert.userids().count(), extra + 1);
+    cert.to_vec().unwrap()
+}
+
+#[test]
+fn a_key_with_too_many_user_ids_is_refused() {
+    let store = store();
+    let key = key_with_extra_userids("Victim <victim@example.org>", 500);
+    let mail = pgp_keys_mail("victim@example.org", &key);
+    let report = harvest(&store, &ours(), &mail, OffsetDateTime::now_utc());
+    assert!(report.stored.is_empty(), "{report:?}");
+    assert!(
+        report.refused.iter().any(|r| r.contains("501 user IDs")),
+        "{report:?}"
+    );
+    // A key with a few user IDs still is harvested.
+    let key = key_with_extra_userids("Victim <victim@example.org>", 10);
+    let report = harvest(
+        &store,
+        &ours(),
+        &pgp_keys_mail("victim@example.org", &key),
+        OffsetDateTime::now_utc(),
+    );
+    assert_eq!(report.stored.len(), 1, "{report:?}");
+}
+
+#[test]
+fn keys_for_internal_addresses_are_never_harvested() {
+    let store = store();
+    let key = key_with_extra_userids("Alice <alice@example.com>", 0);
+    let mail = pgp_keys_mail("Alice <alice@EXAMPLE.com>", &key);
+    let report = harvest(&store, &ours(), &mail, OffsetDateTime::now_utc());
+    assert!(report.stored.is_empty(), "{report:?}");
+    assert!(
+        report.refused.iter().any(|r| r.contains("internal")),
+        "{report:?}"
+    );
+    assert!(store.find("alice@example.com").unwrap().is_empty());
+}
+
+#[test]
+fn a_signature_with_hundreds_of_certificates_is_refused_before_they_are_decoded() {
+    // A real signed message whose SignedData carries 400 extra certificates.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "30",
+        "-keyout",
+        "k.pem",
+        "-out",
+        "c.pem",
+        "-subj",
+        "/CN=Bob",
+        "-addext",
+        "subjectAltName=email:bob@example.org",
+        "-addext",
+        "keyUsage=digitalSignature,keyAgreement",
+    ]);
+    let mut bundle = String::new();
+    for i in 0..400 {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![format!("h{i}.example")])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        bundle.push_str(&cert.pem());
+    }
+    std::fs::write(dir.path().join("bundle.pem"), bundle).unwrap();
+    std::fs::write(
+        dir.path().join("entity.txt"),
+        "Content-Type: text/plain\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let signed = run(&[
+        "smime",
+        "-sign",
+        "-in",
+        "entity.txt",
+        "-signer",
+        "c.pem",
+        "-inkey",
+        "k.pem",
+        "-certfile",
+        "bundle.pem",
+        "-from",
+        "bob@example.org",
+        "-to",
+        "user@example.com",
+    ]);
+    let mail = crate::mail::mime::crlf(&signed);
+    let report = harvest(&store(), &ours(), &mail, OffsetDateTime::now_utc());
+    assert!(report.stored.is_empty(), "{report:?}");
+    assert!(
+        report
+            .refused
+            .iter()
+            .any(|r| r.contains("more than 32 certificates")),
+        "{report:?}"
+    );
+}
+
+/// A key store whose every call waits until the test opens the gate: the harvester
+/// thread is busy for as long as the test wants.
+struct Gated {
+    inner: SledKeyStore,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Gated {
+    fn wait(&self) {
+        let (open, cv) = &*self.gate;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+    }
+}
+
+impl KeyStore for Gated {
+    fn put(&self, c: Candidate, now: OffsetDateTime) -> Result<Put, crate::keys::KeyStoreError> {
+        self.wait();
+        self.inner.put(c, now)
+    }
+    fn find(&self, a: &str) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
+        self.inner.find(a)
+    }
+    fn material(&self, a: &str, f: &str) -> Result<Option<Vec<u8>>, crate::keys::KeyStoreError> {
+        self.inner.material(a, f)
+    }
+    fn sealed_secret(&self, f: &str) -> Result<Option<Vec<u8>>, crate::keys::KeyStoreError> {
+        self.inner.sealed_secret(f)
+    }
+    fn list(&self) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
+        self.inner.list()
+    }
+    fn delete(&self, a: &str) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
+        self.inner.delete(a)
+    }
+    fn purge(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
+        self.inner.purge(now)
+    }
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_and_holds_only_what_may_carry_keys() {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let store = Arc::new(Gated {
+        inner: store(),
+        gate: gate.clone(),
+    });
+    let harvester = Harvester::start(store, ours());
+
+    // Mail without any sign of a key is never queued, however much of it there is.
+    let plain = Message::new(vec![b'x'; 4 * 1024 * 1024]);
+    for _ in 0..100 {
+        harvester.submit(&plain);
+    }
+    assert_eq!(harvester.queued_bytes(), 0);
+    assert_eq!(harvester.dropped(), 0);
+
+    // Nor is a message too large to harvest.
+    let mut huge = pgp_keys_mail(
+        "bob@example.org",
+        &key_with_extra_userids("<bob@example.org>", 0),
+    );
+    huge.resize(MAX_MESSAGE + 1, b'x');
+    harvester.submit(&Message::new(huge));
+    assert_eq!(harvester.queued_bytes(), 0);
+
+    // Messages with keys, while the harvester is stuck on the first: the queue stops
+    // at its byte bound and the rest are dropped, counted.
+    let key = key_with_extra_userids("<bob@example.org>", 0);
+    let mut big = pgp_keys_mail("bob@example.org", &key);
+    big.resize(8 * 1024 * 1024, b' ');
+    let big = Message::new(big);
+    for _ in 0..40 {
+        harvester.submit(&big);
+        assert!(harvester.queued_bytes() <= QUEUE_BYTES);
+    }
+    assert!(
+        harvester.dropped() as usize >= 40 - QUEUE_BYTES / big.len() - 1,
+        "{}",
+        harvester.dropped()
+    );
+
+    // Opened, the harvester works the queue down to nothing.
+    let (open, cv) = &*gate;
+    *open.lock().unwrap() = true;
+    cv.notify_all();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while harvester.queued_bytes() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -36,7 +36,10 @@ fn main() {
         .expect("sled");
     let store = SledKeyStore::open(&db, Duration::from_secs(86400)).expect("store");
     let now = OffsetDateTime::now_utc();
-    let internal = sealgate::mail::InternalDomains::new(["example.com"]);
+    let internal = harvest::Rules {
+        internal: sealgate::mail::InternalDomains::new(["example.com"]),
+        trusted_authserv_ids: Vec::new(),
+    };
 
     println!("\n1. harvest cost per message ({harvests} messages each, one thread, store in sled)");
     for (name, message) in [
@@ -94,6 +97,7 @@ fn main() {
                     material: vec![0x99; 600],
                     legacy: false,
                     sealed_secret: None,
+                    authenticated: false,
                 },
                 now,
             )

@@ -264,6 +264,8 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
         key_expires: None,
         legacy: false,
         retired: false,
+        seen: 0,
+        pending: false,
     };
     let case = |name, sender, recipient: &str, entries: Vec<KeyEntry>, at_rcpt, at_data| {
         let keys = entries

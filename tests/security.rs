@@ -263,3 +263,93 @@ async fn one_client_cannot_take_every_connection_slot() {
         check(client, "NOOP", 250, "2.0.0").await;
     }
 }
+
+/// A spoofed inbound mail planted a PGP key for bob, and with `format = "auto"` it
+/// beat the S/MIME certificate the admin had imported for him: PGP was chosen before
+/// the source was looked at. The source ranks first now.
+#[tokio::test]
+async fn a_harvested_key_never_outranks_the_admins() {
+    use support::keys::{SmimeCert, pgp_key, plain_mail};
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "[keys]\nencrypt_to_mailflow_keys = true\n").await;
+    let bob = "bob@partner.example";
+    let cert = SmimeCert::openssl(bob, "digitalSignature,keyEncipherment");
+    support::import(&gw, false, &[&cert.cert_path()], None);
+
+    // The attacker's key arrives in spoofed mail "from" bob, and is harvested.
+    let planted = pgp_key("Bob <bob@partner.example>");
+    let spoofed = plain_mail(
+        bob,
+        "spoof@evil.example",
+        &[&planted.autocrypt_header(bob)],
+        "hello\r\n",
+    );
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail(bob, &["alice@example.com"], &spoofed)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let data_dir = gw.data_dir.clone();
+        let list = tokio::task::spawn_blocking(move || {
+            sealgate::keys::admin::request(
+                &data_dir,
+                Duration::from_secs(86400),
+                sealgate::keys::admin::Request::List,
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        if list
+            .entries
+            .iter()
+            .any(|e| e.fingerprint == planted.fingerprint)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not harvested: {:?}",
+            list.entries
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Outbound mail to bob: encrypted to the admin's certificate, which openssl opens.
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail(
+            "alice@example.com",
+            &[bob],
+            b"From: alice@example.com\r\nTo: bob@partner.example\r\nSubject: offer\r\n\r\nthe offer\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let got = sink.wait_for(2, SINK_WAIT).await;
+    let out = got
+        .iter()
+        .find(|r| r.recipients == [bob])
+        .expect("bob's copy");
+    let text = String::from_utf8_lossy(&out.data);
+    assert!(text.contains("application/pkcs7-mime"), "{text}");
+    assert!(!text.contains("BEGIN PGP MESSAGE"), "{text}");
+    let (_, message) = support::split_received(&out.data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.eml");
+    std::fs::write(&path, &message).unwrap();
+    let plain = support::keys::openssl(&[
+        "cms",
+        "-decrypt",
+        "-in",
+        path.to_str().unwrap(),
+        "-recip",
+        cert.cert_path().to_str().unwrap(),
+        "-inkey",
+        cert.key_path().to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&plain).contains("the offer"));
+}

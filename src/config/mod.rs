@@ -111,6 +111,8 @@ struct FileListener {
     listen: Option<Spanned<String>>,
     next_hop: Option<Spanned<NextHop>>,
     allowed_clients: Option<Vec<IpNet>>,
+    trusted_authserv_ids: Option<Spanned<Vec<String>>>,
+    allow_untrusted_routing: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -336,6 +338,13 @@ pub struct ListenerConfig {
     pub next_hop: NextHop,
     /// Clients allowed to connect; empty means everyone.
     pub allowed_clients: Vec<IpNet>,
+    /// Inbound: the authserv-ids whose `Authentication-Results` fields are believed
+    /// (the MTA in front of sealgate, which removes such fields arriving from
+    /// outside). Empty: none are.
+    pub trusted_authserv_ids: Vec<String>,
+    /// Inbound: accept recipients with sender-specified routing in the local part
+    /// (`user%other.org@`, `host!user@`), as Postfix's allow_untrusted_routing.
+    pub allow_untrusted_routing: bool,
 }
 
 /// PEM files for STARTTLS.
@@ -445,10 +454,40 @@ impl Config {
                 }
                 (_, list) => list.unwrap_or_default(),
             };
+            if direction == Direction::Outbound {
+                let spans = [
+                    section
+                        .trusted_authserv_ids
+                        .as_ref()
+                        .map(|s| ("trusted_authserv_ids", s.span())),
+                    section
+                        .allow_untrusted_routing
+                        .as_ref()
+                        .map(|s| ("allow_untrusted_routing", s.span())),
+                ];
+                if let Some((key, span)) = spans.into_iter().flatten().next() {
+                    return Err(error_at(
+                        span,
+                        format!("[outbound] {key} is for inbound mail only; set it in [inbound]"),
+                    ));
+                }
+            }
             Ok(ListenerConfig {
                 listen,
                 next_hop,
                 allowed_clients,
+                trusted_authserv_ids: section
+                    .trusted_authserv_ids
+                    .map(|ids| {
+                        ids.into_inner()
+                            .into_iter()
+                            .map(|id| id.trim().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                allow_untrusted_routing: section
+                    .allow_untrusted_routing
+                    .is_some_and(|allow| allow.into_inner()),
             })
         };
         let inbound = listener(file.inbound, Direction::Inbound, 2525)?;

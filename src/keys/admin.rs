@@ -210,6 +210,10 @@ fn import(
                 Ok(Put::Added) => "added".to_string(),
                 Ok(Put::Refreshed) => "updated".to_string(),
                 Ok(Put::Replaced(old)) => format!("added, replacing {}", old.join(", ")),
+                Ok(Put::Pending(established)) => format!(
+                    "added as pending (not used while {} is established)",
+                    established.join(", ")
+                ),
                 Ok(Put::Ignored(why)) => format!("ignored: {why}"),
                 Err(e) => {
                     response

@@ -9,6 +9,10 @@ use time::OffsetDateTime;
 /// guides of the commercial gateways fix it, and no setting may change it.
 pub const MAILFLOW_LIFETIME: Duration = Duration::from_secs(180 * 24 * 60 * 60);
 
+/// A mailflow key is established once seen in two messages this far apart at least;
+/// a key seen for the first time does not replace an established one on its own.
+pub const ESTABLISHED_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Where a key came from. The order is precedence: a key stored again from a
 /// higher-ranked source takes that source; from a lower one, it is only "seen again".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,6 +101,14 @@ pub struct KeyEntry {
     /// decrypts old mail, but is never used to encrypt, until an admin deletes it.
     #[serde(default)]
     pub retired: bool,
+    /// Mailflow keys: how many messages the key was seen in.
+    #[serde(default)]
+    pub seen: u32,
+    /// A mailflow key that arrived while another key for the address was established:
+    /// kept and listed, never used to encrypt, until it is established itself and the
+    /// other stops appearing, or mail vouched for by DKIM or DMARC brings it.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 impl KeyEntry {
@@ -118,11 +130,20 @@ impl KeyEntry {
         self.expires.is_some_and(|expires| expires <= now)
     }
 
+    /// A mailflow key seen in at least two messages [`ESTABLISHED_AFTER`] apart.
+    pub fn is_established(&self) -> bool {
+        self.seen >= 2
+            && self
+                .last_seen
+                .is_some_and(|last| last - self.added >= ESTABLISHED_AFTER)
+    }
+
     /// Whether outbound mail may be encrypted to this key now.
     pub fn usable_for_encryption(&self, now: OffsetDateTime, mailflow_allowed: bool) -> bool {
         self.can_encrypt
             && !self.legacy
             && !self.retired
+            && !self.pending
             && !self.is_expired(now)
             && self.key_expires.is_none_or(|expires| expires > now)
             && (self.source != Source::Mailflow || mailflow_allowed)

@@ -83,6 +83,7 @@ impl PublicKey {
                 material: self.material.clone(),
                 legacy: false,
                 sealed_secret: None,
+                authenticated: false,
             })
             .collect()
     }

@@ -54,6 +54,7 @@ pub fn candidates(
                     material: public.clone(),
                     legacy: key.legacy,
                     sealed_secret: Some(sealed.clone()),
+                    authenticated: false,
                 });
             }
         }
@@ -81,6 +82,7 @@ pub fn candidates(
                     material: der.clone(),
                     legacy: false,
                     sealed_secret: Some(sealed.clone()),
+                    authenticated: false,
                 });
             }
         }

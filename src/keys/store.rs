@@ -30,6 +30,10 @@ pub struct Candidate {
     pub legacy: bool,
     /// For SCKM keys: the secret, already sealed (see [`super::secrets`]).
     pub sealed_secret: Option<Vec<u8>>,
+    /// For mailflow keys: the mail's From domain was vouched for by a trusted
+    /// `Authentication-Results` field (DKIM or DMARC), so the key may replace one
+    /// long seen for the address at once.
+    pub authenticated: bool,
 }
 
 /// What storing a candidate did.
@@ -41,6 +45,11 @@ pub enum Put {
     Refreshed,
     /// A new mailflow entry replaced older mailflow keys of the address (their fingerprints).
     Replaced(Vec<String>),
+    /// A mailflow key seen for the first time while another key for the address is
+    /// established (these fingerprints): it is kept, marked pending, and not used until
+    /// it is established itself and the other stops appearing, or mail that vouches
+    /// for it arrives.
+    Pending(Vec<String>),
     /// Nothing was stored, for this reason.
     Ignored(&'static str),
 }
@@ -122,6 +131,31 @@ impl SledKeyStore {
         value
     }
 
+    /// Whether a pending mailflow key, seen again, takes over, and from which keys:
+    /// the mail vouched for it, or it is established itself and the keys it waits on
+    /// have not been seen since it first appeared (a sender who rotated their key stops
+    /// sending the old one; a spoofer cannot stop the real sender).
+    fn promotion(
+        &self,
+        pending: &KeyEntry,
+        authenticated: bool,
+    ) -> Result<Option<Vec<KeyEntry>>, KeyStoreError> {
+        let current: Vec<KeyEntry> = self
+            .find(&pending.address)?
+            .into_iter()
+            .filter(|e| {
+                e.source == Source::Mailflow
+                    && e.kind == pending.kind
+                    && !e.pending
+                    && e.fingerprint != pending.fingerprint
+            })
+            .collect();
+        let quiet = current
+            .iter()
+            .all(|e| e.last_seen.is_none_or(|seen| seen < pending.added));
+        Ok((authenticated || (pending.is_established() && quiet)).then_some(current))
+    }
+
     fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyEntry>, KeyStoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(prefix) {
@@ -151,6 +185,14 @@ impl KeyStore for SledKeyStore {
         if let Some(value) = self.tree.get(&key)? {
             let (mut entry, _) = Self::decode(&key, &value)?;
             entry.last_seen = seen_in_mail.or(entry.last_seen);
+            if seen_in_mail.is_some() {
+                entry.seen = entry.seen.max(1).saturating_add(1);
+            }
+            let promoted = if entry.pending && candidate.source == Source::Mailflow {
+                self.promotion(&entry, candidate.authenticated)?
+            } else {
+                None
+            };
             if candidate.source > entry.source {
                 // Promoted (say, an admin imports a key first seen in mail): the entry
                 // now lives by its new source's rules.
@@ -161,6 +203,15 @@ impl KeyStore for SledKeyStore {
                 entry.sender = None;
             } else if candidate.source == entry.source && candidate.source == Source::Lookup {
                 entry.expires = KeyEntry::cache_expiry(Source::Lookup, now, self.lookup_ttl);
+            }
+            // An admin's import or a lookup of the same key settles it; so does a
+            // promotion, which retires the keys it waited on.
+            if candidate.source > Source::Mailflow || promoted.is_some() {
+                entry.pending = false;
+            }
+            for old in promoted.iter().flatten() {
+                self.tree
+                    .remove(Self::key(&old.address, &old.fingerprint))?;
             }
             // A mailflow sighting never extends the 180 days.
             if candidate.source >= entry.source {
@@ -173,13 +224,18 @@ impl KeyStore for SledKeyStore {
                 let material = Self::decode(&key, &value)?.1;
                 self.store(&entry, &material)?;
             }
-            return Ok(Put::Refreshed);
+            return Ok(match promoted {
+                Some(old) => Put::Replaced(old.into_iter().map(|e| e.fingerprint).collect()),
+                None => Put::Refreshed,
+            });
         }
 
         let mut replaced = Vec::new();
+        let mut pending = Vec::new();
         if candidate.source == Source::Mailflow {
             for other in self.find(&candidate.address)? {
-                if other.source != Source::Mailflow || other.kind != candidate.kind {
+                if other.source != Source::Mailflow || other.kind != candidate.kind || other.pending
+                {
                     continue;
                 }
                 if other.key_created > candidate.key_created {
@@ -187,7 +243,16 @@ impl KeyStore for SledKeyStore {
                         "an older key than the one already cached for this address",
                     ));
                 }
-                replaced.push(other);
+                if other.is_established() && !candidate.authenticated {
+                    pending.push(other.fingerprint);
+                } else {
+                    replaced.push(other);
+                }
+            }
+            if !pending.is_empty() {
+                // A spoofed From with a key of the attacker's must not take over an
+                // address whose key has been seen for a while: the newcomer waits.
+                replaced.clear();
             }
         }
         for old in &replaced {
@@ -224,9 +289,13 @@ impl KeyStore for SledKeyStore {
             key_expires: candidate.key_expires,
             legacy: candidate.legacy,
             retired: false,
+            seen: u32::from(candidate.source == Source::Mailflow),
+            pending: !pending.is_empty(),
         };
         self.store(&entry, &candidate.material)?;
-        Ok(if replaced.is_empty() {
+        Ok(if !pending.is_empty() {
+            Put::Pending(pending)
+        } else if replaced.is_empty() {
             Put::Added
         } else {
             Put::Replaced(replaced.into_iter().map(|e| e.fingerprint).collect())
@@ -341,6 +410,7 @@ mod tests {
             material: fingerprint.as_bytes().to_vec(),
             legacy: false,
             sealed_secret: None,
+            authenticated: false,
         }
     }
 
@@ -404,6 +474,112 @@ mod tests {
             .map(|e| e.fingerprint)
             .collect();
         assert_eq!(fingerprints, ["NEW"]);
+    }
+
+    /// The spoofing attack: a key seen for the first time, in mail nothing vouches for,
+    /// took over an address whose key had been seen for months.
+    #[test]
+    fn a_newcomer_does_not_replace_an_established_key() {
+        let s = store(DAY);
+        let a = "a@example.org";
+        s.put(key(a, "REAL", Source::Mailflow, T0), T0).unwrap();
+        s.put(key(a, "REAL", Source::Mailflow, T0), T0 + 3 * DAY)
+            .unwrap();
+        let real = &s.find(a).unwrap()[0];
+        assert!(real.is_established(), "{real:?}");
+
+        // The attacker's key, newer, in spoofed mail: kept as pending, never used.
+        let spoof = key(a, "SPOOF", Source::Mailflow, T0 + 10 * DAY);
+        assert_eq!(
+            s.put(spoof.clone(), T0 + 10 * DAY).unwrap(),
+            Put::Pending(vec!["REAL".into()])
+        );
+        let entries = s.find(a).unwrap();
+        let pending = entries.iter().find(|e| e.fingerprint == "SPOOF").unwrap();
+        assert!(pending.pending);
+        assert!(!pending.usable_for_encryption(T0 + 10 * DAY, true));
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.fingerprint == "REAL" && !e.pending)
+        );
+
+        // The real sender goes on mailing: the spoofer, however often and long it
+        // sends, never takes over.
+        s.put(key(a, "REAL", Source::Mailflow, T0), T0 + 11 * DAY)
+            .unwrap();
+        for day in [12, 14, 20] {
+            assert_eq!(
+                s.put(spoof.clone(), T0 + day * DAY).unwrap(),
+                Put::Refreshed
+            );
+        }
+        let spoofed = s.find(a).unwrap();
+        assert!(
+            spoofed
+                .iter()
+                .any(|e| e.fingerprint == "SPOOF" && e.pending)
+        );
+        assert!(spoofed.iter().any(|e| e.fingerprint == "REAL"));
+    }
+
+    #[test]
+    fn a_rotated_key_takes_over_once_established_and_the_old_one_is_gone() {
+        let s = store(DAY);
+        let a = "a@example.org";
+        s.put(key(a, "OLD", Source::Mailflow, T0), T0).unwrap();
+        s.put(key(a, "OLD", Source::Mailflow, T0), T0 + 2 * DAY)
+            .unwrap();
+        let new = key(a, "NEW", Source::Mailflow, T0 + 5 * DAY);
+        assert!(matches!(
+            s.put(new.clone(), T0 + 5 * DAY).unwrap(),
+            Put::Pending(_)
+        ));
+        // Seen again the same day: not established yet.
+        assert_eq!(s.put(new.clone(), T0 + 5 * DAY).unwrap(), Put::Refreshed);
+        // Seen again a day later, the old key silent since: it takes over.
+        assert_eq!(
+            s.put(new, T0 + 7 * DAY).unwrap(),
+            Put::Replaced(vec!["OLD".into()])
+        );
+        let entries = s.find(a).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(!entries[0].pending && entries[0].usable_for_encryption(T0 + 7 * DAY, true));
+    }
+
+    #[test]
+    fn mail_vouched_for_replaces_an_established_key_at_once() {
+        let s = store(DAY);
+        let a = "a@example.org";
+        s.put(key(a, "OLD", Source::Mailflow, T0), T0).unwrap();
+        s.put(key(a, "OLD", Source::Mailflow, T0), T0 + 2 * DAY)
+            .unwrap();
+        let mut new = key(a, "NEW", Source::Mailflow, T0 + 5 * DAY);
+        new.authenticated = true;
+        assert_eq!(
+            s.put(new, T0 + 5 * DAY).unwrap(),
+            Put::Replaced(vec!["OLD".into()])
+        );
+        // A pending key is settled the same way, by vouched-for mail or an admin.
+        let mut other = key("b@example.org", "B1", Source::Mailflow, T0);
+        s.put(other.clone(), T0).unwrap();
+        s.put(other.clone(), T0 + 2 * DAY).unwrap();
+        other.fingerprint = "B2".into();
+        other.key_created = T0 + DAY;
+        assert!(matches!(
+            s.put(other.clone(), T0 + 3 * DAY).unwrap(),
+            Put::Pending(_)
+        ));
+        let mut admin = other.clone();
+        admin.source = Source::Admin;
+        s.put(admin, T0 + 3 * DAY).unwrap();
+        let b2 = s
+            .find("b@example.org")
+            .unwrap()
+            .into_iter()
+            .find(|e| e.fingerprint == "B2")
+            .unwrap();
+        assert!(!b2.pending && b2.source == Source::Admin);
     }
 
     #[test]
@@ -543,6 +719,7 @@ mod sckm_tests {
             material: vec![1],
             legacy: false,
             sealed_secret: Some(format!("sealed-{fp}").into_bytes()),
+            authenticated: false,
         };
         s.put(sckm("OLD"), now).unwrap();
         s.put(sckm("NEW"), now).unwrap();

@@ -2,6 +2,7 @@
 //! travels, its envelope, the message itself, its MIME structure as far as encryption
 //! cares, and the one rule of who is internal.
 
+pub mod authentication;
 pub mod envelope;
 pub mod internal;
 pub mod message;

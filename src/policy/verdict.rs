@@ -149,25 +149,28 @@ impl Verdict {
     }
 }
 
-/// The key to encrypt to: of the format asked for, or for `auto` PGP before S/MIME,
-/// and among keys of one kind the highest source (admin over lookup over mailflow),
-/// then the newest.
+/// The key to encrypt to, of the format asked for: the most trusted source first (an
+/// SCKM or admin key, over a lookup's, over one harvested from mail, which a spoofed
+/// message can plant), then for `auto` PGP before S/MIME, then the newest.
 fn choose_key(
     entries: &[KeyEntry],
     format: Format,
     now: OffsetDateTime,
     mailflow: bool,
 ) -> Option<KeyEntry> {
-    let usable = |kind: KeyKind| {
-        entries
-            .iter()
-            .filter(|e| e.kind == kind && e.usable_for_encryption(now, mailflow))
-            .max_by_key(|e| (e.source, e.added))
-            .cloned()
+    let rank = |source: Source| match source {
+        Source::Sckm | Source::Admin => 2,
+        Source::Lookup => 1,
+        Source::Mailflow => 0,
     };
-    match format {
-        Format::Pgp => usable(KeyKind::Pgp),
-        Format::Smime => usable(KeyKind::Smime),
-        Format::Auto => usable(KeyKind::Pgp).or_else(|| usable(KeyKind::Smime)),
-    }
+    let wanted = |kind: KeyKind| match format {
+        Format::Pgp => kind == KeyKind::Pgp,
+        Format::Smime => kind == KeyKind::Smime,
+        Format::Auto => true,
+    };
+    entries
+        .iter()
+        .filter(|e| wanted(e.kind) && e.usable_for_encryption(now, mailflow))
+        .max_by_key(|e| (rank(e.source), e.kind == KeyKind::Pgp, e.added))
+        .cloned()
 }

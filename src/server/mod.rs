@@ -25,7 +25,7 @@ use crate::dns::KeyLookup;
 use crate::gateway::Gateway;
 use crate::gateway::plan::{KeyFinder, NoResolver, Planner};
 use crate::gateway::transform::Transform;
-use crate::keys::harvest::Harvester;
+use crate::keys::harvest::{Harvester, Rules as HarvestRules};
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
 use crate::mail::Direction;
@@ -184,7 +184,13 @@ impl Server {
             relays,
             spool,
             hostname: config.hostname.clone(),
-            harvester: Harvester::start(keys.clone(), config.internal_domains.clone()),
+            harvester: Harvester::start(
+                keys.clone(),
+                HarvestRules {
+                    internal: config.internal_domains.clone(),
+                    trusted_authserv_ids: config.inbound.trusted_authserv_ids.clone(),
+                },
+            ),
         };
         Ok(Server {
             shared: Arc::new(Shared {

@@ -25,6 +25,9 @@ pub fn render(entries: &[KeyEntry], now: OffsetDateTime) -> String {
             if e.retired {
                 flags.push("retired");
             }
+            if e.pending {
+                flags.push("pending");
+            }
             if e.is_expired(now) {
                 flags.push("expired");
             } else if !e.usable_for_encryption(now, true) {

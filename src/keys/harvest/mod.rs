@@ -30,6 +30,7 @@ use super::entry::Source;
 use super::material::{self, Origin, Refusal};
 use super::store::{Candidate, KeyStore, Put};
 use crate::mail::InternalDomains;
+use crate::mail::authentication::Authentication;
 use crate::mail::message::Message;
 
 /// Messages larger than this are not parsed for keys.
@@ -55,6 +56,16 @@ pub struct Report {
 /// harvested (counted, and logged): harvesting must never hold up mail or memory.
 const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
+/// What harvesting needs to know besides the message.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Keys are never harvested for these.
+    pub internal: InternalDomains,
+    /// `[inbound] trusted_authserv_ids`: whose `Authentication-Results` may vouch for a
+    /// key that replaces an established one.
+    pub trusted_authserv_ids: Vec<String>,
+}
+
 /// Hands inbound messages to a harvesting thread of its own, off the SMTP path.
 #[derive(Clone)]
 pub struct Harvester {
@@ -67,7 +78,7 @@ pub struct Harvester {
 
 impl Harvester {
     /// Starts the harvesting thread; it ends when the last `Harvester` is dropped.
-    pub fn start(store: Arc<dyn KeyStore>, internal: InternalDomains) -> Harvester {
+    pub fn start(store: Arc<dyn KeyStore>, rules: Rules) -> Harvester {
         // The byte bound is the one that matters; this only bounds the bookkeeping.
         let (queue, messages) = std::sync::mpsc::sync_channel::<Message>(1024);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -79,7 +90,7 @@ impl Harvester {
                 for message in messages {
                     let report = harvest(
                         store.as_ref(),
-                        &internal,
+                        &rules,
                         &message.to_vec(),
                         OffsetDateTime::now_utc(),
                     );
@@ -174,7 +185,18 @@ fn may_carry_keys(message: &Message) -> bool {
 
 fn log(report: &Report) {
     for (address, fingerprint, put) in &report.stored {
-        tracing::info!(%address, %fingerprint, result = ?put, "harvested key");
+        match put {
+            Put::Pending(established) => tracing::warn!(
+                %address,
+                %fingerprint,
+                established = %established.join(","),
+                "harvested key kept as pending: another key for this address is established, and nothing vouched for the mail that brought this one"
+            ),
+            Put::Replaced(old) => {
+                tracing::info!(%address, %fingerprint, replaced = %old.join(","), "harvested key replaces the older one")
+            }
+            _ => tracing::info!(%address, %fingerprint, result = ?put, "harvested key"),
+        }
     }
     for reason in &report.refused {
         tracing::info!(%reason, "key not harvested");
@@ -182,14 +204,9 @@ fn log(report: &Report) {
 }
 
 /// Harvests the keys in one inbound message (in wire form) into `store`.
-pub fn harvest(
-    store: &dyn KeyStore,
-    internal: &InternalDomains,
-    raw: &[u8],
-    now: OffsetDateTime,
-) -> Report {
+pub fn harvest(store: &dyn KeyStore, rules: &Rules, raw: &[u8], now: OffsetDateTime) -> Report {
     let mut report = Report::default();
-    let candidates = match find(raw, internal, now, &mut report.refused) {
+    let candidates = match find(raw, rules, now, &mut report.refused) {
         Some(candidates) => candidates,
         None => return report,
     };
@@ -208,7 +225,7 @@ pub fn harvest(
 /// Every key in the message that may be cached for its From address.
 fn find(
     raw: &[u8],
-    internal: &InternalDomains,
+    rules: &Rules,
     now: OffsetDateTime,
     refused: &mut Vec<String>,
 ) -> Option<Vec<Candidate>> {
@@ -230,7 +247,7 @@ fn find(
         refused.push("no usable From address".into());
         return None;
     };
-    if internal.is_internal(&from) {
+    if rules.internal.is_internal(&from) {
         refused.push(format!(
             "From {from} is an internal address: internal users' keys are not harvested"
         ));
@@ -355,6 +372,25 @@ fn find(
             }
             _ => {}
         }
+    }
+    // A key that would replace one long seen for the address needs the mail's From
+    // domain vouched for by the MTA in front (DKIM or DMARC), or time.
+    let authentication = Authentication::read(
+        message
+            .headers()
+            .iter()
+            .filter(|h| {
+                h.name
+                    .as_str()
+                    .eq_ignore_ascii_case("Authentication-Results")
+            })
+            .filter_map(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
+            .filter_map(|value| std::str::from_utf8(value).ok()),
+        &rules.trusted_authserv_ids,
+    );
+    let vouched = authentication.vouches_for_from(crate::mail::envelope::domain_of(&from));
+    for candidate in &mut candidates {
+        candidate.authenticated = vouched;
     }
     Some(candidates)
 }

@@ -20,8 +20,11 @@ fn store() -> SledKeyStore {
     SledKeyStore::open(&db, Duration::from_secs(86400)).unwrap()
 }
 
-fn ours() -> InternalDomains {
-    InternalDomains::new(["example.com"])
+fn ours() -> Rules {
+    Rules {
+        internal: InternalDomains::new(["example.com"]),
+        trusted_authserv_ids: vec!["mx.example.com".into()],
+    }
 }
 
 /// A message from `from` with `key` as an application/pgp-keys part.
@@ -274,4 +277,59 @@ fn the_queue_is_bounded_in_bytes_and_holds_only_what_may_carry_keys() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The message `pgp_keys_mail` makes, with `fields` (each ending in CRLF) on top.
+fn with_fields(fields: &str, mail: Vec<u8>) -> Vec<u8> {
+    let mut out = fields.as_bytes().to_vec();
+    out.extend_from_slice(&mail);
+    out
+}
+
+#[test]
+fn a_spoofed_key_waits_unless_the_trusted_mta_vouches_for_the_mail() {
+    const DAY: Duration = Duration::from_secs(86400);
+    let store = store();
+    let t0 = OffsetDateTime::now_utc();
+    let real = key_with_extra_userids("Bob <bob@partner.example>", 0);
+    for day in [0, 2] {
+        let report = harvest(
+            &store,
+            &ours(),
+            &pgp_keys_mail("bob@partner.example", &real),
+            t0 + day * DAY,
+        );
+        assert_eq!(report.stored.len(), 1, "{report:?}");
+    }
+    // A spoofed From with another key; its own Authentication-Results, and one from an
+    // authserv-id nobody trusts, count for nothing.
+    let spoofed = key_with_extra_userids("Bob <bob@partner.example>", 0);
+    let forged = with_fields(
+        "Authentication-Results: evil.example; dkim=pass header.d=partner.example\r\n",
+        pgp_keys_mail("bob@partner.example", &spoofed),
+    );
+    let report = harvest(&store, &ours(), &forged, t0 + 3 * DAY);
+    assert!(matches!(report.stored[0].2, Put::Pending(_)), "{report:?}");
+    let usable: Vec<_> = store
+        .find("bob@partner.example")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.usable_for_encryption(t0 + 3 * DAY, true))
+        .collect();
+    assert_eq!(usable.len(), 1);
+    assert_ne!(
+        usable[0].fingerprint, report.stored[0].1,
+        "the established key stays in use"
+    );
+
+    // The same key in mail the MTA in front vouches for (aligned DKIM): it takes over.
+    let vouched = with_fields(
+        "Authentication-Results: mx.example.com; dkim=pass header.d=partner.example header.s=s1\r\n",
+        pgp_keys_mail("bob@partner.example", &spoofed),
+    );
+    let report = harvest(&store, &ours(), &vouched, t0 + 4 * DAY);
+    assert!(matches!(report.stored[0].2, Put::Replaced(_)), "{report:?}");
+    let entries = store.find("bob@partner.example").unwrap();
+    assert_eq!(entries.len(), 1);
+    assert!(!entries[0].pending);
 }

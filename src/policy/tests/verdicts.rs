@@ -24,6 +24,8 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
         can_decrypt: source == Source::Sckm,
         legacy: false,
         retired: false,
+        seen: 0,
+        pending: false,
     }
 }
 
@@ -96,9 +98,11 @@ fn key_choice_format_and_mailflow() {
         Treatment::Encrypt(key) => key.fingerprint,
         other => format!("{other:?}"),
     };
-    // Mailflow keys count only when allowed; auto prefers PGP when both may be used.
+    // Mailflow keys count only when allowed. The source ranks before the format: a
+    // mailflow PGP key (which a spoofed inbound mail can plant) never beats the admin's
+    // S/MIME certificate, as it did when auto chose PGP first.
     assert_eq!(chosen(verdict(encrypt, &keys, false, None)), "S1");
-    assert_eq!(chosen(verdict(encrypt, &keys, true, None)), "P1");
+    assert_eq!(chosen(verdict(encrypt, &keys, true, None)), "S1");
     let with = |extra: &str| format!("{encrypt}{extra}\n");
     assert_eq!(
         chosen(verdict(
@@ -107,8 +111,30 @@ fn key_choice_format_and_mailflow() {
             false,
             None
         )),
+        "S1"
+    );
+    // The mailflow key is used when the rule asks for PGP and allows mailflow keys.
+    assert_eq!(
+        chosen(verdict(
+            &with("format = \"pgp\"\nuse_mailflow_keys = true"),
+            &keys,
+            false,
+            None
+        )),
         "P1"
     );
+    // Between keys of one rank, auto prefers PGP; a lookup ranks above mailflow.
+    let ranked = [
+        entry(Smime, Source::Admin, "S1"),
+        entry(Pgp, Source::Admin, "P2"),
+        entry(Pgp, Source::Lookup, "P3"),
+    ];
+    assert_eq!(chosen(verdict(encrypt, &ranked, true, None)), "P2");
+    let lookups = [
+        entry(Pgp, Source::Mailflow, "P1"),
+        entry(Smime, Source::Lookup, "S4"),
+    ];
+    assert_eq!(chosen(verdict(encrypt, &lookups, true, None)), "S4");
     assert_eq!(
         chosen(verdict(
             &with("use_mailflow_keys = false"),

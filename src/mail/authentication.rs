@@ -53,16 +53,14 @@ impl Authentication {
     pub fn vouches_for_from(&self, domain: &str) -> bool {
         let domain = normalize(domain);
         !domain.is_empty()
-            && (self.dmarc.iter().any(|d| *d == domain)
-                || self.dkim.iter().any(|d| aligned(&domain, d)))
+            && (self.dmarc.contains(&domain) || self.dkim.iter().any(|d| aligned(&domain, d)))
     }
 
     /// Whether `domain`, the envelope sender's, is vouched for: SPF passed for it, or
     /// DKIM or DMARC for it as above. A DSN may go to such a sender.
     pub fn vouches_for_sender(&self, domain: &str) -> bool {
         let domain = normalize(domain);
-        !domain.is_empty()
-            && (self.spf.iter().any(|d| *d == domain) || self.vouches_for_from(&domain))
+        !domain.is_empty() && (self.spf.contains(&domain) || self.vouches_for_from(&domain))
     }
 
     /// Takes one `method=result prop=value ...` segment.

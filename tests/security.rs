@@ -353,3 +353,42 @@ async fn a_harvested_key_never_outranks_the_admins() {
     ]);
     assert!(String::from_utf8_lossy(&plain).contains("the offer"));
 }
+
+/// A forged `X-Sealgate-Decrypted` field on a plaintext inbound message reached the
+/// user intact, telling them it had been encrypted. Every `X-Sealgate*` field a message
+/// arrives with is removed, on both listeners, before sealgate adds its own.
+#[tokio::test]
+async fn forged_x_sealgate_fields_are_removed_on_both_listeners() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "[policy]\nheader_outbound = true\n").await;
+    let forged = b"From: bob@example.org\r\nX-Sealgate-Decrypted: pgp; key=0123456789\r\n\
+                   Subject: totally encrypted\r\nx-sealgate: decrypted pgp; rule=forged\r\n\
+                   X-SEALGATE-Note: trust me\r\n\r\nhello\r\n";
+    for (i, (addr, from, to)) in [
+        (gw.inbound, "bob@example.org", "alice@example.com"),
+        (gw.outbound, "alice@example.com", "bob@example.org"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut client = Client::connect(addr).await;
+        let reply = client.send_mail(from, &[to], forged).await;
+        assert_eq!(reply.code, 250, "{reply:?}");
+        client.quit().await;
+        let got = sink.wait_for(i + 1, SINK_WAIT).await;
+        let text = String::from_utf8_lossy(&got[i].data).to_string();
+        assert!(!text.contains("0123456789"), "{text}");
+        assert!(
+            !text.contains("forged") && !text.contains("trust me"),
+            "{text}"
+        );
+        // Only sealgate's own field is left: what it really did.
+        assert_eq!(
+            text.to_ascii_lowercase().matches("x-sealgate").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("X-Sealgate: passed; rule="), "{text}");
+        assert!(text.contains("Subject: totally encrypted\r\n"), "{text}");
+    }
+}

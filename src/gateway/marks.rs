@@ -14,6 +14,55 @@ use crate::policy::rule::Tags;
 /// The field sealgate reports its treatment in.
 pub const STATUS_FIELD: &str = "X-Sealgate";
 
+/// Every field whose name starts with this is sealgate's to write: fields of that name
+/// that arrive with a message are removed, on both listeners, before anything else, so
+/// that a sender cannot forge what the gateway did (`X-Sealgate-Decrypted`, say).
+pub const OUR_PREFIX: &str = "x-sealgate";
+
+/// `message` without any `X-Sealgate*` field. Costs a scan of the header block when
+/// there is none, which is nearly always.
+pub fn strip_ours(message: &Message) -> Message {
+    let head = message.header_block(HEAD_LIMIT);
+    if !mentions_ours(&head) {
+        return message.clone();
+    }
+    let Some(parsed) = MessageParser::default().parse_headers(&head) else {
+        return message.clone();
+    };
+    let fields = parsed.headers();
+    let mut out = Vec::with_capacity(head.len());
+    for (i, field) in fields.iter().enumerate() {
+        let start = field.offset_field as usize;
+        let end = fields
+            .get(i + 1)
+            .map_or(head.len(), |next| next.offset_field as usize);
+        if is_ours(field.name.as_str()) {
+            tracing::info!(
+                field = field.name.as_str(),
+                "removed an X-Sealgate field the message arrived with"
+            );
+            continue;
+        }
+        if let Some(raw) = head.get(start..end) {
+            out.extend_from_slice(raw);
+        }
+    }
+    message.with_head(head.len(), out)
+}
+
+/// Whether a field of this name is sealgate's to write.
+pub fn is_ours(name: &str) -> bool {
+    name.len() >= OUR_PREFIX.len() && name[..OUR_PREFIX.len()].eq_ignore_ascii_case(OUR_PREFIX)
+}
+
+/// Whether the header block has a line that starts with `X-Sealgate`, in any case.
+fn mentions_ours(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').any(|line| {
+        line.len() >= OUR_PREFIX.len()
+            && line[..OUR_PREFIX.len()].eq_ignore_ascii_case(OUR_PREFIX.as_bytes())
+    })
+}
+
 /// Header blocks longer than this are left alone.
 const HEAD_LIMIT: usize = 256 * 1024;
 
@@ -63,7 +112,7 @@ pub fn apply(message: &Message, tags: &Tags, status: Option<&str>) -> Message {
             continue;
         };
         let name = field.name.as_str();
-        if status.is_some() && name.eq_ignore_ascii_case(STATUS_FIELD) {
+        if status.is_some() && is_ours(name) {
             continue;
         }
         match &new_subject {

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use self::plan::{Plan, Planner};
 use self::transform::{Group, Transform};
+
 use crate::keys::harvest::Harvester;
 use crate::mail::Direction;
 use crate::mail::envelope::Envelope;
@@ -65,6 +66,8 @@ impl Gateway {
     ) -> Reply {
         let started = Instant::now();
         let relay = self.relays.get(envelope.direction);
+        // No sender may say what sealgate did: fields of ours go before anything reads.
+        let message = marks::strip_ours(&message);
         let verdicts = self.planner.verdicts(plan, &message).await;
         log_verdicts(id, envelope, &verdicts);
         let groups = match self.transform(envelope, &message, &verdicts).await {

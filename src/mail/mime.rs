@@ -333,6 +333,10 @@ pub fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) ->
     out.extend_from_slice(marker_field.as_bytes());
     for field in &inner.fields {
         let name = field_name(field);
+        // Fields of ours inside the encrypted part are the sender's forgery.
+        if name.starts_with("x-sealgate") {
+            continue;
+        }
         // With protected headers, the inner fields are the authoritative ones. Without,
         // an inner field only joins the header where the outer has none of its name
         // (Autocrypt-Gossip, say): the outer routing fields stay as they were.
@@ -460,6 +464,24 @@ mod tests {
         assert!(text.contains("X-Sealgate-Decrypted: pgp; key=ABC\r\n"));
         assert!(text.ends_with("\r\n\r\nbody line\r\n"), "{text}");
         assert_eq!(encrypted(&restored), None);
+    }
+
+    /// A sender could put `X-Sealgate-Decrypted` inside the encrypted part, where the
+    /// gateway's removal of forged fields on arrival does not reach.
+    #[test]
+    fn fields_of_ours_inside_the_encrypted_part_are_dropped() {
+        let armored = b"-----BEGIN PGP MESSAGE-----\r\n\r\nxyz\r\n-----END PGP MESSAGE-----\r\n";
+        let wrapped = pgp_mime(PLAIN, armored, false).unwrap();
+        let inner = b"Content-Type: text/plain\r\nX-Sealgate-Decrypted: smime; key=FORGED\r\n\
+                      x-sealgate: decrypted; rule=forged\r\n\r\nhello\r\n";
+        let restored = decrypted(&wrapped, Encrypted::PgpMime, inner, "pgp; key=ABC").unwrap();
+        let text = String::from_utf8_lossy(&restored);
+        assert_eq!(text.matches("X-Sealgate-Decrypted").count(), 1, "{text}");
+        assert!(
+            text.contains("X-Sealgate-Decrypted: pgp; key=ABC\r\n"),
+            "{text}"
+        );
+        assert!(!text.to_lowercase().contains("forged"), "{text}");
     }
 
     #[test]

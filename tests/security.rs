@@ -392,3 +392,88 @@ async fn forged_x_sealgate_fields_are_removed_on_both_listeners() {
         assert!(text.contains("Subject: totally encrypted\r\n"), "{text}");
     }
 }
+
+/// `SEALGATE_LOG=trace` let sled's trace output print database writes, decrypted mail
+/// held in the spool among them. No level may log message content or secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logging_never_prints_decrypted_content() {
+    use support::cli::{BIN, Setup, path_str, serving_addr, signal};
+    use support::keys::{GpgHome, pgp_mime};
+    const CANARY: &str = "CANARY-7f3e9a-plaintext";
+    // The next hop takes other@ and defers user@, so user's decrypted copy is spooled.
+    let sink = Sink::start().await;
+    sink.set(|b| {
+        b.rcpt_reply = std::sync::Arc::new(|rcpt: &str| {
+            if rcpt.starts_with("user@") {
+                "451 4.2.0 mailbox busy".into()
+            } else {
+                "250 2.1.5 OK".into()
+            }
+        })
+    });
+    let next_hop = sink.addr.to_string();
+    let setup = Setup::new(
+        |dir| support::config_text(&dir.join("data"), &next_hop, ""),
+        Duration::from_secs(60),
+    );
+    let user = GpgHome::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let export = setup.file("user.asc", user.sckm_export(&subkey));
+    setup.keys_expect(&["import-sckm", path_str(&export)], 0);
+
+    let log = setup.dir.path().join("serve.log");
+    let mut serve = std::process::Command::new(BIN)
+        .args(["serve", "--config", path_str(&setup.config)])
+        // Even when the storage engine's trace output is asked for by name.
+        .env("SEALGATE_LOG", "trace,sled=trace")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let inbound = loop {
+        if let Some(addr) = serving_addr(
+            &std::fs::read_to_string(&log).unwrap_or_default(),
+            "inbound",
+        ) {
+            break addr;
+        }
+        assert!(std::time::Instant::now() < deadline, "not serving");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let inner =
+        format!("Content-Type: text/plain\r\nSubject: {CANARY}\r\n\r\n{CANARY} in the body\r\n");
+    let message = pgp_mime(
+        "sender@example.org",
+        "user@example.com",
+        "trace@example.org",
+        &user.encrypt_to("user@example.com", inner.as_bytes()),
+    );
+    let mut client = Client::connect(inbound).await;
+    let reply = client
+        .send_mail(
+            "sender@example.org",
+            &["user@example.com", "other@example.com"],
+            &message,
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    sink.wait_for(1, SINK_WAIT).await;
+    signal(serve.id(), "-TERM");
+    assert_eq!(serve.wait().unwrap().code(), Some(0));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("decrypted"), "the decryption ran: {text}");
+    assert!(
+        text.contains("holding copies in the spool"),
+        "the copy was spooled"
+    );
+    assert!(text.contains("TRACE"), "the log is at trace level");
+    assert!(!text.contains(CANARY), "the log shows decrypted content");
+    // sled printed the bytes it wrote as a list of numbers.
+    let as_numbers: Vec<String> = CANARY.bytes().map(|b| b.to_string()).collect();
+    assert!(
+        !text.contains(&as_numbers.join(", ")),
+        "the log shows decrypted content as bytes"
+    );
+}

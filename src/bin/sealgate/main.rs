@@ -112,14 +112,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEALGATE_LOG")
-                // hickory logs every failed question at WARN, at length; sealgate says
-                // what a failed lookup means itself.
-                .unwrap_or_else(|_| {
-                    "info,hickory_proto=error,hickory_resolver=error,hickory_net=error".into()
-                }),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -152,6 +145,20 @@ fn main() -> ExitCode {
             explain::run(&config, direction, &from, &to, &message, json)
         }
     }
+}
+
+/// What is logged: `SEALGATE_LOG` (tracing's filter syntax), or `info`. Whatever it
+/// says, the storage engine stays at `warn`: at debug and trace, sled prints what it
+/// writes, byte by byte, and that includes decrypted mail waiting in the spool. No
+/// level may log message content or secrets.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALGATE_LOG")
+        // hickory logs every failed question at WARN, at length; sealgate says what a
+        // failed lookup means itself.
+        .unwrap_or_else(|_| {
+            "info,hickory_proto=error,hickory_resolver=error,hickory_net=error".into()
+        });
+    filter.add_directive("sled=warn".parse().expect("a valid directive"))
 }
 
 /// The config was valid (or it would not have loaded); now every policy file.

@@ -477,3 +477,50 @@ async fn trace_logging_never_prints_decrypted_content() {
         "the log shows decrypted content as bytes"
     );
 }
+
+/// Policy files that were symbolic links were followed: run as root, `check` read
+/// `/etc/shadow` through one and echoed its lines in the TOML error. Links and other
+/// files that are not regular are refused, unread.
+#[test]
+fn policy_links_are_refused_and_never_read() {
+    use support::cli::{Setup, run_with_timeout, text};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$SECRETHASH$abc:19000:0:99999:7:::\n").unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("10-ok.toml"),
+        "[[rule]]\nchain = \"outbound\"\naction = \"pass\"\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, policies.join("50-shadow.toml")).unwrap();
+    let policy_dir = policies.display().to_string();
+    let setup = Setup::new(
+        |d| {
+            format!(
+                "policy_dir = '{policy_dir}'\n{}",
+                support::config_text(&d.join("data"), "dir:out", "")
+            )
+        },
+        Duration::from_secs(20),
+    );
+    let out = run_with_timeout(
+        std::process::Command::new(support::cli::BIN)
+            .args(["check", "--config"])
+            .arg(&setup.config),
+        Duration::from_secs(20),
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!(
+            "{policy_dir}/50-shadow.toml:1: is a symbolic link"
+        )),
+        "{all}"
+    );
+    assert!(
+        !all.contains("SECRETHASH") && !all.contains("root:"),
+        "{all}"
+    );
+}

@@ -115,6 +115,11 @@ pub fn load_dir(dir: &Path) -> Loaded {
 
 /// The `*.toml` files of `dir` in name order, with their text. Hidden files (editor
 /// swap files) are skipped.
+///
+/// Only regular files are read. A symbolic link is an error and is not followed: run
+/// as root, `check` would otherwise read whatever it points to (`/etc/shadow`) and echo
+/// its lines in its error messages. The file is opened with `O_NOFOLLOW` and checked
+/// again once open, so a link swapped in after the listing is refused as well.
 fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Problem> {
     let problem = |path: &Path, message: String| Problem {
         path: path.to_path_buf(),
@@ -127,17 +132,58 @@ fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Problem> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.ends_with(".toml") && !name.starts_with('.') && path.is_file()
+            name.ends_with(".toml") && !name.starts_with('.')
         })
         .collect();
     paths.sort();
     paths
         .into_iter()
-        .map(|path| match std::fs::read_to_string(&path) {
-            Ok(text) => Ok((path, text)),
-            Err(e) => Err(problem(&path, format!("cannot read the rule file: {e}"))),
+        .map(|path| {
+            read_rule_file(&path)
+                .map(|text| (path.clone(), text))
+                .map_err(|m| problem(&path, m))
         })
         .collect()
+}
+
+/// A rule file larger than this is refused: a thousand rules take about 100 KiB.
+const MAX_RULE_FILE: u64 = 16 * 1024 * 1024;
+
+/// Reads one rule file, if it is a regular file (not a link) of a sane size.
+fn read_rule_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let kind = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot read the rule file: {e}"))?
+        .file_type();
+    if kind.is_symlink() {
+        return Err(
+            "is a symbolic link; policy files must be regular files in policy_dir (not read)"
+                .into(),
+        );
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read the rule file: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the rule file: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file; policy files must be regular files (not read)".into());
+    }
+    if meta.len() > MAX_RULE_FILE {
+        return Err(format!(
+            "is {} bytes, more than a rule file may be ({MAX_RULE_FILE})",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_RULE_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the rule file: {e}"))?;
+    Ok(text)
 }
 
 /// Loads rule files given as (path, text), in the order given.

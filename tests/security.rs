@@ -524,3 +524,40 @@ fn policy_links_are_refused_and_never_read() {
         "{all}"
     );
 }
+
+/// `user%other.org@example.com` and `victim!other.org@example.com` were accepted inbound
+/// and forwarded verbatim, for an internal MTA that may route them onwards: an open
+/// relay one hop further in. They are refused unless the admin allows them.
+#[tokio::test]
+async fn sender_specified_routing_is_refused_inbound_unless_allowed() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let mut client = Client::connect(gw.inbound).await;
+    client.cmd_expect("EHLO mx.example.net", 250).await;
+    check(&mut client, "MAIL FROM:<x@example.net>", 250, "2.1.0").await;
+    for rcpt in [
+        "user%other.org@example.com",
+        "other.org!victim@example.com",
+        "a!b%c@example.com",
+    ] {
+        let reply = check(&mut client, &format!("RCPT TO:<{rcpt}>"), 550, "5.7.1").await;
+        assert!(reply.text.contains("routing"), "{reply:?}");
+    }
+    check(&mut client, "RCPT TO:<alice@example.com>", 250, "2.1.5").await;
+    client.quit().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = support::config_text(&dir.path().join("data"), &sink.addr.to_string(), "")
+        .replace("[inbound]\n", "[inbound]\nallow_untrusted_routing = true\n");
+    let gw = support::start(&text).await;
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail(
+            "x@example.net",
+            &["user%other.org@example.com"],
+            b"Subject: s\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+}

@@ -173,6 +173,10 @@ pub const UTF8_NOT_DECLARED: Reply = Reply::fixed(
 pub const TOO_BIG: Reply = Reply::fixed(552, [5, 3, 4], "message size exceeds fixed limit");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, [4, 5, 3], "too many recipients");
 pub const RELAY_DENIED: Reply = Reply::fixed(550, [5, 7, 1], "relaying denied");
+/// `user%other.org@ours` or `other.org!user@ours`: a route through us to somewhere
+/// else, which internal MTAs may still honour (Postfix's allow_untrusted_routing).
+pub const ROUTING_DENIED: Reply =
+    Reply::fixed(550, [5, 7, 1], "sender-specified routing is not allowed");
 pub const CLIENT_DENIED: Reply = Reply::fixed(
     554,
     [5, 7, 1],

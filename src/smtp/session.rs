@@ -255,6 +255,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let max_recipients = self.config().limits.max_recipients.get();
         let inbound = self.direction == Direction::Inbound;
         let internal = self.config().internal_domains.is_internal(&to.address);
+        let allow_routing = self.config().inbound.allow_untrusted_routing;
         let Some(transaction) = &mut self.transaction else {
             return self.refuse(&reply::NEED_MAIL).await;
         };
@@ -273,6 +274,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         if inbound && !internal {
             // The inbound side is not an open relay.
             return self.refuse(&reply::RELAY_DENIED).await;
+        }
+        if inbound && !allow_routing && routes_elsewhere(&to.address) {
+            // Ours by its domain, but a route onwards that the internal MTA may follow.
+            return self.refuse(&reply::ROUTING_DENIED).await;
         }
         if transaction.recipients.len() >= max_recipients {
             // Not counted as an error: the client is expected to send the rest later.
@@ -410,6 +415,13 @@ fn unsupported_mail_parameter(from: &MailFrom<Cow<'_, str>>) -> Option<&'static 
     } else {
         None
     }
+}
+
+/// Whether an address's local part routes onwards: the `%` hack
+/// (`user%other.org@example.com`) or a UUCP bang path (`other.org!user@example.com`).
+fn routes_elsewhere(address: &str) -> bool {
+    let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+    local.contains(['%', '!'])
 }
 
 /// Whether a RCPT line's path is `<Postmaster>`, in any case.

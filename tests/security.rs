@@ -561,3 +561,126 @@ async fn sender_specified_routing_is_refused_inbound_unless_allowed() {
     assert_eq!(reply.code, 250, "{reply:?}");
     client.quit().await;
 }
+
+/// Internal host names and addresses leaked to internet senders: in the 451 for an
+/// unreachable internal server, and in the internal server's own refusals. On the
+/// inbound listener, a refusal from or about the next hop keeps its code and enhanced
+/// status code, and says nothing of the inside; outbound clients still get it all.
+#[tokio::test]
+async fn inbound_replies_name_no_internal_host() {
+    let sink = Sink::start().await;
+    sink.set(|b| {
+        b.rcpt_reply = std::sync::Arc::new(|_: &str| {
+            "550 5.1.1 <alice@example.com>: unknown user at exchange01.corp.internal (10.1.2.3)"
+                .into()
+        })
+    });
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail(
+            "x@partner.example",
+            &["alice@example.com"],
+            b"Subject: s\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!((reply.code, reply.status()), (550, "5.1.1"), "{reply:?}");
+    assert!(
+        !reply.text.contains("corp.internal") && !reply.text.contains("10.1.2.3"),
+        "{reply:?}"
+    );
+    client.quit().await;
+    // The outbound listener's clients are ours: they get the next hop's words.
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail(
+            "alice@example.com",
+            &["bob@example.org"],
+            b"Subject: s\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert!(reply.text.contains("exchange01.corp.internal"), "{reply:?}");
+    client.quit().await;
+
+    // An internal server that cannot be reached: 451 4.4.1, without its address.
+    // Bound and never listening: the port is ours for the test, and refuses.
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let hop = dead.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = support::start(&support::config_text(&dir.path().join("data"), &hop, "")).await;
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail(
+            "x@partner.example",
+            &["alice@example.com"],
+            b"Subject: s\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!((reply.code, reply.status()), (451, "4.4.1"), "{reply:?}");
+    assert!(
+        !reply.text.contains(&hop) && !reply.text.contains("127.0.0.1"),
+        "{reply:?}"
+    );
+    client.quit().await;
+}
+
+/// Backscatter: a DSN for an inbound message went to whatever sender it claimed. Only
+/// a sender the trusted MTA in front vouches for (SPF, DKIM or DMARC) gets one now, and
+/// it names no internal host.
+#[tokio::test]
+async fn no_dsn_to_an_unverified_inbound_sender() {
+    let sink = Sink::start().await;
+    sink.set(|b| {
+        b.rcpt_reply = std::sync::Arc::new(|rcpt: &str| {
+            if rcpt.starts_with("bob@") {
+                "550 5.1.1 bob is not here (mailhub.corp.internal)".into()
+            } else {
+                "250 2.1.5 OK".into()
+            }
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = support::config_text(&dir.path().join("data"), &sink.addr.to_string(), "").replace(
+        "[inbound]\n",
+        "[inbound]\ntrusted_authserv_ids = [\"mx.example.com\"]\n",
+    );
+    let gw = support::start(&text).await;
+    let to = ["alice@example.com", "bob@example.com"];
+
+    // Forged, or merely unverified: alice gets it, bob's failure is not bounced.
+    let unverified = b"From: x@victim.example\r\n\
+                       Authentication-Results: mx.evil.example; spf=pass smtp.mailfrom=victim.example\r\n\
+                       Subject: s\r\n\r\nhi\r\n";
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client.send_mail("x@victim.example", &to, unverified).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    assert!(
+        gw.spool.is_empty(),
+        "a DSN was held for an unverified sender"
+    );
+    client.quit().await;
+
+    // The MTA in front says SPF passed for the sender's domain: the sender hears of it.
+    let verified = b"From: y@partner.example\r\n\
+                     Authentication-Results: mx.example.com; spf=pass smtp.mailfrom=y@partner.example\r\n\
+                     Subject: s\r\n\r\nhi\r\n";
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client.send_mail("y@partner.example", &to, verified).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let got = sink.wait_for(3, SINK_WAIT).await;
+    let dsn = got.iter().find(|r| r.mail_from.is_empty()).expect("a DSN");
+    assert_eq!(dsn.recipients, ["y@partner.example"]);
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(
+        text.contains("Final-Recipient: rfc822; bob@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("Status: 5.1.1"), "{text}");
+    assert!(
+        !text.contains("Remote-MTA") && !text.contains("corp.internal"),
+        "{text}"
+    );
+    assert_eq!(got.iter().filter(|r| r.mail_from.is_empty()).count(), 1);
+}

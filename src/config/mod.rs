@@ -270,6 +270,20 @@ pub struct SpoolConfig {
     pub max_retry: HumanDuration,
     /// After this long in the spool, a copy is given up and its sender gets a DSN.
     pub lifetime: HumanDuration,
+    /// Who gets a DSN for inbound mail some of whose recipients failed: "verified"
+    /// (the default) only a sender the trusted MTA vouches for (SPF, DKIM or DMARC in
+    /// an Authentication-Results field of `[inbound] trusted_authserv_ids`), "always",
+    /// or "never". A DSN to a forged sender is backscatter.
+    pub inbound_dsn: InboundDsn,
+}
+
+/// `[spool] inbound_dsn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundDsn {
+    Verified,
+    Always,
+    Never,
 }
 
 impl Default for SpoolConfig {
@@ -278,6 +292,7 @@ impl Default for SpoolConfig {
             first_retry: HumanDuration::from_secs(60),
             max_retry: HumanDuration::from_secs(60 * 60),
             lifetime: HumanDuration::from_secs(5 * 24 * 60 * 60),
+            inbound_dsn: InboundDsn::Verified,
         }
     }
 }

@@ -112,7 +112,10 @@ pub fn apply(message: &Message, tags: &Tags, status: Option<&str>) -> Message {
             continue;
         };
         let name = field.name.as_str();
-        if status.is_some() && is_ours(name) {
+        // Our own status field is written once; `X-Sealgate-Decrypted`, which the
+        // decryption added, stays. (Fields of ours that came with the message were
+        // removed when it arrived: see [`strip_ours`].)
+        if status.is_some() && name.eq_ignore_ascii_case(STATUS_FIELD) {
             continue;
         }
         match &new_subject {

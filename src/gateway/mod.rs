@@ -18,9 +18,12 @@ use std::time::Instant;
 use self::plan::{Plan, Planner};
 use self::transform::{Group, Transform};
 
+use crate::config::InboundDsn;
 use crate::keys::harvest::Harvester;
 use crate::mail::Direction;
+use crate::mail::authentication::Authentication;
 use crate::mail::envelope::Envelope;
+use crate::mail::envelope::domain_of;
 use crate::mail::message::Message;
 use crate::policy::{Treatment, Verdict};
 use crate::relay::{Delivery, Outcome, Outgoing, Relays};
@@ -114,12 +117,27 @@ impl Gateway {
         let reply = if accepted == total {
             reply::queued(id)
         } else if accepted == 0 {
-            let first_temporary = outcomes().find(|o| matches!(o, Outcome::Temporary(_)));
-            first_temporary
-                .or_else(|| outcomes().next())
-                .and_then(Outcome::reply)
-                .cloned()
-                .unwrap_or_else(|| reply::local_error("no outcome"))
+            // A temporary failure wins, so that the client tries again.
+            let failures = || {
+                handed.iter().flat_map(|h| {
+                    h.delivery
+                        .outcomes
+                        .iter()
+                        .filter_map(|o| o.reply())
+                        .map(move |r| (r, h.refused))
+                })
+            };
+            let (reply, ours) = failures()
+                .find(|(r, _)| r.is_temporary())
+                .or_else(|| failures().next())
+                .map(|(r, ours)| (r.clone(), ours))
+                .unwrap_or_else(|| (reply::local_error("no outcome"), true));
+            // The internal server's words (and ours about reaching it) stay inside.
+            if envelope.direction == Direction::Inbound && !ours {
+                reply::for_outsiders(&reply)
+            } else {
+                reply
+            }
         } else {
             match self.hold_the_rest(envelope, &handed, &message, id).await {
                 Ok(()) => reply::queued(id),
@@ -192,6 +210,7 @@ impl Gateway {
         id: &str,
     ) -> Result<(), SpoolError> {
         let relay = self.relays.get(envelope.direction);
+        let notify = self.may_notify(envelope, original);
         let mut held = Vec::new();
         let mut failures = Vec::new();
         for Handed {
@@ -213,7 +232,7 @@ impl Gateway {
                 _ => None,
             });
             if !settled.waiting.is_empty() {
-                let entry = self.spool.entry(
+                let mut entry = self.spool.entry(
                     id,
                     envelope.direction,
                     &envelope.mail_from,
@@ -221,10 +240,11 @@ impl Gateway {
                     settled.waiting,
                     last_reply,
                 );
+                entry.notify = notify;
                 held.push((entry, tx.message.clone()));
             }
         }
-        let origin = self.spool.entry(
+        let mut origin = self.spool.entry(
             id,
             envelope.direction,
             &envelope.mail_from,
@@ -232,6 +252,7 @@ impl Gateway {
             Vec::new(),
             None,
         );
+        origin.notify = notify;
         if let Some(notice) = self.spool.notice(
             &origin,
             &failures,
@@ -243,6 +264,42 @@ impl Gateway {
         }
         tracing::info!(%id, held = held.len(), failed = failures.len(), "holding copies in the spool");
         self.spool.hold(held).await
+    }
+}
+
+impl Gateway {
+    /// Whether the sender of this message may get a DSN: always for outbound mail,
+    /// whose senders are ours; for inbound mail, as `[spool] inbound_dsn` says. With
+    /// "verified", only when the trusted MTA in front vouches for the envelope sender's
+    /// domain (SPF, or DKIM or DMARC): a DSN to a forged sender is backscatter.
+    fn may_notify(&self, envelope: &Envelope, message: &Message) -> bool {
+        let config = &self.planner.config;
+        if envelope.direction == Direction::Outbound {
+            return true;
+        }
+        match config.spool.inbound_dsn {
+            InboundDsn::Always => true,
+            InboundDsn::Never => false,
+            InboundDsn::Verified => {
+                let head = message.header_block(256 * 1024);
+                let Some(parsed) = mail_parser::MessageParser::default().parse_headers(&head)
+                else {
+                    return false;
+                };
+                let values = parsed
+                    .headers()
+                    .iter()
+                    .filter(|h| {
+                        h.name
+                            .as_str()
+                            .eq_ignore_ascii_case("Authentication-Results")
+                    })
+                    .filter_map(|h| head.get(h.offset_start as usize..h.offset_end as usize))
+                    .filter_map(|v| std::str::from_utf8(v).ok());
+                Authentication::read(values, &config.inbound.trusted_authserv_ids)
+                    .vouches_for_sender(domain_of(&envelope.mail_from))
+            }
+        }
     }
 }
 

@@ -135,6 +135,31 @@ pub fn queued(id: &str) -> Reply {
     Reply::new(250, Some([2, 0, 0]), format!("OK, handed on as {id}"))
 }
 
+/// A refusal from the inbound next hop (the internal mail server) or from our relay
+/// towards it, as an internet sender gets it: the code and enhanced status code are
+/// kept, as promised, and the text is a generic one by the status's subject (RFC
+/// 3463), because the internal server's own words, and ours about reaching it, may name
+/// internal hosts and addresses. The full reply is in the log.
+pub fn for_outsiders(reply: &Reply) -> Reply {
+    let [class, subject, detail] = reply.esc.unwrap_or([(reply.code / 100) as u8, 0, 0]);
+    let what = match subject {
+        1 => "recipient address rejected",
+        2 => "mailbox unavailable",
+        3 => "mail system unavailable",
+        4 => "delivery to the recipient's mail server failed",
+        5 => "mail protocol error",
+        6 => "message content not accepted",
+        7 => "rejected by policy",
+        _ => "not delivered",
+    };
+    let text = if reply.is_temporary() {
+        format!("{what}; try again later")
+    } else {
+        what.to_string()
+    };
+    Reply::new(reply.code, Some([class, subject, detail]), text)
+}
+
 // Refusals that are the client's fault.
 
 pub const UNRECOGNIZED: Reply = Reply::fixed(500, [5, 5, 1], "command unrecognized");

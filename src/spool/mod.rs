@@ -46,6 +46,14 @@ pub struct Entry {
     pub next_attempt_ms: u64,
     /// The last reply, for logs and the DSN.
     pub last_reply: Option<String>,
+    /// Whether the sender may get a DSN. Always for outbound mail; for inbound, only
+    /// when `[spool] inbound_dsn` allows it for this sender (no backscatter).
+    #[serde(default = "yes")]
+    pub notify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Why the spool could not do its job. The client must then get a 4xx: nothing may be
@@ -113,6 +121,7 @@ impl Spool {
             attempts: 0,
             next_attempt_ms: now + self.config.first_retry.0.as_millis() as u64,
             last_reply: last_reply.map(Reply::to_string),
+            notify: true,
         }
     }
 
@@ -264,7 +273,9 @@ impl Spool {
         Ok(Retried::Yes)
     }
 
-    /// The DSN entry that tells `entry`'s sender about `failures`, if anyone should be told.
+    /// The DSN entry that tells `entry`'s sender about `failures`, if anyone should be
+    /// told. A DSN about inbound mail names no internal host: no Remote-MTA, and the
+    /// internal server's replies in the generic form of [`reply::for_outsiders`].
     pub fn notice(
         &self,
         entry: &Entry,
@@ -281,6 +292,34 @@ impl Spool {
             tracing::error!(id = %entry.id, failed = failures.len(), "spool: a DSN could not be delivered and is dropped");
             return None;
         }
+        if !entry.notify {
+            tracing::warn!(
+                id = %entry.id,
+                sender = %entry.mail_from,
+                failed = failures.len(),
+                "spool: no DSN to an unverified sender of inbound mail (it would be backscatter)"
+            );
+            return None;
+        }
+        let inbound = entry.direction == Direction::Inbound;
+        let outsiders: Vec<Failure>;
+        let failures = if inbound {
+            outsiders = failures
+                .iter()
+                .map(|f| Failure {
+                    reply: if f.remote {
+                        reply::for_outsiders(&f.reply)
+                    } else {
+                        f.reply.clone()
+                    },
+                    remote: false,
+                    ..f.clone()
+                })
+                .collect();
+            &outsiders[..]
+        } else {
+            failures
+        };
         let arrival = time::OffsetDateTime::from_unix_timestamp(entry.arrived as i64)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let dsn = dsn::build(&dsn::Report {

@@ -255,6 +255,8 @@ allowed_clients = ["127.0.0.0/8"]
 
 [limits]
 max_connections = {max_connections}
+# Every session of the load comes from 127.0.0.1.
+max_connections_per_client = {max_connections}
 
 # The proxy path alone: keys looked up in DNS cost what the resolver costs, and that is
 # what benches/lookup.rs measures.

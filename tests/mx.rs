@@ -141,7 +141,7 @@ async fn null_mx_is_refused_with_5_1_10_at_data() {
     client.send(support::dot_stuff(MESSAGE)).await;
     let reply = expect_status(&mut client, 550, "5.1.10").await;
     assert!(reply.text.contains("null MX"), "{reply:?}");
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(sink.connections(), 0);
 }
 
 #[tokio::test]
@@ -167,7 +167,7 @@ async fn servfail_defers_with_4_4_3() {
     let reply = send(&mx.gw, &["bob@broken.example"]).await;
     assert_eq!((reply.code, reply.status()), (451, "4.4.3"), "{reply:?}");
     assert!(reply.text.contains("broken.example"), "{reply:?}");
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(sink.connections(), 0);
 }
 
 #[tokio::test]

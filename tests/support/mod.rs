@@ -186,6 +186,35 @@ pub async fn start(config: &str) -> Gateway {
     }
 }
 
+/// Waits until the spool's retrier has completed `count` more passes than it had when
+/// called, or panics after 30 s. Two passes mean that a whole pass began and ended in
+/// between: every entry due at the call has had its chance.
+pub async fn retry_passes(spool: &sealgate::spool::Spool, count: u64) {
+    let mut passes = spool.passes();
+    let target = *passes.borrow_and_update() + count;
+    let done = passes.wait_for(|done| *done >= target);
+    let done = tokio::time::timeout(Duration::from_secs(30), async { done.await.is_ok() });
+    assert!(
+        matches!(done.await, Ok(true)),
+        "the spool's retrier did not complete {count} passes within 30 s"
+    );
+}
+
+/// Waits until the spool holds nothing, or panics after 30 s. Only a pass of the
+/// retrier removes entries, so it looks once more after each pass.
+pub async fn spool_drained(spool: &sealgate::spool::Spool) {
+    let mut passes = spool.passes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !spool.is_empty() {
+        let next = tokio::time::timeout_at(deadline, passes.changed()).await;
+        assert!(
+            matches!(next, Ok(Ok(()))),
+            "the spool still holds {} entries after 30 s",
+            spool.len()
+        );
+    }
+}
+
 /// A temp dir plus a gateway relaying both directions to `sink`, with the built-in
 /// treatment.
 pub async fn gateway_to(sink: &Sink, extra: &str) -> (tempfile::TempDir, Gateway) {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod dns;
 pub mod keys;
+pub mod log;
 pub mod sink;
 
 use std::net::SocketAddr;
@@ -128,13 +129,7 @@ max_retry = "1s"
 
 /// Starts a gateway from config text.
 pub async fn start(config: &str) -> Gateway {
-    // SEALGATE_LOG=info (or debug) shows the gateway's log in a failing test's output.
-    if let Ok(filter) = std::env::var("SEALGATE_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
+    log::install();
     let config = Config::parse(config, Path::new("test.toml")).expect("test config");
     let data_dir = config.data_dir.clone();
     let (graceful_tx, graceful_rx) = oneshot::channel::<()>();

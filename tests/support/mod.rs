@@ -181,6 +181,48 @@ pub async fn start(config: &str) -> Gateway {
     }
 }
 
+/// A gateway that runs on the test's own runtime: see [`start_here`].
+pub struct LocalGateway {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub spool: sealgate::spool::Spool,
+    /// Dropped with the value, which starts a graceful shutdown; whatever is left
+    /// ends with the test's runtime.
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts a gateway from config text on the test's own runtime (a current-thread
+/// one), not on a thread of its own as [`start`] does. It then shares the test's
+/// clock, so that the test can jump over a rest or a backoff measured on tokio's clock
+/// with [`jump`] instead of sleeping through it. It cannot [`Gateway::crash`].
+pub async fn start_here(config: &str) -> LocalGateway {
+    log::install();
+    let config = Config::parse(config, Path::new("test.toml")).expect("test config");
+    let server = Server::bind(config).await.expect("gateway bind");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let gateway = LocalGateway {
+        inbound: server.local_addr(Direction::Inbound),
+        outbound: server.local_addr(Direction::Outbound),
+        spool: server.spool().clone(),
+        _stop: stop,
+    };
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    gateway
+}
+
+/// Moves tokio's clock on by `by` at once: timers of the test's runtime (and of a
+/// gateway from [`start_here`]) that would have fired by then fire now, and
+/// `tokio::time::Instant::now()` is `by` later than it would be. The clock is paused
+/// only for the jump, so real sockets keep working around it. A current-thread
+/// runtime only (`#[tokio::test]`'s default).
+pub async fn jump(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 /// Waits until the spool's retrier has completed `count` more passes than it had when
 /// called, or panics after 30 s. Two passes mean that a whole pass began and ended in
 /// between: every entry due at the call has had its chance.

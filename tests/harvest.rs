@@ -56,6 +56,7 @@ async fn wait_for_key(gw: &Gateway, address: &str, fingerprint: &str) -> KeyEntr
             Instant::now() < deadline,
             "no key {fingerprint} for {address} within 30 s; the store has {all:#?}"
         );
+        // Polled: the store is read through the admin socket of another thread's gateway.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -386,6 +386,7 @@ async fn rcpt_becomes(gw: &Gateway, rcpt: &str, code: u16) {
             Instant::now() < deadline,
             "RCPT {rcpt} still gets {reply:?}"
         );
+        // Polled: the policy in force shows only to a transaction.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -517,6 +518,7 @@ async fn sighup_reloads_and_logs_each_error_of_a_broken_policy() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !serve.log().contains("policy NOT reloaded") {
         assert!(Instant::now() < deadline, "{}", serve.log());
+        // Polled: the child process logs to a file.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = serve.log();
@@ -532,6 +534,7 @@ async fn sighup_reloads_and_logs_each_error_of_a_broken_policy() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while probe().await != 250 {
         assert!(Instant::now() < deadline, "{}", serve.log());
+        // Polled: the policy in force shows only to a transaction.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(serve.log().contains("policy reloaded"), "{}", serve.log());

@@ -150,6 +150,7 @@ pub async fn start(config: &str) -> Gateway {
                 match Server::bind(config.clone()).await {
                     Err(StartError::Store(DbError::InUse(_))) if attempts < 100 => {
                         attempts += 1;
+                        // Polled: nothing tells when the old runtime has let go.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     result => break result.expect("gateway bind"),

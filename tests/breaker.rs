@@ -5,18 +5,23 @@
 //!
 //! The next hop here is a loopback listener the test controls (see [`NextHop`]): it
 //! counts the connections the gateway makes, which is what proves that a resting next
-//! hop gets none. The gateway runs on a runtime and thread of its own, so these tests
-//! use real time with short `[relay]` rests, not a paused clock; the breaker's timing
-//! to the minute is unit-tested in `src/relay/breaker.rs`.
+//! hop gets none. A test that waits for a rest to end runs the gateway on its own
+//! runtime (`support::start_here`) and jumps over the rest on tokio's clock
+//! (`support::jump`): the rests are the default minutes, so no transaction can race
+//! the end of one, and no test sleeps through one. The breaker's timing to the minute
+//! is unit-tested in `src/relay/breaker.rs`.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Client, Gateway, Reply, Sink, config_text, start, testdata};
+use support::{
+    Client, Gateway, LocalGateway, Reply, Sink, config_text, jump, retry_passes, spool_drained,
+    start, start_here, testdata,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -38,7 +43,7 @@ enum Mode {
 struct NextHop {
     addr: SocketAddr,
     /// Connections the gateway made.
-    accepted: Arc<AtomicUsize>,
+    accepted: watch::Sender<usize>,
     mode: watch::Sender<Mode>,
 }
 
@@ -47,13 +52,13 @@ impl NextHop {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let hop = NextHop {
             addr: listener.local_addr().unwrap(),
-            accepted: Arc::default(),
+            accepted: watch::Sender::default(),
             mode: watch::channel(mode).0,
         };
         let (accepted, modes, sink) = (hop.accepted.clone(), hop.mode.clone(), sink.addr);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
+                accepted.send_modify(|n| *n += 1);
                 tokio::spawn(serve(stream, modes.subscribe(), sink));
             }
         });
@@ -65,15 +70,18 @@ impl NextHop {
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        *self.accepted.borrow()
     }
 
-    /// Waits until the gateway has made `count` connections, or panics after 5 s.
+    /// Waits until the gateway has made `count` connections, or panics after 10 s.
     async fn wait_for_connections(&self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.accepted() < count {
-            assert!(Instant::now() < deadline, "expected {count} connections");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut accepted = self.accepted.subscribe();
+        let made = accepted.wait_for(|n| *n >= count);
+        if tokio::time::timeout(Duration::from_secs(10), made)
+            .await
+            .is_err()
+        {
+            panic!("expected {count} connections, got {}", self.accepted());
         }
     }
 }
@@ -106,6 +114,9 @@ async fn serve(mut stream: TcpStream, mut modes: watch::Receiver<Mode>, sink: So
     }
 }
 
+/// The rest after a first failure, `[relay] first_probe`: the default, 1 minute.
+const FIRST_PROBE: Duration = Duration::from_secs(60);
+
 /// A gateway relaying both directions to `hop`, with `extra` config.
 async fn gateway_via(hop: &NextHop, extra: &str) -> (tempfile::TempDir, Gateway) {
     let dir = tempfile::tempdir().unwrap();
@@ -114,9 +125,18 @@ async fn gateway_via(hop: &NextHop, extra: &str) -> (tempfile::TempDir, Gateway)
     (dir, gateway)
 }
 
-/// One outbound transaction on a connection of its own; returns the reply to DATA.
-async fn send(gw: &Gateway) -> Reply {
-    let mut client = Client::connect(gw.outbound).await;
+/// As [`gateway_via`], on the test's runtime, so that [`jump`] moves its clock too.
+async fn gateway_here(hop: &NextHop, extra: &str) -> (tempfile::TempDir, LocalGateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&dir.path().join("data"), &hop.addr.to_string(), extra);
+    let gateway = start_here(&text).await;
+    (dir, gateway)
+}
+
+/// One outbound transaction to the gateway listening on `outbound`, on a connection
+/// of its own; returns the reply to DATA.
+async fn send(outbound: SocketAddr) -> Reply {
+    let mut client = Client::connect(outbound).await;
     let reply = client
         .send_mail("a@example.com", &["b@example.org"], &testdata("plain.eml"))
         .await;
@@ -147,10 +167,10 @@ async fn a_next_hop_that_fails_is_left_alone_and_transactions_get_451_at_once() 
     // The defaults: a first probe after 1 minute.
     let (_dir, gw) = gateway_via(&hop, "").await;
 
-    assert_failed(&send(&gw).await);
+    assert_failed(&send(gw.outbound).await);
     assert_eq!(hop.accepted(), 1);
     for _ in 0..3 {
-        assert_resting(&send(&gw).await, "1 minute");
+        assert_resting(&send(gw.outbound).await, "1 minute");
     }
     assert_eq!(hop.accepted(), 1, "no connection to a resting next hop");
     assert!(gw.spool.is_empty(), "a refused message must not be spooled");
@@ -160,23 +180,22 @@ async fn a_next_hop_that_fails_is_left_alone_and_transactions_get_451_at_once() 
 async fn a_next_hop_that_comes_back_is_used_again_after_a_successful_probe() {
     let sink = Sink::start().await;
     let hop = NextHop::start(&sink, Mode::Busy).await;
-    let (_dir, gw) = gateway_via(&hop, "[relay]\nfirst_probe = \"500ms\"\n").await;
+    let (_dir, gw) = gateway_here(&hop, "").await;
 
-    let reply = send(&gw).await;
-    let marked = Instant::now();
+    let reply = send(gw.outbound).await;
     assert_eq!(
         (reply.code, reply.status()),
         (421, "4.3.2"),
         "the next hop's own reply: {reply:?}"
     );
-    assert_resting(&send(&gw).await, "1 minute");
+    assert_resting(&send(gw.outbound).await, "1 minute");
     assert_eq!(hop.accepted(), 1);
 
     hop.set(Mode::Up);
-    tokio::time::sleep(Duration::from_millis(550).saturating_sub(marked.elapsed())).await;
-    assert_eq!(send(&gw).await.code, 250, "the probe goes through");
+    jump(FIRST_PROBE).await;
+    assert_eq!(send(gw.outbound).await.code, 250, "the probe goes through");
     assert_eq!(hop.accepted(), 2);
-    assert_eq!(send(&gw).await.code, 250, "the mark is cleared");
+    assert_eq!(send(gw.outbound).await.code, 250, "the mark is cleared");
     assert_eq!(sink.wait_for(2, Duration::from_secs(5)).await.len(), 2);
 }
 
@@ -184,15 +203,13 @@ async fn a_next_hop_that_comes_back_is_used_again_after_a_successful_probe() {
 async fn a_failed_probe_leaves_the_next_hop_alone_for_retry_after() {
     let sink = Sink::start().await;
     let hop = NextHop::start(&sink, Mode::HangUp).await;
-    let relay = "[relay]\nfirst_probe = \"300ms\"\nretry_after = \"2m\"\n";
-    let (_dir, gw) = gateway_via(&hop, relay).await;
+    let (_dir, gw) = gateway_here(&hop, "[relay]\nretry_after = \"2m\"\n").await;
 
-    assert_failed(&send(&gw).await);
-    let marked = Instant::now();
-    tokio::time::sleep(Duration::from_millis(350).saturating_sub(marked.elapsed())).await;
-    assert_failed(&send(&gw).await);
+    assert_failed(&send(gw.outbound).await);
+    jump(FIRST_PROBE).await;
+    assert_failed(&send(gw.outbound).await);
     assert_eq!(hop.accepted(), 2, "the probe tried");
-    assert_resting(&send(&gw).await, "2 minutes");
+    assert_resting(&send(gw.outbound).await, "2 minutes");
     assert_eq!(hop.accepted(), 2);
 }
 
@@ -200,12 +217,11 @@ async fn a_failed_probe_leaves_the_next_hop_alone_for_retry_after() {
 async fn while_one_transaction_probes_the_others_get_451_at_once() {
     let sink = Sink::start().await;
     let hop = NextHop::start(&sink, Mode::HangUp).await;
-    let (_dir, gw) = gateway_via(&hop, "[relay]\nfirst_probe = \"300ms\"\n").await;
+    let (_dir, gw) = gateway_here(&hop, "").await;
 
-    assert_failed(&send(&gw).await);
-    let marked = Instant::now();
+    assert_failed(&send(gw.outbound).await);
     hop.set(Mode::Stall);
-    tokio::time::sleep(Duration::from_millis(350).saturating_sub(marked.elapsed())).await;
+    jump(FIRST_PROBE).await;
     let addr = gw.outbound;
     let probe = tokio::spawn(async move {
         let mut client = Client::connect(addr).await;
@@ -220,14 +236,14 @@ async fn while_one_transaction_probes_the_others_get_451_at_once() {
     // The probe is in flight: everyone else is told to come back, and nothing more
     // reaches the next hop.
     for _ in 0..3 {
-        assert_resting(&send(&gw).await, "1 minute");
+        assert_resting(&send(addr).await, "1 minute");
     }
     assert_eq!(hop.accepted(), 2);
 
     hop.set(Mode::Up);
     let reply = probe.await.unwrap();
     assert_eq!(reply.code, 250, "the probe's result decides: {reply:?}");
-    assert_eq!(send(&gw).await.code, 250);
+    assert_eq!(send(addr).await.code, 250);
     assert_eq!(sink.wait_for(2, Duration::from_secs(5)).await.len(), 2);
 }
 
@@ -247,14 +263,12 @@ async fn the_spool_retrier_leaves_a_resting_next_hop_alone() {
     });
     let hop = NextHop::start(&sink, Mode::Up).await;
     let dir = tempfile::tempdir().unwrap();
-    // Retries come every 200 ms to 300 ms: many passes fall into the rest.
-    let text = support::split_config_text(
-        dir.path(),
-        &hop.addr.to_string(),
-        "[relay]\nfirst_probe = \"1500ms\"\n",
-    )
-    .replace("max_retry = \"1s\"", "max_retry = \"300ms\"");
-    let gw = start(&text).await;
+    // Passes every 50 ms and retries every 100 ms at most: many passes fall into the
+    // rest (of the default minute).
+    let text = support::split_config_text(dir.path(), &hop.addr.to_string(), "")
+        .replace("first_retry = \"200ms\"", "first_retry = \"50ms\"")
+        .replace("max_retry = \"1s\"", "max_retry = \"100ms\"");
+    let gw = start_here(&text).await;
 
     // A refused recipient is the next hop answering, not failing: the copy is spooled.
     let mut client = Client::connect(gw.outbound).await;
@@ -271,7 +285,7 @@ async fn the_spool_retrier_leaves_a_resting_next_hop_alone() {
 
     // The next hop goes down; the retrier's next attempt marks it.
     hop.set(Mode::HangUp);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let entry = loop {
         let entry = gw.spool.entries().pop().expect("the entry is held").1;
         if entry
@@ -285,12 +299,17 @@ async fn the_spool_retrier_leaves_a_resting_next_hop_alone() {
             Instant::now() < deadline,
             "the retrier never failed: {entry:?}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        retry_passes(&gw.spool, 1).await;
     };
     let connections = hop.accepted();
 
-    // While it rests, the due entry is skipped: no connection, no attempt counted.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // While it rests, the due entry is skipped: no connection, no attempt counted. It
+    // falls due on the wall clock (the spool's, which tokio cannot move) within 100 ms;
+    // then a whole pass must have left it alone.
+    while sealgate::spool::now_ms() < entry.next_attempt_ms {
+        retry_passes(&gw.spool, 1).await;
+    }
+    retry_passes(&gw.spool, 2).await;
     let (_, waiting) = gw.spool.entries().pop().expect("still held");
     assert!(
         waiting.next_attempt_ms <= sealgate::spool::now_ms(),
@@ -303,18 +322,15 @@ async fn the_spool_retrier_leaves_a_resting_next_hop_alone() {
     // After the rest, one probe delivers it.
     refusing.store(false, Ordering::SeqCst);
     hop.set(Mode::Up);
-    let got = sink.wait_for(2, Duration::from_secs(5)).await;
+    jump(FIRST_PROBE).await;
+    let got = sink.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[1].recipients, ["refused@example.org"]);
     assert_eq!(
         hop.accepted(),
         connections + 1,
         "one connection for the probe"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gw.spool.is_empty() {
-        assert!(Instant::now() < deadline, "the spool still holds the copy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    spool_drained(&gw.spool).await;
 }
 
 #[tokio::test]

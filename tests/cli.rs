@@ -6,12 +6,13 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::Client;
 use support::cli::{BIN, run_with_timeout, signal, text};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello from the CLI test.\r\n";
 
@@ -194,6 +195,9 @@ fn serve_exits_1_when_its_port_is_taken() {
 struct Server {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// Changes with each line collected, and closes at EOF: what a waiting test wakes
+    /// on.
+    lines: watch::Receiver<()>,
     /// The task that collects stderr; it ends at EOF, when the process has exited.
     reader: Option<tokio::task::JoinHandle<()>>,
 }
@@ -213,16 +217,19 @@ impl Server {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let collected = stderr.clone();
+        let (more, more_lines) = watch::channel(());
         let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut all = collected.lock().unwrap();
                 all.push_str(&line);
                 all.push('\n');
+                more.send_replace(());
             }
         });
         Server {
             child,
             stderr,
+            lines: more_lines,
             reader: Some(reader),
         }
     }
@@ -233,17 +240,22 @@ impl Server {
 
     /// Waits until stderr has a line containing `needle` (20 s at most).
     async fn wait_for_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.stderr().contains(needle) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("sealgate exited with {status}: {}", self.stderr());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            self.lines.borrow_and_update();
+            if self.stderr().contains(needle) {
+                return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within 20 s: {}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            match tokio::time::timeout_at(deadline, self.lines.changed()).await {
+                Ok(Ok(())) => {}
+                // EOF: the process has exited.
+                Ok(Err(_)) => panic!(
+                    "sealgate closed its stderr ({:?}): {}",
+                    self.child.try_wait(),
+                    self.stderr()
+                ),
+                Err(_) => panic!("no {needle:?} within 20 s: {}", self.stderr()),
+            }
         }
     }
 

@@ -419,6 +419,7 @@ async fn connections_over_max_connections_get_421_at_once() {
         }
         assert_eq!((reply.code, reply.status()), (421, "4.3.2"), "{reply:?}");
         assert!(Instant::now() < deadline, "no slot freed within 10 s");
+        // Polled: a freed slot shows only to the next connection.
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let reply = client
@@ -465,6 +466,7 @@ async fn client_that_never_reads_loses_its_slot_at_the_idle_timeout() {
             "the slot is still held {:?} after a 1 s idle timeout",
             started.elapsed()
         );
+        // Polled: a freed slot shows only to the next connection.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     flood.abort();

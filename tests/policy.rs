@@ -50,9 +50,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Waits a little and asserts the sink got exactly `count` transactions.
-async fn settles_at(sink: &Sink, count: usize) -> Vec<support::sink::Received> {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Asserts that the sink got exactly `count` transactions, once nothing more can come:
+/// the gateway answers the client only after each copy went to the next hop or into
+/// the spool, so after the client's reply, once the spool is drained (a DSN sent),
+/// the sink has all it will ever get from this transaction.
+async fn settles_at(gw: &Gateway, sink: &Sink, count: usize) -> Vec<support::sink::Received> {
+    support::spool_drained(&gw.spool).await;
     let got = sink.received();
     assert_eq!(
         got.len(),
@@ -78,7 +81,7 @@ async fn secure_subject_without_a_key_is_refused_and_nothing_is_delivered() {
         .await;
     let reply = support::expect_status(&mut client, 550, "5.7.1").await;
     assert!(reply.text.contains("nokey@example.net"), "{reply:?}");
-    settles_at(&sink, 0).await;
+    settles_at(&gw, &sink, 0).await;
 }
 
 #[tokio::test]
@@ -133,7 +136,7 @@ async fn secure_subject_is_encrypted_with_the_tag_removed_and_a_keyless_copy_bec
         "{report}"
     );
     assert!(!report.contains("bob@example.org\r\nAction"), "{report}");
-    settles_at(&sink, 2).await;
+    settles_at(&gw, &sink, 2).await;
 }
 
 #[tokio::test]
@@ -151,7 +154,7 @@ async fn shipped_outbound_rules_split_recipients_into_one_transaction_per_treatm
         )
         .await;
     assert_eq!(reply.code, 250, "{reply:?}");
-    let got = settles_at(&sink, 2).await;
+    let got = settles_at(&gw, &sink, 2).await;
     // encrypt-when-possible: bob has a key.
     let encrypted = got
         .iter()
@@ -242,7 +245,7 @@ async fn envelope_rules_refuse_at_rcpt_and_the_rest_is_delivered() {
     check(&mut client, "RCPT TO:<friend@example.net>", 250, "2.1.5").await;
     // Refusals by policy are not the client's errors: the session goes on as usual.
     data_accepted(&mut client, &mail("hello")).await;
-    let got = settles_at(&sink, 1).await;
+    let got = settles_at(&gw, &sink, 1).await;
     assert_eq!(got[0].recipients, ["friend@example.net"]);
 }
 
@@ -287,7 +290,7 @@ action = "reject"
     check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
     check(&mut client, "RCPT TO:<one@example.net>", 250, "2.1.5").await;
     data_accepted(&mut client, &mail("plain")).await;
-    settles_at(&sink, 1).await;
+    settles_at(&gw, &sink, 1).await;
 }
 
 #[tokio::test]
@@ -322,7 +325,7 @@ action = "pass"
         )
         .await;
     assert_eq!(reply.code, 250, "{reply:?}");
-    let got = settles_at(&sink, 2).await;
+    let got = settles_at(&gw, &sink, 2).await;
     let external = text(
         &got.iter()
             .find(|r| r.recipients == ["x@example.net"])
@@ -358,18 +361,24 @@ action = "pass"
     );
 }
 
+/// The reply to RCPT for `rcpt`, in a transaction of its own.
+async fn rcpt_reply(gw: &Gateway, rcpt: &str) -> support::Reply {
+    let mut client = Client::connect(gw.outbound).await;
+    client.cmd_expect("EHLO client.test", 250).await;
+    client
+        .cmd_expect("MAIL FROM:<alice@example.com>", 250)
+        .await;
+    client.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+    let reply = client.reply().await;
+    client.quit().await;
+    reply
+}
+
 /// Polls (a fresh transaction each time) until RCPT for `rcpt` gets `code`.
 async fn rcpt_becomes(gw: &Gateway, rcpt: &str, code: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let mut client = Client::connect(gw.outbound).await;
-        client.cmd_expect("EHLO client.test", 250).await;
-        client
-            .cmd_expect("MAIL FROM:<alice@example.com>", 250)
-            .await;
-        client.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-        let reply = client.reply().await;
-        client.quit().await;
+        let reply = rcpt_reply(gw, rcpt).await;
         if reply.code == code {
             return;
         }
@@ -377,6 +386,7 @@ async fn rcpt_becomes(gw: &Gateway, rcpt: &str, code: u16) {
             Instant::now() < deadline,
             "RCPT {rcpt} still gets {reply:?}"
         );
+        // Polled: the policy in force shows only to a transaction.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -394,18 +404,27 @@ async fn a_changed_file_is_loaded_and_a_broken_one_never_replaces_the_rules_in_f
     rcpt_becomes(&gw, "a@competitor.example", 550).await;
 
     // One change breaks a file and removes the block: loading it would accept the
-    // competitor again. It has an error, so the rules in force stay.
+    // competitor again. It has an error, so the rules in force stay. The change is one
+    // rename, so that every reload from now on sees the whole of it, and the log line
+    // of a refused reload proves that the gateway has looked.
+    let broken = policies.with_file_name("broken.toml");
     std::fs::write(
-        policies.join("20-broken.toml"),
+        &broken,
         "[[rule]]\nchain = \"outbound\"\naction = \"explode\"\n",
     )
     .unwrap();
-    std::fs::remove_file(policies.join("10-block.toml")).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    rcpt_becomes(&gw, "a@competitor.example", 550).await;
+    std::fs::rename(&broken, policies.join("10-block.toml")).unwrap();
+    let refused = format!("dir={}", policies.display());
+    support::log::wait_for(
+        |line| line.contains("policy NOT reloaded") && line.contains(&refused),
+        Duration::from_secs(15),
+    )
+    .await;
+    let reply = rcpt_reply(&gw, "a@competitor.example").await;
+    assert_eq!(reply.code, 550, "the rules in force stay: {reply:?}");
 
     // Fixed: the folder as it now is (no block) is loaded.
-    std::fs::remove_file(policies.join("20-broken.toml")).unwrap();
+    std::fs::remove_file(policies.join("10-block.toml")).unwrap();
     rcpt_becomes(&gw, "a@competitor.example", 250).await;
 }
 
@@ -434,7 +453,7 @@ async fn a_transaction_finishes_on_the_policy_it_started_with() {
         .send_mail("alice@example.com", &["y@example.net"], &mail("later"))
         .await;
     assert_eq!(reply.code, 250);
-    let got = settles_at(&sink, 2).await;
+    let got = settles_at(&gw, &sink, 2).await;
     let by = |rcpt: &str| text(&got.iter().find(|r| r.recipients == [rcpt]).unwrap().data);
     assert!(
         by("x@example.net").contains("X-Policy: old\r\n"),
@@ -499,6 +518,7 @@ async fn sighup_reloads_and_logs_each_error_of_a_broken_policy() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !serve.log().contains("policy NOT reloaded") {
         assert!(Instant::now() < deadline, "{}", serve.log());
+        // Polled: the child process logs to a file.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = serve.log();
@@ -514,6 +534,7 @@ async fn sighup_reloads_and_logs_each_error_of_a_broken_policy() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while probe().await != 250 {
         assert!(Instant::now() < deadline, "{}", serve.log());
+        // Polled: the policy in force shows only to a transaction.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(serve.log().contains("policy reloaded"), "{}", serve.log());

@@ -24,12 +24,7 @@ async fn transaction_in_flight_finishes_and_idle_sessions_get_421() {
             .await
     });
     // Let the message reach the next hop, which is slow to answer.
-    for _ in 0..100 {
-        if sink.connections.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    sink.wait_for_connections(1, Duration::from_secs(10)).await;
     let stopped = gw.begin_stop();
 
     let idle_reply = idle.reply().await;

@@ -8,10 +8,11 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{
-    Client, Sink, gateway_split, split_config_text, start, testdata, without_split_field,
+    Client, Sink, gateway_split, retry_passes, split_config_text, spool_drained, start, testdata,
+    without_split_field,
 };
 
 /// A sink that refuses `refused@example.org` with `reply` while `refusing` is set.
@@ -25,16 +26,6 @@ fn refuse_while(sink: &Sink, refusing: Arc<AtomicBool>, reply: &'static str) {
             }
         })
     });
-}
-
-async fn wait_until_empty(spool: &sealgate::spool::Spool) {
-    for _ in 0..200 {
-        if spool.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("spool still holds {} entries", spool.len());
 }
 
 #[tokio::test]
@@ -82,7 +73,11 @@ async fn temporary_refusal_of_one_group_is_spooled_then_delivered_once() {
     assert_eq!(got[0].recipients, ["ok@example.org"]);
 
     // The retrier keeps trying while the next hop refuses...
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.spool.entries().first().expect("still held").1.attempts == 0 {
+        assert!(Instant::now() < deadline, "not retried within 10 s");
+        retry_passes(&gw.spool, 1).await;
+    }
     assert_eq!(sink.received().len(), 1);
     assert_eq!(gw.spool.len(), 1);
     assert!(
@@ -99,8 +94,9 @@ async fn temporary_refusal_of_one_group_is_spooled_then_delivered_once() {
         without_split_field(&got[0].data),
         "the spooled copy is the same message"
     );
-    wait_until_empty(&gw.spool).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    spool_drained(&gw.spool).await;
+    // Two more passes: a whole one after the entry was gone.
+    retry_passes(&gw.spool, 2).await;
     assert_eq!(sink.received().len(), 2, "delivered exactly once");
 }
 
@@ -110,10 +106,10 @@ async fn spooled_copy_survives_a_crash_and_arrives_exactly_once() {
     let refusing = Arc::new(AtomicBool::new(true));
     refuse_while(&sink, refusing.clone(), "421 4.3.0 go away");
     let dir = tempfile::tempdir().unwrap();
-    // A long first retry, so that nothing is retried before the crash.
-    let text = split_config_text(dir.path(), &sink.addr.to_string(), "")
-        .replace("first_retry = \"200ms\"", "first_retry = \"2s\"");
-    let gw = start(&text).await;
+    // The restarts retry every 200 ms; the first gateway has a long first retry, so
+    // that nothing is retried before the crash.
+    let text = split_config_text(dir.path(), &sink.addr.to_string(), "");
+    let gw = start(&text.replace("first_retry = \"200ms\"", "first_retry = \"2s\"")).await;
 
     let mut client = Client::connect(gw.outbound).await;
     let reply = client
@@ -139,12 +135,13 @@ async fn spooled_copy_survives_a_crash_and_arrives_exactly_once() {
     assert_eq!(got[1].recipients, ["refused@example.org"]);
     let (_, body) = support::split_received(&without_split_field(&got[1].data));
     assert_eq!(body, testdata("dots.eml"));
-    wait_until_empty(&gw.spool).await;
+    spool_drained(&gw.spool).await;
 
-    // A second restart must not deliver it again.
+    // A second restart must not deliver it again: its first pass over the spool has
+    // seen whatever was left on disk.
     gw.stop().await;
     let gw = start(&text).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    retry_passes(&gw.spool, 1).await;
     assert_eq!(sink.received().len(), 2, "exactly once");
     assert!(gw.spool.is_empty());
 }
@@ -203,8 +200,9 @@ async fn permanent_refusal_of_one_group_sends_a_dsn_to_the_sender() {
         !text.contains("ok@example.org>: "),
         "only the failed recipient is reported"
     );
-    wait_until_empty(&gw.spool).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    spool_drained(&gw.spool).await;
+    // Two more passes: a whole one after the DSN was gone.
+    retry_passes(&gw.spool, 2).await;
     assert_eq!(sink.received().len(), 2, "one copy, one DSN, nothing more");
 }
 
@@ -246,7 +244,7 @@ async fn copy_that_outlives_the_spool_lifetime_becomes_a_dsn() {
         dsn.contains("4.2.0 mailbox busy"),
         "the last reply is quoted: {dsn}"
     );
-    wait_until_empty(&gw.spool).await;
+    spool_drained(&gw.spool).await;
 }
 
 #[tokio::test]
@@ -302,7 +300,10 @@ async fn a_dsn_for_the_null_sender_is_never_sent() {
         .await;
     assert_eq!(reply.code, 250);
     sink.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A DSN would have been spooled before the 250, and nothing is; two more passes
+    // would still send one that got there some other way.
+    assert!(gw.spool.is_empty());
+    retry_passes(&gw.spool, 2).await;
     assert_eq!(sink.received().len(), 1, "no bounce of a bounce");
     assert!(gw.spool.is_empty());
 }

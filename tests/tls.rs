@@ -375,6 +375,7 @@ async fn stalled_handshake_is_dropped_at_the_idle_timeout() {
         }
         assert_eq!((reply.code, reply.status()), (421, "4.3.2"), "{reply:?}");
         assert!(std::time::Instant::now() < deadline, "slot not freed");
+        // Polled: a freed slot shows only to the next connection.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

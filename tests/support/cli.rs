@@ -168,6 +168,7 @@ impl Serve {
                 "no admin socket within 20 s: {}",
                 serve.log()
             );
+            // Polled: a file appearing sends no event we could wait on cheaply.
             std::thread::sleep(Duration::from_millis(20));
         }
         serve
@@ -202,6 +203,7 @@ impl Serve {
                 "still running 20 s after SIGTERM: {}",
                 self.log()
             );
+            // Polled: std's Child has no wait with a time limit.
             std::thread::sleep(Duration::from_millis(20));
         }
     }

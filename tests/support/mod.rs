@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod dns;
 pub mod keys;
+pub mod log;
 pub mod sink;
 
 use std::net::SocketAddr;
@@ -128,13 +129,7 @@ max_retry = "1s"
 
 /// Starts a gateway from config text.
 pub async fn start(config: &str) -> Gateway {
-    // SEALGATE_LOG=info (or debug) shows the gateway's log in a failing test's output.
-    if let Ok(filter) = std::env::var("SEALGATE_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    }
+    log::install();
     let config = Config::parse(config, Path::new("test.toml")).expect("test config");
     let data_dir = config.data_dir.clone();
     let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
@@ -155,6 +150,7 @@ pub async fn start(config: &str) -> Gateway {
                 match Server::bind(config.clone()).await {
                     Err(StartError::Store(DbError::InUse(_))) if attempts < 100 => {
                         attempts += 1;
+                        // Polled: nothing tells when the old runtime has let go.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     result => break result.expect("gateway bind"),
@@ -183,6 +179,77 @@ pub async fn start(config: &str) -> Gateway {
         graceful: Some(graceful_tx),
         crash: Some(crash_tx),
         finished: Some(finished_rx),
+    }
+}
+
+/// A gateway that runs on the test's own runtime: see [`start_here`].
+pub struct LocalGateway {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub spool: sealgate::spool::Spool,
+    /// Dropped with the value, which starts a graceful shutdown; whatever is left
+    /// ends with the test's runtime.
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts a gateway from config text on the test's own runtime (a current-thread
+/// one), not on a thread of its own as [`start`] does. It then shares the test's
+/// clock, so that the test can jump over a rest or a backoff measured on tokio's clock
+/// with [`jump`] instead of sleeping through it. It cannot [`Gateway::crash`].
+pub async fn start_here(config: &str) -> LocalGateway {
+    log::install();
+    let config = Config::parse(config, Path::new("test.toml")).expect("test config");
+    let server = Server::bind(config).await.expect("gateway bind");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let gateway = LocalGateway {
+        inbound: server.local_addr(Direction::Inbound),
+        outbound: server.local_addr(Direction::Outbound),
+        spool: server.spool().clone(),
+        _stop: stop,
+    };
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    gateway
+}
+
+/// Moves tokio's clock on by `by` at once: timers of the test's runtime (and of a
+/// gateway from [`start_here`]) that would have fired by then fire now, and
+/// `tokio::time::Instant::now()` is `by` later than it would be. The clock is paused
+/// only for the jump, so real sockets keep working around it. A current-thread
+/// runtime only (`#[tokio::test]`'s default).
+pub async fn jump(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+/// Waits until the spool's retrier has completed `count` more passes than it had when
+/// called, or panics after 30 s. Two passes mean that a whole pass began and ended in
+/// between: every entry due at the call has had its chance.
+pub async fn retry_passes(spool: &sealgate::spool::Spool, count: u64) {
+    let mut passes = spool.passes();
+    let target = *passes.borrow_and_update() + count;
+    let done = passes.wait_for(|done| *done >= target);
+    let done = tokio::time::timeout(Duration::from_secs(30), async { done.await.is_ok() });
+    assert!(
+        matches!(done.await, Ok(true)),
+        "the spool's retrier did not complete {count} passes within 30 s"
+    );
+}
+
+/// Waits until the spool holds nothing, or panics after 30 s. Only a pass of the
+/// retrier removes entries, so it looks once more after each pass.
+pub async fn spool_drained(spool: &sealgate::spool::Spool) {
+    let mut passes = spool.passes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !spool.is_empty() {
+        let next = tokio::time::timeout_at(deadline, passes.changed()).await;
+        assert!(
+            matches!(next, Ok(Ok(()))),
+            "the spool still holds {} entries after 30 s",
+            spool.len()
+        );
     }
 }
 

@@ -3,12 +3,12 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// One transaction the sink accepted.
 #[derive(Debug, Clone)]
@@ -57,10 +57,12 @@ impl Default for Behaviour {
 #[derive(Clone)]
 pub struct Sink {
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
+    /// Every transaction accepted so far; a watch, so that a test waits for the next
+    /// one instead of polling.
+    received: watch::Sender<Vec<Received>>,
     behaviour: Arc<Mutex<Behaviour>>,
-    /// Connections accepted so far.
-    pub connections: Arc<AtomicUsize>,
+    /// How many connections were accepted so far.
+    connections: watch::Sender<usize>,
 }
 
 impl Sink {
@@ -74,15 +76,15 @@ impl Sink {
         let listener = TcpListener::bind(addr).await.expect("sink bind");
         let sink = Sink {
             addr: listener.local_addr().unwrap(),
-            received: Arc::default(),
+            received: watch::Sender::default(),
             behaviour: Arc::default(),
-            connections: Arc::default(),
+            connections: watch::Sender::default(),
         };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                s.connections.fetch_add(1, Ordering::SeqCst);
+                s.connections.send_modify(|n| *n += 1);
                 let s = s.clone();
                 tokio::spawn(async move {
                     let _ = s.session(stream).await;
@@ -97,21 +99,37 @@ impl Sink {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.received.borrow().clone()
     }
 
     /// Waits until at least `count` transactions have arrived, or panics after `limit`.
     pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let got = self.received();
-            if got.len() >= count {
-                return got;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("sink: expected {count} transactions, got {}", got.len());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut received = self.received.subscribe();
+        match tokio::time::timeout(limit, received.wait_for(|got| got.len() >= count)).await {
+            Ok(Ok(got)) => got.clone(),
+            _ => panic!(
+                "sink: expected {count} transactions within {limit:?}, got {}",
+                self.received().len()
+            ),
+        }
+    }
+
+    /// How many connections the sink has accepted so far.
+    pub fn connections(&self) -> usize {
+        *self.connections.borrow()
+    }
+
+    /// Waits until the sink has accepted `count` connections, or panics after `limit`.
+    pub async fn wait_for_connections(&self, count: usize, limit: Duration) {
+        let mut connections = self.connections.subscribe();
+        if tokio::time::timeout(limit, connections.wait_for(|n| *n >= count))
+            .await
+            .is_err()
+        {
+            panic!(
+                "sink: expected {count} connections within {limit:?}, got {}",
+                self.connections()
+            );
         }
     }
 
@@ -166,12 +184,13 @@ impl Sink {
                     }
                     tokio::time::sleep(behaviour.data_delay).await;
                     if behaviour.data_reply.starts_with('2') {
-                        self.received.lock().unwrap().push(Received {
+                        let got = Received {
                             mail_from: between_brackets(&mail_line),
                             mail_line: mail_line.clone(),
                             recipients: std::mem::take(&mut recipients),
                             data,
-                        });
+                        };
+                        self.received.send_modify(|all| all.push(got));
                     }
                     if behaviour.close_after_reply {
                         write

@@ -59,9 +59,10 @@ pub enum Request {
         passphrase: Option<String>,
     },
     List,
-    /// The entries of one address (for `policy explain`).
+    /// The entries of these addresses (for `policy explain`), in one request: the CLI
+    /// opens the database once, not once per address.
     Find {
-        address: String,
+        addresses: Vec<String>,
     },
     Delete {
         target: String,
@@ -111,14 +112,15 @@ pub fn execute(
             Ok(entries) => response.entries = entries,
             Err(e) => return failure(e),
         },
-        Request::Find { address } => {
-            let found = match super::address::normalize(&address) {
-                Some(normalized) => store.find(&normalized),
-                None => Ok(Vec::new()),
-            };
-            match found {
-                Ok(entries) => response.entries = entries,
-                Err(e) => return failure(e),
+        Request::Find { addresses } => {
+            for address in addresses {
+                let Some(normalized) = super::address::normalize(&address) else {
+                    continue;
+                };
+                match store.find(&normalized) {
+                    Ok(entries) => response.entries.extend(entries),
+                    Err(e) => return failure(e),
+                }
             }
         }
         Request::Purge => match store.purge(now) {

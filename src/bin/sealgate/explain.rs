@@ -41,28 +41,37 @@ pub fn run(
         structure: true,
     };
     let content = Content::read(&Message::new(raw), all);
-    let mut recipients = Vec::new();
-    for address in to {
-        let request = admin::Request::Find {
-            address: address.clone(),
-        };
-        let entries = match admin::request(&config.data_dir, config.keys.lookup_ttl.0, request) {
-            Ok(response) if !response.failed => response.entries,
-            Ok(response) => {
-                eprintln!("sealgate: {}", response.messages.join("; "));
-                return ExitCode::FAILURE;
+    // Every recipient's entries in one request: each request without a running server
+    // opens the database, and sled lets go of its lock a moment after it is closed.
+    let request = admin::Request::Find {
+        addresses: to.to_vec(),
+    };
+    let entries = match admin::request(&config.data_dir, config.keys.lookup_ttl.0, request) {
+        Ok(response) if !response.failed => response.entries,
+        Ok(response) => {
+            eprintln!("sealgate: {}", response.messages.join("; "));
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let recipients: Vec<Recipient> = to
+        .iter()
+        .map(|address| {
+            let normalized = sealgate::keys::address::normalize(address);
+            Recipient {
+                address: address.clone(),
+                internal: config.internal_domains.is_internal(address),
+                entries: entries
+                    .iter()
+                    .filter(|e| Some(&e.address) == normalized.as_ref())
+                    .cloned()
+                    .collect(),
             }
-            Err(e) => {
-                eprintln!("sealgate: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        recipients.push(Recipient {
-            address: address.clone(),
-            internal: config.internal_domains.is_internal(address),
-            entries,
-        });
-    }
+        })
+        .collect();
     let explanations = explain::explain(
         &policy,
         direction,

@@ -306,9 +306,11 @@ pub fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) ->
         out.extend_from_slice(
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
         );
-        out.extend_from_slice(&text.as_bytes()[..start]);
+        // The text around the block is decoded too (base64, quoted-printable): its line
+        // ends are made CRLF like the plaintext's.
+        out.extend_from_slice(&crlf(&text.as_bytes()[..start]));
         out.extend_from_slice(&crlf(plaintext));
-        out.extend_from_slice(&text.as_bytes()[end..]);
+        out.extend_from_slice(&crlf(&text.as_bytes()[end..]));
         return Some(out);
     }
 
@@ -390,17 +392,23 @@ fn has_header_block(text: &[u8]) -> bool {
     true
 }
 
-/// Bare LF line ends made CRLF (OpenSSL and some clients encrypt LF text; files saved
-/// by mail clients often have LF line ends).
+/// Line ends made CRLF, as DATA makes them ([`crate::smtp::data`]): a bare LF
+/// (OpenSSL and some clients encrypt LF text; files saved by mail clients often have LF
+/// line ends) and a bare CR each become CRLF. A bare CR left in a decrypted header is
+/// no line end to mail-parser, but the relay sends it on as one: the next hop would
+/// read a field we never saw (a forged `X-Sealgate`).
 pub fn crlf(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 32);
-    let mut previous = 0u8;
-    for &b in text {
-        if b == b'\n' && previous != b'\r' {
-            out.push(b'\r');
+    let mut bytes = text.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                bytes.next_if_eq(&b'\n');
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            _ => out.push(b),
         }
-        out.push(b);
-        previous = b;
     }
     out
 }

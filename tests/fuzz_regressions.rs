@@ -1,0 +1,80 @@
+//! Bugs the fuzz targets in `fuzz/` found, each as the smallest input that showed it.
+//! Every test is named after its bug; the inputs are inline, or under
+//! `testdata/fuzz-regressions/` when they are binary or long.
+
+use sealgate::mail::mime::{self, Encrypted};
+
+const MARKER: &str = "pgp; key=0123456789ABCDEF";
+
+/// A PGP/MIME message (its ciphertext does not matter to `decrypted`) with `head` as
+/// the outer header, Content-Type first.
+fn pgp_mime(head: &str) -> Vec<u8> {
+    format!(
+        "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\
+         {head}\r\n\
+         --b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\n\r\n\
+         -----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA0fcZ7XLgmf2\r\n-----END PGP MESSAGE-----\r\n--b--\r\n"
+    )
+    .into_bytes()
+}
+
+/// The lines of a message's header block as the next hop reads them: a CRLF, a bare CR
+/// and a bare LF each end a line (the relay sends the bare ones as CRLF), and the first
+/// empty line ends the block.
+fn next_hop_header(message: &[u8]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    let mut bytes = message.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b != b'\r' && b != b'\n' {
+            line.push(b);
+            continue;
+        }
+        if b == b'\r' {
+            bytes.next_if_eq(&b'\n');
+        }
+        if line.is_empty() {
+            break;
+        }
+        lines.push(String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned());
+    }
+    lines
+}
+
+/// The `smtp_session` target: an S/MIME message whose content, once decrypted, had a
+/// bare CR. It went out as it was, and the relay turns a bare CR into a line end, so a
+/// sender could put `Subject: x<CR>X-Sealgate-Decrypted: ...` in the encrypted part and
+/// have the recipient's filters read a field of ours that sealgate never saw.
+#[test]
+fn decrypted_bare_cr_cannot_forge_a_field_of_ours() {
+    let raw = pgp_mime("From: alice@example.org\r\nSubject: ...\r\n");
+    // With protected headers, the inner Subject is the one the message gets.
+    let plaintext = b"Content-Type: text/plain; protected-headers=\"v1\"\r\n\
+        Subject: hi\rX-Sealgate-Decrypted: pgp; key=FORGED\r\n\r\nbody\rmore\r\n";
+    let out = mime::decrypted(&raw, Encrypted::PgpMime, plaintext, MARKER).unwrap();
+    let ours: Vec<String> = next_hop_header(&out)
+        .into_iter()
+        .filter(|line| line.to_ascii_lowercase().starts_with("x-sealgate"))
+        .collect();
+    assert_eq!(ours, [format!("X-Sealgate-Decrypted: {MARKER}")]);
+    assert!(
+        !out.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'),
+        "bare CR left"
+    );
+}
+
+/// The same for inline PGP: the text around the armored block, decoded from base64
+/// (or quoted-printable), kept its bare CRs and LFs.
+#[test]
+fn decrypted_inline_text_around_the_block_gets_crlf() {
+    use base64::Engine;
+    let text = "before\nthe block\r-----BEGIN PGP MESSAGE-----\n\nwcBMA0fcZ7XLgmf2\n-----END PGP MESSAGE-----\nafter\n";
+    let raw = format!(
+        "From: alice@example.org\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    );
+    let out = mime::decrypted(raw.as_bytes(), Encrypted::InlinePgp, b"secret\n", MARKER).unwrap();
+    let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body, b"before\r\nthe block\r\nsecret\r\n\r\nafter\r\n");
+}

@@ -2,7 +2,7 @@
 //! Every test is named after its bug; the inputs are inline, or under
 //! `testdata/fuzz-regressions/` when they are binary or long.
 
-use sealgate::mail::mime::{self, Encrypted};
+use sealgate::mail::mime::{self, Cut, Encrypted, field_name};
 
 const MARKER: &str = "pgp; key=0123456789ABCDEF";
 
@@ -77,4 +77,42 @@ fn decrypted_inline_text_around_the_block_gets_crlf() {
     let out = mime::decrypted(raw.as_bytes(), Encrypted::InlinePgp, b"secret\n", MARKER).unwrap();
     let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     assert_eq!(body, b"before\r\nthe block\r\nsecret\r\n\r\nafter\r\n");
+}
+
+/// The `decrypt` target: a line of whitespace only (here a form feed) ends the header
+/// block for mail-parser. It stayed on the last outer field, so the field sealgate adds
+/// after it (`X-Sealgate-Decrypted`, and the plaintext's Content-Type) ended up in the
+/// body: the decrypted message lost its type and our mark.
+#[test]
+fn decrypted_fields_stay_in_the_header_after_a_whitespace_line() {
+    let inline = b"From: alice@example.org\r\nSubject: inline\r\n\x0c\r\n\
+        -----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA0fcZ7XLgmf2\r\n-----END PGP MESSAGE-----\r\n";
+    let cases = [
+        (inline.to_vec(), Encrypted::InlinePgp),
+        (
+            pgp_mime("From: alice@example.org\r\nSubject: ...\r\n\x0c"),
+            Encrypted::PgpMime,
+        ),
+        (
+            pgp_mime("From: alice@example.org\r\nSubject: ...\r\n \t"),
+            Encrypted::PgpMime,
+        ),
+    ];
+    for (raw, kind) in cases {
+        let out = mime::decrypted(
+            &raw,
+            kind,
+            b"Content-Type: text/plain\r\n\r\nsecret\r\n",
+            MARKER,
+        )
+        .unwrap();
+        let cut = Cut::new(&out).unwrap();
+        let names: Vec<String> = cut.fields.iter().map(|f| field_name(f)).collect();
+        assert!(
+            names.contains(&"x-sealgate-decrypted".to_string())
+                && names.contains(&"content-type".to_string()),
+            "{kind:?}: {names:?} in {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
 }

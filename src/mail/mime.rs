@@ -72,16 +72,23 @@ impl<'a> Cut<'a> {
     }
 }
 
-/// The last field before the body runs up to the body and so includes the empty line.
+/// The last field before the body runs up to the body and so includes the line that
+/// ended the header block. For mail-parser that is any line of whitespace only
+/// (`" \r\n"`, a form feed), not just an empty one; left on the field, a field put
+/// after it would be in the body.
 fn trim_blank_line(field: &[u8]) -> &[u8] {
-    let mut end = field.len();
-    for terminator in [&b"\r\n\r\n"[..], b"\n\n"] {
-        if field.ends_with(terminator) {
-            end = field.len() - terminator.len() / 2;
-            break;
-        }
+    let Some(lines) = field.strip_suffix(b"\n") else {
+        return field;
+    };
+    let last = lines
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    if lines[last..].iter().all(u8::is_ascii_whitespace) {
+        &field[..last]
+    } else {
+        field
     }
-    &field[..end]
 }
 
 /// A field's name, lower-cased.

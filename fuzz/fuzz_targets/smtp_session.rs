@@ -50,6 +50,7 @@ static WORLD: LazyLock<World> = LazyLock::new(world);
 
 /// The gateway as `Server::bind` builds it, without the listeners and the admin socket.
 fn world() -> World {
+    sealgate_fuzz::tolerate_caught_panics();
     let data = scratch("session");
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let text = format!(

@@ -181,10 +181,47 @@ pub fn next_hop_header(message: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-/// The header lines that name a field of sealgate's (`X-Sealgate*`).
+/// The header lines that are fields of sealgate's (`X-Sealgate*`): a field name (printable
+/// ASCII up to the colon, spaces before it allowed as RFC 5322's obsolete syntax does)
+/// that starts with `X-Sealgate`.
 pub fn marks_in(message: &[u8]) -> Vec<&[u8]> {
     next_hop_header(message)
         .into_iter()
-        .filter(|line| line.len() >= 10 && line[..10].eq_ignore_ascii_case(b"x-sealgate"))
+        .filter(|line| {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return false;
+            };
+            let name = line[..colon].trim_ascii_end();
+            name.len() >= 10
+                && name[..10].eq_ignore_ascii_case(b"x-sealgate")
+                && name.iter().all(|b| b.is_ascii_graphic())
+        })
         .collect()
+}
+
+/// Lets a panic that sealgate catches go on to its `catch_unwind`, as in the gateway,
+/// instead of ending the run (libFuzzer's hook aborts on every panic, caught or not):
+/// one raised in sequoia (or its buffered_reader) under `crypto::pgp::decrypt`, which
+/// turns it into a malformed message. sequoia-openpgp 2.4.2 has one such panic that any
+/// sender can trigger (a SEIP packet shorter than its block size plus 24 bytes:
+/// parse.rs:6367; tests/fuzz_regressions.rs). Each tolerated panic is reported on
+/// stderr. Any other panic still ends the run.
+pub fn tolerate_caught_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_dependency = info.location().is_some_and(|l| {
+                l.file().contains("/sequoia-openpgp-") || l.file().contains("/buffered-reader-")
+            });
+            if in_dependency {
+                let trace = std::backtrace::Backtrace::force_capture().to_string();
+                if trace.contains("src/crypto/pgp/decrypt.rs") {
+                    eprintln!("tolerated (caught by crypto::pgp::decrypt): {info}");
+                    return;
+                }
+            }
+            abort(info);
+        }));
+    });
 }

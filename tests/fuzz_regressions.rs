@@ -1,8 +1,13 @@
 //! Bugs the fuzz targets in `fuzz/` found, each as the smallest input that showed it.
 //! Every test is named after its bug; the inputs are inline, or under
-//! `testdata/fuzz-regressions/` when they are binary or long.
+//! `testdata/fuzz-regressions/` when they are binary or long. Where the bug could stop
+//! the gateway, a test also sends the input through a real one (see `support`).
+
+mod support;
 
 use sealgate::mail::mime::{self, Cut, Encrypted, field_name};
+use std::time::Duration;
+use support::{Client, Sink, gateway_to};
 
 const MARKER: &str = "pgp; key=0123456789ABCDEF";
 
@@ -115,4 +120,56 @@ fn decrypted_fields_stay_in_the_header_after_a_whitespace_line() {
             String::from_utf8_lossy(&out)
         );
     }
+}
+
+/// The `smtp_session` target: `marks::is_ours` sliced a field name as a `str` at byte
+/// 10, and a name that is not ASCII (mail-parser reads bytes that are not UTF-8 as
+/// U+FFFD, three bytes each) can have a character across that byte. A client that sent
+/// any `X-Sealgate` line and such a field panicked its session before the reply to
+/// DATA: the message could never be accepted. Minimised by libFuzzer to
+/// `X-Sealgate\nCn\xff\xff\xff:t` in the header.
+#[test]
+fn is_ours_takes_a_field_name_that_is_not_ascii() {
+    use sealgate::gateway::marks::is_ours;
+    assert!(!is_ours("Cn\u{fffd}\u{fffd}\u{fffd}"));
+    assert!(!is_ours("Conten\u{fffd}\u{fffd}P"));
+    assert!(!is_ours("X-Sealgat\u{e9}-Note"));
+    assert!(is_ours("X-SEALGATE-\u{fffd}"));
+    assert!(is_ours("x-sealgate"));
+}
+
+/// The same through a gateway, on both listeners: the forged field is removed, the
+/// field whose name is not UTF-8 goes on as it came, and the session goes on.
+#[tokio::test]
+async fn a_field_name_that_is_not_ascii_next_to_a_forged_mark_is_accepted() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let message = b"From: alice@example.com\r\nX-Sealgate: forged\r\n\
+        Cn\xff\xff\xff: t\r\nConten\xff\xffP: u\r\nSubject: hi\r\n\r\nbody\r\n";
+    for (i, (addr, from, to)) in [
+        (gw.inbound, "bob@example.org", "alice@example.com"),
+        (gw.outbound, "alice@example.com", "bob@example.org"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut client = Client::connect(addr).await;
+        let reply = client.send_mail(from, &[to], message).await;
+        assert_eq!(reply.code, 250, "{reply:?}");
+        let reply = client
+            .send_mail(from, &[to], b"Subject: next\r\n\r\nok\r\n")
+            .await;
+        assert_eq!(reply.code, 250, "the session went on: {reply:?}");
+        client.quit().await;
+        let got = sink.wait_for(2 * (i + 1), Duration::from_secs(20)).await;
+        let data = &got[2 * i].data;
+        let contains = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+        assert!(!contains(b"forged"), "{}", String::from_utf8_lossy(data));
+        assert!(
+            contains(b"\r\nCn\xff\xff\xff: t\r\nConten\xff\xffP: u\r\n"),
+            "{}",
+            String::from_utf8_lossy(data)
+        );
+    }
+    gw.stop().await;
 }

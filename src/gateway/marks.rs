@@ -52,7 +52,11 @@ pub fn strip_ours(message: &Message) -> Message {
 
 /// Whether a field of this name is sealgate's to write.
 pub fn is_ours(name: &str) -> bool {
-    name.len() >= OUR_PREFIX.len() && name[..OUR_PREFIX.len()].eq_ignore_ascii_case(OUR_PREFIX)
+    // Compared as bytes: a name need not be ASCII (mail-parser reads bytes that are not
+    // UTF-8 as U+FFFD), and slicing the str could cut a character in two and panic.
+    name.as_bytes()
+        .get(..OUR_PREFIX.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(OUR_PREFIX.as_bytes()))
 }
 
 /// Whether the header block has a line that starts with `X-Sealgate`, in any case.

@@ -5,9 +5,13 @@
 
 mod support;
 
+use openpgp::parse::Parse;
+use sealgate::crypto::{CryptoError, pgp};
 use sealgate::mail::mime::{self, Cut, Encrypted, field_name};
+use sequoia_openpgp as openpgp;
 use std::time::Duration;
-use support::{Client, Sink, gateway_to};
+use support::keys::{GpgHome, crlf, pgp_mime as wrap_pgp_mime};
+use support::{Client, Sink, gateway_to, import, split_received};
 
 const MARKER: &str = "pgp; key=0123456789ABCDEF";
 
@@ -171,5 +175,119 @@ async fn a_field_name_that_is_not_ascii_next_to_a_forged_mark_is_accepted() {
             String::from_utf8_lossy(data)
         );
     }
+    gw.stop().await;
+}
+
+/// `message` (an OpenPGP message, armored, whose last packet is a SEIPDv1 packet) cut
+/// short 26 bytes into the SEIP packet's ciphertext, armored again. The packet's header
+/// still gives its whole length. The first block size plus two bytes are the ones
+/// sequoia checks the session key against, so the packet opens with the right key; what
+/// follows is shorter than the 22-byte MDC packet the parser keeps back at the end.
+fn cut_in_seip(message: &[u8]) -> Vec<u8> {
+    use openpgp::armor;
+    use openpgp::packet::{Body, SEIP};
+    use openpgp::serialize::Serialize;
+    use openpgp::{Packet, PacketPile};
+    // 26 = 16 + 2 + 8: past the quick check for 16-byte (and 8-byte) block ciphers,
+    // short of the 22 bytes of an MDC packet after it.
+    const KEPT: usize = 26;
+    let pile = PacketPile::from_bytes(message).expect("an OpenPGP message");
+    let ciphertext = match pile.children().last() {
+        Some(Packet::SEIP(SEIP::V1(seip))) => match seip.body() {
+            Body::Unprocessed(ciphertext) => ciphertext.len(),
+            other => panic!("the SEIP packet's body was processed: {other:?}"),
+        },
+        other => panic!("the last packet is not a SEIPDv1 packet: {other:?}"),
+    };
+    assert!(ciphertext > KEPT + 22, "{ciphertext}");
+    let mut binary = Vec::new();
+    pile.serialize(&mut binary).unwrap();
+    binary.truncate(binary.len() - ciphertext + KEPT);
+    let mut out = Vec::new();
+    let mut writer = armor::Writer::new(&mut out, armor::Kind::Message).unwrap();
+    std::io::Write::write_all(&mut writer, &binary).unwrap();
+    writer.finalize().unwrap();
+    // CRLF, as mail carries it.
+    crlf(&out)
+}
+
+/// The `decrypt` target: sequoia-openpgp 2.4.2 panics (an unwrap at parse.rs:6367) on a
+/// message that ends inside a SEIPDv1 packet less than its cipher's block size plus 24
+/// bytes in (the header may give any length), once a key has opened its session key:
+/// anyone with the recipient's public key can make one, and a transfer cut short does.
+/// `pgp::decrypt` catches the panic; the message is malformed, not a dead session.
+#[test]
+fn a_message_cut_short_in_its_seip_packet_is_malformed() {
+    use openpgp::cert::CertBuilder;
+    use openpgp::types::Features;
+    // SEIPDv1 only, as GnuPG 2.2's keys advertise: sequoia's own default is SEIPDv2.
+    let (tsk, _) = CertBuilder::general_purpose(Some("user@example.com"))
+        .set_features(Features::empty().set_seipdv1())
+        .unwrap()
+        .generate()
+        .unwrap();
+    let message =
+        pgp::encrypt(b"Subject: x\r\n\r\nsecret\r\n", std::slice::from_ref(&tsk)).unwrap();
+    // The key opens the whole message: only the cut makes the difference.
+    assert!(pgp::decrypt(&message, std::slice::from_ref(&tsk)).is_ok());
+    let short = cut_in_seip(&message);
+    let result = pgp::decrypt(&short, &[tsk]);
+    assert!(
+        matches!(result, Err(CryptoError::Malformed(_))),
+        "expected Malformed, got {result:?}"
+    );
+}
+
+/// The same through a gateway: PGP/MIME and inline PGP cut short so, sent to an SCKM
+/// user, reach the next hop as they were sent (as any ciphertext that does not
+/// open does), and the gateway decrypts the next message on the same connection.
+#[tokio::test]
+async fn a_message_cut_short_in_its_seip_packet_is_delivered_as_sent() {
+    const INNER: &[u8] = b"Content-Type: text/plain\r\n\r\nInbound secret text.\r\n";
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let user = GpgHome::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let sckm = user.sckm_export(&subkey);
+    import(&gw, true, &[&user.file("sckm.asc", &sckm)], None);
+    let public = user.run(&["--export", "user@example.com"], None);
+    let cert = openpgp::Cert::from_bytes(&public).unwrap();
+    let armored = pgp::encrypt(INNER, &[cert]).unwrap();
+    let short = cut_in_seip(&armored);
+
+    let (from, to) = ("sender@example.org", "user@example.com");
+    let mut inline = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: inline\r\nMessage-ID: <inline@example.org>\r\n\r\n"
+    )
+    .into_bytes();
+    inline.extend_from_slice(&short);
+    let cases = [
+        (
+            "PGP/MIME",
+            wrap_pgp_mime(from, to, "short@example.org", &short),
+        ),
+        ("inline PGP", inline),
+    ];
+    let mut client = Client::connect(gw.inbound).await;
+    for (i, (what, message)) in cases.iter().enumerate() {
+        let reply = client.send_mail(from, &[to], message).await;
+        assert_eq!(reply.code, 250, "{what}: {reply:?}");
+        let got = sink.wait_for(i + 1, Duration::from_secs(20)).await;
+        assert_eq!(
+            split_received(&got[i].data).1,
+            *message,
+            "{what}: not delivered as it was sent"
+        );
+    }
+    let whole = wrap_pgp_mime(from, to, "whole@example.org", &armored);
+    let reply = client.send_mail(from, &[to], &whole).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let got = sink.wait_for(3, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&got[2].data);
+    assert!(
+        text.contains("X-Sealgate-Decrypted: pgp; key=") && text.contains("Inbound secret text."),
+        "the next message was not decrypted: {text}"
+    );
     gw.stop().await;
 }

@@ -203,9 +203,9 @@ pub fn marks_in(message: &[u8]) -> Vec<&[u8]> {
 /// instead of ending the run (libFuzzer's hook aborts on every panic, caught or not):
 /// one raised in sequoia (or its buffered_reader) under `crypto::pgp::decrypt`, which
 /// turns it into a malformed message. sequoia-openpgp 2.4.2 has one such panic that any
-/// sender can trigger (a SEIP packet shorter than its block size plus 24 bytes:
-/// parse.rs:6367; tests/fuzz_regressions.rs). Each tolerated panic is reported on
-/// stderr. Any other panic still ends the run.
+/// sender can trigger (a message that ends inside a SEIPDv1 packet less than its block
+/// size plus 24 bytes in: parse.rs:6367; tests/fuzz_regressions.rs). Each tolerated
+/// panic is reported on stderr. Any other panic still ends the run.
 pub fn tolerate_caught_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

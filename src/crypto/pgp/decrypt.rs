@@ -54,9 +54,12 @@ pub fn decrypt_with_limit(
     keys: &[Cert],
     limit: usize,
 ) -> Result<Decrypted, CryptoError> {
-    // Sequoia does not panic on input as far as anyone knows, but this runs on whatever
-    // the internet sends, inside the SMTP session: if it ever does, that is one message
-    // that passes undecrypted, not a dead session.
+    // This runs on whatever the internet sends, inside the SMTP session: a panic in
+    // sequoia is one message that passes undecrypted, not a dead session. sequoia-openpgp
+    // 2.4.2 has one that any sender can reach (found by fuzz/, the decrypt target): a
+    // message that ends inside a SEIPDv1 packet less than the block size plus 24 bytes
+    // in, once a key of ours has opened the session key (an unwrap at parse.rs:6367;
+    // tests/fuzz_regressions.rs).
     catch_unwind(AssertUnwindSafe(|| decrypt_inner(message, keys, limit))).unwrap_or_else(|_| {
         Err(CryptoError::Malformed(
             "the OpenPGP parser failed on this message".into(),

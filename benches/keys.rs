@@ -39,6 +39,7 @@ fn main() {
     let internal = harvest::Rules {
         internal: sealgate::mail::InternalDomains::new(["example.com"]),
         trusted_authserv_ids: Vec::new(),
+        smime_trust: None,
     };
 
     println!("\n1. harvest cost per message ({harvests} messages each, one thread, store in sled)");
@@ -98,6 +99,7 @@ fn main() {
                     legacy: false,
                     sealed_secret: None,
                     authenticated: false,
+                    chain_validated: false,
                 },
                 now,
             )

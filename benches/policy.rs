@@ -171,7 +171,7 @@ fn main() {
                 recipient: &case.facts.recipient,
                 entries: &case.entries,
                 now,
-                mailflow_default: false,
+                allowed: sealgate::keys::Allowed::NO_MAILFLOW,
                 already_encrypted: data.then_some(false),
                 lookup_failed: false,
             };
@@ -266,6 +266,7 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
         retired: false,
         seen: 0,
         pending: false,
+        chain_validated: false,
     };
     let case = |name, sender, recipient: &str, entries: Vec<KeyEntry>, at_rcpt, at_data| {
         let keys = entries
@@ -273,6 +274,7 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
             .map(|e| KeyFact {
                 kind: e.kind,
                 source: e.source,
+                chain_validated: e.chain_validated,
             })
             .collect();
         Case {

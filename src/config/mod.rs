@@ -95,7 +95,7 @@ struct FileConfig {
     hostname: Option<String>,
     inbound: FileListener,
     outbound: FileListener,
-    keys: KeysConfig,
+    keys: FileKeys,
     lookup: LookupConfig,
     crypto: FileCrypto,
     relay: RelayConfig,
@@ -122,14 +122,41 @@ struct FileTls {
     key: Option<Spanned<String>>,
 }
 
-/// `[keys]`: how the key cache treats what it holds.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[keys]` as written in the file.
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct FileKeys {
+    lookup_ttl: LookupTtl,
+    encrypt_to_mailflow_keys: bool,
+    smime_trust: Option<Spanned<String>>,
+    encrypt_to_unvalidated_smime: bool,
+}
+
+impl Default for FileKeys {
+    fn default() -> Self {
+        FileKeys {
+            lookup_ttl: LookupTtl::default(),
+            encrypt_to_mailflow_keys: false,
+            smime_trust: None,
+            encrypt_to_unvalidated_smime: true,
+        }
+    }
+}
+
+/// `[keys]`: how the key cache treats what it holds.
+#[derive(Debug, Clone, Default)]
 pub struct KeysConfig {
     /// Lifetime of keys found by lookup; 1 hour to 999 days.
     pub lookup_ttl: LookupTtl,
     /// Keys harvested from mail are only used to encrypt when the admin opts in.
     pub encrypt_to_mailflow_keys: bool,
+    /// The CAs that S/MIME certificates harvested from mail are validated against (a
+    /// PEM bundle); `None`: none is validated.
+    pub smime_trust: Option<std::sync::Arc<crate::keys::harvest::trust::SmimeTrust>>,
+    /// Whether a harvested S/MIME certificate whose chain did not validate may be
+    /// encrypted to (when mailflow keys may be at all). Only meaningful with
+    /// `smime_trust`; without it, no certificate validates and this is not asked.
+    pub encrypt_to_unvalidated_smime: bool,
 }
 
 /// `[policy]`: how the rules' decisions show in the mail itself.
@@ -550,6 +577,24 @@ impl Config {
             protect_subject: file.crypto.protect_subject,
             additional_decryption_key: adk,
         };
+        let smime_trust = match &file.keys.smime_trust {
+            Some(path) if !path.get_ref().is_empty() => {
+                let read = std::fs::read(path.get_ref())
+                    .map_err(|e| format!("cannot read {}: {e}", path.get_ref()))
+                    .and_then(|pem| crate::keys::harvest::trust::SmimeTrust::from_pem(&pem));
+                Some(std::sync::Arc::new(read.map_err(|e| {
+                    error_at(path.span(), format!("[keys] smime_trust: {e}"))
+                })?))
+            }
+            _ => None,
+        };
+        let keys = KeysConfig {
+            lookup_ttl: file.keys.lookup_ttl,
+            encrypt_to_mailflow_keys: file.keys.encrypt_to_mailflow_keys,
+            encrypt_to_unvalidated_smime: file.keys.encrypt_to_unvalidated_smime
+                || smime_trust.is_none(),
+            smime_trust,
+        };
         Ok(Config {
             source: path.map(Path::to_path_buf),
             internal_domains: InternalDomains::new(
@@ -563,7 +608,7 @@ impl Config {
             data_dir,
             inbound,
             outbound,
-            keys: file.keys,
+            keys,
             lookup: file.lookup,
             crypto,
             relay: file.relay,
@@ -591,6 +636,14 @@ impl Config {
             v4 => v4,
         };
         allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Which harvested keys `[keys]` allows to be encrypted to.
+    pub fn allowed_keys(&self) -> crate::keys::Allowed {
+        crate::keys::Allowed {
+            mailflow: self.keys.encrypt_to_mailflow_keys,
+            unvalidated_smime: self.keys.encrypt_to_unvalidated_smime,
+        }
     }
 
     /// A timeout from the config as a [`Duration`].

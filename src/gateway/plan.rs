@@ -115,10 +115,10 @@ impl Planner {
         let chain = plan.policy.chain(plan.direction);
         let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
         let evaluation = chain.evaluate(&facts, None);
-        let mailflow = self.config.keys.encrypt_to_mailflow_keys;
+        let allowed = self.config.allowed_keys();
         let has_key = entries
             .iter()
-            .any(|e| e.usable_for_encryption(now, mailflow));
+            .any(|e| e.usable_for_encryption(now, allowed));
         let lookup = chain
             .wants_lookup(&evaluation, internal, has_key)
             .then(|| self.start_lookup(recipient))
@@ -223,7 +223,7 @@ impl Planner {
             recipient,
             entries,
             now,
-            mailflow_default: self.config.keys.encrypt_to_mailflow_keys,
+            allowed: self.config.allowed_keys(),
             already_encrypted,
             lookup_failed,
         }

@@ -39,6 +39,31 @@ impl Source {
     }
 }
 
+/// Which keys harvested from mail the admin allows to be encrypted to (`[keys]`, or a
+/// rule's `use_mailflow_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    /// `encrypt_to_mailflow_keys`.
+    pub mailflow: bool,
+    /// `encrypt_to_unvalidated_smime`: also S/MIME certificates whose chain did not
+    /// validate against `smime_trust`.
+    pub unvalidated_smime: bool,
+}
+
+impl Allowed {
+    /// Every key that can encrypt, whatever its source: what the rules' key conditions
+    /// see.
+    pub const EVERY_SOURCE: Allowed = Allowed {
+        mailflow: true,
+        unvalidated_smime: true,
+    };
+    /// No key harvested from mail.
+    pub const NO_MAILFLOW: Allowed = Allowed {
+        mailflow: false,
+        unvalidated_smime: false,
+    };
+}
+
 /// What kind of key material an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +134,10 @@ pub struct KeyEntry {
     /// other stops appearing, or mail vouched for by DKIM or DMARC brings it.
     #[serde(default)]
     pub pending: bool,
+    /// S/MIME: the certificate's chain was validated against `[keys] smime_trust` when
+    /// it was harvested. Rules can ask for it (`chain_validated`).
+    #[serde(default)]
+    pub chain_validated: bool,
 }
 
 impl KeyEntry {
@@ -138,14 +167,26 @@ impl KeyEntry {
                 .is_some_and(|last| last - self.added >= ESTABLISHED_AFTER)
     }
 
-    /// Whether outbound mail may be encrypted to this key now.
-    pub fn usable_for_encryption(&self, now: OffsetDateTime, mailflow_allowed: bool) -> bool {
+    /// Whether outbound mail may be encrypted to this key now: the one rule of which
+    /// key is usable. The key itself must be able to (not legacy, retired, pending or
+    /// expired, in the cache or by its own date), and a key harvested from mail only
+    /// counts as far as the admin allows.
+    pub fn usable_for_encryption(&self, now: OffsetDateTime, allowed: Allowed) -> bool {
+        let allowed_source = match self.source {
+            Source::Mailflow => {
+                allowed.mailflow
+                    && (self.kind != KeyKind::Smime
+                        || self.chain_validated
+                        || allowed.unvalidated_smime)
+            }
+            Source::Lookup | Source::Admin | Source::Sckm => true,
+        };
         self.can_encrypt
             && !self.legacy
             && !self.retired
             && !self.pending
             && !self.is_expired(now)
             && self.key_expires.is_none_or(|expires| expires > now)
-            && (self.source != Source::Mailflow || mailflow_allowed)
+            && allowed_source
     }
 }

@@ -84,6 +84,7 @@ impl PublicKey {
                 legacy: false,
                 sealed_secret: None,
                 authenticated: false,
+                chain_validated: false,
             })
             .collect()
     }

@@ -21,5 +21,5 @@ pub mod sckm;
 pub mod secrets;
 pub mod store;
 
-pub use entry::{KeyEntry, KeyKind, Source};
+pub use entry::{Allowed, KeyEntry, KeyKind, Source};
 pub use store::{KeyStore, KeyStoreError, SledKeyStore};

@@ -55,6 +55,7 @@ pub fn candidates(
                     legacy: key.legacy,
                     sealed_secret: Some(sealed.clone()),
                     authenticated: false,
+                    chain_validated: false,
                 });
             }
         }
@@ -83,6 +84,7 @@ pub fn candidates(
                     legacy: false,
                     sealed_secret: Some(sealed.clone()),
                     authenticated: false,
+                    chain_validated: false,
                 });
             }
         }

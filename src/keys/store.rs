@@ -34,6 +34,8 @@ pub struct Candidate {
     /// `Authentication-Results` field (DKIM or DMARC), so the key may replace one
     /// long seen for the address at once.
     pub authenticated: bool,
+    /// For S/MIME certificates: the chain was validated against `[keys] smime_trust`.
+    pub chain_validated: bool,
 }
 
 /// What storing a candidate did.
@@ -219,6 +221,7 @@ impl KeyStore for SledKeyStore {
                 entry.can_decrypt |= candidate.can_decrypt;
                 entry.key_expires = candidate.key_expires;
                 entry.legacy = candidate.legacy;
+                entry.chain_validated = candidate.chain_validated;
                 self.store(&entry, &candidate.material)?;
             } else {
                 let material = Self::decode(&key, &value)?.1;
@@ -291,6 +294,7 @@ impl KeyStore for SledKeyStore {
             retired: false,
             seen: u32::from(candidate.source == Source::Mailflow),
             pending: !pending.is_empty(),
+            chain_validated: candidate.chain_validated,
         };
         self.store(&entry, &candidate.material)?;
         Ok(if !pending.is_empty() {
@@ -411,6 +415,7 @@ mod tests {
             legacy: false,
             sealed_secret: None,
             authenticated: false,
+            chain_validated: false,
         }
     }
 
@@ -427,9 +432,9 @@ mod tests {
         assert_eq!(entry.expires, Some(datetime!(2026-06-30 12:00 UTC)));
         assert!(!entry.is_expired(T0 + 179 * DAY));
         assert!(entry.is_expired(T0 + 180 * DAY));
-        assert!(entry.usable_for_encryption(T0, true));
+        assert!(entry.usable_for_encryption(T0, crate::keys::Allowed::EVERY_SOURCE));
         assert!(
-            !entry.usable_for_encryption(T0, false),
+            !entry.usable_for_encryption(T0, crate::keys::Allowed::NO_MAILFLOW),
             "mailflow keys need the admin's opt-in"
         );
     }
@@ -497,7 +502,7 @@ mod tests {
         let entries = s.find(a).unwrap();
         let pending = entries.iter().find(|e| e.fingerprint == "SPOOF").unwrap();
         assert!(pending.pending);
-        assert!(!pending.usable_for_encryption(T0 + 10 * DAY, true));
+        assert!(!pending.usable_for_encryption(T0 + 10 * DAY, crate::keys::Allowed::EVERY_SOURCE));
         assert!(
             entries
                 .iter()
@@ -544,7 +549,11 @@ mod tests {
         );
         let entries = s.find(a).unwrap();
         assert_eq!(entries.len(), 1);
-        assert!(!entries[0].pending && entries[0].usable_for_encryption(T0 + 7 * DAY, true));
+        assert!(
+            !entries[0].pending
+                && entries[0]
+                    .usable_for_encryption(T0 + 7 * DAY, crate::keys::Allowed::EVERY_SOURCE)
+        );
     }
 
     #[test]
@@ -580,6 +589,25 @@ mod tests {
             .find(|e| e.fingerprint == "B2")
             .unwrap();
         assert!(!b2.pending && b2.source == Source::Admin);
+    }
+
+    #[test]
+    fn an_unvalidated_harvested_certificate_is_used_only_as_the_admin_allows() {
+        let s = store(DAY);
+        let mut cert = key("c@example.org", "CC", Source::Mailflow, T0);
+        cert.kind = KeyKind::Smime;
+        s.put(cert.clone(), T0).unwrap();
+        let entry = &s.find("c@example.org").unwrap()[0];
+        let with = |unvalidated_smime| crate::keys::Allowed {
+            mailflow: true,
+            unvalidated_smime,
+        };
+        assert!(entry.usable_for_encryption(T0, with(true)));
+        assert!(!entry.usable_for_encryption(T0, with(false)));
+        cert.chain_validated = true;
+        s.put(cert, T0 + DAY).unwrap();
+        let entry = &s.find("c@example.org").unwrap()[0];
+        assert!(entry.chain_validated && entry.usable_for_encryption(T0, with(false)));
     }
 
     #[test]
@@ -619,8 +647,8 @@ mod tests {
         expiring.key_expires = Some(T0 + DAY);
         s.put(expiring, T0).unwrap();
         let entry = &s.find("z@example.org").unwrap()[0];
-        assert!(entry.usable_for_encryption(T0, false));
-        assert!(!entry.usable_for_encryption(T0 + 2 * DAY, false));
+        assert!(entry.usable_for_encryption(T0, crate::keys::Allowed::NO_MAILFLOW));
+        assert!(!entry.usable_for_encryption(T0 + 2 * DAY, crate::keys::Allowed::NO_MAILFLOW));
     }
 
     #[test]
@@ -720,14 +748,19 @@ mod sckm_tests {
             legacy: false,
             sealed_secret: Some(format!("sealed-{fp}").into_bytes()),
             authenticated: false,
+            chain_validated: false,
         };
         s.put(sckm("OLD"), now).unwrap();
         s.put(sckm("NEW"), now).unwrap();
         let entries = s.find("u@example.com").unwrap();
         let old = entries.iter().find(|e| e.fingerprint == "OLD").unwrap();
         let new = entries.iter().find(|e| e.fingerprint == "NEW").unwrap();
-        assert!(old.retired && old.can_decrypt && !old.usable_for_encryption(now, false));
-        assert!(!new.retired && new.usable_for_encryption(now, false));
+        assert!(
+            old.retired
+                && old.can_decrypt
+                && !old.usable_for_encryption(now, crate::keys::Allowed::NO_MAILFLOW)
+        );
+        assert!(!new.retired && new.usable_for_encryption(now, crate::keys::Allowed::NO_MAILFLOW));
         assert_eq!(s.sealed_secret("OLD").unwrap().unwrap(), b"sealed-OLD");
         s.delete("OLD").unwrap();
         assert!(

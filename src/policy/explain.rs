@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::eval::Tested;
 use super::verdict::{Circumstances, Treatment, Verdict};
 use super::{Content, Evaluation, Facts, Policy};
-use crate::keys::KeyEntry;
+use crate::keys::{Allowed, KeyEntry};
 use crate::mail::Direction;
 
 /// One recipient to explain.
@@ -66,8 +66,8 @@ pub struct RuleSeen {
 
 /// The settings explain runs under, from the config, and the time.
 pub struct Settings {
-    /// `[keys] encrypt_to_mailflow_keys`.
-    pub mailflow_default: bool,
+    /// What `[keys]` allows of harvested keys.
+    pub allowed: Allowed,
     /// `[lookup] keys`: a recipient whose key a running gateway would look up in DNS
     /// is decided after DATA; explain itself reads the key cache only.
     pub lookup_keys: bool,
@@ -84,7 +84,7 @@ pub fn explain(
     settings: &Settings,
 ) -> Vec<Explanation> {
     let Settings {
-        mailflow_default,
+        allowed,
         lookup_keys,
         now,
     } = *settings;
@@ -97,7 +97,7 @@ pub fn explain(
                 recipient: &r.address,
                 entries: &r.entries,
                 now,
-                mailflow_default,
+                allowed,
                 already_encrypted,
                 // explain reads the cache only; it does not look keys up.
                 lookup_failed: false,
@@ -106,7 +106,7 @@ pub fn explain(
             let has_key = r
                 .entries
                 .iter()
-                .any(|e| e.usable_for_encryption(now, mailflow_default));
+                .any(|e| e.usable_for_encryption(now, allowed));
             let looked_up = lookup_keys && chain.wants_lookup(&at_rcpt, r.internal, has_key);
             let at_rcpt = match at_rcpt {
                 _ if looked_up => "decided after DATA (the key is looked up in DNS first; explain reads the key cache only)".to_string(),
@@ -162,7 +162,7 @@ pub fn explain(
                         kind: e.kind.as_str().into(),
                         source: e.source.as_str().into(),
                         fingerprint: e.fingerprint.clone(),
-                        usable: e.usable_for_encryption(now, true),
+                        usable: e.usable_for_encryption(now, Allowed::EVERY_SOURCE),
                     })
                     .collect(),
                 at_rcpt,

@@ -328,6 +328,7 @@ impl FileReader<'_> {
                     .one_of(&["any", "pgp", "smime", "none"])
                     .map(|s| when.key = Some(key_want(&s))),
                 "key_source" => field.sources().map(|s| when.key_source = Some(s)),
+                "chain_validated" => field.bool().map(|b| when.chain_validated = Some(b)),
                 "subject" => field.regex().map(|r| when.subject = Some(r)),
                 "header" => field.headers().map(|h| when.headers = h),
                 "size_over" => field.size().map(|s| when.size_over = Some(s)),

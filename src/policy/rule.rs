@@ -54,6 +54,9 @@ pub struct Conditions {
     pub recipient_is: Option<Locality>,
     pub key: Option<KeyWant>,
     pub key_source: Option<Vec<Source>>,
+    /// Only S/MIME certificates whose chain validated against `[keys] smime_trust`
+    /// (true), or only keys that did not (false), count for `key`.
+    pub chain_validated: Option<bool>,
 
     pub subject: Option<Regex>,
     pub headers: Vec<HeaderTest>,
@@ -85,6 +88,7 @@ impl Conditions {
             && self.recipient_is.is_none()
             && self.key.is_none()
             && self.key_source.is_none()
+            && self.chain_validated.is_none()
             && !self.needs_content()
     }
 }

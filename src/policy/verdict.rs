@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::rule::{Action, Format, LookupOffline, NoKey, Tags};
 use super::{Chain, Decision};
-use crate::keys::{KeyEntry, KeyKind, Source};
+use crate::keys::{Allowed, KeyEntry, KeyKind, Source};
 use crate::mail::Direction;
 use crate::smtp::reply::{self, Reply};
 
@@ -43,8 +43,9 @@ pub struct Circumstances<'a> {
     /// The recipient's cache entries (all of them; this picks).
     pub entries: &'a [KeyEntry],
     pub now: OffsetDateTime,
-    /// `[keys] encrypt_to_mailflow_keys`, unless the rule overrides it.
-    pub mailflow_default: bool,
+    /// What `[keys]` allows of harvested keys; a rule's `use_mailflow_keys` overrides
+    /// the mailflow part.
+    pub allowed: Allowed,
     /// Whether the message is already encrypted; `None` before DATA.
     pub already_encrypted: Option<bool>,
     /// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
@@ -88,9 +89,12 @@ impl Verdict {
                 }
             }
             Action::Encrypt => {
-                let mailflow = actions.use_mailflow_keys.unwrap_or(cx.mailflow_default);
+                let allowed = Allowed {
+                    mailflow: actions.use_mailflow_keys.unwrap_or(cx.allowed.mailflow),
+                    ..cx.allowed
+                };
                 let format = actions.format.unwrap_or_default();
-                match choose_key(cx.entries, format, cx.now, mailflow) {
+                match choose_key(cx.entries, format, cx.now, allowed) {
                     Some(_)
                         if cx.already_encrypted == Some(true)
                             && actions.encrypt_again != Some(true) =>
@@ -156,7 +160,7 @@ fn choose_key(
     entries: &[KeyEntry],
     format: Format,
     now: OffsetDateTime,
-    mailflow: bool,
+    allowed: Allowed,
 ) -> Option<KeyEntry> {
     let rank = |source: Source| match source {
         Source::Sckm | Source::Admin => 2,
@@ -170,7 +174,7 @@ fn choose_key(
     };
     entries
         .iter()
-        .filter(|e| wanted(e.kind) && e.usable_for_encryption(now, mailflow))
+        .filter(|e| wanted(e.kind) && e.usable_for_encryption(now, allowed))
         .max_by_key(|e| (rank(e.source), e.kind == KeyKind::Pgp, e.added))
         .cloned()
 }

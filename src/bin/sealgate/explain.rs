@@ -79,7 +79,7 @@ pub fn run(
         &recipients,
         &content,
         &explain::Settings {
-            mailflow_default: config.keys.encrypt_to_mailflow_keys,
+            allowed: config.allowed_keys(),
             lookup_keys: config.lookup.keys,
             now: time::OffsetDateTime::now_utc(),
         },

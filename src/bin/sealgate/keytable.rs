@@ -30,7 +30,7 @@ pub fn render(entries: &[KeyEntry], now: OffsetDateTime) -> String {
             }
             if e.is_expired(now) {
                 flags.push("expired");
-            } else if !e.usable_for_encryption(now, true) {
+            } else if !e.usable_for_encryption(now, sealgate::keys::Allowed::EVERY_SOURCE) {
                 flags.push("unusable");
             }
             [

@@ -35,6 +35,8 @@ pub struct Signed {
     pub signers: Vec<Certificate>,
     /// Why the other signer infos did not count.
     pub failures: Vec<String>,
+    /// Every certificate the SignedData carried: the intermediates of a chain.
+    pub certificates: Vec<Certificate>,
 }
 
 /// Checks a SignedData (DER or BER). `detached` is the signed content of a
@@ -98,6 +100,7 @@ pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refus
     let mut result = Signed {
         signers: Vec::new(),
         failures: Vec::new(),
+        certificates: certificates.iter().map(|c| (*c).clone()).collect(),
     };
     // The content is hashed once per digest algorithm, not once per signer.
     let mut digests: Vec<(ObjectIdentifier, Vec<u8>)> = Vec::new();

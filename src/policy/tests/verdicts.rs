@@ -26,6 +26,7 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
         retired: false,
         seen: 0,
         pending: false,
+        chain_validated: false,
     }
 }
 
@@ -55,7 +56,10 @@ fn verdict_after_lookup(
             recipient: "r@x.example",
             entries,
             now: OffsetDateTime::now_utc(),
-            mailflow_default: mailflow,
+            allowed: crate::keys::Allowed {
+                mailflow,
+                unvalidated_smime: true,
+            },
             already_encrypted: encrypted,
             lookup_failed,
         },

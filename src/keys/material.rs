@@ -106,6 +106,7 @@ pub fn parse_pgp(bytes: &[u8]) -> Result<Vec<openpgp::Cert>, Refusal> {
             bytes.len()
         ));
     }
+    too_many_userids(bytes)?;
     let parser =
         CertParser::from_bytes(bytes).map_err(|e| Refusal(format!("not an OpenPGP key: {e}")))?;
     let mut certs = Vec::new();
@@ -116,6 +117,38 @@ pub fn parse_pgp(bytes: &[u8]) -> Result<Vec<openpgp::Cert>, Refusal> {
         return refuse("no OpenPGP key in it");
     }
     Ok(certs)
+}
+
+/// Refuses a key block in which one key has more than [`MAX_USERIDS`] user IDs, after
+/// reading packet headers only: building the cert first would cost time that grows
+/// faster than the number of user IDs (sorting, deduplicating) before it is refused.
+fn too_many_userids(bytes: &[u8]) -> Result<(), Refusal> {
+    use openpgp::Packet;
+    use openpgp::parse::{PacketParserResult, Parse};
+    let Ok(mut result) = openpgp::parse::PacketParser::from_bytes(bytes) else {
+        // Whatever it is, the cert parser says what is wrong with it.
+        return Ok(());
+    };
+    let mut userids = 0;
+    while let PacketParserResult::Some(pp) = result {
+        match &pp.packet {
+            Packet::PublicKey(_) | Packet::SecretKey(_) => userids = 0,
+            Packet::UserID(_) => {
+                userids += 1;
+                if userids > MAX_USERIDS {
+                    return refuse(format!(
+                        "a key has more than the {MAX_USERIDS} user IDs a key may have here"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        result = match pp.next() {
+            Ok((_, next)) => next,
+            Err(_) => return Ok(()),
+        };
+    }
+    Ok(())
 }
 
 /// Entries for an OpenPGP cert, one per e-mail address in its valid user IDs. With

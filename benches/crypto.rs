@@ -543,7 +543,8 @@ impl Treatment {
             .map(|u| &u.sckm)
             .chain(std::iter::once(&smime_user.sckm));
         for file in files {
-            let (candidates, _) = sckm::candidates(file, None, &sealer, now).expect("SCKM key");
+            let (candidates, _) =
+                sckm::candidates(file, None, &sealer, &|_| None, now).expect("SCKM key");
             for candidate in candidates {
                 keys.put(candidate, now).expect("put");
             }

@@ -101,6 +101,8 @@ fn main() {
                     sealed_secret: None,
                     authenticated: false,
                     chain_validated: false,
+                    revoked: false,
+                    decrypt_subkeys: Vec::new(),
                 },
                 now,
             )

@@ -267,6 +267,9 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
         seen: 0,
         pending: false,
         chain_validated: false,
+        revoked: false,
+        decrypt_subkeys: Vec::new(),
+        details: None,
     };
     let case = |name, sender, recipient: &str, entries: Vec<KeyEntry>, at_rcpt, at_data| {
         let keys = entries

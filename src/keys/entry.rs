@@ -138,6 +138,50 @@ pub struct KeyEntry {
     /// it was harvested. Rules can ask for it (`chain_validated`).
     #[serde(default)]
     pub chain_validated: bool,
+    /// The key is revoked: it is never used to encrypt again, and no copy of it that
+    /// lacks the revocation (from mail, DNS or an old file) undoes that.
+    #[serde(default)]
+    pub revoked: bool,
+    /// SCKM keys: the (sub)keys the gateway can decrypt with, newest first. The newest
+    /// is current; older ones, kept when the user added a new encryption subkey, only
+    /// decrypt mail still in flight to them.
+    #[serde(default)]
+    pub decrypt_subkeys: Vec<String>,
+    /// What the key is, from its material: filled in by `keys list`, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<super::describe::KeyDetails>>,
+}
+
+/// What an admin names a key by in `keys list` and `keys delete`: an address, or a
+/// fingerprint as gpg prints it (groups of four, spaces), as openssl prints it (pairs,
+/// colons), or plain, in any case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Address(String),
+    Fingerprint(String),
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Option<Selector> {
+        if let Some(address) = super::address::normalize(text) {
+            return Some(Selector::Address(address));
+        }
+        let hex: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != ':')
+            .collect::<String>()
+            .to_ascii_uppercase();
+        (!hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+            .then_some(Selector::Fingerprint(hex))
+    }
+
+    /// Whether `entry` is named: by its address, or by its fingerprint.
+    pub fn matches(&self, entry: &KeyEntry) -> bool {
+        match self {
+            Selector::Address(address) => entry.address == *address,
+            Selector::Fingerprint(fingerprint) => entry.fingerprint == *fingerprint,
+        }
+    }
 }
 
 impl KeyEntry {
@@ -184,6 +228,7 @@ impl KeyEntry {
         self.can_encrypt
             && !self.legacy
             && !self.retired
+            && !self.revoked
             && !self.pending
             && !self.is_expired(now)
             && self.key_expires.is_none_or(|expires| expires > now)

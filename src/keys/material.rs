@@ -58,10 +58,12 @@ struct PublicKey {
     expires: Option<OffsetDateTime>,
     /// A binary OpenPGP cert, or an X.509 certificate's DER.
     material: Vec<u8>,
+    /// Revoked by its owner: cached to be known as revoked, never to encrypt to.
+    revoked: bool,
 }
 
 impl PublicKey {
-    /// One key cache candidate per address: encryption only, never a secret.
+    /// One key cache candidate per address: public keys only, never a secret.
     fn candidates(
         self,
         addresses: impl IntoIterator<Item = String>,
@@ -76,7 +78,7 @@ impl PublicKey {
                 source: origin.source,
                 message_id: origin.message_id.clone(),
                 sender: origin.sender.clone(),
-                can_encrypt: true,
+                can_encrypt: !self.revoked,
                 can_decrypt: false,
                 key_created: self.created,
                 key_expires: self.expires,
@@ -85,6 +87,8 @@ impl PublicKey {
                 sealed_secret: None,
                 authenticated: false,
                 chain_validated: false,
+                revoked: self.revoked,
+                decrypt_subkeys: Vec::new(),
             })
             .collect()
     }
@@ -153,7 +157,9 @@ fn too_many_userids(bytes: &[u8]) -> Result<(), Refusal> {
 
 /// Entries for an OpenPGP cert, one per e-mail address in its valid user IDs. With
 /// `only`, just that address, and the stored cert keeps only the user IDs for it. A
-/// cert that is revoked, expired, or has no valid encryption-capable subkey is refused.
+/// cert that is expired or has no valid encryption-capable subkey is refused. A revoked
+/// cert is not: its entries say it is revoked, so that a cached copy is marked and never
+/// encrypted to again.
 pub fn pgp_candidates(
     cert: &openpgp::Cert,
     only: Option<&str>,
@@ -162,12 +168,20 @@ pub fn pgp_candidates(
 ) -> Result<Vec<Candidate>, Refusal> {
     let policy = StandardPolicy::new();
     let fingerprint = cert.fingerprint().to_hex();
-    let valid = crate::crypto::pgp::encryption_keys(cert, &policy, to_system(now))
-        .map_err(|e| match e {
-            crate::crypto::CryptoError::Key(reason) => Refusal(reason),
-            other => Refusal(format!("key {fingerprint}: {other}")),
-        })?
-        .cert;
+    let valid = cert.with_policy(&policy, to_system(now)).map_err(|e| {
+        Refusal(format!(
+            "key {fingerprint} has no valid self-signature: {e}"
+        ))
+    })?;
+    let revoked = matches!(valid.revocation_status(), RevocationStatus::Revoked(_));
+    if !revoked {
+        crate::crypto::pgp::encryption_keys(cert, &policy, to_system(now)).map_err(
+            |e| match e {
+                crate::crypto::CryptoError::Key(reason) => Refusal(reason),
+                other => Refusal(format!("key {fingerprint}: {other}")),
+            },
+        )?;
+    }
     let userids = cert.userids().count();
     if userids > MAX_USERIDS {
         return refuse(format!(
@@ -230,6 +244,7 @@ pub fn pgp_candidates(
         created: key_created,
         expires: key_expires,
         material,
+        revoked,
     };
     Ok(key.candidates(addresses, origin))
 }
@@ -384,6 +399,7 @@ pub fn x509_candidates(
         created: not_before,
         expires: Some(not_after),
         material: der,
+        revoked: false,
     };
     Ok(key.candidates(addresses, origin))
 }

@@ -14,9 +14,11 @@
 
 pub mod address;
 pub mod admin;
+pub mod describe;
 pub mod entry;
 pub mod harvest;
 pub mod material;
+pub mod revocation;
 pub mod sckm;
 pub mod secrets;
 pub mod store;

@@ -29,5 +29,5 @@ mod tests;
 
 pub use decrypt::{MAX_PKESKS, decrypt, decrypt_with_limit};
 pub use encrypt::encrypt;
-pub use import::{SckmKey, import_sckm, parse_tsks, serialize_tsk};
+pub use import::{SckmKey, import_sckm, merge_held, parse_tsks, secret_keys, serialize_tsk};
 pub use policy::{EncryptionKeys, encryption_keys, legacy_policy};

@@ -216,6 +216,13 @@ impl KeyStore for Gated {
     fn list(&self) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
         self.inner.list()
     }
+    fn mark_revoked(
+        &self,
+        f: &str,
+        m: Option<&[u8]>,
+    ) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
+        self.inner.mark_revoked(f, m)
+    }
     fn delete(&self, a: &str) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
         self.inner.delete(a)
     }

@@ -27,6 +27,9 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
         seen: 0,
         pending: false,
         chain_validated: false,
+        revoked: false,
+        decrypt_subkeys: Vec::new(),
+        details: None,
     }
 }
 

@@ -624,7 +624,7 @@ async fn policy_log_line_said_decrypted_for_mail_that_was_not() {
     let (_, id) = s.send(plain.as_bytes()).await;
     let line = policy_line(&id).await;
     assert!(
-        line.contains("asked=decrypt") && line.contains("done=\"not decrypted (not encrypted)\""),
+        line.contains("asked=decrypt") && line.contains("action=not decrypted (not encrypted) "),
         "{line}"
     );
 
@@ -640,10 +640,10 @@ async fn policy_log_line_said_decrypted_for_mail_that_was_not() {
         .await;
     let line = policy_line(&id).await;
     assert!(
-        line.contains("asked=decrypt") && line.contains("done=\"not decrypted ("),
+        line.contains("asked=decrypt") && line.contains("action=not decrypted ("),
         "{line}"
     );
-    assert!(!line.contains("done=\"decrypted"), "{line}");
+    assert!(!line.contains("action=decrypted"), "{line}");
     let why = log::wait_for(
         |l| l.contains("not decrypted: delivered as it arrived") && l.contains(&id),
         Duration::from_secs(10),
@@ -659,7 +659,7 @@ async fn policy_log_line_said_decrypted_for_mail_that_was_not() {
         .await;
     let line = policy_line(&id).await;
     assert!(
-        line.contains("asked=decrypt") && line.contains("done=\"decrypted pgp\""),
+        line.contains("asked=decrypt") && line.contains("action=decrypted pgp "),
         "{line}"
     );
     let decrypted = log::wait_for(

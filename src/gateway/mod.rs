@@ -311,8 +311,8 @@ impl Gateway {
 }
 
 /// One line per recipient: the rule that decided, what its verdict asked for (with the
-/// key to encrypt to) and what was done (`done[i]`; empty when the transform did not
-/// run).
+/// key to encrypt to), and as `action` what was done (`done[i]`; empty when the
+/// transform did not run).
 fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict], done: &[String]) {
     for (i, (recipient, verdict)) in envelope.recipients.iter().zip(verdicts).enumerate() {
         let key = match &verdict.treatment {
@@ -325,7 +325,8 @@ fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict], done: &[Str
             %recipient,
             rule = verdict.rule.as_deref().unwrap_or("none"),
             asked = %verdict.asks(),
-            done = done.get(i).map_or("nothing (the transform failed)", String::as_str),
+            // What was done: README's `action`, written as before for log readers.
+            action = %done.get(i).map_or("nothing (the transform failed)", String::as_str),
             key,
             note = verdict.note.unwrap_or(""),
             "policy"

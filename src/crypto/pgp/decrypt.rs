@@ -57,7 +57,7 @@ pub fn decrypt(message: &[u8], keys: &[Cert]) -> Result<Decrypted, CryptoError> 
     open_with_limit(message, keys, MAX_PLAINTEXT).map(|opened| opened.decrypted)
 }
 
-/// [`decrypt_with_limit`], keeping the signatures.
+/// [`decrypt`], keeping the signatures.
 pub fn open(message: &[u8], keys: &[Cert]) -> Result<Opened, CryptoError> {
     open_with_limit(message, keys, MAX_PLAINTEXT)
 }
@@ -205,7 +205,7 @@ fn open_aed(
 ) -> Result<Opened, CryptoError> {
     let aed = Aed::parse(body)?;
     let mut session_key = None;
-    session_keys(pkesks, keys, None, &mut |algo, key, candidate| {
+    let stage = session_keys(pkesks, keys, None, &mut |algo, key, candidate| {
         // A v3 PKESK names the cipher; it must be the packet's.
         if algo.is_some_and(|algo| algo != aed.cipher) {
             return false;
@@ -214,7 +214,13 @@ fn open_aed(
         true
     });
     let Some((key, fingerprint)) = session_key else {
-        return Err(CryptoError::NoKey);
+        return Err(match stage {
+            Stage::NoKey => CryptoError::NoKey,
+            _ => CryptoError::Malformed(format!(
+                "AEAD packet: the session key is not for its cipher {}",
+                aed.cipher
+            )),
+        });
     };
     // The inner packets can be no more than the plaintext (plus a little framing;
     // compression can only make more, and that is bounded below).

@@ -154,25 +154,40 @@ fn marker(copy: &str) -> &str {
 /// `rnp --encrypt --aead=MODE --armor` of `plaintext` to the user, with RNP's own
 /// keyring holding the user's public key (from gpg).
 fn rnp_encrypt(user: &GpgHome, mode: &str, plaintext: &[u8]) -> Vec<u8> {
+    rnp(user, None, mode, plaintext)
+}
+
+/// `rnp [--sign -u SIGNER] --encrypt --aead=MODE --armor` of `plaintext` to the user;
+/// `signer` is a GnuPG home whose (unprotected) secret key for Alice RNP imports.
+fn rnp(user: &GpgHome, signer: Option<&GpgHome>, mode: &str, plaintext: &[u8]) -> Vec<u8> {
     let home = tempfile::tempdir().unwrap();
-    let public = home.path().join("user.pgp");
-    std::fs::write(&public, user.run(&["--export", USER], None)).unwrap();
     let rnp_home = home.path().join("rnp");
     std::fs::create_dir(&rnp_home).unwrap();
-    run_tool(
-        Command::new("rnpkeys")
-            .arg("--homedir")
-            .arg(&rnp_home)
-            .arg("--import")
-            .arg(&public),
-        None,
-    );
+    let mut keys = vec![user.run(&["--export", USER], None)];
+    if let Some(signer) = signer {
+        keys.push(signer.run(&["--export-secret-keys", SENDER], None));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let file = home.path().join(format!("key{i}.pgp"));
+        std::fs::write(&file, key).unwrap();
+        run_tool(
+            Command::new("rnpkeys")
+                .arg("--homedir")
+                .arg(&rnp_home)
+                .arg("--import")
+                .arg(&file),
+            None,
+        );
+    }
     let input = home.path().join("entity");
     std::fs::write(&input, plaintext).unwrap();
+    let mut command = Command::new("rnp");
+    command.arg("--homedir").arg(&rnp_home);
+    if signer.is_some() {
+        command.args(["--sign", "-u", SENDER, "--password", ""]);
+    }
     run_tool(
-        Command::new("rnp")
-            .arg("--homedir")
-            .arg(&rnp_home)
+        command
             .args([
                 "--encrypt",
                 "-r",
@@ -185,6 +200,36 @@ fn rnp_encrypt(user: &GpgHome, mode: &str, plaintext: &[u8]) -> Vec<u8> {
             .arg(&input),
         None,
     )
+}
+
+/// RNP signs and encrypts in one (as Thunderbird does), into the AEAD packet: the
+/// packets inside it go through sequoia like any others, and the signature is kept.
+#[tokio::test]
+async fn rnp_signed_and_aead_encrypted_keeps_a_signature_gpg_verifies() {
+    let s = Setup::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let entity =
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nSigned by RNP, sealed with OCB.\r\n";
+    let armored = rnp(&s.user, Some(&s.alice), "ocb", entity);
+    assert!(text(&s.user.run(&["--list-packets"], Some(&armored))).contains("tag=20"));
+    let (copy, _) = s
+        .send(&pgp_mime(SENDER, USER, "rnp-signed@example.org", &armored))
+        .await;
+    let copy_text = text(&copy.data);
+    assert!(
+        marker(&copy_text).ends_with("; signature=present (not verified by sealgate)"),
+        "{copy_text}"
+    );
+    let parsed = python_reads(&copy.data, dir.path());
+    assert_eq!(parsed["type"], "multipart/signed", "{copy_text}");
+    let data = dir.path().join("first-raw.txt");
+    assert_eq!(std::fs::read(&data).unwrap(), entity);
+    let (good, said) = s.verify(&[
+        dir.path().join("signature.asc").to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(good, "{said}");
+    s.gw.stop().await;
 }
 
 #[tokio::test]

@@ -593,8 +593,11 @@ impl Treatment {
                 .expect("accepted at RCPT");
         }
         // No key lookup is configured, so nothing inside waits on the runtime.
-        let verdicts = futures::executor::block_on(self.planner.verdicts(&mut plan, &message));
-        self.transform.carry_out(envelope, &message, &verdicts)
+        let verdicts =
+            futures::executor::block_on(self.planner.verdicts(&mut plan, &message, "bench"));
+        self.transform
+            .carry_out(envelope, &message, &verdicts, "bench")
+            .groups
     }
 
     /// Outbound from carol@example.com (internal) to `to`: one encrypted group.

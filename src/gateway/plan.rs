@@ -161,7 +161,7 @@ impl Planner {
 
     /// After DATA: the verdict for each recipient, in the order they were accepted.
     /// Waits for the key lookups started at RCPT first.
-    pub async fn verdicts(&self, plan: &mut Plan, message: &Message) -> Vec<Verdict> {
+    pub async fn verdicts(&self, plan: &mut Plan, message: &Message, id: &str) -> Vec<Verdict> {
         for r in &mut plan.recipients {
             let Some(lookup) = r.lookup.take() else {
                 continue;
@@ -174,7 +174,7 @@ impl Planner {
             match found.and_then(|()| self.entries(&r.address).map_err(|e| e.to_string())) {
                 Ok(entries) => r.entries = entries,
                 Err(reason) => {
-                    tracing::info!(recipient = %r.address, %reason, "key lookup failed");
+                    tracing::info!(%id, recipient = %r.address, %reason, "key lookup failed");
                     r.lookup_failed = true;
                 }
             }

@@ -168,7 +168,7 @@ pub fn explain(
                 at_rcpt,
                 rules,
                 action: decision.action().as_str().into(),
-                result: verdict.action_text(),
+                result: result(&verdict, content),
                 key,
                 reply,
                 note: verdict.note.map(str::to_string),
@@ -183,6 +183,20 @@ pub fn explain(
             }
         })
         .collect()
+}
+
+/// What would be done. explain decrypts nothing, so it never says "decrypted": a
+/// message to decrypt is decrypted only if it is encrypted and one of the keys opens
+/// it.
+fn result(verdict: &Verdict, content: &Content) -> String {
+    match (&verdict.treatment, content.encrypted) {
+        (Treatment::Decrypt(_), None) => "passed (not encrypted: nothing to decrypt)".into(),
+        (Treatment::Decrypt(_), Some(kind)) => format!(
+            "decrypt {} if one of the keys opens it (passed as it is otherwise)",
+            kind.as_str()
+        ),
+        _ => verdict.action_text(),
+    }
 }
 
 /// The explanations as text for a terminal.

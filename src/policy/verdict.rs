@@ -141,14 +141,29 @@ impl Verdict {
         verdict
     }
 
-    /// A short name of what is done, for logs and the X-Sealgate header.
+    /// A short name of what is done, for logs and the X-Sealgate header, as far as the
+    /// verdict alone knows it. Whether a message is decrypted depends on the message
+    /// and the keys (it may not be encrypted, or may not open), so a verdict to decrypt
+    /// says "decrypt" and never claims it was done: the transform says what was.
     pub fn action_text(&self) -> String {
         match &self.treatment {
             Treatment::Pass => "passed".into(),
             Treatment::Encrypt(key) => format!("encrypted {}", key.kind.as_str()),
-            Treatment::Decrypt(_) => "decrypted".into(),
+            Treatment::Decrypt(_) => "decrypt".into(),
             Treatment::Refuse(reply) if reply.is_temporary() => "deferred".into(),
             Treatment::Refuse(_) => "rejected".into(),
+        }
+    }
+
+    /// What the verdict asks the transform to do: "pass", "encrypt pgp", "decrypt",
+    /// "reject", "defer". The log puts it beside what was done.
+    pub fn asks(&self) -> String {
+        match &self.treatment {
+            Treatment::Pass => "pass".into(),
+            Treatment::Encrypt(key) => format!("encrypt {}", key.kind.as_str()),
+            Treatment::Decrypt(_) => "decrypt".into(),
+            Treatment::Refuse(reply) if reply.is_temporary() => "defer".into(),
+            Treatment::Refuse(_) => "reject".into(),
         }
     }
 }

@@ -339,7 +339,8 @@ impl Transform {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let der = smime::encrypt(&entity, &certs)?;
-                mime::smime_enveloped(raw, &der, protect).ok_or(TransformError::Build("S/MIME"))
+                mime::smime_enveloped(raw, &der, protect, mime::SmimeType::EnvelopedData)
+                    .ok_or(TransformError::Build("S/MIME"))
             }
         }
     }

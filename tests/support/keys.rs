@@ -325,11 +325,29 @@ impl SmimeCert {
     /// the given keyUsage ("digitalSignature,keyEncipherment" for an encryption
     /// certificate). The tests' one way to make an S/MIME certificate with openssl.
     pub fn openssl(email: &str, key_usage: &str) -> SmimeCert {
+        SmimeCert::openssl_req(email, key_usage, &["-newkey", "rsa:2048"])
+    }
+
+    /// The same with an EC key on `curve` ("P-256", "P-384") and keyUsage keyAgreement:
+    /// an S/MIME encryption certificate for ECDH.
+    pub fn openssl_ec(email: &str, curve: &str) -> SmimeCert {
+        let curve = format!("ec_paramgen_curve:{curve}");
+        SmimeCert::openssl_req(
+            email,
+            "digitalSignature,keyAgreement",
+            &["-newkey", "ec", "-pkeyopt", &curve],
+        )
+    }
+
+    /// `openssl req -x509 NEWKEY...` for `email` with `key_usage`, valid for 30 days.
+    fn openssl_req(email: &str, key_usage: &str, newkey: &[&str]) -> SmimeCert {
         let dir = tempfile::tempdir().expect("temp dir");
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         run_tool(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+                .args(["req", "-x509"])
+                .args(newkey)
+                .args(["-nodes", "-keyout"])
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert)
@@ -403,6 +421,16 @@ impl SmimeCert {
 
     pub fn key_path(&self) -> PathBuf {
         self.dir.path().join("key.pem")
+    }
+
+    /// Writes the certificate and its key into one PEM file, the way an admin hands an
+    /// SCKM key to `keys import-sckm`, and returns its path.
+    pub fn sckm_bundle(&self) -> PathBuf {
+        let path = self.dir.path().join("bundle.pem");
+        let mut bundle = self.pem.clone();
+        bundle.extend(std::fs::read(self.key_path()).unwrap());
+        std::fs::write(&path, bundle).unwrap();
+        path
     }
 
     /// Writes the DER form next to the PEM and returns its path.

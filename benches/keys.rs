@@ -101,6 +101,7 @@ fn main() {
                     sealed_secret: None,
                     authenticated: false,
                     chain_validated: false,
+                    reads_aes_gcm: false,
                 },
                 now,
             )

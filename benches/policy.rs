@@ -267,6 +267,7 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
         seen: 0,
         pending: false,
         chain_validated: false,
+        reads_aes_gcm: false,
     };
     let case = |name, sender, recipient: &str, entries: Vec<KeyEntry>, at_rcpt, at_data| {
         let keys = entries

@@ -138,6 +138,12 @@ pub struct KeyEntry {
     /// it was harvested. Rules can ask for it (`chain_validated`).
     #[serde(default)]
     pub chain_validated: bool,
+    /// S/MIME: the signer's sMIMECapabilities (RFC 8551 §2.5.2) in the latest signed
+    /// mail that brought the certificate listed AES-GCM, so its client reads
+    /// AuthEnvelopedData. `[crypto] smime_authenticated_encryption = "when_capable"`
+    /// asks for it.
+    #[serde(default)]
+    pub reads_aes_gcm: bool,
 }
 
 impl KeyEntry {

@@ -85,6 +85,7 @@ impl PublicKey {
                 sealed_secret: None,
                 authenticated: false,
                 chain_validated: false,
+                reads_aes_gcm: false,
             })
             .collect()
     }

@@ -56,6 +56,7 @@ pub fn candidates(
                     sealed_secret: Some(sealed.clone()),
                     authenticated: false,
                     chain_validated: false,
+                    reads_aes_gcm: false,
                 });
             }
         }
@@ -85,6 +86,7 @@ pub fn candidates(
                     sealed_secret: Some(sealed.clone()),
                     authenticated: false,
                     chain_validated: false,
+                    reads_aes_gcm: false,
                 });
             }
         }

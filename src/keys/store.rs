@@ -36,6 +36,9 @@ pub struct Candidate {
     pub authenticated: bool,
     /// For S/MIME certificates: the chain was validated against `[keys] smime_trust`.
     pub chain_validated: bool,
+    /// For S/MIME certificates harvested from signed mail: the signer's
+    /// sMIMECapabilities listed AES-GCM (see [`KeyEntry::reads_aes_gcm`]).
+    pub reads_aes_gcm: bool,
 }
 
 /// What storing a candidate did.
@@ -215,6 +218,12 @@ impl KeyStore for SledKeyStore {
                 self.tree
                     .remove(Self::key(&old.address, &old.fingerprint))?;
             }
+            // Only signed mail says what the owner's client reads, and the latest says
+            // it best: a sighting updates it, an import or lookup of the same
+            // certificate (which cannot know) leaves it as it was.
+            if candidate.source == Source::Mailflow {
+                entry.reads_aes_gcm = candidate.reads_aes_gcm;
+            }
             // A mailflow sighting never extends the 180 days.
             if candidate.source >= entry.source {
                 entry.can_encrypt = candidate.can_encrypt;
@@ -295,6 +304,7 @@ impl KeyStore for SledKeyStore {
             seen: u32::from(candidate.source == Source::Mailflow),
             pending: !pending.is_empty(),
             chain_validated: candidate.chain_validated,
+            reads_aes_gcm: candidate.reads_aes_gcm,
         };
         self.store(&entry, &candidate.material)?;
         Ok(if !pending.is_empty() {
@@ -416,6 +426,7 @@ mod tests {
             sealed_secret: None,
             authenticated: false,
             chain_validated: false,
+            reads_aes_gcm: false,
         }
     }
 
@@ -721,6 +732,31 @@ mod tests {
         assert!(s.list().unwrap().is_empty());
         assert!(s.delete("nobody@example.org").unwrap().is_empty());
     }
+
+    #[test]
+    fn what_a_client_reads_follows_its_latest_signed_mail_and_survives_an_import() {
+        let s = store(DAY);
+        let a = "a@example.org";
+        let reads = |s: &SledKeyStore| s.find(a).unwrap()[0].reads_aes_gcm;
+        let mut gcm = key(a, "C1", Source::Mailflow, T0);
+        gcm.kind = KeyKind::Smime;
+        gcm.reads_aes_gcm = true;
+        s.put(gcm.clone(), T0).unwrap();
+        assert!(reads(&s));
+        // The admin imports the same certificate: an import cannot know, so it stays.
+        let mut admin = gcm.clone();
+        admin.source = Source::Admin;
+        admin.reads_aes_gcm = false;
+        s.put(admin, T0 + DAY).unwrap();
+        assert!(reads(&s) && s.find(a).unwrap()[0].source == Source::Admin);
+        // Mail from an older client of theirs, with the same certificate, says otherwise.
+        let mut older_client = gcm.clone();
+        older_client.reads_aes_gcm = false;
+        s.put(older_client, T0 + 2 * DAY).unwrap();
+        assert!(!reads(&s));
+        s.put(gcm, T0 + 3 * DAY).unwrap();
+        assert!(reads(&s));
+    }
 }
 
 #[cfg(test)]
@@ -749,6 +785,7 @@ mod sckm_tests {
             sealed_secret: Some(format!("sealed-{fp}").into_bytes()),
             authenticated: false,
             chain_validated: false,
+            reads_aes_gcm: false,
         };
         s.put(sckm("OLD"), now).unwrap();
         s.put(sckm("NEW"), now).unwrap();

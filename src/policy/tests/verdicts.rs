@@ -27,6 +27,7 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
         seen: 0,
         pending: false,
         chain_validated: false,
+        reads_aes_gcm: false,
     }
 }
 

@@ -172,6 +172,7 @@ fn main() {
                 entries: &case.entries,
                 now,
                 allowed: sealgate::keys::Allowed::NO_MAILFLOW,
+                authenticated_encryption: Default::default(),
                 already_encrypted: data.then_some(false),
                 lookup_failed: false,
             };

@@ -1,7 +1,10 @@
 //! S/MIME AuthEnvelopedData (AES-GCM, RFC 5083 and RFC 5084) through the gateway,
 //! against `openssl cms`: inbound, what `openssl cms -encrypt -aes-128-gcm` and
 //! `-aes-256-gcm` make is decrypted for SCKM users with RSA and EC keys, and mail whose
-//! tag or ciphertext was changed is not decrypted at all.
+//! tag or ciphertext was changed is not decrypted at all. Outbound, recipients whose
+//! signed mail said their client reads AES-GCM, or whom a rule names, get
+//! AuthEnvelopedData that `openssl cms -decrypt` opens; everyone else, and every copy
+//! shared with someone else, gets EnvelopedData with AES-CBC.
 
 mod support;
 
@@ -9,8 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use support::keys::{SmimeCert, crlf, openssl};
-use support::{Client, Gateway, Sink, gateway_to, import, log, split_received};
+use const_oid::db::rfc5911;
+use sealgate::keys::KeyEntry;
+use sealgate::keys::admin::{self, Request};
+use support::keys::{ENTITY, Form, SmimeCert, crlf, openssl};
+use support::{Client, Gateway, Sink, config_text, gateway_to, import, log, split_received, start};
 
 /// The MIME entity senders encrypt: protected headers, as Thunderbird sends them.
 const INNER: &[u8] = b"Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\n\
@@ -169,4 +175,201 @@ async fn inbound_aes_gcm_mail_with_a_changed_tag_or_ciphertext_is_not_decrypted(
     )
     .await;
     assert!(line.contains(address), "{line}");
+}
+
+const MESSAGE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: partners\r\nSubject: Merger plans\r\n\
+    Message-ID: <out@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+    The numbers are in.\r\n";
+
+/// Sends [`MESSAGE`] from alice@example.com to `to` through the outbound listener and
+/// returns the copies the next hop got for it.
+async fn send_outbound(gw: &Gateway, sink: &Sink, to: &[&str]) -> Vec<support::Received> {
+    let before = sink.received().len();
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client.send_mail("alice@example.com", to, MESSAGE).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    sink.received()[before..].to_vec()
+}
+
+/// The smime-type of an encrypted copy, and what `openssl cms -decrypt` makes of its
+/// body with `recipient`'s key.
+fn opened_by_openssl(dir: &Path, data: &[u8], recipient: &SmimeCert) -> (String, String) {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let smime_type = text
+        .split("smime-type=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("an application/pkcs7-mime copy")
+        .to_string();
+    let body = text.split("\r\n\r\n").nth(1).expect("a body");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.replace("\r\n", ""))
+        .unwrap();
+    let path = dir.join("copy.p7m");
+    std::fs::write(&path, der).unwrap();
+    let plain = openssl(&[
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        path.to_str().unwrap(),
+        "-recip",
+        recipient.cert_path().to_str().unwrap(),
+        "-inkey",
+        recipient.key_path().to_str().unwrap(),
+    ]);
+    (smime_type, String::from_utf8_lossy(&plain).into_owned())
+}
+
+/// The key cache's entry for `address`, through the admin socket.
+async fn entry(gw: &Gateway, address: &str) -> KeyEntry {
+    let data_dir = gw.data_dir.clone();
+    let response = tokio::task::spawn_blocking(move || {
+        admin::request(&data_dir, Duration::from_secs(86400), Request::List)
+    })
+    .await
+    .unwrap()
+    .expect("the admin socket answers");
+    response
+        .entries
+        .into_iter()
+        .find(|e| e.address == address)
+        .unwrap_or_else(|| panic!("no key for {address}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_aes_gcm_goes_where_harvested_capabilities_say_it_is_read() {
+    let sink = Sink::start().await;
+    let (dir, gw) = gateway_to(
+        &sink,
+        "[keys]\nencrypt_to_mailflow_keys = true\n\n\
+         [crypto]\nsmime_authenticated_encryption = \"when_capable\"\n",
+    )
+    .await;
+    let gcm = SmimeCert::openssl("gcm@example.org", "keyEncipherment");
+    let cbc = SmimeCert::openssl("cbc@example.net", "keyEncipherment");
+
+    // Each writes to us first, signed: gcm's client lists AES-GCM in its capabilities,
+    // cbc's is openssl's list (AES-CBC, 3DES, RC2).
+    let signed = [
+        gcm.sign_with_capabilities(
+            "gcm@example.org",
+            "caps-gcm@example.org",
+            ENTITY,
+            &[
+                rfc5911::ID_AES_256_GCM,
+                rfc5911::ID_AES_128_GCM,
+                rfc5911::ID_AES_256_CBC,
+            ],
+        ),
+        cbc.sign(
+            "cbc@example.net",
+            "caps-cbc@example.net",
+            ENTITY,
+            Form::Detached,
+        ),
+    ];
+    for message in &signed {
+        let mut client = Client::connect(gw.inbound).await;
+        let reply = client
+            .send_mail("someone@example.net", &["user@example.com"], message)
+            .await;
+        assert_eq!(reply.code, 250, "{reply:?}");
+        client.quit().await;
+    }
+    for address in ["gcm@example.org", "cbc@example.net"] {
+        log::wait_for(
+            |line| line.contains("harvested key") && line.contains(address),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    assert!(entry(&gw, "gcm@example.org").await.reads_aes_gcm);
+    assert!(!entry(&gw, "cbc@example.net").await.reads_aes_gcm);
+
+    // Each alone: gcm gets AES-GCM, cbc gets AES-CBC, and openssl opens both.
+    for (address, cert, wanted) in [
+        ("gcm@example.org", &gcm, "authEnveloped-data"),
+        ("cbc@example.net", &cbc, "enveloped-data"),
+    ] {
+        let got = send_outbound(&gw, &sink, &[address]).await;
+        assert_eq!(got.len(), 1);
+        let (smime_type, plain) = opened_by_openssl(dir.path(), &got[0].data, cert);
+        assert_eq!(smime_type, wanted, "{address}");
+        assert!(plain.contains("The numbers are in."), "{address}: {plain}");
+        assert!(
+            plain.contains("Subject: Merger plans"),
+            "{address}: {plain}"
+        );
+    }
+
+    // Together they share one copy, which cbc must be able to read: AES-CBC.
+    let got = send_outbound(&gw, &sink, &["gcm@example.org", "cbc@example.net"]).await;
+    assert_eq!(got.len(), 1, "one copy");
+    assert_eq!(got[0].recipients, ["gcm@example.org", "cbc@example.net"]);
+    for cert in [&gcm, &cbc] {
+        let (smime_type, plain) = opened_by_openssl(dir.path(), &got[0].data, cert);
+        assert_eq!(smime_type, "enveloped-data");
+        assert!(plain.contains("The numbers are in."), "{plain}");
+    }
+}
+
+#[tokio::test]
+async fn a_rule_sends_aes_gcm_to_the_partners_it_names_rsa_and_ec() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("50-gcm.toml"),
+        "[[rule]]\nname = \"partners-read-gcm\"\nchain = \"outbound\"\n\
+         recipient = \"partner.example\"\naction = \"encrypt\"\n\
+         smime_authenticated_encryption = \"always\"\n\n\
+         [[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\nno_key = \"send_clear\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        "policy_dir = \"{}\"\n{}",
+        policies.display(),
+        config_text(&dir.path().join("data"), &sink.addr.to_string(), "")
+    );
+    let gw = start(&text).await;
+    // Admin keys: nothing harvested says what their clients read; the rule does.
+    let carol = SmimeCert::openssl_ec("carol@partner.example", "P-256");
+    let erin = SmimeCert::openssl("erin@partner.example", "keyEncipherment");
+    let dave = SmimeCert::openssl("dave@other.example", "keyEncipherment");
+    import(
+        &gw,
+        false,
+        &[&carol.cert_path(), &erin.cert_path(), &dave.cert_path()],
+        None,
+    );
+
+    for (address, cert, wanted) in [
+        ("carol@partner.example", &carol, "authEnveloped-data"),
+        ("erin@partner.example", &erin, "authEnveloped-data"),
+        ("dave@other.example", &dave, "enveloped-data"),
+    ] {
+        let got = send_outbound(&gw, &sink, &[address]).await;
+        assert_eq!(got.len(), 1);
+        let (smime_type, plain) = opened_by_openssl(dir.path(), &got[0].data, cert);
+        assert_eq!(smime_type, wanted, "{address}");
+        assert!(plain.contains("The numbers are in."), "{address}: {plain}");
+    }
+    // Both partners in one copy: one AuthEnvelopedData with a KeyTransRecipientInfo and
+    // a KeyAgreeRecipientInfo, which each opens.
+    let got = send_outbound(
+        &gw,
+        &sink,
+        &["carol@partner.example", "erin@partner.example"],
+    )
+    .await;
+    assert_eq!(got.len(), 1, "one copy");
+    for cert in [&carol, &erin] {
+        let (smime_type, plain) = opened_by_openssl(dir.path(), &got[0].data, cert);
+        assert_eq!(smime_type, "authEnveloped-data");
+        assert!(plain.contains("The numbers are in."), "{plain}");
+    }
 }

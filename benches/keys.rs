@@ -103,6 +103,7 @@ fn main() {
                     chain_validated: false,
                     revoked: false,
                     decrypt_subkeys: Vec::new(),
+                    reads_aes_gcm: false,
                 },
                 now,
             )

@@ -172,6 +172,7 @@ fn main() {
                 entries: &case.entries,
                 now,
                 allowed: sealgate::keys::Allowed::NO_MAILFLOW,
+                authenticated_encryption: Default::default(),
                 already_encrypted: data.then_some(false),
                 lookup_failed: false,
             };
@@ -270,6 +271,7 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
         revoked: false,
         decrypt_subkeys: Vec::new(),
         details: None,
+        reads_aes_gcm: false,
     };
     let case = |name, sender, recipient: &str, entries: Vec<KeyEntry>, at_rcpt, at_data| {
         let keys = entries

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::mail::{Direction, InternalDomains};
+use crate::policy::rule::AuthenticatedEncryption;
 use units::{ByteSize, HumanDuration, LineLength, LookupTtl};
 
 pub mod units;
@@ -231,6 +232,7 @@ impl Default for LookupConfig {
 struct FileCrypto {
     protect_subject: bool,
     additional_decryption_key: Option<Spanned<String>>,
+    smime_authenticated_encryption: AuthenticatedEncryption,
 }
 
 impl Default for FileCrypto {
@@ -238,6 +240,7 @@ impl Default for FileCrypto {
         FileCrypto {
             protect_subject: true,
             additional_decryption_key: None,
+            smime_authenticated_encryption: AuthenticatedEncryption::Never,
         }
     }
 }
@@ -252,6 +255,11 @@ pub struct CryptoConfig {
     /// decryption key", for an archive or for compliance). None unless the admin
     /// names one: by default a message is encrypted to its recipients and no one else.
     pub additional_decryption_key: Option<sequoia_openpgp::Cert>,
+    /// When S/MIME mail goes out as AuthEnvelopedData with AES-256-GCM instead of
+    /// EnvelopedData with AES-256-CBC: never (the default, which every client reads),
+    /// when the recipient's harvested sMIMECapabilities list AES-GCM, or always. A
+    /// rule's `smime_authenticated_encryption` overrides it.
+    pub smime_authenticated_encryption: AuthenticatedEncryption,
 }
 
 /// `[relay]`: the client side towards the next hop.
@@ -576,6 +584,7 @@ impl Config {
         let crypto = CryptoConfig {
             protect_subject: file.crypto.protect_subject,
             additional_decryption_key: adk,
+            smime_authenticated_encryption: file.crypto.smime_authenticated_encryption,
         };
         let smime_trust = match &file.keys.smime_trust {
             Some(path) if !path.get_ref().is_empty() => {

@@ -106,3 +106,26 @@ fn security_settings_and_their_errors() {
     let err = parse("[spool]\ninbound_dsn = \"sometimes\"\n").unwrap_err();
     assert_eq!(err.line, 2, "{err}");
 }
+
+#[test]
+fn smime_authenticated_encryption_is_off_unless_asked_for() {
+    use crate::policy::rule::AuthenticatedEncryption;
+    assert_eq!(
+        Config::defaults().crypto.smime_authenticated_encryption,
+        AuthenticatedEncryption::Never
+    );
+    for (text, want) in [
+        ("never", AuthenticatedEncryption::Never),
+        ("when_capable", AuthenticatedEncryption::WhenCapable),
+        ("always", AuthenticatedEncryption::Always),
+    ] {
+        let config = parse(&format!(
+            "[crypto]\nsmime_authenticated_encryption = \"{text}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.crypto.smime_authenticated_encryption, want);
+    }
+    let err = parse("[crypto]\n\nsmime_authenticated_encryption = \"gcm\"\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    assert!(err.message.contains("when_capable"), "{err}");
+}

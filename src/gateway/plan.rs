@@ -224,6 +224,7 @@ impl Planner {
             entries,
             now,
             allowed: self.config.allowed_keys(),
+            authenticated_encryption: self.config.crypto.smime_authenticated_encryption,
             already_encrypted,
             lookup_failed,
         }

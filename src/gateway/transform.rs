@@ -98,6 +98,24 @@ pub enum TransformError {
     Build(&'static str),
 }
 
+/// How an S/MIME copy's content is encrypted, as the verdicts of its recipients allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmimeContent {
+    /// EnvelopedData, AES-256-CBC: what every client reads.
+    Cbc,
+    /// AuthEnvelopedData, AES-256-GCM.
+    Gcm,
+}
+
+impl SmimeContent {
+    fn as_str(self) -> &'static str {
+        match self {
+            SmimeContent::Cbc => "aes-256-cbc",
+            SmimeContent::Gcm => "aes-256-gcm",
+        }
+    }
+}
+
 /// The marks a copy gets: the rule's tags, and the X-Sealgate line when it is on.
 type Marks = (Tags, Option<String>);
 
@@ -202,7 +220,13 @@ impl Transform {
             .into_iter()
             .map(|((kind, (tags, status)), members)| {
                 let tagged = marks::apply(message, &tags, None);
-                let mut group = self.encrypt_group(envelope, &tagged.to_vec(), members, kind, id);
+                // One copy for the group, so AES-GCM only if everyone in it may have it.
+                let content = match members.iter().all(|(i, _)| verdicts[*i].smime_aes_gcm) {
+                    true => SmimeContent::Gcm,
+                    false => SmimeContent::Cbc,
+                };
+                let mut group =
+                    self.encrypt_group(envelope, &tagged.to_vec(), members, kind, content, id);
                 if group.refusal.is_none() {
                     group.message =
                         marks::apply(&group.message, &Tags::default(), status.as_deref());
@@ -316,13 +340,15 @@ impl Transform {
         groups
     }
 
-    /// One ciphertext for every recipient in `members`, encrypted to all their keys.
+    /// One ciphertext for every recipient in `members`, encrypted to all their keys
+    /// (for S/MIME, with `content`).
     fn encrypt_group(
         &self,
         envelope: &Envelope,
         raw: &[u8],
         members: Vec<Member>,
         kind: KeyKind,
+        content: SmimeContent,
         id: &str,
     ) -> Group {
         let recipients: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
@@ -334,9 +360,10 @@ impl Transform {
             .iter()
             .map(|&i| envelope.recipients[i].as_str())
             .collect();
-        match self.encrypt(raw, &members, kind) {
+        match self.encrypt(raw, &members, kind, content) {
             Ok(encrypted) => {
-                tracing::info!(%id, recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, "encrypting");
+                let content = (kind == KeyKind::Smime).then_some(content.as_str());
+                tracing::info!(%id, recipients = ?rcpts, format = kind.as_str(), content, keys = ?fingerprints, "encrypting");
                 Group {
                     label: kind.as_str().into(),
                     recipients,
@@ -365,6 +392,7 @@ impl Transform {
         raw: &[u8],
         members: &[Member],
         kind: KeyKind,
+        content: SmimeContent,
     ) -> Result<Vec<u8>, TransformError> {
         let protect = self.config.crypto.protect_subject;
         let entity = mime::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
@@ -397,8 +425,18 @@ impl Transform {
                         x509_cert::Certificate::from_der(m).map_err(|x| bad(e, x.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let der = smime::encrypt(&entity, &certs)?;
-                mime::smime_enveloped(raw, &der, protect).ok_or(TransformError::Build("S/MIME"))
+                let (der, smime_type) = match content {
+                    SmimeContent::Cbc => (
+                        smime::encrypt(&entity, &certs)?,
+                        mime::SmimeType::EnvelopedData,
+                    ),
+                    SmimeContent::Gcm => (
+                        smime::encrypt_authenticated(&entity, &certs)?,
+                        mime::SmimeType::AuthEnvelopedData,
+                    ),
+                };
+                mime::smime_enveloped(raw, &der, protect, smime_type)
+                    .ok_or(TransformError::Build("S/MIME"))
             }
         }
     }

@@ -147,6 +147,12 @@ pub struct KeyEntry {
     /// decrypt mail still in flight to them.
     #[serde(default)]
     pub decrypt_subkeys: Vec<String>,
+    /// S/MIME: the signer's sMIMECapabilities (RFC 8551 §2.5.2) in the latest signed
+    /// mail that brought the certificate listed AES-GCM, so its client reads
+    /// AuthEnvelopedData. `[crypto] smime_authenticated_encryption = "when_capable"`
+    /// asks for it.
+    #[serde(default)]
+    pub reads_aes_gcm: bool,
     /// What the key is, from its material: filled in by `keys list`, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Box<super::describe::KeyDetails>>,

@@ -89,6 +89,7 @@ impl PublicKey {
                 chain_validated: false,
                 revoked: self.revoked,
                 decrypt_subkeys: Vec::new(),
+                reads_aes_gcm: false,
             })
             .collect()
     }

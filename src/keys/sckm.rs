@@ -75,6 +75,7 @@ pub fn candidates(
                     chain_validated: false,
                     revoked: false,
                     decrypt_subkeys: decrypt_subkeys.clone(),
+                    reads_aes_gcm: false,
                 });
             }
         }
@@ -106,6 +107,7 @@ pub fn candidates(
                     chain_validated: false,
                     revoked: false,
                     decrypt_subkeys: vec![fingerprint.clone()],
+                    reads_aes_gcm: false,
                 });
             }
         }

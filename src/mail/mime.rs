@@ -263,13 +263,42 @@ pub fn pgp_mime(raw: &[u8], armored: &[u8], protect: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The S/MIME enveloped-data message (RFC 8551 §3.3) carrying `der`.
-pub fn smime_enveloped(raw: &[u8], der: &[u8], protect: bool) -> Option<Vec<u8>> {
+/// The CMS structure an application/pkcs7-mime part carries, as its `smime-type`
+/// parameter names it (RFC 8551 §3.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmimeType {
+    /// EnvelopedData: what every client reads.
+    EnvelopedData,
+    /// AuthEnvelopedData (RFC 5083): authenticated encryption, AES-GCM.
+    AuthEnvelopedData,
+}
+
+impl SmimeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmimeType::EnvelopedData => "enveloped-data",
+            SmimeType::AuthEnvelopedData => "authEnveloped-data",
+        }
+    }
+}
+
+/// The S/MIME message (RFC 8551 §3.3) carrying `der`, an EnvelopedData or
+/// AuthEnvelopedData as `smime_type` says.
+pub fn smime_enveloped(
+    raw: &[u8],
+    der: &[u8],
+    protect: bool,
+    smime_type: SmimeType,
+) -> Option<Vec<u8>> {
     let mut out = outer_fields(raw, protect)?;
     out.extend_from_slice(
-        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data;\r\n\tname=\"smime.p7m\"\r\n\
-          Content-Transfer-Encoding: base64\r\n\
-          Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n",
+        format!(
+            "Content-Type: application/pkcs7-mime; smime-type={};\r\n\tname=\"smime.p7m\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\
+             Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n",
+            smime_type.as_str()
+        )
+        .as_bytes(),
     );
     let encoded = base64::engine::general_purpose::STANDARD.encode(der);
     for line in encoded.as_bytes().chunks(76) {
@@ -380,7 +409,7 @@ mod tests {
 
     #[test]
     fn bare_text_and_headerless_plaintext_are_kept_as_the_body() {
-        let wrapped = smime_enveloped(PLAIN, b"\x30\x00", false).unwrap();
+        let wrapped = smime_enveloped(PLAIN, b"\x30\x00", false, SmimeType::EnvelopedData).unwrap();
         let out = decrypted(
             &wrapped,
             Encrypted::Smime,
@@ -428,7 +457,13 @@ mod tests {
 
     #[test]
     fn detects_smime_and_inline_pgp() {
-        let smime = smime_enveloped(PLAIN, b"\x30\x03\x02\x01\x00", false).unwrap();
+        let smime = smime_enveloped(
+            PLAIN,
+            b"\x30\x03\x02\x01\x00",
+            false,
+            SmimeType::EnvelopedData,
+        )
+        .unwrap();
         assert_eq!(encrypted(&smime), Some(Encrypted::Smime));
         assert_eq!(
             ciphertext(&smime, Encrypted::Smime).unwrap(),
@@ -447,5 +482,39 @@ mod tests {
             "{text}"
         );
         assert_eq!(encrypted(PLAIN), None);
+    }
+
+    /// authEnveloped-data (AES-GCM) is wrapped and unwrapped like enveloped-data: as
+    /// sealgate writes it, and as `openssl cms -encrypt -aes-256-gcm` does (LF, and the
+    /// smime-type in its own case).
+    #[test]
+    fn wraps_and_unwraps_auth_enveloped_data() {
+        let der = b"\x30\x03\x02\x01\x00";
+        let wrapped = smime_enveloped(PLAIN, der, true, SmimeType::AuthEnvelopedData).unwrap();
+        let text = String::from_utf8_lossy(&wrapped);
+        assert!(
+            text.contains(
+                "Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data;\r\n\tname=\"smime.p7m\"\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Subject: ...\r\n") && !text.contains("Secret plans"));
+        assert_eq!(encrypted(&wrapped), Some(Encrypted::Smime));
+        assert_eq!(ciphertext(&wrapped, Encrypted::Smime).unwrap(), der);
+        let inner = inner_entity(PLAIN, true).unwrap();
+        let restored = decrypted(&wrapped, Encrypted::Smime, &inner, "smime; key=K").unwrap();
+        let text = String::from_utf8_lossy(&restored);
+        assert!(
+            text.contains("Subject: Secret plans\r\n") && !text.contains("authEnveloped"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\nbody line\r\n"), "{text}");
+        assert_eq!(encrypted(&restored), None);
+
+        let openssl = b"MIME-Version: 1.0\nContent-Disposition: attachment; filename=\"smime.p7m\"\n\
+            Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; name=\"smime.p7m\"\n\
+            Content-Transfer-Encoding: base64\n\nMAMCAQA=\n";
+        assert_eq!(encrypted(openssl), Some(Encrypted::Smime));
+        assert_eq!(ciphertext(openssl, Encrypted::Smime).unwrap(), der);
     }
 }

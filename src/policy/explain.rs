@@ -6,6 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::eval::Tested;
+use super::rule::AuthenticatedEncryption;
 use super::verdict::{Circumstances, Treatment, Verdict};
 use super::{Content, Evaluation, Facts, Policy};
 use crate::keys::{Allowed, KeyEntry};
@@ -68,6 +69,8 @@ pub struct RuleSeen {
 pub struct Settings {
     /// What `[keys]` allows of harvested keys.
     pub allowed: Allowed,
+    /// `[crypto] smime_authenticated_encryption`.
+    pub authenticated_encryption: AuthenticatedEncryption,
     /// `[lookup] keys`: a recipient whose key a running gateway would look up in DNS
     /// is decided after DATA; explain itself reads the key cache only.
     pub lookup_keys: bool,
@@ -85,6 +88,7 @@ pub fn explain(
 ) -> Vec<Explanation> {
     let Settings {
         allowed,
+        authenticated_encryption,
         lookup_keys,
         now,
     } = *settings;
@@ -98,6 +102,7 @@ pub fn explain(
                 entries: &r.entries,
                 now,
                 allowed,
+                authenticated_encryption,
                 already_encrypted,
                 // explain reads the cache only; it does not look keys up.
                 lookup_failed: false,

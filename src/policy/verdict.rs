@@ -5,7 +5,7 @@
 
 use time::OffsetDateTime;
 
-use super::rule::{Action, Format, LookupOffline, NoKey, Tags};
+use super::rule::{Action, AuthenticatedEncryption, Format, LookupOffline, NoKey, Tags};
 use super::{Chain, Decision};
 use crate::keys::{Allowed, KeyEntry, KeyKind, Source};
 use crate::mail::Direction;
@@ -34,6 +34,10 @@ pub struct Verdict {
     pub rule: Option<String>,
     /// Why the treatment differs from the action, when it does ("no usable key").
     pub note: Option<&'static str>,
+    /// The recipient may get S/MIME as AuthEnvelopedData with AES-GCM (an S/MIME key,
+    /// and `smime_authenticated_encryption` allows it for that key). Their copy is
+    /// AES-GCM only if every recipient of it may.
+    pub smime_aes_gcm: bool,
 }
 
 /// What the caller knows about the recipient besides the rules' decision: the keys it
@@ -46,6 +50,9 @@ pub struct Circumstances<'a> {
     /// What `[keys]` allows of harvested keys; a rule's `use_mailflow_keys` overrides
     /// the mailflow part.
     pub allowed: Allowed,
+    /// `[crypto] smime_authenticated_encryption`; a rule's field of that name overrides
+    /// it.
+    pub authenticated_encryption: AuthenticatedEncryption,
     /// Whether the message is already encrypted; `None` before DATA.
     pub already_encrypted: Option<bool>,
     /// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
@@ -63,6 +70,7 @@ impl Verdict {
             harvest: chain.direction == Direction::Inbound && actions.harvest.unwrap_or(true),
             rule: decision.matched.last().map(|&i| chain.rules[i].label()),
             note: None,
+            smime_aes_gcm: false,
         };
         match decision.action() {
             Action::Pass => {}
@@ -101,7 +109,14 @@ impl Verdict {
                     {
                         verdict.note = Some("already encrypted: sent as it is");
                     }
-                    Some(key) => verdict.treatment = Treatment::Encrypt(key),
+                    Some(key) => {
+                        let authenticated = actions
+                            .smime_authenticated_encryption
+                            .unwrap_or(cx.authenticated_encryption);
+                        verdict.smime_aes_gcm =
+                            key.kind == KeyKind::Smime && authenticated.allows(key.reads_aes_gcm);
+                        verdict.treatment = Treatment::Encrypt(key);
+                    }
                     // Whether a key exists is not known. Unless the rule says what to
                     // do then, a rule that requires encryption defers, and one that
                     // would send in clear without a key sends in clear.

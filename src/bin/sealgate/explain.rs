@@ -80,6 +80,7 @@ pub fn run(
         &content,
         &explain::Settings {
             allowed: config.allowed_keys(),
+            authenticated_encryption: config.crypto.smime_authenticated_encryption,
             lookup_keys: config.lookup.keys,
             now: time::OffsetDateTime::now_utc(),
         },

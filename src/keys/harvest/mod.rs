@@ -455,7 +455,8 @@ fn smime_candidates(
     let signed = smime::verify(signature, detached)?;
     let mut candidates = Vec::new();
     let mut reasons = signed.failures;
-    for cert in &signed.signers {
+    for signer in &signed.signers {
+        let cert = &signer.cert;
         match material::x509_candidates(cert, Some(from), origin, now) {
             Ok(mut found) => {
                 let validated = rules
@@ -464,6 +465,7 @@ fn smime_candidates(
                     .is_some_and(|trust| trust.validates(cert, &signed.certificates, now));
                 for candidate in &mut found {
                     candidate.chain_validated = validated;
+                    candidate.reads_aes_gcm = signer.reads_aes_gcm;
                 }
                 candidates.extend(found);
             }

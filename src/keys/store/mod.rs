@@ -36,6 +36,9 @@ pub struct Candidate {
     pub authenticated: bool,
     /// For S/MIME certificates: the chain was validated against `[keys] smime_trust`.
     pub chain_validated: bool,
+    /// For S/MIME certificates harvested from signed mail: the signer's
+    /// sMIMECapabilities listed AES-GCM (see [`KeyEntry::reads_aes_gcm`]).
+    pub reads_aes_gcm: bool,
     /// The key is revoked (an OpenPGP key revocation in its material). Stored so that
     /// the cached copy is marked, never to replace a revocation with an unrevoked copy.
     pub revoked: bool,
@@ -243,6 +246,12 @@ impl KeyStore for SledKeyStore {
                 self.tree
                     .remove(Self::key(&old.address, &old.fingerprint))?;
             }
+            // Only signed mail says what the owner's client reads, and the latest says
+            // it best: a sighting updates it, an import or lookup of the same
+            // certificate (which cannot know) leaves it as it was.
+            if candidate.source == Source::Mailflow {
+                entry.reads_aes_gcm = candidate.reads_aes_gcm;
+            }
             // A mailflow sighting never extends the 180 days.
             if candidate.source >= entry.source {
                 entry.can_encrypt = candidate.can_encrypt;
@@ -325,6 +334,7 @@ impl KeyStore for SledKeyStore {
             seen: u32::from(candidate.source == Source::Mailflow),
             pending: !pending.is_empty(),
             chain_validated: candidate.chain_validated,
+            reads_aes_gcm: candidate.reads_aes_gcm,
             revoked: candidate.revoked,
             decrypt_subkeys: candidate.decrypt_subkeys,
             details: None,

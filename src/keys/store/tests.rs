@@ -29,6 +29,7 @@ fn key(address: &str, fingerprint: &str, source: Source, created: OffsetDateTime
         sealed_secret: None,
         authenticated: false,
         chain_validated: false,
+        reads_aes_gcm: false,
         revoked: false,
         decrypt_subkeys: Vec::new(),
     }
@@ -336,6 +337,31 @@ fn one_cert_serves_several_addresses_and_delete_by_fingerprint_takes_all() {
     assert!(s.delete("nobody@example.org").unwrap().is_empty());
 }
 
+#[test]
+fn what_a_client_reads_follows_its_latest_signed_mail_and_survives_an_import() {
+    let s = store(DAY);
+    let a = "a@example.org";
+    let reads = |s: &SledKeyStore| s.find(a).unwrap()[0].reads_aes_gcm;
+    let mut gcm = key(a, "C1", Source::Mailflow, T0);
+    gcm.kind = KeyKind::Smime;
+    gcm.reads_aes_gcm = true;
+    s.put(gcm.clone(), T0).unwrap();
+    assert!(reads(&s));
+    // The admin imports the same certificate: an import cannot know, so it stays.
+    let mut admin = gcm.clone();
+    admin.source = Source::Admin;
+    admin.reads_aes_gcm = false;
+    s.put(admin, T0 + DAY).unwrap();
+    assert!(reads(&s) && s.find(a).unwrap()[0].source == Source::Admin);
+    // Mail from an older client of theirs, with the same certificate, says otherwise.
+    let mut older_client = gcm.clone();
+    older_client.reads_aes_gcm = false;
+    s.put(older_client, T0 + 2 * DAY).unwrap();
+    assert!(!reads(&s));
+    s.put(gcm, T0 + 3 * DAY).unwrap();
+    assert!(reads(&s));
+}
+
 mod sckm_tests {
     use super::*;
     use time::macros::datetime;
@@ -361,6 +387,7 @@ mod sckm_tests {
             sealed_secret: Some(format!("sealed-{fp}").into_bytes()),
             authenticated: false,
             chain_validated: false,
+            reads_aes_gcm: false,
             revoked: false,
             decrypt_subkeys: Vec::new(),
         };

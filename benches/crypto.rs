@@ -543,7 +543,8 @@ impl Treatment {
             .map(|u| &u.sckm)
             .chain(std::iter::once(&smime_user.sckm));
         for file in files {
-            let (candidates, _) = sckm::candidates(file, None, &sealer, now).expect("SCKM key");
+            let (candidates, _) =
+                sckm::candidates(file, None, &sealer, &|_| None, now).expect("SCKM key");
             for candidate in candidates {
                 keys.put(candidate, now).expect("put");
             }
@@ -592,8 +593,11 @@ impl Treatment {
                 .expect("accepted at RCPT");
         }
         // No key lookup is configured, so nothing inside waits on the runtime.
-        let verdicts = futures::executor::block_on(self.planner.verdicts(&mut plan, &message));
-        self.transform.carry_out(envelope, &message, &verdicts)
+        let verdicts =
+            futures::executor::block_on(self.planner.verdicts(&mut plan, &message, "bench"));
+        self.transform
+            .carry_out(envelope, &message, &verdicts, "bench")
+            .groups
     }
 
     /// Outbound from carol@example.com (internal) to `to`: one encrypted group.

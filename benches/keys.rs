@@ -1,5 +1,6 @@
-//! Key cache benchmark: what harvesting costs per signed message, and how fast a
-//! recipient's keys are found in a store of 100,000 entries.
+//! Key cache benchmark: what harvesting costs per signed message, what a hostile
+//! message costs before it is refused, and how fast a recipient's keys are found in a
+//! store of 100,000 entries.
 //!
 //! `cargo bench --bench keys` gets the full run. Without `--bench` (as under
 //! `cargo test --all-targets`) a small smoke run checks that the code paths work.
@@ -39,6 +40,7 @@ fn main() {
     let internal = harvest::Rules {
         internal: sealgate::mail::InternalDomains::new(["example.com"]),
         trusted_authserv_ids: Vec::new(),
+        smime_trust: None,
     };
 
     println!("\n1. harvest cost per message ({harvests} messages each, one thread, store in sled)");
@@ -98,6 +100,10 @@ fn main() {
                     legacy: false,
                     sealed_secret: None,
                     authenticated: false,
+                    chain_validated: false,
+                    revoked: false,
+                    decrypt_subkeys: Vec::new(),
+                    reads_aes_gcm: false,
                 },
                 now,
             )
@@ -131,6 +137,130 @@ fn main() {
             "MISSED"
         }
     );
+    hostile(dir.path(), &store, &internal, now, full);
+}
+
+/// What a message built to tie up the harvester costs now: before the bounds, a key with
+/// 4,000 user IDs took 52 s of CPU, one with 9,000 more than 211 s, and a signature
+/// carrying 10,000 certificates 36 s (issue 12's figures).
+fn hostile(
+    dir: &Path,
+    store: &SledKeyStore,
+    rules: &harvest::Rules,
+    now: OffsetDateTime,
+    full: bool,
+) {
+    use sealgate::keys::harvest::Report;
+    println!("\n3. hostile messages: the time to harvest, or refuse, each one");
+    let time = |name: &str, message: &[u8]| {
+        let started = Instant::now();
+        let report: Report = harvest::harvest(store, rules, message, now);
+        let took = started.elapsed();
+        println!(
+            "   {name:<44} {:>9.1} ms  stored {}, refused: {}",
+            took.as_secs_f64() * 1e3,
+            report.stored.len(),
+            report.refused.first().map_or("-", String::as_str)
+        );
+    };
+    for count in if full { vec![4_000, 9_000] } else { vec![200] } {
+        let key = key_with_userids(count);
+        time(
+            &format!("OpenPGP key with {count} user IDs"),
+            &pgp_keys_message("victim@example.org", &key),
+        );
+    }
+    let certificates = if full { 10_000 } else { 100 };
+    time(
+        &format!("S/MIME signature with {certificates} certificates"),
+        &signed_with_certificates(dir, certificates),
+    );
+}
+
+/// A cert for victim@example.org with `extra` user IDs that carry no signature.
+fn key_with_userids(extra: usize) -> Vec<u8> {
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::packet::UserID;
+    use sequoia_openpgp::serialize::SerializeInto;
+    let (cert, _) = CertBuilder::new()
+        .add_userid("Victim <victim@example.org>")
+        .add_transport_encryption_subkey()
+        .generate()
+        .expect("a cert");
+    let uids = (0..extra).map(|i| UserID::from(format!("<u{i}@x.example>")));
+    cert.insert_packets(uids)
+        .expect("user IDs")
+        .0
+        .to_vec()
+        .expect("serialized")
+}
+
+/// A message from `from` with `key` in an application/pgp-keys part, armored.
+fn pgp_keys_message(from: &str, key: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let mut message = format!(
+        "From: {from}\r\nTo: b@example.com\r\nSubject: my key\r\nMIME-Version: 1.0\r\n\
+         Content-Type: application/pgp-keys\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    for line in encoded.as_bytes().chunks(76) {
+        message.extend_from_slice(line);
+        message.extend_from_slice(b"\r\n");
+    }
+    message
+}
+
+/// A message signed by carol@partner.example whose SignedData carries `count` more
+/// certificates.
+fn signed_with_certificates(dir: &Path, count: usize) -> Vec<u8> {
+    let mut bundle = String::new();
+    for i in 0..count {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = rcgen::CertificateParams::new(vec![format!("h{i}.example")])
+            .expect("params")
+            .self_signed(&key)
+            .expect("a certificate");
+        bundle.push_str(&cert.pem());
+    }
+    let (key, cert, entity, certs) = (
+        dir.join("carol.key"),
+        dir.join("carol.pem"),
+        dir.join("carol.txt"),
+        dir.join("bundle.pem"),
+    );
+    std::fs::write(&certs, bundle).unwrap();
+    std::fs::write(&entity, "Content-Type: text/plain\r\n\r\nhi\r\n").unwrap();
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=Carol"])
+        .args(["-addext", "subjectAltName=email:carol@partner.example"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    crlf(&run(Command::new("openssl")
+        .args(["smime", "-sign", "-in"])
+        .arg(&entity)
+        .arg("-signer")
+        .arg(&cert)
+        .arg("-inkey")
+        .arg(&key)
+        .arg("-certfile")
+        .arg(&certs)
+        .args([
+            "-from",
+            "carol@partner.example",
+            "-to",
+            "b@example.com",
+        ])))
 }
 
 fn run(command: &mut Command) -> Vec<u8> {

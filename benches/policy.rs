@@ -171,7 +171,8 @@ fn main() {
                 recipient: &case.facts.recipient,
                 entries: &case.entries,
                 now,
-                mailflow_default: false,
+                allowed: sealgate::keys::Allowed::NO_MAILFLOW,
+                authenticated_encryption: Default::default(),
                 already_encrypted: data.then_some(false),
                 lookup_failed: false,
             };
@@ -266,6 +267,11 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
         retired: false,
         seen: 0,
         pending: false,
+        chain_validated: false,
+        revoked: false,
+        decrypt_subkeys: Vec::new(),
+        details: None,
+        reads_aes_gcm: false,
     };
     let case = |name, sender, recipient: &str, entries: Vec<KeyEntry>, at_rcpt, at_data| {
         let keys = entries
@@ -273,6 +279,7 @@ fn cases(now: OffsetDateTime) -> Vec<Case> {
             .map(|e| KeyFact {
                 kind: e.kind,
                 source: e.source,
+                chain_validated: e.chain_validated,
             })
             .collect();
         Case {

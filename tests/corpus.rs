@@ -229,6 +229,57 @@ const BARE_PGP: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The messages of [`BARE_PGP`] that are signed as well as encrypted: their copy keeps
+/// the signed message in the text, not the bare plaintext.
+const SIGNED_PGP: &[&str] = &[
+    "gnupg-v2-1-5-001.asc",
+    "openkeychain-001.asc",
+    "e2e-001.asc",
+];
+
+/// Checks a signed inline message's copy: opened with `key`, the signature said to be
+/// there, and the block now the signed message, whose literal data is `plaintext`.
+fn check_signed_inline(copy: Option<&Received>, key: &str, plaintext: &[u8]) -> Vec<String> {
+    use sequoia_openpgp::packet::Packet;
+    use sequoia_openpgp::parse::Parse;
+    let Some(copy) = copy else {
+        return vec!["no copy of its own".into()];
+    };
+    let got = text(&copy.data);
+    let mut wrong = Vec::new();
+    let marker = format!(
+        "X-Sealgate-Decrypted: pgp; key={key}; signature=present (not verified by sealgate)\r\n"
+    );
+    if !got.contains(&marker) {
+        wrong.push(format!("expected {marker:?}"));
+    }
+    let (Some(start), Some(end)) = (
+        got.find("Before the block.\r\n-----BEGIN PGP MESSAGE-----"),
+        got.find("-----END PGP MESSAGE-----\r\nAfter the block.\r\n"),
+    ) else {
+        return vec![format!("the block is not where it was:\n{got}")];
+    };
+    let block = &got.as_bytes()[start + 19..end + 25];
+    let pile = sequoia_openpgp::PacketPile::from_bytes(block).unwrap();
+    let literal = pile.descendants().find_map(|p| match p {
+        Packet::Literal(l) => Some(l.body().to_vec()),
+        _ => None,
+    });
+    let signatures = pile
+        .descendants()
+        .filter(|p| matches!(p, Packet::Signature(_)))
+        .count();
+    if literal.as_deref() != Some(plaintext) || signatures == 0 {
+        wrong.push(format!(
+            "not the signed message: {literal:?}, {signatures} signatures"
+        ));
+    }
+    if !wrong.is_empty() {
+        wrong.push(format!("got:\n{got}"));
+    }
+    wrong
+}
+
 /// A bare armored message as a mail client sends it inline: a text/plain body with the
 /// block between two lines of text.
 fn inline_pgp(name: &str, to: &str, armored: &[u8]) -> Vec<u8> {
@@ -271,8 +322,11 @@ fn check_decrypted(
             wrong.push(format!("the plaintext {piece:?} is missing"));
         }
     }
+    // A signed message's copy ends with the signed original attached (an armored PGP
+    // MESSAGE, signed only): what comes before it must hold no ciphertext.
+    let before_signed = got.split("filename=\"signed-message.asc\"").next().unwrap();
     for leftover in ["BEGIN PGP MESSAGE", "enveloped-data", "multipart/encrypted"] {
-        if got.contains(leftover) {
+        if before_signed.contains(leftover) {
             wrong.push(format!("{leftover:?} is still in it"));
         }
     }
@@ -323,15 +377,19 @@ async fn openpgp_corpus_decrypts_inbound_for_sckm_users() {
     for &(file, to, plaintext) in BARE_PGP {
         let message = inline_pgp(file, to, &read(&format!("openpgp/{file}")));
         let got = send_inbound(&gw, &sink, &[to], &message).await;
-        let wrong = check_decrypted(
-            copy_for(&got, to),
-            "pgp",
-            &primary[to],
-            &[
-                &format!("Before the block.\r\n{}", plaintext.replace('\n', "\r\n")),
-                "After the block.\r\n",
-            ],
-        );
+        let wrong = if SIGNED_PGP.contains(&file) {
+            check_signed_inline(copy_for(&got, to), &primary[to], plaintext.as_bytes())
+        } else {
+            check_decrypted(
+                copy_for(&got, to),
+                "pgp",
+                &primary[to],
+                &[
+                    &format!("Before the block.\r\n{}", plaintext.replace('\n', "\r\n")),
+                    "After the block.\r\n",
+                ],
+            )
+        };
         if !wrong.is_empty() {
             failures.push(format!("{file} for {to}: {wrong:#?}"));
         }
@@ -366,13 +424,18 @@ async fn openpgp_corpus_decrypts_inbound_for_sckm_users() {
     }
     // The gossip message is encrypted to Bob and Carol: each gets it opened with their
     // own key, in a transaction of their own.
+    // Alice signed it too (GnuPG, a binary signature over LF text, which would not
+    // verify detached over the CRLF entity): the signed original is attached.
     let gossip = crlf(&read("openpgp/example-gossip.eml"));
     let got = send_inbound(&gw, &sink, &[bob, carol], &gossip).await;
     for rcpt in [bob, carol] {
         let wrong = check_decrypted(
             copy_for(&got, rcpt),
             "pgp",
-            &primary[rcpt],
+            &format!(
+                "{}; signature=present (not verified by sealgate)",
+                primary[rcpt]
+            ),
             &[
                 "Subject: an Autocrypt Gossip header example\r\n",
                 "Hi Bob and Carol,\r\n\r\nI wanted to introduce the two of you to each other.",

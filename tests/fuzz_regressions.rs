@@ -7,13 +7,18 @@ mod support;
 
 use openpgp::parse::Parse;
 use sealgate::crypto::{CryptoError, pgp};
-use sealgate::mail::mime::{self, Cut, Encrypted, field_name};
+use sealgate::mail::mime::{Cut, Encrypted, field_name};
 use sequoia_openpgp as openpgp;
 use std::time::Duration;
 use support::keys::{GpgHome, crlf, pgp_mime as wrap_pgp_mime};
 use support::{Client, Sink, gateway_to, import, split_received};
 
 const MARKER: &str = "pgp; key=0123456789ABCDEF";
+
+/// The decrypted message, put together without signatures.
+fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) -> Option<Vec<u8>> {
+    sealgate::mail::decrypted::decrypted(raw, kind, plaintext, marker, None).map(|(m, _)| m)
+}
 
 /// A PGP/MIME message (its ciphertext does not matter to `decrypted`) with `head` as
 /// the outer header, Content-Type first.
@@ -61,7 +66,7 @@ fn decrypted_bare_cr_cannot_forge_a_field_of_ours() {
     // With protected headers, the inner Subject is the one the message gets.
     let plaintext = b"Content-Type: text/plain; protected-headers=\"v1\"\r\n\
         Subject: hi\rX-Sealgate-Decrypted: pgp; key=FORGED\r\n\r\nbody\rmore\r\n";
-    let out = mime::decrypted(&raw, Encrypted::PgpMime, plaintext, MARKER).unwrap();
+    let out = decrypted(&raw, Encrypted::PgpMime, plaintext, MARKER).unwrap();
     let ours: Vec<String> = next_hop_header(&out)
         .into_iter()
         .filter(|line| line.to_ascii_lowercase().starts_with("x-sealgate"))
@@ -83,7 +88,7 @@ fn decrypted_inline_text_around_the_block_gets_crlf() {
         "From: alice@example.org\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
         base64::engine::general_purpose::STANDARD.encode(text)
     );
-    let out = mime::decrypted(raw.as_bytes(), Encrypted::InlinePgp, b"secret\n", MARKER).unwrap();
+    let out = decrypted(raw.as_bytes(), Encrypted::InlinePgp, b"secret\n", MARKER).unwrap();
     let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     assert_eq!(body, b"before\r\nthe block\r\nsecret\r\n\r\nafter\r\n");
 }
@@ -108,7 +113,7 @@ fn decrypted_fields_stay_in_the_header_after_a_whitespace_line() {
         ),
     ];
     for (raw, kind) in cases {
-        let out = mime::decrypted(
+        let out = decrypted(
             &raw,
             kind,
             b"Content-Type: text/plain\r\n\r\nsecret\r\n",

@@ -93,12 +93,16 @@ fn assert_admin_entry(entry: &Value, address: &str, kind: &str, fingerprint: &st
     assert_eq!(object["can_decrypt"], Value::Bool(false), "{entry:#}");
 }
 
-/// The human `keys list`: every address on a line of its own, and the table aligned
-/// (each entry's address and fingerprint start in the same column on every line).
+/// The human `keys list`: every address on a row of its own (the indented lines under a
+/// row describe its key), and the table aligned (each entry's address and fingerprint
+/// start in the same column on every row).
 fn assert_aligned_table(stdout: &str, rows: &[(&str, &str)]) {
     let mut columns = Vec::new();
     for (address, fingerprint) in rows {
-        let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(address)).collect();
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| !l.starts_with(' ') && l.contains(address))
+            .collect();
         assert_eq!(lines.len(), 1, "{address}:\n{stdout}");
         let line = lines[0];
         let fpr = line

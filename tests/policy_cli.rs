@@ -622,3 +622,58 @@ reply = "550 5.7.1 internal mail refused here"
     assert_eq!(reply.text, "5.7.1 internal mail refused here");
     client.quit().await;
 }
+
+/// Guards the bug where `policy explain` said "decrypted" for a message to an SCKM user
+/// whatever the message was: a plain one is not decrypted, and an encrypted one is
+/// decrypted only if a key opens it, which explain does not try.
+#[test]
+fn explain_says_decrypted_only_of_nothing_it_has_not_decrypted() {
+    let setup = setup(path_str(&shipped()));
+    let user = support::keys::GpgHome::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let export = setup.file("sckm.asc", user.sckm_export(&subkey));
+    setup.keys_expect(&["import-sckm", path_str(&export)], 0);
+    let plain = setup.file("plain.eml", "From: x@example.org\nSubject: hi\n\nhello\n");
+    let armored = user.encrypt_to(
+        "user@example.com",
+        b"Content-Type: text/plain\r\n\r\nhi\r\n",
+    );
+    let encrypted = setup.file(
+        "encrypted.eml",
+        support::keys::pgp_mime(
+            "x@example.org",
+            "user@example.com",
+            "e@example.org",
+            &armored,
+        ),
+    );
+    for (message, expected) in [
+        (&plain, "passed (not encrypted: nothing to decrypt)"),
+        (
+            &encrypted,
+            "decrypt pgp if one of the keys opens it (passed as it is otherwise)",
+        ),
+    ] {
+        let out = sealgate(
+            &setup,
+            setup.dir.path(),
+            &[
+                "policy",
+                "explain",
+                "--direction",
+                "inbound",
+                "--from",
+                "x@example.org",
+                "--to",
+                "user@example.com",
+                "--json",
+                path_str(message),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let user = &json[0];
+        assert_eq!(user["action"], "decrypt", "{user:#}");
+        assert_eq!(user["result"], expected, "{user:#}");
+    }
+}

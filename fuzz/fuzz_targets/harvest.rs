@@ -3,8 +3,9 @@
 //! It reaches mail-parser's MIME walk, the Autocrypt header, `application/pgp-keys`
 //! parts and armored key blocks (sequoia's cert parser), the S/MIME signatures of
 //! `multipart/signed` and opaque signed-data (BER, CMS SignedData, signature checks),
-//! the `Authentication-Results` that vouch for a key, and the key store's rules, on a
-//! sled database opened once and emptied before every input.
+//! S/MIME chain validation against a trust store, the `Authentication-Results` that
+//! vouch for a key, and the key store's rules, on a sled database opened once and
+//! emptied before every input.
 //!
 //! Besides not panicking: keys are stored for one address only (the From address), and
 //! never for an internal one.
@@ -16,6 +17,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use sealgate::keys::SledKeyStore;
+use sealgate::keys::harvest::trust::SmimeTrust;
 use sealgate::keys::harvest::{self, Rules, openpgp};
 use sealgate::mail::InternalDomains;
 use sealgate_fuzz::{NOW, scratch};
@@ -35,6 +37,15 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         rules: Rules {
             internal: InternalDomains::new(["example.com"]),
             trusted_authserv_ids: vec!["mx.example.com".into()],
+            // A trust store, so that every S/MIME signer certificate goes through chain
+            // validation (rustls-webpki, with the intermediates the message carries).
+            // testdata/ holds no CA certificate, so NSS Bob stands in as the anchor.
+            smime_trust: Some(std::sync::Arc::new(
+                SmimeTrust::from_pem(include_bytes!(
+                    "../../testdata/corpus/smime/thunderbird-nss-smime/derived/Bob.cert.pem"
+                ))
+                .expect("a trust anchor"),
+            )),
         },
     }
 });

@@ -17,11 +17,12 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use sealgate::gateway::marks;
-use sealgate::keys::{KeyEntry, KeyKind, Source};
+use sealgate::keys::{Allowed, KeyEntry, KeyKind, Source};
 use sealgate::mail::Direction;
 use sealgate::mail::message::Message;
 use sealgate::mail::mime::{Cut, field_name};
 use sealgate::policy::explain::{self, Recipient, Settings};
+use sealgate::policy::rule::AuthenticatedEncryption;
 use sealgate::policy::verdict::Circumstances;
 use sealgate::policy::{Content, Evaluation, Facts, Needs, Policy, Verdict, load};
 use sealgate_fuzz::NOW;
@@ -68,10 +69,16 @@ fn entry(address: &str, kind: KeyKind, source: Source) -> KeyEntry {
         retired: false,
         seen: 0,
         pending: false,
+        chain_validated: false,
+        revoked: false,
+        decrypt_subkeys: Vec::new(),
+        reads_aes_gcm: false,
+        details: None,
     }
 }
 
 /// An internal user with SCKM keys, external ones with a looked-up key, a mailflow key
+/// (one an S/MIME certificate whose chain was validated and whose owner reads AES-GCM)
 /// and none, and the domain-less postmaster.
 static RECIPIENTS: LazyLock<Vec<Recipient>> = LazyLock::new(|| {
     let recipient = |address: &str, internal: bool, entries: Vec<KeyEntry>| Recipient {
@@ -98,12 +105,28 @@ static RECIPIENTS: LazyLock<Vec<Recipient>> = LazyLock::new(|| {
             false,
             vec![entry("dave@example.net", KeyKind::Smime, Source::Mailflow)],
         ),
+        recipient(
+            "frank@example.net",
+            false,
+            vec![KeyEntry {
+                chain_validated: true,
+                reads_aes_gcm: true,
+                ..entry("frank@example.net", KeyKind::Smime, Source::Mailflow)
+            }],
+        ),
         recipient("erin@example.net", false, Vec::new()),
         recipient("postmaster", true, Vec::new()),
     ]
 });
 
 const SENDER: &str = "alice@example.org";
+
+/// What `[keys]` allows by default: no mailflow keys, S/MIME certificates whether or
+/// not their chain validated.
+const ALLOWED: Allowed = Allowed {
+    mailflow: false,
+    unvalidated_smime: true,
+};
 
 /// The header fields of a message, by name.
 fn field_names(message: &Message) -> Vec<String> {
@@ -143,7 +166,8 @@ fn ask(policy: &Policy) {
                 &RECIPIENTS,
                 content,
                 &Settings {
-                    mailflow_default: false,
+                    allowed: ALLOWED,
+                    authenticated_encryption: AuthenticatedEncryption::WhenCapable,
                     lookup_keys: true,
                     now: NOW,
                 },
@@ -161,7 +185,8 @@ fn ask(policy: &Policy) {
                         recipient: &r.address,
                         entries: &r.entries,
                         now: NOW,
-                        mailflow_default: false,
+                        allowed: ALLOWED,
+                        authenticated_encryption: AuthenticatedEncryption::WhenCapable,
                         already_encrypted: Some(content.encrypted.is_some()),
                         lookup_failed: false,
                     },

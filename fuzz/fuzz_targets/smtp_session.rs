@@ -97,6 +97,7 @@ keys = false
         Rules {
             internal: config.internal_domains.clone(),
             trusted_authserv_ids: config.inbound.trusted_authserv_ids.clone(),
+            smime_trust: config.keys.smime_trust.clone(),
         },
     );
     let gateway = Gateway {
@@ -164,6 +165,10 @@ fn add_sckm_keys(keys: &dyn KeyStore, sealer: &Sealer) {
         legacy: false,
         sealed_secret: Some(sealer.seal(&fingerprint, &sealgate::crypto::pgp::serialize_tsk(bob))),
         authenticated: false,
+        chain_validated: false,
+        reads_aes_gcm: false,
+        revoked: false,
+        decrypt_subkeys: sealgate::crypto::pgp::secret_keys(bob),
     };
     let nss_bob =
         [
@@ -173,7 +178,8 @@ fn add_sckm_keys(keys: &dyn KeyStore, sealer: &Sealer) {
             include_bytes!("../../testdata/corpus/smime/thunderbird-nss-smime/derived/Bob.key.pem"),
         ]
         .concat();
-    let (smime, _) = sckm::candidates(&nss_bob, None, sealer, NOW).expect("NSS Bob imports");
+    let (smime, _) =
+        sckm::candidates(&nss_bob, None, sealer, &|_| None, NOW).expect("NSS Bob imports");
     for candidate in std::iter::once(pgp).chain(smime) {
         let candidate = Candidate {
             address: "bob@example.com".into(),

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::mail::{Direction, InternalDomains};
+use crate::policy::rule::AuthenticatedEncryption;
 use units::{ByteSize, HumanDuration, LineLength, LookupTtl};
 
 pub mod units;
@@ -95,7 +96,7 @@ struct FileConfig {
     hostname: Option<String>,
     inbound: FileListener,
     outbound: FileListener,
-    keys: KeysConfig,
+    keys: FileKeys,
     lookup: LookupConfig,
     crypto: FileCrypto,
     relay: RelayConfig,
@@ -122,14 +123,41 @@ struct FileTls {
     key: Option<Spanned<String>>,
 }
 
-/// `[keys]`: how the key cache treats what it holds.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[keys]` as written in the file.
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct FileKeys {
+    lookup_ttl: LookupTtl,
+    encrypt_to_mailflow_keys: bool,
+    smime_trust: Option<Spanned<String>>,
+    encrypt_to_unvalidated_smime: bool,
+}
+
+impl Default for FileKeys {
+    fn default() -> Self {
+        FileKeys {
+            lookup_ttl: LookupTtl::default(),
+            encrypt_to_mailflow_keys: false,
+            smime_trust: None,
+            encrypt_to_unvalidated_smime: true,
+        }
+    }
+}
+
+/// `[keys]`: how the key cache treats what it holds.
+#[derive(Debug, Clone, Default)]
 pub struct KeysConfig {
     /// Lifetime of keys found by lookup; 1 hour to 999 days.
     pub lookup_ttl: LookupTtl,
     /// Keys harvested from mail are only used to encrypt when the admin opts in.
     pub encrypt_to_mailflow_keys: bool,
+    /// The CAs that S/MIME certificates harvested from mail are validated against (a
+    /// PEM bundle); `None`: none is validated.
+    pub smime_trust: Option<std::sync::Arc<crate::keys::harvest::trust::SmimeTrust>>,
+    /// Whether a harvested S/MIME certificate whose chain did not validate may be
+    /// encrypted to (when mailflow keys may be at all). Only meaningful with
+    /// `smime_trust`; without it, no certificate validates and this is not asked.
+    pub encrypt_to_unvalidated_smime: bool,
 }
 
 /// `[policy]`: how the rules' decisions show in the mail itself.
@@ -204,6 +232,7 @@ impl Default for LookupConfig {
 struct FileCrypto {
     protect_subject: bool,
     additional_decryption_key: Option<Spanned<String>>,
+    smime_authenticated_encryption: AuthenticatedEncryption,
 }
 
 impl Default for FileCrypto {
@@ -211,6 +240,7 @@ impl Default for FileCrypto {
         FileCrypto {
             protect_subject: true,
             additional_decryption_key: None,
+            smime_authenticated_encryption: AuthenticatedEncryption::Never,
         }
     }
 }
@@ -225,6 +255,11 @@ pub struct CryptoConfig {
     /// decryption key", for an archive or for compliance). None unless the admin
     /// names one: by default a message is encrypted to its recipients and no one else.
     pub additional_decryption_key: Option<sequoia_openpgp::Cert>,
+    /// When S/MIME mail goes out as AuthEnvelopedData with AES-256-GCM instead of
+    /// EnvelopedData with AES-256-CBC: never (the default, which every client reads),
+    /// when the recipient's harvested sMIMECapabilities list AES-GCM, or always. A
+    /// rule's `smime_authenticated_encryption` overrides it.
+    pub smime_authenticated_encryption: AuthenticatedEncryption,
 }
 
 /// `[relay]`: the client side towards the next hop.
@@ -549,6 +584,25 @@ impl Config {
         let crypto = CryptoConfig {
             protect_subject: file.crypto.protect_subject,
             additional_decryption_key: adk,
+            smime_authenticated_encryption: file.crypto.smime_authenticated_encryption,
+        };
+        let smime_trust = match &file.keys.smime_trust {
+            Some(path) if !path.get_ref().is_empty() => {
+                let read = std::fs::read(path.get_ref())
+                    .map_err(|e| format!("cannot read {}: {e}", path.get_ref()))
+                    .and_then(|pem| crate::keys::harvest::trust::SmimeTrust::from_pem(&pem));
+                Some(std::sync::Arc::new(read.map_err(|e| {
+                    error_at(path.span(), format!("[keys] smime_trust: {e}"))
+                })?))
+            }
+            _ => None,
+        };
+        let keys = KeysConfig {
+            lookup_ttl: file.keys.lookup_ttl,
+            encrypt_to_mailflow_keys: file.keys.encrypt_to_mailflow_keys,
+            encrypt_to_unvalidated_smime: file.keys.encrypt_to_unvalidated_smime
+                || smime_trust.is_none(),
+            smime_trust,
         };
         Ok(Config {
             source: path.map(Path::to_path_buf),
@@ -563,7 +617,7 @@ impl Config {
             data_dir,
             inbound,
             outbound,
-            keys: file.keys,
+            keys,
             lookup: file.lookup,
             crypto,
             relay: file.relay,
@@ -591,6 +645,14 @@ impl Config {
             v4 => v4,
         };
         allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Which harvested keys `[keys]` allows to be encrypted to.
+    pub fn allowed_keys(&self) -> crate::keys::Allowed {
+        crate::keys::Allowed {
+            mailflow: self.keys.encrypt_to_mailflow_keys,
+            unvalidated_smime: self.keys.encrypt_to_unvalidated_smime,
+        }
     }
 
     /// A timeout from the config as a [`Duration`].

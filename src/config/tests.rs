@@ -78,3 +78,54 @@ fn mx_next_hop_is_for_outbound_only() {
     assert!(err.message.contains("[inbound]"), "{err}");
     assert!(err.message.contains("outbound mail only"), "{err}");
 }
+
+#[test]
+fn security_settings_and_their_errors() {
+    let config = parse(
+        "[inbound]\ntrusted_authserv_ids = [\" mx.example.com \"]\nallow_untrusted_routing = true\n\
+         [spool]\ninbound_dsn = \"never\"\n[limits]\nmax_connections_per_client = 7\n",
+    )
+    .unwrap();
+    assert_eq!(config.inbound.trusted_authserv_ids, ["mx.example.com"]);
+    assert!(config.inbound.allow_untrusted_routing);
+    assert_eq!(config.spool.inbound_dsn, InboundDsn::Never);
+    assert_eq!(config.limits.max_connections_per_client.get(), 7);
+    // Defaults: nothing trusted, no routing, DSNs to verified senders only.
+    let defaults = Config::defaults();
+    assert!(defaults.inbound.trusted_authserv_ids.is_empty());
+    assert!(!defaults.inbound.allow_untrusted_routing);
+    assert_eq!(defaults.spool.inbound_dsn, InboundDsn::Verified);
+    assert!(defaults.keys.smime_trust.is_none());
+
+    let err = parse("[outbound]\nallow_untrusted_routing = true\n").unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.message.contains("inbound mail only"), "{err}");
+    let err = parse("[keys]\n\nsmime_trust = \"/nonexistent/ca.pem\"\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    assert!(err.message.contains("smime_trust"), "{err}");
+    let err = parse("[spool]\ninbound_dsn = \"sometimes\"\n").unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+}
+
+#[test]
+fn smime_authenticated_encryption_is_off_unless_asked_for() {
+    use crate::policy::rule::AuthenticatedEncryption;
+    assert_eq!(
+        Config::defaults().crypto.smime_authenticated_encryption,
+        AuthenticatedEncryption::Never
+    );
+    for (text, want) in [
+        ("never", AuthenticatedEncryption::Never),
+        ("when_capable", AuthenticatedEncryption::WhenCapable),
+        ("always", AuthenticatedEncryption::Always),
+    ] {
+        let config = parse(&format!(
+            "[crypto]\nsmime_authenticated_encryption = \"{text}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.crypto.smime_authenticated_encryption, want);
+    }
+    let err = parse("[crypto]\n\nsmime_authenticated_encryption = \"gcm\"\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    assert!(err.message.contains("when_capable"), "{err}");
+}

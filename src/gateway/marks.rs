@@ -21,7 +21,7 @@ pub const OUR_PREFIX: &str = "x-sealgate";
 
 /// `message` without any `X-Sealgate*` field. Costs a scan of the header block when
 /// there is none, which is nearly always.
-pub fn strip_ours(message: &Message) -> Message {
+pub fn strip_ours(message: &Message, id: &str) -> Message {
     let head = message.header_block(HEAD_LIMIT);
     if !mentions_ours(&head) {
         return message.clone();
@@ -38,6 +38,7 @@ pub fn strip_ours(message: &Message) -> Message {
             .map_or(head.len(), |next| next.offset_field as usize);
         if is_ours(field.name.as_str()) {
             tracing::info!(
+                %id,
                 field = field.name.as_str(),
                 "removed an X-Sealgate field the message arrived with"
             );

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use self::plan::{Plan, Planner};
-use self::transform::{Group, Transform};
+use self::transform::{Carried, Transform};
 
 use crate::config::InboundDsn;
 use crate::keys::harvest::Harvester;
@@ -70,16 +70,19 @@ impl Gateway {
         let started = Instant::now();
         let relay = self.relays.get(envelope.direction);
         // No sender may say what sealgate did: fields of ours go before anything reads.
-        let message = marks::strip_ours(&message);
-        let verdicts = self.planner.verdicts(plan, &message).await;
-        log_verdicts(id, envelope, &verdicts);
-        let groups = match self.transform(envelope, &message, &verdicts).await {
-            Ok(groups) => groups,
+        let message = marks::strip_ours(&message, id);
+        let verdicts = self.planner.verdicts(plan, &message, id).await;
+        let carried = match self.transform(envelope, &message, &verdicts, id).await {
+            Ok(carried) => carried,
             Err(e) => {
                 tracing::error!(%id, error = %e, "the transform task failed");
+                log_verdicts(id, envelope, &verdicts, &[]);
                 return reply::local_error("internal error");
             }
         };
+        // Logged once the transform knows what was done, not only what was asked.
+        log_verdicts(id, envelope, &verdicts, &carried.done);
+        let groups = carried.groups;
 
         let handed = futures::future::join_all(groups.into_iter().map(|group| {
             let tx = Outgoing {
@@ -187,18 +190,22 @@ impl Gateway {
         envelope: &Envelope,
         message: &Message,
         verdicts: &[Verdict],
-    ) -> Result<Vec<Group>, tokio::task::JoinError> {
+        id: &str,
+    ) -> Result<Carried, tokio::task::JoinError> {
         if !Transform::is_heavy(verdicts) {
-            return Ok(self.transform.carry_out(envelope, message, verdicts));
+            return Ok(self.transform.carry_out(envelope, message, verdicts, id));
         }
-        let (transform, envelope, message, verdicts) = (
+        let (transform, envelope, message, verdicts, id) = (
             self.transform.clone(),
             envelope.clone(),
             message.clone(),
             verdicts.to_vec(),
+            id.to_string(),
         );
-        tokio::task::spawn_blocking(move || transform.carry_out(&envelope, &message, &verdicts))
-            .await
+        tokio::task::spawn_blocking(move || {
+            transform.carry_out(&envelope, &message, &verdicts, &id)
+        })
+        .await
     }
 
     /// Puts every copy that was not accepted into the spool, in one flushed batch.
@@ -303,9 +310,11 @@ impl Gateway {
     }
 }
 
-/// One line per recipient: the rule that decided and what it does, with the key used.
-fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict]) {
-    for (recipient, verdict) in envelope.recipients.iter().zip(verdicts) {
+/// One line per recipient: the rule that decided, what its verdict asked for (with the
+/// key to encrypt to), and as `action` what was done (`done[i]`; empty when the
+/// transform did not run).
+fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict], done: &[String]) {
+    for (i, (recipient, verdict)) in envelope.recipients.iter().zip(verdicts).enumerate() {
         let key = match &verdict.treatment {
             Treatment::Encrypt(key) => key.fingerprint.as_str(),
             _ => "",
@@ -315,7 +324,9 @@ fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict]) {
             direction = %envelope.direction,
             %recipient,
             rule = verdict.rule.as_deref().unwrap_or("none"),
-            action = %verdict.action_text(),
+            asked = %verdict.asks(),
+            // What was done: README's `action`, written as before for log readers.
+            action = %done.get(i).map_or("nothing (the transform failed)", String::as_str),
             key,
             note = verdict.note.unwrap_or(""),
             "policy"

@@ -115,10 +115,10 @@ impl Planner {
         let chain = plan.policy.chain(plan.direction);
         let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
         let evaluation = chain.evaluate(&facts, None);
-        let mailflow = self.config.keys.encrypt_to_mailflow_keys;
+        let allowed = self.config.allowed_keys();
         let has_key = entries
             .iter()
-            .any(|e| e.usable_for_encryption(now, mailflow));
+            .any(|e| e.usable_for_encryption(now, allowed));
         let lookup = chain
             .wants_lookup(&evaluation, internal, has_key)
             .then(|| self.start_lookup(recipient))
@@ -161,7 +161,7 @@ impl Planner {
 
     /// After DATA: the verdict for each recipient, in the order they were accepted.
     /// Waits for the key lookups started at RCPT first.
-    pub async fn verdicts(&self, plan: &mut Plan, message: &Message) -> Vec<Verdict> {
+    pub async fn verdicts(&self, plan: &mut Plan, message: &Message, id: &str) -> Vec<Verdict> {
         for r in &mut plan.recipients {
             let Some(lookup) = r.lookup.take() else {
                 continue;
@@ -174,7 +174,7 @@ impl Planner {
             match found.and_then(|()| self.entries(&r.address).map_err(|e| e.to_string())) {
                 Ok(entries) => r.entries = entries,
                 Err(reason) => {
-                    tracing::info!(recipient = %r.address, %reason, "key lookup failed");
+                    tracing::info!(%id, recipient = %r.address, %reason, "key lookup failed");
                     r.lookup_failed = true;
                 }
             }
@@ -223,7 +223,8 @@ impl Planner {
             recipient,
             entries,
             now,
-            mailflow_default: self.config.keys.encrypt_to_mailflow_keys,
+            allowed: self.config.allowed_keys(),
+            authenticated_encryption: self.config.crypto.smime_authenticated_encryption,
             already_encrypted,
             lookup_failed,
         }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::crypto::{self, CryptoError, pgp, smime};
 use crate::keys::secrets::{Sealer, SecretError};
 use crate::keys::{KeyEntry, KeyKind, KeyStore, KeyStoreError};
+use crate::mail::decrypted::{self, KeptSignature};
 use crate::mail::envelope::Envelope;
 use crate::mail::message::Message;
 use crate::mail::mime::{self, Encrypted};
@@ -30,6 +31,18 @@ pub struct Transform {
     pub keys: Arc<dyn KeyStore>,
     pub sealer: Arc<Sealer>,
     pub config: Arc<Config>,
+}
+
+/// What the transform made of one transaction.
+#[derive(Debug)]
+pub struct Carried {
+    /// Every recipient is in exactly one group.
+    pub groups: Vec<Group>,
+    /// `done[i]`: what was done with recipient `i`'s copy, which is not always what its
+    /// verdict asked for: a message to decrypt may not be encrypted, or may not open,
+    /// and encryption may fail. "decrypted pgp", "not decrypted (...)", "encrypted
+    /// smime", "encryption failed", "passed", "rejected", "deferred".
+    pub done: Vec<String>,
 }
 
 /// Recipients that get the same message, in one next-hop transaction.
@@ -85,11 +98,32 @@ pub enum TransformError {
     Build(&'static str),
 }
 
+/// How an S/MIME copy's content is encrypted, as the verdicts of its recipients allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmimeContent {
+    /// EnvelopedData, AES-256-CBC: what every client reads.
+    Cbc,
+    /// AuthEnvelopedData, AES-256-GCM.
+    Gcm,
+}
+
+impl SmimeContent {
+    fn as_str(self) -> &'static str {
+        match self {
+            SmimeContent::Cbc => "aes-256-cbc",
+            SmimeContent::Gcm => "aes-256-gcm",
+        }
+    }
+}
+
 /// The marks a copy gets: the rule's tags, and the X-Sealgate line when it is on.
 type Marks = (Tags, Option<String>);
 
 /// A recipient (index) and the key their copy is encrypted to.
 type Member = (usize, KeyEntry);
+
+/// A decrypted message and, for OpenPGP, the signatures it carried.
+type Opened = (crypto::Decrypted, Option<pgp::Signed>);
 
 /// Recipients that get the same message: same treatment, tags and status line.
 #[derive(Default)]
@@ -120,18 +154,22 @@ impl Transform {
             .any(|v| matches!(v.treatment, Treatment::Encrypt(_) | Treatment::Decrypt(_)))
     }
 
-    /// The groups for one transaction: `verdicts[i]` is the verdict for
-    /// `envelope.recipients[i]`, and every recipient is in exactly one group.
+    /// The groups for one transaction, whose id (for the log) is `id`: `verdicts[i]` is
+    /// the verdict for `envelope.recipients[i]`, and every recipient is in exactly one
+    /// group.
     pub fn carry_out(
         &self,
         envelope: &Envelope,
         message: &Message,
         verdicts: &[Verdict],
-    ) -> Vec<Group> {
+        id: &str,
+    ) -> Carried {
         let status_on = self.config.policy.header(envelope.direction);
         let status = |v: &Verdict, done: &str| {
             status_on.then(|| format!("{done}; rule={}", v.rule.as_deref().unwrap_or("none")))
         };
+        // What the verdicts ask for; the decryption and encryption below correct it.
+        let mut done: Vec<String> = verdicts.iter().map(Verdict::action_text).collect();
         let mut buckets = Buckets::default();
         for (i, verdict) in verdicts.iter().enumerate() {
             match &verdict.treatment {
@@ -158,7 +196,15 @@ impl Transform {
         let decrypted = if buckets.decrypt.is_empty() {
             Vec::new()
         } else {
-            self.decrypt(envelope, message, verdicts, &status, &mut buckets)
+            self.decrypt(
+                envelope,
+                message,
+                verdicts,
+                id,
+                &status,
+                &mut buckets,
+                &mut done,
+            )
         };
         let passed = buckets
             .passed
@@ -169,18 +215,29 @@ impl Transform {
                 message: marks::apply(message, &tags, status.as_deref()),
                 refusal: None,
             });
-        let encrypted = buckets
+        let encrypted: Vec<Group> = buckets
             .encrypted
             .into_iter()
             .map(|((kind, (tags, status)), members)| {
                 let tagged = marks::apply(message, &tags, None);
-                let mut group = self.encrypt_group(envelope, &tagged.to_vec(), members, kind);
+                // One copy for the group, so AES-GCM only if everyone in it may have it.
+                let content = match members.iter().all(|(i, _)| verdicts[*i].smime_aes_gcm) {
+                    true => SmimeContent::Gcm,
+                    false => SmimeContent::Cbc,
+                };
+                let mut group =
+                    self.encrypt_group(envelope, &tagged.to_vec(), members, kind, content, id);
                 if group.refusal.is_none() {
                     group.message =
                         marks::apply(&group.message, &Tags::default(), status.as_deref());
+                } else {
+                    for &i in &group.recipients {
+                        done[i] = "encryption failed".into();
+                    }
                 }
                 group
-            });
+            })
+            .collect();
         let refused = buckets
             .refused
             .into_iter()
@@ -190,23 +247,27 @@ impl Transform {
                 message: Message::default(),
                 refusal: Some(reply),
             });
-        decrypted
+        let groups = decrypted
             .into_iter()
             .chain(passed)
             .chain(encrypted)
             .chain(refused)
-            .collect()
+            .collect();
+        Carried { groups, done }
     }
 
     /// Decrypts for each recipient in `buckets.decrypt`; whoever's copy does not open
-    /// (or was not encrypted) joins the pass-through buckets.
+    /// (or was not encrypted) joins the pass-through buckets. `done` gets the truth.
+    #[allow(clippy::too_many_arguments)]
     fn decrypt(
         &self,
         envelope: &Envelope,
         message: &Message,
         verdicts: &[Verdict],
+        id: &str,
         status: &dyn Fn(&Verdict, &str) -> Option<String>,
         buckets: &mut Buckets,
+        done: &mut [String],
     ) -> Vec<Group> {
         let raw = message.to_vec();
         let kind = mime::encrypted(&raw);
@@ -216,9 +277,16 @@ impl Transform {
             let verdict = &verdicts[i];
             let rcpt = &envelope.recipients[i];
             let (Some(kind), Some(ciphertext)) = (kind, ciphertext.as_deref()) else {
-                if let Some(kind) = kind {
-                    tracing::info!(recipient = %rcpt, format = kind.as_str(), "encrypted message without a readable payload: delivered as it arrived");
-                }
+                done[i] = match kind {
+                    Some(kind) => {
+                        tracing::info!(%id, recipient = %rcpt, format = kind.as_str(), "encrypted message without a readable payload: delivered as it arrived");
+                        format!(
+                            "not decrypted ({} without a readable payload)",
+                            kind.as_str()
+                        )
+                    }
+                    None => "not decrypted (not encrypted)".into(),
+                };
                 put(
                     &mut buckets.passed,
                     (verdict.tags.clone(), status(verdict, "passed")),
@@ -228,25 +296,39 @@ impl Transform {
             };
             let opened = self
                 .decrypt_for(ciphertext, kind, &keys)
-                .and_then(|opened| {
+                .and_then(|(opened, signed)| {
                     let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
-                    let plain = mime::decrypted(&raw, kind, &opened.plaintext, &marker)
-                        .ok_or(TransformError::Build("decrypted"))?;
-                    Ok((plain, opened.fingerprint))
+                    let kept = signed.as_ref().map(|s| KeptSignature {
+                        detached: &s.detached,
+                        micalg: &s.micalg,
+                        detached_over_crlf: s.detached_over_crlf,
+                        message: &s.message,
+                    });
+                    let (plain, form) =
+                        decrypted::decrypted(&raw, kind, &opened.plaintext, &marker, kept)
+                            .ok_or(TransformError::Build("decrypted"))?;
+                    Ok((plain, opened.fingerprint, form))
                 });
             match opened {
-                Ok((plain, fingerprint)) => {
-                    tracing::info!(recipient = %rcpt, format = kind.as_str(), key = %fingerprint, "decrypted");
-                    let done = status(verdict, &format!("decrypted {}", kind.as_str()));
+                Ok((plain, fingerprint, form)) => {
+                    let signature = form.map_or("none", |f| f.as_str());
+                    tracing::info!(%id, recipient = %rcpt, format = kind.as_str(), key = %fingerprint, signature, "decrypted");
+                    done[i] = format!("decrypted {}", kind.as_str());
+                    let status = status(verdict, &done[i]);
                     groups.push(Group {
                         label: format!("decrypted-{fingerprint}"),
                         recipients: vec![i],
-                        message: marks::apply(&Message::new(plain), &verdict.tags, done.as_deref()),
+                        message: marks::apply(
+                            &Message::new(plain),
+                            &verdict.tags,
+                            status.as_deref(),
+                        ),
                         refusal: None,
                     });
                 }
                 Err(error) => {
-                    tracing::info!(recipient = %rcpt, format = kind.as_str(), %error, "not decrypted: delivered as it arrived");
+                    tracing::info!(%id, recipient = %rcpt, format = kind.as_str(), %error, "not decrypted: delivered as it arrived");
+                    done[i] = format!("not decrypted ({error})");
                     put(
                         &mut buckets.passed,
                         (verdict.tags.clone(), status(verdict, "not decrypted")),
@@ -258,13 +340,16 @@ impl Transform {
         groups
     }
 
-    /// One ciphertext for every recipient in `members`, encrypted to all their keys.
+    /// One ciphertext for every recipient in `members`, encrypted to all their keys
+    /// (for S/MIME, with `content`).
     fn encrypt_group(
         &self,
         envelope: &Envelope,
         raw: &[u8],
         members: Vec<Member>,
         kind: KeyKind,
+        content: SmimeContent,
+        id: &str,
     ) -> Group {
         let recipients: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
         let fingerprints: Vec<&str> = members
@@ -275,9 +360,10 @@ impl Transform {
             .iter()
             .map(|&i| envelope.recipients[i].as_str())
             .collect();
-        match self.encrypt(raw, &members, kind) {
+        match self.encrypt(raw, &members, kind, content) {
             Ok(encrypted) => {
-                tracing::info!(recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, "encrypting");
+                let content = (kind == KeyKind::Smime).then_some(content.as_str());
+                tracing::info!(%id, recipients = ?rcpts, format = kind.as_str(), content, keys = ?fingerprints, "encrypting");
                 Group {
                     label: kind.as_str().into(),
                     recipients,
@@ -288,7 +374,7 @@ impl Transform {
             Err(error) => {
                 // Fail closed: a recipient with a key never gets the message in clear
                 // because encryption failed; the client is told to try again.
-                tracing::error!(recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, %error, "encryption failed");
+                tracing::error!(%id, recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, %error, "encryption failed");
                 Group {
                     label: "refused".into(),
                     recipients,
@@ -306,6 +392,7 @@ impl Transform {
         raw: &[u8],
         members: &[Member],
         kind: KeyKind,
+        content: SmimeContent,
     ) -> Result<Vec<u8>, TransformError> {
         let protect = self.config.crypto.protect_subject;
         let entity = mime::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
@@ -338,8 +425,18 @@ impl Transform {
                         x509_cert::Certificate::from_der(m).map_err(|x| bad(e, x.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let der = smime::encrypt(&entity, &certs)?;
-                mime::smime_enveloped(raw, &der, protect).ok_or(TransformError::Build("S/MIME"))
+                let (der, smime_type) = match content {
+                    SmimeContent::Cbc => (
+                        smime::encrypt(&entity, &certs)?,
+                        mime::SmimeType::EnvelopedData,
+                    ),
+                    SmimeContent::Gcm => (
+                        smime::encrypt_authenticated(&entity, &certs)?,
+                        mime::SmimeType::AuthEnvelopedData,
+                    ),
+                };
+                mime::smime_enveloped(raw, &der, protect, smime_type)
+                    .ok_or(TransformError::Build("S/MIME"))
             }
         }
     }
@@ -357,7 +454,7 @@ impl Transform {
         ciphertext: &[u8],
         kind: Encrypted,
         keys: &[KeyEntry],
-    ) -> Result<crypto::Decrypted, TransformError> {
+    ) -> Result<Opened, TransformError> {
         let wanted = match kind {
             Encrypted::PgpMime | Encrypted::InlinePgp => KeyKind::Pgp,
             Encrypted::Smime => KeyKind::Smime,
@@ -374,18 +471,17 @@ impl Transform {
 
     /// Decrypts with one SCKM key: its sealed secret opened, and for S/MIME its
     /// certificate, which says which recipient info is ours.
-    fn decrypt_with(
-        &self,
-        ciphertext: &[u8],
-        entry: &KeyEntry,
-    ) -> Result<crypto::Decrypted, TransformError> {
+    fn decrypt_with(&self, ciphertext: &[u8], entry: &KeyEntry) -> Result<Opened, TransformError> {
         let sealed = self
             .keys
             .sealed_secret(&entry.fingerprint)?
             .ok_or_else(|| TransformError::NoSecret(entry.fingerprint.clone()))?;
         let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
         match entry.kind {
-            KeyKind::Pgp => Ok(pgp::decrypt(ciphertext, &pgp::parse_tsks(&secret)?)?),
+            KeyKind::Pgp => {
+                let opened = pgp::open(ciphertext, &pgp::parse_tsks(&secret)?)?;
+                Ok((opened.decrypted, opened.signed))
+            }
             KeyKind::Smime => {
                 let material = self.material(entry)?;
                 let cert = x509_cert::Certificate::from_der(&material).map_err(|e| {
@@ -398,7 +494,9 @@ impl Transform {
                     cert,
                     private_key: zeroize::Zeroizing::new(secret.to_vec()),
                 };
-                Ok(smime::decrypt(ciphertext, &[key])?)
+                // An S/MIME signature is inside the decrypted content (signed-data or
+                // multipart/signed), and travels with it.
+                Ok((smime::decrypt(ciphertext, &[key])?, None))
             }
         }
     }

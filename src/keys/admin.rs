@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::{KeyEntry, Source};
 use super::material::{self, Origin};
+use super::revocation::Revocations;
 use super::sckm;
 use super::secrets::Sealer;
 use super::store::{Candidate, KeyStore, Put, SledKeyStore};
@@ -109,7 +110,14 @@ pub fn execute(
     };
     match request {
         Request::List => match store.list() {
-            Ok(entries) => response.entries = entries,
+            Ok(mut entries) => {
+                for entry in &mut entries {
+                    if let Ok(Some(material)) = store.material(&entry.address, &entry.fingerprint) {
+                        entry.details = Some(Box::new(super::describe::describe(entry, &material)));
+                    }
+                }
+                response.entries = entries;
+            }
             Err(e) => return failure(e),
         },
         Request::Find { addresses } => {
@@ -151,7 +159,7 @@ pub fn execute(
                 message_id: None,
                 sender: None,
             };
-            import(store, files, &mut response, now, |bytes| {
+            import(store, files, &mut response, now, true, |bytes| {
                 material::import_candidates(bytes, &origin, now).map(|c| (c, Vec::new()))
             });
         }
@@ -163,20 +171,24 @@ pub fn execute(
                 response.failed = true;
                 return response;
             };
-            import(store, files, &mut response, now, |bytes| {
-                sckm::candidates(bytes, passphrase.as_deref(), sealer, now)
+            let held = |fingerprint: &str| store.sealed_secret(fingerprint).ok().flatten();
+            import(store, files, &mut response, now, false, |bytes| {
+                sckm::candidates(bytes, passphrase.as_deref(), sealer, &held, now)
             });
         }
     }
     response
 }
 
-/// Stores the keys of each file, all of a file or nothing, and reports per key.
+/// Stores the keys of each file, all of a file or nothing, and reports per key. With
+/// `revocations`, a file that holds revocations (a bare OpenPGP revocation certificate,
+/// a CRL) marks the cached keys it names instead.
 fn import(
     store: &dyn KeyStore,
     files: Vec<File>,
     response: &mut Response,
     now: OffsetDateTime,
+    revocations: bool,
     parse: impl Fn(&[u8]) -> Result<(Vec<Candidate>, Vec<String>), material::Refusal>,
 ) {
     for file in files {
@@ -190,6 +202,31 @@ fn import(
                 continue;
             }
         };
+        if let Some(found) = revocations.then(|| Revocations::read(&bytes)).flatten() {
+            match found.apply(store) {
+                Ok(marked) => {
+                    if marked.is_empty() {
+                        response
+                            .messages
+                            .push(format!("{}: no cached key is named in it", file.name));
+                    }
+                    for entry in &marked {
+                        response.messages.push(format!(
+                            "{}: {} {} revoked",
+                            file.name, entry.address, entry.fingerprint
+                        ));
+                    }
+                    response.entries.extend(marked);
+                }
+                Err(e) => {
+                    response
+                        .messages
+                        .push(format!("{}: refused: {e}", file.name));
+                    response.failed = true;
+                }
+            }
+            continue;
+        }
         // Every key is checked before any is stored.
         let (candidates, warnings) = match parse(&bytes) {
             Ok(parsed) => parsed,
@@ -217,6 +254,7 @@ fn import(
                     established.join(", ")
                 ),
                 Ok(Put::Ignored(why)) => format!("ignored: {why}"),
+                Ok(Put::Revoked) => "revoked".to_string(),
                 Err(e) => {
                     response
                         .messages

@@ -39,6 +39,31 @@ impl Source {
     }
 }
 
+/// Which keys harvested from mail the admin allows to be encrypted to (`[keys]`, or a
+/// rule's `use_mailflow_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    /// `encrypt_to_mailflow_keys`.
+    pub mailflow: bool,
+    /// `encrypt_to_unvalidated_smime`: also S/MIME certificates whose chain did not
+    /// validate against `smime_trust`.
+    pub unvalidated_smime: bool,
+}
+
+impl Allowed {
+    /// Every key that can encrypt, whatever its source: what the rules' key conditions
+    /// see.
+    pub const EVERY_SOURCE: Allowed = Allowed {
+        mailflow: true,
+        unvalidated_smime: true,
+    };
+    /// No key harvested from mail.
+    pub const NO_MAILFLOW: Allowed = Allowed {
+        mailflow: false,
+        unvalidated_smime: false,
+    };
+}
+
 /// What kind of key material an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +134,60 @@ pub struct KeyEntry {
     /// other stops appearing, or mail vouched for by DKIM or DMARC brings it.
     #[serde(default)]
     pub pending: bool,
+    /// S/MIME: the certificate's chain was validated against `[keys] smime_trust` when
+    /// it was harvested. Rules can ask for it (`chain_validated`).
+    #[serde(default)]
+    pub chain_validated: bool,
+    /// The key is revoked: it is never used to encrypt again, and no copy of it that
+    /// lacks the revocation (from mail, DNS or an old file) undoes that.
+    #[serde(default)]
+    pub revoked: bool,
+    /// SCKM keys: the (sub)keys the gateway can decrypt with, newest first. The newest
+    /// is current; older ones, kept when the user added a new encryption subkey, only
+    /// decrypt mail still in flight to them.
+    #[serde(default)]
+    pub decrypt_subkeys: Vec<String>,
+    /// S/MIME: the signer's sMIMECapabilities (RFC 8551 §2.5.2) in the latest signed
+    /// mail that brought the certificate listed AES-GCM, so its client reads
+    /// AuthEnvelopedData. `[crypto] smime_authenticated_encryption = "when_capable"`
+    /// asks for it.
+    #[serde(default)]
+    pub reads_aes_gcm: bool,
+    /// What the key is, from its material: filled in by `keys list`, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<super::describe::KeyDetails>>,
+}
+
+/// What an admin names a key by in `keys list` and `keys delete`: an address, or a
+/// fingerprint as gpg prints it (groups of four, spaces), as openssl prints it (pairs,
+/// colons), or plain, in any case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Address(String),
+    Fingerprint(String),
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Option<Selector> {
+        if let Some(address) = super::address::normalize(text) {
+            return Some(Selector::Address(address));
+        }
+        let hex: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != ':')
+            .collect::<String>()
+            .to_ascii_uppercase();
+        (!hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+            .then_some(Selector::Fingerprint(hex))
+    }
+
+    /// Whether `entry` is named: by its address, or by its fingerprint.
+    pub fn matches(&self, entry: &KeyEntry) -> bool {
+        match self {
+            Selector::Address(address) => entry.address == *address,
+            Selector::Fingerprint(fingerprint) => entry.fingerprint == *fingerprint,
+        }
+    }
 }
 
 impl KeyEntry {
@@ -138,14 +217,27 @@ impl KeyEntry {
                 .is_some_and(|last| last - self.added >= ESTABLISHED_AFTER)
     }
 
-    /// Whether outbound mail may be encrypted to this key now.
-    pub fn usable_for_encryption(&self, now: OffsetDateTime, mailflow_allowed: bool) -> bool {
+    /// Whether outbound mail may be encrypted to this key now: the one rule of which
+    /// key is usable. The key itself must be able to (not legacy, retired, pending or
+    /// expired, in the cache or by its own date), and a key harvested from mail only
+    /// counts as far as the admin allows.
+    pub fn usable_for_encryption(&self, now: OffsetDateTime, allowed: Allowed) -> bool {
+        let allowed_source = match self.source {
+            Source::Mailflow => {
+                allowed.mailflow
+                    && (self.kind != KeyKind::Smime
+                        || self.chain_validated
+                        || allowed.unvalidated_smime)
+            }
+            Source::Lookup | Source::Admin | Source::Sckm => true,
+        };
         self.can_encrypt
             && !self.legacy
             && !self.retired
+            && !self.revoked
             && !self.pending
             && !self.is_expired(now)
             && self.key_expires.is_none_or(|expires| expires > now)
-            && (self.source != Source::Mailflow || mailflow_allowed)
+            && allowed_source
     }
 }

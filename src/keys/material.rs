@@ -58,10 +58,12 @@ struct PublicKey {
     expires: Option<OffsetDateTime>,
     /// A binary OpenPGP cert, or an X.509 certificate's DER.
     material: Vec<u8>,
+    /// Revoked by its owner: cached to be known as revoked, never to encrypt to.
+    revoked: bool,
 }
 
 impl PublicKey {
-    /// One key cache candidate per address: encryption only, never a secret.
+    /// One key cache candidate per address: public keys only, never a secret.
     fn candidates(
         self,
         addresses: impl IntoIterator<Item = String>,
@@ -76,7 +78,7 @@ impl PublicKey {
                 source: origin.source,
                 message_id: origin.message_id.clone(),
                 sender: origin.sender.clone(),
-                can_encrypt: true,
+                can_encrypt: !self.revoked,
                 can_decrypt: false,
                 key_created: self.created,
                 key_expires: self.expires,
@@ -84,6 +86,10 @@ impl PublicKey {
                 legacy: false,
                 sealed_secret: None,
                 authenticated: false,
+                chain_validated: false,
+                revoked: self.revoked,
+                decrypt_subkeys: Vec::new(),
+                reads_aes_gcm: false,
             })
             .collect()
     }
@@ -105,6 +111,7 @@ pub fn parse_pgp(bytes: &[u8]) -> Result<Vec<openpgp::Cert>, Refusal> {
             bytes.len()
         ));
     }
+    too_many_userids(bytes)?;
     let parser =
         CertParser::from_bytes(bytes).map_err(|e| Refusal(format!("not an OpenPGP key: {e}")))?;
     let mut certs = Vec::new();
@@ -117,9 +124,43 @@ pub fn parse_pgp(bytes: &[u8]) -> Result<Vec<openpgp::Cert>, Refusal> {
     Ok(certs)
 }
 
+/// Refuses a key block in which one key has more than [`MAX_USERIDS`] user IDs, after
+/// reading packet headers only: building the cert first would cost time that grows
+/// faster than the number of user IDs (sorting, deduplicating) before it is refused.
+fn too_many_userids(bytes: &[u8]) -> Result<(), Refusal> {
+    use openpgp::Packet;
+    use openpgp::parse::{PacketParserResult, Parse};
+    let Ok(mut result) = openpgp::parse::PacketParser::from_bytes(bytes) else {
+        // Whatever it is, the cert parser says what is wrong with it.
+        return Ok(());
+    };
+    let mut userids = 0;
+    while let PacketParserResult::Some(pp) = result {
+        match &pp.packet {
+            Packet::PublicKey(_) | Packet::SecretKey(_) => userids = 0,
+            Packet::UserID(_) => {
+                userids += 1;
+                if userids > MAX_USERIDS {
+                    return refuse(format!(
+                        "a key has more than the {MAX_USERIDS} user IDs a key may have here"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        result = match pp.next() {
+            Ok((_, next)) => next,
+            Err(_) => return Ok(()),
+        };
+    }
+    Ok(())
+}
+
 /// Entries for an OpenPGP cert, one per e-mail address in its valid user IDs. With
 /// `only`, just that address, and the stored cert keeps only the user IDs for it. A
-/// cert that is revoked, expired, or has no valid encryption-capable subkey is refused.
+/// cert that is expired or has no valid encryption-capable subkey is refused. A revoked
+/// cert is not: its entries say it is revoked, so that a cached copy is marked and never
+/// encrypted to again.
 pub fn pgp_candidates(
     cert: &openpgp::Cert,
     only: Option<&str>,
@@ -128,12 +169,20 @@ pub fn pgp_candidates(
 ) -> Result<Vec<Candidate>, Refusal> {
     let policy = StandardPolicy::new();
     let fingerprint = cert.fingerprint().to_hex();
-    let valid = crate::crypto::pgp::encryption_keys(cert, &policy, to_system(now))
-        .map_err(|e| match e {
-            crate::crypto::CryptoError::Key(reason) => Refusal(reason),
-            other => Refusal(format!("key {fingerprint}: {other}")),
-        })?
-        .cert;
+    let valid = cert.with_policy(&policy, to_system(now)).map_err(|e| {
+        Refusal(format!(
+            "key {fingerprint} has no valid self-signature: {e}"
+        ))
+    })?;
+    let revoked = matches!(valid.revocation_status(), RevocationStatus::Revoked(_));
+    if !revoked {
+        crate::crypto::pgp::encryption_keys(cert, &policy, to_system(now)).map_err(
+            |e| match e {
+                crate::crypto::CryptoError::Key(reason) => Refusal(reason),
+                other => Refusal(format!("key {fingerprint}: {other}")),
+            },
+        )?;
+    }
     let userids = cert.userids().count();
     if userids > MAX_USERIDS {
         return refuse(format!(
@@ -196,6 +245,7 @@ pub fn pgp_candidates(
         created: key_created,
         expires: key_expires,
         material,
+        revoked,
     };
     Ok(key.candidates(addresses, origin))
 }
@@ -350,6 +400,7 @@ pub fn x509_candidates(
         created: not_before,
         expires: Some(not_after),
         material: der,
+        revoked: false,
     };
     Ok(key.candidates(addresses, origin))
 }

@@ -14,12 +14,14 @@
 
 pub mod address;
 pub mod admin;
+pub mod describe;
 pub mod entry;
 pub mod harvest;
 pub mod material;
+pub mod revocation;
 pub mod sckm;
 pub mod secrets;
 pub mod store;
 
-pub use entry::{KeyEntry, KeyKind, Source};
+pub use entry::{Allowed, KeyEntry, KeyKind, Source};
 pub use store::{KeyStore, KeyStoreError, SledKeyStore};

@@ -14,11 +14,15 @@ use super::store::Candidate;
 use crate::crypto::{pgp, smime};
 
 /// Entries for an SCKM import file, with their secrets sealed, and warnings for the
-/// admin. The whole file is refused if any key in it is.
+/// admin. The whole file is refused if any key in it is. `held` gives the sealed secret
+/// the gateway already holds for a fingerprint: an OpenPGP key imported again keeps
+/// every secret subkey it had (a user who adds an encryption subkey exports only the
+/// new one), until the admin deletes the key.
 pub fn candidates(
     bytes: &[u8],
     passphrase: Option<&str>,
     sealer: &Sealer,
+    held: &dyn Fn(&str) -> Option<Vec<u8>>,
     now: OffsetDateTime,
 ) -> Result<(Vec<Candidate>, Vec<String>), Refusal> {
     let text = bytes.trim_ascii_start();
@@ -27,7 +31,20 @@ pub fn candidates(
     let mut candidates = Vec::new();
     let mut warnings = Vec::new();
     if looks_pgp {
-        for key in pgp::import_sckm(bytes, passphrase, now)? {
+        for mut key in pgp::import_sckm(bytes, passphrase, now)? {
+            if let Some(sealed) = held(&key.fingerprint) {
+                match sealer.open_sealed(&key.fingerprint, &sealed) {
+                    Ok(old) => {
+                        key.cert = pgp::merge_held(key.cert, &old)
+                            .map_err(|e| Refusal(format!("key {}: {e}", key.fingerprint)))?;
+                    }
+                    Err(e) => warnings.push(format!(
+                        "key {}: the secret held until now cannot be opened ({e}); only the imported one is kept",
+                        key.fingerprint
+                    )),
+                }
+            }
+            let decrypt_subkeys = pgp::secret_keys(&key.cert);
             let public = key
                 .cert
                 .clone()
@@ -55,6 +72,10 @@ pub fn candidates(
                     legacy: key.legacy,
                     sealed_secret: Some(sealed.clone()),
                     authenticated: false,
+                    chain_validated: false,
+                    revoked: false,
+                    decrypt_subkeys: decrypt_subkeys.clone(),
+                    reads_aes_gcm: false,
                 });
             }
         }
@@ -83,6 +104,10 @@ pub fn candidates(
                     legacy: false,
                     sealed_secret: Some(sealed.clone()),
                     authenticated: false,
+                    chain_validated: false,
+                    revoked: false,
+                    decrypt_subkeys: vec![fingerprint.clone()],
+                    reads_aes_gcm: false,
                 });
             }
         }

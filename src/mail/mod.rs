@@ -3,6 +3,7 @@
 //! cares, and the one rule of who is internal.
 
 pub mod authentication;
+pub mod decrypted;
 pub mod envelope;
 pub mod internal;
 pub mod message;

@@ -8,7 +8,7 @@
 use super::content::Content;
 use super::rule::*;
 use super::{Chain, Facts};
-use crate::keys::{KeyKind, Source};
+use crate::keys::KeyKind;
 
 /// The outcome of evaluating a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,9 +155,9 @@ impl Chain {
                 Some((want == Locality::Internal) == facts.internal),
             );
         }
-        if when.key.is_some() || when.key_source.is_some() {
+        if when.key.is_some() || when.key_source.is_some() || when.chain_validated.is_some() {
             let wanted = format!(
-                "{}{}",
+                "{}{}{}",
                 when.key.map_or("any", |k| match k {
                     KeyWant::Any => "any",
                     KeyWant::Kind(kind) => kind.as_str(),
@@ -168,7 +168,12 @@ impl Chain {
                         " from {}",
                         s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("|")
                     )
-                })
+                }),
+                match when.chain_validated {
+                    Some(true) => " (chain validated)",
+                    Some(false) => " (chain not validated)",
+                    None => "",
+                }
             );
             add("key", wanted, Some(keys_match(when, facts)));
         }
@@ -221,17 +226,23 @@ impl Chain {
     }
 }
 
-/// The key conditions: `key` (which kind, or none) among the keys from `key_source`.
+/// The key conditions: `key` (which kind, or none) among the keys from `key_source`,
+/// and with or without a validated chain (`chain_validated`).
 fn keys_match(when: &Conditions, facts: &Facts) -> bool {
-    if when.key.is_none() && when.key_source.is_none() {
+    if when.key.is_none() && when.key_source.is_none() && when.chain_validated.is_none() {
         return true;
     }
-    let counted = |source: Source| when.key_source.as_ref().is_none_or(|s| s.contains(&source));
+    let counted = |k: &super::KeyFact| {
+        when.key_source
+            .as_ref()
+            .is_none_or(|s| s.contains(&k.source))
+            && when.chain_validated.is_none_or(|v| k.chain_validated == v)
+    };
     let has = |kind: Option<KeyKind>| {
         facts
             .keys
             .iter()
-            .any(|k| counted(k.source) && kind.is_none_or(|kind| k.kind == kind))
+            .any(|k| counted(k) && kind.is_none_or(|kind| k.kind == kind))
     };
     match when.key.unwrap_or(KeyWant::Any) {
         KeyWant::Any => has(None),

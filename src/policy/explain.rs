@@ -6,9 +6,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::eval::Tested;
+use super::rule::AuthenticatedEncryption;
 use super::verdict::{Circumstances, Treatment, Verdict};
 use super::{Content, Evaluation, Facts, Policy};
-use crate::keys::KeyEntry;
+use crate::keys::{Allowed, KeyEntry};
 use crate::mail::Direction;
 
 /// One recipient to explain.
@@ -66,8 +67,10 @@ pub struct RuleSeen {
 
 /// The settings explain runs under, from the config, and the time.
 pub struct Settings {
-    /// `[keys] encrypt_to_mailflow_keys`.
-    pub mailflow_default: bool,
+    /// What `[keys]` allows of harvested keys.
+    pub allowed: Allowed,
+    /// `[crypto] smime_authenticated_encryption`.
+    pub authenticated_encryption: AuthenticatedEncryption,
     /// `[lookup] keys`: a recipient whose key a running gateway would look up in DNS
     /// is decided after DATA; explain itself reads the key cache only.
     pub lookup_keys: bool,
@@ -84,7 +87,8 @@ pub fn explain(
     settings: &Settings,
 ) -> Vec<Explanation> {
     let Settings {
-        mailflow_default,
+        allowed,
+        authenticated_encryption,
         lookup_keys,
         now,
     } = *settings;
@@ -97,7 +101,8 @@ pub fn explain(
                 recipient: &r.address,
                 entries: &r.entries,
                 now,
-                mailflow_default,
+                allowed,
+                authenticated_encryption,
                 already_encrypted,
                 // explain reads the cache only; it does not look keys up.
                 lookup_failed: false,
@@ -106,7 +111,7 @@ pub fn explain(
             let has_key = r
                 .entries
                 .iter()
-                .any(|e| e.usable_for_encryption(now, mailflow_default));
+                .any(|e| e.usable_for_encryption(now, allowed));
             let looked_up = lookup_keys && chain.wants_lookup(&at_rcpt, r.internal, has_key);
             let at_rcpt = match at_rcpt {
                 _ if looked_up => "decided after DATA (the key is looked up in DNS first; explain reads the key cache only)".to_string(),
@@ -162,13 +167,13 @@ pub fn explain(
                         kind: e.kind.as_str().into(),
                         source: e.source.as_str().into(),
                         fingerprint: e.fingerprint.clone(),
-                        usable: e.usable_for_encryption(now, true),
+                        usable: e.usable_for_encryption(now, Allowed::EVERY_SOURCE),
                     })
                     .collect(),
                 at_rcpt,
                 rules,
                 action: decision.action().as_str().into(),
-                result: verdict.action_text(),
+                result: result(&verdict, content),
                 key,
                 reply,
                 note: verdict.note.map(str::to_string),
@@ -183,6 +188,20 @@ pub fn explain(
             }
         })
         .collect()
+}
+
+/// What would be done. explain decrypts nothing, so it never says "decrypted": a
+/// message to decrypt is decrypted only if it is encrypted and one of the keys opens
+/// it.
+fn result(verdict: &Verdict, content: &Content) -> String {
+    match (&verdict.treatment, content.encrypted) {
+        (Treatment::Decrypt(_), None) => "passed (not encrypted: nothing to decrypt)".into(),
+        (Treatment::Decrypt(_), Some(kind)) => format!(
+            "decrypt {} if one of the keys opens it (passed as it is otherwise)",
+            kind.as_str()
+        ),
+        _ => verdict.action_text(),
+    }
 }
 
 /// The explanations as text for a terminal.

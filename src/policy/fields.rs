@@ -295,3 +295,11 @@ pub fn no_key(s: &str) -> NoKey {
         _ => NoKey::Reject,
     }
 }
+
+pub fn authenticated(s: &str) -> AuthenticatedEncryption {
+    match s {
+        "when_capable" => AuthenticatedEncryption::WhenCapable,
+        "always" => AuthenticatedEncryption::Always,
+        _ => AuthenticatedEncryption::Never,
+    }
+}

@@ -47,10 +47,11 @@ fn chain_warnings(chain: &Chain, out: &mut Vec<(Origin, String)>) {
             || then.no_key.is_some()
             || then.lookup_offline.is_some()
             || then.encrypt_again.is_some()
-            || then.use_mailflow_keys.is_some();
+            || then.use_mailflow_keys.is_some()
+            || then.smime_authenticated_encryption.is_some();
         if !rule.continues && encrypt_only && action.is_some_and(|a| a != Action::Encrypt) {
             warn(format!(
-                "format, no_key, lookup_offline, encrypt_again and use_mailflow_keys have no effect with action = \"{}\"",
+                "format, no_key, lookup_offline, encrypt_again, use_mailflow_keys and smime_authenticated_encryption have no effect with action = \"{}\"",
                 action.map_or("pass", Action::as_str)
             ));
         }

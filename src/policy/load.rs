@@ -13,7 +13,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::fields::{Field, action, format, key_want, locality, lookup_offline, no_key};
+use super::fields::{
+    Field, action, authenticated, format, key_want, locality, lookup_offline, no_key,
+};
 use super::rule::*;
 use super::{Policy, lint};
 use crate::mail::Direction;
@@ -328,6 +330,7 @@ impl FileReader<'_> {
                     .one_of(&["any", "pgp", "smime", "none"])
                     .map(|s| when.key = Some(key_want(&s))),
                 "key_source" => field.sources().map(|s| when.key_source = Some(s)),
+                "chain_validated" => field.bool().map(|b| when.chain_validated = Some(b)),
                 "subject" => field.regex().map(|r| when.subject = Some(r)),
                 "header" => field.headers().map(|h| when.headers = h),
                 "size_over" => field.size().map(|s| when.size_over = Some(s)),
@@ -353,6 +356,9 @@ impl FileReader<'_> {
                 "reply" => field.reply().map(|r| then.reply = Some(r)),
                 "harvest" => field.bool().map(|b| then.harvest = Some(b)),
                 "use_mailflow_keys" => field.bool().map(|b| then.use_mailflow_keys = Some(b)),
+                "smime_authenticated_encryption" => field
+                    .one_of(&["never", "when_capable", "always"])
+                    .map(|s| then.smime_authenticated_encryption = Some(authenticated(&s))),
                 "add_header" => field.add_headers().map(|h| then.tags.add_headers = h),
                 "subject_prefix" => field.string().map(|s| then.tags.subject_prefix = Some(s)),
                 "subject_remove" => field.strings().map(|s| then.tags.subject_remove = s),

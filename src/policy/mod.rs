@@ -66,7 +66,7 @@ pub struct Chain {
     pub needs: Needs,
     /// Some rule encrypts: only then are keys looked up for recipients.
     pub may_encrypt: bool,
-    /// Some rule has a `key` or `key_source` condition.
+    /// Some rule has a `key`, `key_source` or `chain_validated` condition.
     pub tests_keys: bool,
 }
 
@@ -95,9 +95,9 @@ impl Chain {
         let may_encrypt = rules
             .iter()
             .any(|r| r.then.action == Some(rule::Action::Encrypt));
-        let tests_keys = rules
-            .iter()
-            .any(|r| r.when.key.is_some() || r.when.key_source.is_some());
+        let tests_keys = rules.iter().any(|r| {
+            r.when.key.is_some() || r.when.key_source.is_some() || r.when.chain_validated.is_some()
+        });
         Chain {
             direction,
             may_encrypt,
@@ -156,10 +156,11 @@ impl Facts {
     ) -> Facts {
         let keys = entries
             .iter()
-            .filter(|e| e.usable_for_encryption(now, true))
+            .filter(|e| e.usable_for_encryption(now, crate::keys::Allowed::EVERY_SOURCE))
             .map(|e| KeyFact {
                 kind: e.kind,
                 source: e.source,
+                chain_validated: e.chain_validated,
             })
             .collect();
         Facts::new(sender, recipient, internal, keys)
@@ -180,6 +181,8 @@ impl Facts {
 pub struct KeyFact {
     pub kind: KeyKind,
     pub source: Source,
+    /// An S/MIME certificate whose chain validated against `[keys] smime_trust`.
+    pub chain_validated: bool,
 }
 
 /// The policy in force, replaced whole by a reload.

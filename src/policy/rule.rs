@@ -54,6 +54,9 @@ pub struct Conditions {
     pub recipient_is: Option<Locality>,
     pub key: Option<KeyWant>,
     pub key_source: Option<Vec<Source>>,
+    /// Only S/MIME certificates whose chain validated against `[keys] smime_trust`
+    /// (true), or only keys that did not (false), count for `key`.
+    pub chain_validated: Option<bool>,
 
     pub subject: Option<Regex>,
     pub headers: Vec<HeaderTest>,
@@ -85,6 +88,7 @@ impl Conditions {
             && self.recipient_is.is_none()
             && self.key.is_none()
             && self.key_source.is_none()
+            && self.chain_validated.is_none()
             && !self.needs_content()
     }
 }
@@ -148,6 +152,8 @@ pub struct Actions {
     pub harvest: Option<bool>,
     /// Overrides `[keys] encrypt_to_mailflow_keys`.
     pub use_mailflow_keys: Option<bool>,
+    /// Overrides `[crypto] smime_authenticated_encryption`.
+    pub smime_authenticated_encryption: Option<AuthenticatedEncryption>,
     pub tags: Tags,
 }
 
@@ -167,6 +173,10 @@ impl Actions {
         set(&mut self.reply, &later.reply);
         set(&mut self.harvest, &later.harvest);
         set(&mut self.use_mailflow_keys, &later.use_mailflow_keys);
+        set(
+            &mut self.smime_authenticated_encryption,
+            &later.smime_authenticated_encryption,
+        );
         self.tags.merge(&later.tags);
     }
 }
@@ -206,6 +216,42 @@ impl Format {
             Format::Auto => "auto",
             Format::Pgp => "pgp",
             Format::Smime => "smime",
+        }
+    }
+}
+
+/// When an S/MIME copy is AuthEnvelopedData with AES-256-GCM (RFC 5083) rather than
+/// EnvelopedData with AES-256-CBC: `[crypto] smime_authenticated_encryption`, and a
+/// rule's field of that name. A copy is AES-GCM only when every recipient of it may
+/// have it; clients that cannot read it cannot open it at all, so CBC is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthenticatedEncryption {
+    /// Always EnvelopedData (AES-256-CBC), which every client reads.
+    #[default]
+    Never,
+    /// AES-GCM for a certificate whose owner's signed mail said its client reads it
+    /// (its sMIMECapabilities, harvested with the certificate).
+    WhenCapable,
+    /// AES-GCM whatever the certificate's owner said: the admin knows they read it.
+    Always,
+}
+
+impl AuthenticatedEncryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthenticatedEncryption::Never => "never",
+            AuthenticatedEncryption::WhenCapable => "when_capable",
+            AuthenticatedEncryption::Always => "always",
+        }
+    }
+
+    /// Whether a recipient whose key cache entry says `reads_aes_gcm` may get AES-GCM.
+    pub fn allows(self, reads_aes_gcm: bool) -> bool {
+        match self {
+            AuthenticatedEncryption::Never => false,
+            AuthenticatedEncryption::WhenCapable => reads_aes_gcm,
+            AuthenticatedEncryption::Always => true,
         }
     }
 }

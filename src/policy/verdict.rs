@@ -5,9 +5,9 @@
 
 use time::OffsetDateTime;
 
-use super::rule::{Action, Format, LookupOffline, NoKey, Tags};
+use super::rule::{Action, AuthenticatedEncryption, Format, LookupOffline, NoKey, Tags};
 use super::{Chain, Decision};
-use crate::keys::{KeyEntry, KeyKind, Source};
+use crate::keys::{Allowed, KeyEntry, KeyKind, Source};
 use crate::mail::Direction;
 use crate::smtp::reply::{self, Reply};
 
@@ -34,6 +34,10 @@ pub struct Verdict {
     pub rule: Option<String>,
     /// Why the treatment differs from the action, when it does ("no usable key").
     pub note: Option<&'static str>,
+    /// The recipient may get S/MIME as AuthEnvelopedData with AES-GCM (an S/MIME key,
+    /// and `smime_authenticated_encryption` allows it for that key). Their copy is
+    /// AES-GCM only if every recipient of it may.
+    pub smime_aes_gcm: bool,
 }
 
 /// What the caller knows about the recipient besides the rules' decision: the keys it
@@ -43,8 +47,12 @@ pub struct Circumstances<'a> {
     /// The recipient's cache entries (all of them; this picks).
     pub entries: &'a [KeyEntry],
     pub now: OffsetDateTime,
-    /// `[keys] encrypt_to_mailflow_keys`, unless the rule overrides it.
-    pub mailflow_default: bool,
+    /// What `[keys]` allows of harvested keys; a rule's `use_mailflow_keys` overrides
+    /// the mailflow part.
+    pub allowed: Allowed,
+    /// `[crypto] smime_authenticated_encryption`; a rule's field of that name overrides
+    /// it.
+    pub authenticated_encryption: AuthenticatedEncryption,
     /// Whether the message is already encrypted; `None` before DATA.
     pub already_encrypted: Option<bool>,
     /// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
@@ -62,6 +70,7 @@ impl Verdict {
             harvest: chain.direction == Direction::Inbound && actions.harvest.unwrap_or(true),
             rule: decision.matched.last().map(|&i| chain.rules[i].label()),
             note: None,
+            smime_aes_gcm: false,
         };
         match decision.action() {
             Action::Pass => {}
@@ -88,16 +97,26 @@ impl Verdict {
                 }
             }
             Action::Encrypt => {
-                let mailflow = actions.use_mailflow_keys.unwrap_or(cx.mailflow_default);
+                let allowed = Allowed {
+                    mailflow: actions.use_mailflow_keys.unwrap_or(cx.allowed.mailflow),
+                    ..cx.allowed
+                };
                 let format = actions.format.unwrap_or_default();
-                match choose_key(cx.entries, format, cx.now, mailflow) {
+                match choose_key(cx.entries, format, cx.now, allowed) {
                     Some(_)
                         if cx.already_encrypted == Some(true)
                             && actions.encrypt_again != Some(true) =>
                     {
                         verdict.note = Some("already encrypted: sent as it is");
                     }
-                    Some(key) => verdict.treatment = Treatment::Encrypt(key),
+                    Some(key) => {
+                        let authenticated = actions
+                            .smime_authenticated_encryption
+                            .unwrap_or(cx.authenticated_encryption);
+                        verdict.smime_aes_gcm =
+                            key.kind == KeyKind::Smime && authenticated.allows(key.reads_aes_gcm);
+                        verdict.treatment = Treatment::Encrypt(key);
+                    }
                     // Whether a key exists is not known. Unless the rule says what to
                     // do then, a rule that requires encryption defers, and one that
                     // would send in clear without a key sends in clear.
@@ -137,14 +156,29 @@ impl Verdict {
         verdict
     }
 
-    /// A short name of what is done, for logs and the X-Sealgate header.
+    /// A short name of what is done, for logs and the X-Sealgate header, as far as the
+    /// verdict alone knows it. Whether a message is decrypted depends on the message
+    /// and the keys (it may not be encrypted, or may not open), so a verdict to decrypt
+    /// says "decrypt" and never claims it was done: the transform says what was.
     pub fn action_text(&self) -> String {
         match &self.treatment {
             Treatment::Pass => "passed".into(),
             Treatment::Encrypt(key) => format!("encrypted {}", key.kind.as_str()),
-            Treatment::Decrypt(_) => "decrypted".into(),
+            Treatment::Decrypt(_) => "decrypt".into(),
             Treatment::Refuse(reply) if reply.is_temporary() => "deferred".into(),
             Treatment::Refuse(_) => "rejected".into(),
+        }
+    }
+
+    /// What the verdict asks the transform to do: "pass", "encrypt pgp", "decrypt",
+    /// "reject", "defer". The log puts it beside what was done.
+    pub fn asks(&self) -> String {
+        match &self.treatment {
+            Treatment::Pass => "pass".into(),
+            Treatment::Encrypt(key) => format!("encrypt {}", key.kind.as_str()),
+            Treatment::Decrypt(_) => "decrypt".into(),
+            Treatment::Refuse(reply) if reply.is_temporary() => "defer".into(),
+            Treatment::Refuse(_) => "reject".into(),
         }
     }
 }
@@ -156,7 +190,7 @@ fn choose_key(
     entries: &[KeyEntry],
     format: Format,
     now: OffsetDateTime,
-    mailflow: bool,
+    allowed: Allowed,
 ) -> Option<KeyEntry> {
     let rank = |source: Source| match source {
         Source::Sckm | Source::Admin => 2,
@@ -170,7 +204,7 @@ fn choose_key(
     };
     entries
         .iter()
-        .filter(|e| wanted(e.kind) && e.usable_for_encryption(now, mailflow))
+        .filter(|e| wanted(e.kind) && e.usable_for_encryption(now, allowed))
         .max_by_key(|e| (rank(e.source), e.kind == KeyKind::Pgp, e.added))
         .cloned()
 }

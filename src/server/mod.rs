@@ -189,6 +189,7 @@ impl Server {
                 HarvestRules {
                     internal: config.internal_domains.clone(),
                     trusted_authserv_ids: config.inbound.trusted_authserv_ids.clone(),
+                    smime_trust: config.keys.smime_trust.clone(),
                 },
             ),
         };

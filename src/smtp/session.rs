@@ -330,10 +330,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 bare_line_ends,
             } => (chunks, bare_line_ends),
         };
+        // The transaction's id, in every log line about the message from here on.
+        let id = message::new_id();
         if bare_line_ends > 0 {
             // RFC 5322 allows neither; they were made CRLF so that no next hop reads the
             // message differently from us (SMTP smuggling).
-            tracing::info!(peer = %self.peer, bare_line_ends, "bare CR or LF in DATA normalised to CRLF");
+            tracing::info!(%id, peer = %self.peer, bare_line_ends, "bare CR or LF in DATA normalised to CRLF");
         }
 
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
@@ -347,7 +349,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             params: transaction.params,
             recipients: transaction.recipients,
         };
-        let id = message::new_id();
         let mut message = Message::from_chunks(chunks);
         let now = time::OffsetDateTime::now_utc();
         message.prepend(message::received_header(

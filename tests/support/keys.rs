@@ -325,11 +325,29 @@ impl SmimeCert {
     /// the given keyUsage ("digitalSignature,keyEncipherment" for an encryption
     /// certificate). The tests' one way to make an S/MIME certificate with openssl.
     pub fn openssl(email: &str, key_usage: &str) -> SmimeCert {
+        SmimeCert::openssl_req(email, key_usage, &["-newkey", "rsa:2048"])
+    }
+
+    /// The same with an EC key on `curve` ("P-256", "P-384") and keyUsage keyAgreement:
+    /// an S/MIME encryption certificate for ECDH.
+    pub fn openssl_ec(email: &str, curve: &str) -> SmimeCert {
+        let curve = format!("ec_paramgen_curve:{curve}");
+        SmimeCert::openssl_req(
+            email,
+            "digitalSignature,keyAgreement",
+            &["-newkey", "ec", "-pkeyopt", &curve],
+        )
+    }
+
+    /// `openssl req -x509 NEWKEY...` for `email` with `key_usage`, valid for 30 days.
+    fn openssl_req(email: &str, key_usage: &str, newkey: &[&str]) -> SmimeCert {
         let dir = tempfile::tempdir().expect("temp dir");
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         run_tool(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+                .args(["req", "-x509"])
+                .args(newkey)
+                .args(["-nodes", "-keyout"])
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert)
@@ -405,6 +423,16 @@ impl SmimeCert {
         self.dir.path().join("key.pem")
     }
 
+    /// Writes the certificate and its key into one PEM file, the way an admin hands an
+    /// SCKM key to `keys import-sckm`, and returns its path.
+    pub fn sckm_bundle(&self) -> PathBuf {
+        let path = self.dir.path().join("bundle.pem");
+        let mut bundle = self.pem.clone();
+        bundle.extend(std::fs::read(self.key_path()).unwrap());
+        std::fs::write(&path, bundle).unwrap();
+        path
+    }
+
     /// Writes the DER form next to the PEM and returns its path.
     pub fn der_path(&self) -> PathBuf {
         let path = self.dir.path().join("cert.der");
@@ -451,6 +479,114 @@ impl SmimeCert {
         let signed = run_tool(&mut command, None);
         let mut message = format!("Message-ID: <{message_id}>\r\n").into_bytes();
         message.extend_from_slice(&crlf(&signed));
+        message
+    }
+}
+
+impl SmimeCert {
+    /// A whole multipart/signed message (CRLF), laid out as [`SmimeCert::sign`]'s
+    /// detached form, whose signed sMIMECapabilities attribute lists `capabilities`:
+    /// how a client that reads AES-GCM signs. `openssl cms -sign` writes a fixed list
+    /// without AES-GCM, so the SignedData is built with the cms crate and signed with
+    /// this certificate's RSA key (PKCS#1 v1.5, SHA-256); `openssl cms -verify` checks
+    /// the message before it is returned.
+    pub fn sign_with_capabilities(
+        &self,
+        from: &str,
+        message_id: &str,
+        entity: &[u8],
+        capabilities: &[const_oid::ObjectIdentifier],
+    ) -> Vec<u8> {
+        use cms::builder::{SignedDataBuilder, SignerInfoBuilder};
+        use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+        use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier};
+        use const_oid::db::rfc5911;
+        use der::{Any, Decode, Encode};
+        use rsa::pkcs8::DecodePrivateKey;
+        use x509_cert::spki::AlgorithmIdentifierOwned;
+
+        let cert = x509_cert::Certificate::from_der(&self.der).unwrap();
+        let key_pem = std::fs::read_to_string(self.key_path()).unwrap();
+        let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(
+            rsa::RsaPrivateKey::from_pkcs8_pem(&key_pem).expect("an RSA key"),
+        );
+        // Detached: the content is the MIME entity, outside the SignedData.
+        let content = EncapsulatedContentInfo {
+            econtent_type: rfc5911::ID_DATA,
+            econtent: None,
+        };
+        let digest = Sha256::digest(entity);
+        let sha256 = AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::ID_SHA_256,
+            parameters: None,
+        };
+        let sid = SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: cert.tbs_certificate.issuer.clone(),
+            serial_number: cert.tbs_certificate.serial_number.clone(),
+        });
+        let mut signer_info =
+            SignerInfoBuilder::new(&signer, sid, sha256.clone(), &content, Some(&digest)).unwrap();
+        let listed: Vec<AlgorithmIdentifierOwned> = capabilities
+            .iter()
+            .map(|&oid| AlgorithmIdentifierOwned {
+                oid,
+                parameters: None,
+            })
+            .collect();
+        signer_info
+            .add_signed_attribute(x509_cert::attr::Attribute {
+                oid: rfc5911::SMIME_CAPABILITIES,
+                values: der::asn1::SetOfVec::try_from(vec![Any::encode_from(&listed).unwrap()])
+                    .unwrap(),
+            })
+            .unwrap();
+        let signature = SignedDataBuilder::new(&content)
+            .add_digest_algorithm(sha256)
+            .unwrap()
+            .add_certificate(CertificateChoices::Certificate(cert))
+            .unwrap()
+            .add_signer_info::<_, rsa::pkcs1v15::Signature>(signer_info)
+            .unwrap()
+            .build()
+            .unwrap()
+            .to_der()
+            .unwrap();
+
+        let mut message = format!(
+            "Message-ID: <{message_id}>\r\nFrom: {from}\r\nTo: user@example.com\r\n\
+             Subject: signed\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n\
+             \tmicalg=\"sha-256\"; boundary=\"----SIG\"\r\n\r\n\
+             This is an S/MIME signed message\r\n\r\n------SIG\r\n"
+        )
+        .into_bytes();
+        message.extend_from_slice(entity);
+        message.extend_from_slice(
+            b"\r\n------SIG\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+              Content-Transfer-Encoding: base64\r\n\
+              Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n",
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(signature);
+        for line in encoded.as_bytes().chunks(64) {
+            message.extend_from_slice(line);
+            message.extend_from_slice(b"\r\n");
+        }
+        message.extend_from_slice(b"\r\n------SIG--\r\n");
+
+        // The other side's tool must accept it as a good signature over the entity.
+        let file = self.dir.path().join(format!("signed-{}.eml", unique()));
+        std::fs::write(&file, &message).unwrap();
+        let verified = run_tool(
+            Command::new("openssl")
+                .args(["cms", "-verify", "-noverify", "-in"])
+                .arg(&file),
+            None,
+        );
+        assert_eq!(
+            crlf(&verified),
+            entity,
+            "openssl verifies it over the entity"
+        );
         message
     }
 }

@@ -79,7 +79,8 @@ pub fn run(
         &recipients,
         &content,
         &explain::Settings {
-            mailflow_default: config.keys.encrypt_to_mailflow_keys,
+            allowed: config.allowed_keys(),
+            authenticated_encryption: config.crypto.smime_authenticated_encryption,
             lookup_keys: config.lookup.keys,
             now: time::OffsetDateTime::now_utc(),
         },

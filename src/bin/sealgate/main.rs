@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use sealgate::config::Config;
 use sealgate::keys::admin;
+use sealgate::keys::entry::Selector;
 use sealgate::mail::Direction;
 use sealgate::server::Server;
 use sealgate::server::reload::Reloader;
@@ -87,8 +88,12 @@ enum KeysCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// List the key cache, one line per (address, key).
+    /// List the key cache, one entry per (address, key), with what each key is.
     List {
+        /// Only the entries of this address, or of this fingerprint (as gpg or openssl
+        /// prints it: spaces, colons and case do not matter).
+        #[arg(value_name = "ADDRESS_OR_FINGERPRINT")]
+        target: Option<String>,
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -218,6 +223,7 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
         }
         readable
     };
+    let mut selector: Option<Selector> = None;
     let (request, json) = match command {
         KeysCommand::Import { files } => (
             admin::Request::Import {
@@ -240,7 +246,17 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
             let files = read_all(files);
             (admin::Request::ImportSckm { files, passphrase }, false)
         }
-        KeysCommand::List { json } => (admin::Request::List, json),
+        KeysCommand::List { target, json } => {
+            selector = match target.as_deref().map(|t| (t, Selector::parse(t))) {
+                None => None,
+                Some((_, Some(selector))) => Some(selector),
+                Some((text, None)) => {
+                    eprintln!("sealgate: {text:?} is neither an address nor a fingerprint");
+                    return ExitCode::FAILURE;
+                }
+            };
+            (admin::Request::List, json)
+        }
         KeysCommand::Delete { target } => (admin::Request::Delete { target }, false),
         KeysCommand::Purge => (admin::Request::Purge, false),
     };
@@ -260,6 +276,14 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
         }
     }
     if is_list {
+        let mut entries = response.entries;
+        if let Some(selector) = &selector {
+            entries.retain(|e| selector.matches(e));
+        }
+        let response = admin::Response {
+            entries,
+            ..response
+        };
         if json {
             println!(
                 "{}",
@@ -268,7 +292,11 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
         } else {
             print!(
                 "{}",
-                keytable::render(&response.entries, time::OffsetDateTime::now_utc())
+                keytable::render(
+                    &response.entries,
+                    time::OffsetDateTime::now_utc(),
+                    config.allowed_keys()
+                )
             );
         }
     }

@@ -45,6 +45,36 @@ pub fn serialize_tsk(cert: &Cert) -> Vec<u8> {
     cert.as_tsk().to_vec().unwrap_or_default()
 }
 
+/// Merges the secret subkeys the gateway already held for this cert (`held`, the
+/// sealed form's plaintext) into `cert`, the one being imported: a user who adds a new
+/// encryption subkey imports a file with only that one's secret, and mail still in
+/// flight to the old subkey must keep opening.
+pub fn merge_held(cert: Cert, held: &[u8]) -> Result<Cert, CryptoError> {
+    let mut merged = cert;
+    for old in parse_tsks(held)? {
+        if old.fingerprint() == merged.fingerprint() {
+            merged = merged
+                .merge_public_and_secret(old)
+                .map_err(|e| CryptoError::Key(format!("cannot merge the held key: {e}")))?;
+        }
+    }
+    Ok(merged)
+}
+
+/// The fingerprints of the (sub)keys whose secret the cert carries, newest first: the
+/// keys the gateway can decrypt with.
+pub fn secret_keys(cert: &Cert) -> Vec<String> {
+    let mut keys: Vec<_> = cert
+        .keys()
+        .secret()
+        .map(|k| (k.key().creation_time(), k.key().fingerprint().to_hex()))
+        .collect();
+    keys.sort_by_key(|k| std::cmp::Reverse(k.0));
+    keys.into_iter()
+        .map(|(_, fingerprint)| fingerprint)
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // SCKM import
 

@@ -16,18 +16,25 @@
 //!
 //! - `encrypt`: encryption to recipients' certs, and the ASCII armor around it.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
+//! - `aed`: the LibrePGP AEAD packet (tag 20) that sequoia does not read: its framing
+//!   around RustCrypto's OCB and EAX.
+//! - `signatures`: the signatures of a signed and encrypted message, kept in forms the
+//!   recipient's client can verify.
 //! - `import`: SCKM import, and the stored (TSK) form of its keys.
 //! - `policy`: [`legacy_policy`], [`encryption_keys`] (which keys mail may be
 //!   encrypted to), and what a key may be used for.
 
+mod aed;
 mod decrypt;
 mod encrypt;
 mod import;
 mod policy;
+mod signatures;
 #[cfg(test)]
 mod tests;
 
-pub use decrypt::{MAX_PKESKS, decrypt, decrypt_with_limit};
+pub use decrypt::{MAX_PKESKS, Opened, decrypt, decrypt_with_limit, open, open_with_limit};
 pub use encrypt::encrypt;
-pub use import::{SckmKey, import_sckm, parse_tsks, serialize_tsk};
+pub use import::{SckmKey, import_sckm, merge_held, parse_tsks, secret_keys, serialize_tsk};
 pub use policy::{EncryptionKeys, encryption_keys, legacy_policy};
+pub use signatures::Signed;

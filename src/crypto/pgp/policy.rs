@@ -28,7 +28,8 @@ pub struct EncryptionKeys<'a> {
 /// The keys of `cert` that mail may be encrypted to at `now`: the cert is valid under
 /// `policy` (sequoia's standard policy: legacy SHA-1 keys are not), neither revoked nor
 /// expired, and has supported, alive, unrevoked subkeys for transport or storage
-/// encryption. A cert without is a [`CryptoError::Key`] that says why.
+/// encryption, of which the newest are used. A cert without is a [`CryptoError::Key`]
+/// that says why.
 ///
 /// The key cache asks this when a key comes in, and the encryption path asks it again
 /// for each message, since a key can expire or be revoked in between.
@@ -49,7 +50,7 @@ pub fn encryption_keys<'a>(
     if valid.alive().is_err() {
         return Err(CryptoError::Key(format!("key {fingerprint} has expired")));
     }
-    let keys: Vec<_> = valid
+    let mut keys: Vec<_> = valid
         .keys()
         .supported()
         .alive()
@@ -57,6 +58,10 @@ pub fn encryption_keys<'a>(
         .for_transport_encryption()
         .for_storage_encryption()
         .collect();
+    // The newest encryption subkey is the current one, as GnuPG also decides: a user who
+    // added a subkey keeps the old one (and its secret) only to read mail in flight.
+    let newest = keys.iter().map(|k| k.key().creation_time()).max();
+    keys.retain(|k| Some(k.key().creation_time()) == newest);
     if keys.is_empty() {
         return Err(CryptoError::Key(format!(
             "key {fingerprint} has no valid encryption-capable subkey"

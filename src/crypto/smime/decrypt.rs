@@ -1,6 +1,8 @@
-//! Decryption: read the EnvelopedData (BER or DER) and its RecipientInfos, find the
-//! ones that name one of our certificates, unwrap the content key (RSA key transport or
-//! ECDH key agreement) and decrypt the content.
+//! Decryption: read the EnvelopedData or AuthEnvelopedData (BER or DER) and its
+//! RecipientInfos, find the ones that name one of our certificates, unwrap the content
+//! key (RSA key transport or ECDH key agreement) and decrypt the content: AES-CBC or
+//! 3DES-CBC for EnvelopedData, AES-GCM for AuthEnvelopedData, whose tag is checked
+//! before any plaintext exists.
 
 use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::ContentInfo;
@@ -18,6 +20,7 @@ use zeroize::Zeroizing;
 use super::algorithms::{
     ContentCipher, Curve, aes_unwrap, ecc_cms_shared_info, kdf_hash, wrap_key_len, x963_kdf,
 };
+use super::auth_enveloped::Gcm;
 use super::key_transport::{RsaPadding, rsa_decrypt};
 use super::{SmimeKey, fingerprint, malformed};
 use crate::crypto::{CryptoError, Decrypted, MAX_PLAINTEXT, ber};
@@ -34,26 +37,21 @@ const MAX_KARI_KEYS: usize = 256;
 /// get a thousand of them.
 const MAX_ATTEMPTS: usize = 4;
 
-/// Decrypts CMS EnvelopedData (DER, or the indefinite-length BER that Thunderbird,
-/// Outlook and `openssl cms -stream` send) with the first of `keys` that matches a
-/// RecipientInfo: a KeyTransRecipientInfo by issuer and serial number or by subject key
-/// identifier (RSA, PKCS#1 v1.5 or RSAES-OAEP), or a KeyAgreeRecipientInfo (EC P-256 and
-/// P-384, ephemeral-static ECDH). Content: AES-128/192/256-CBC and 3DES-CBC.
+/// Decrypts CMS EnvelopedData or AuthEnvelopedData (DER, or the indefinite-length BER
+/// that Thunderbird, Outlook and `openssl cms -stream` send) with the first of `keys`
+/// that matches a RecipientInfo: a KeyTransRecipientInfo by issuer and serial number or
+/// by subject key identifier (RSA, PKCS#1 v1.5 or RSAES-OAEP), or a
+/// KeyAgreeRecipientInfo (EC P-256 and P-384, ephemeral-static ECDH). Content:
+/// AES-128/192/256-CBC and 3DES-CBC in EnvelopedData, AES-128/192/256-GCM in
+/// AuthEnvelopedData (RFC 5083, RFC 5084), with its authAttrs as associated data.
 ///
 /// Garbage, unsupported algorithms and oversized or too deeply nested input give
-/// [`CryptoError::Malformed`]; no key named by the message gives [`CryptoError::NoKey`].
+/// [`CryptoError::Malformed`], and so does AuthEnvelopedData whose tag does not check
+/// out: nothing of its content is returned. No key named by the message gives
+/// [`CryptoError::NoKey`].
 pub fn decrypt(message: &[u8], keys: &[SmimeKey]) -> Result<Decrypted, CryptoError> {
     let envelope = Envelope::parse(message)?;
-    let cipher = ContentCipher::from_algorithm(&envelope.content_algorithm)?;
-    if envelope.ciphertext.is_empty() || envelope.ciphertext.len() % cipher.block_len() != 0 {
-        return Err(malformed(format!(
-            "encrypted content of {} bytes is not whole blocks",
-            envelope.ciphertext.len()
-        )));
-    }
-    if envelope.ciphertext.len() > MAX_PLAINTEXT + cipher.block_len() {
-        return Err(malformed("encrypted content is over the plaintext limit"));
-    }
+    let protection = envelope.protection()?;
 
     let mut first_error = None;
     let mut attempts = 0;
@@ -63,17 +61,19 @@ pub fn decrypt(message: &[u8], keys: &[SmimeKey]) -> Result<Decrypted, CryptoErr
                 break 'keys;
             }
             attempts += 1;
-            let opened = slot.unwrap(key, &cipher).and_then(|content_key| {
-                cipher
-                    .decrypt(&content_key, &envelope.ciphertext)
-                    .ok_or_else(|| {
-                        malformed(format!(
-                            "the content does not decrypt with certificate {}: wrong key or \
-                             damaged message",
-                            fingerprint(&key.cert)
-                        ))
-                    })
-            });
+            let opened = slot
+                .unwrap(key, protection.key_len())
+                .and_then(|content_key| {
+                    protection
+                        .open(&content_key, &envelope.ciphertext)
+                        .map_err(|failure| {
+                            malformed(format!(
+                                "the content {failure} with certificate {}: wrong key or \
+                                 damaged message",
+                                fingerprint(&key.cert)
+                            ))
+                        })
+                });
             match opened {
                 Ok(plaintext) => {
                     return Ok(Decrypted {
@@ -90,11 +90,77 @@ pub fn decrypt(message: &[u8], keys: &[SmimeKey]) -> Result<Decrypted, CryptoErr
     Err(first_error.unwrap_or(CryptoError::NoKey))
 }
 
-/// What decryption needs from an EnvelopedData.
+/// What decryption needs from an EnvelopedData or AuthEnvelopedData.
 struct Envelope {
     recipients: Vec<Recipient>,
     content_algorithm: AlgorithmIdentifierOwned,
     ciphertext: Vec<u8>,
+    /// AuthEnvelopedData's associated data and tag; `None` for EnvelopedData.
+    authenticated: Option<Authenticated>,
+}
+
+/// The fields AuthEnvelopedData has after its EncryptedContentInfo.
+struct Authenticated {
+    /// GCM's associated data: the DER of the authAttrs as a SET OF (RFC 5083 §2.1), or
+    /// nothing when there are none.
+    aad: Vec<u8>,
+    /// The `mac` field: the GCM tag.
+    tag: Vec<u8>,
+}
+
+impl Authenticated {
+    /// `fields`: what follows the authEncryptedContentInfo, that is
+    /// `[1] IMPLICIT authAttrs OPTIONAL, mac, [2] IMPLICIT unauthAttrs OPTIONAL`.
+    fn parse(fields: &[AnyRef<'_>]) -> Result<Self, CryptoError> {
+        let auth_attrs = Tag::ContextSpecific {
+            constructed: true,
+            number: TagNumber::N1,
+        };
+        let mut fields = fields.iter();
+        let mut next = fields.next();
+        let mut aad = Vec::new();
+        if let Some(attrs) = next.filter(|f| f.tag() == auth_attrs) {
+            // The attributes are authenticated under the SET OF tag, not the implicit
+            // [1] they are sent with.
+            aad = AnyRef::new(Tag::Set, attrs.value())
+                .and_then(|set| set.to_der())
+                .map_err(malformed)?;
+            next = fields.next();
+        }
+        let tag = next
+            .filter(|f| f.tag() == Tag::OctetString)
+            .ok_or_else(|| malformed("AuthEnvelopedData without a mac"))?
+            .value()
+            .to_vec();
+        Ok(Authenticated { aad, tag })
+    }
+}
+
+/// How the content is protected, once its algorithm has been read.
+enum Protection<'a> {
+    /// EnvelopedData: a block cipher in CBC mode.
+    Cbc(ContentCipher),
+    /// AuthEnvelopedData: AES-GCM and the fields its tag covers.
+    Gcm(Gcm, &'a Authenticated),
+}
+
+impl Protection<'_> {
+    fn key_len(&self) -> usize {
+        match self {
+            Protection::Cbc(cipher) => cipher.key_len(),
+            Protection::Gcm(gcm, _) => gcm.key_len(),
+        }
+    }
+
+    /// The plaintext, or what went wrong, as in "the content {} with certificate X".
+    fn open(&self, key: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, &'static str> {
+        match self {
+            Protection::Cbc(cipher) => cipher.decrypt(key, ciphertext).ok_or("does not decrypt"),
+            Protection::Gcm(gcm, auth) => gcm
+                .open(key, ciphertext, &auth.aad, &auth.tag)
+                .ok_or("fails its integrity check"),
+        }
+    }
 }
 
 /// The DER elements one after another in `bytes`, at most `max` of them.
@@ -111,8 +177,10 @@ fn elements(bytes: &[u8], max: usize) -> Result<Vec<AnyRef<'_>>, CryptoError> {
 }
 
 impl Envelope {
-    /// Reads the parts of an EnvelopedData that decryption uses. The structure is walked
-    /// by hand rather than decoded whole with cms's `EnvelopedData`, for three reasons:
+    /// Reads the parts of an EnvelopedData or AuthEnvelopedData that decryption uses.
+    /// The structure is walked by hand rather than decoded whole with cms's
+    /// `EnvelopedData` (or our [`AuthEnvelopedData`](super::auth_enveloped::AuthEnvelopedData)),
+    /// for three reasons:
     /// a BER `[0] IMPLICIT` encryptedContent stays constructed after [`ber::to_der`] and
     /// der would refuse it; decoding a SET sorts it (quadratic in an attacker's hands);
     /// and one RecipientInfo of a kind we cannot read must not hide ours.
@@ -127,13 +195,9 @@ impl Envelope {
         let info = ContentInfo::from_der(&der)
             .map_err(|e| malformed(format!("not a CMS ContentInfo: {e}")))?;
         drop(der);
-        match info.content_type {
-            rfc5911::ID_ENVELOPED_DATA => {}
-            rfc5911::ID_CT_AUTH_ENVELOPED_DATA => {
-                return Err(malformed(
-                    "AuthEnvelopedData (AES-GCM or ChaCha20-Poly1305 content) is not supported",
-                ));
-            }
+        let authenticated = match info.content_type {
+            rfc5911::ID_ENVELOPED_DATA => false,
+            rfc5911::ID_CT_AUTH_ENVELOPED_DATA => true,
             rfc5911::ID_SIGNED_DATA => {
                 return Err(malformed(
                     "signed-data, not enveloped-data (the signature layer is outside)",
@@ -144,12 +208,14 @@ impl Envelope {
                     "CMS content type {other} is not enveloped-data"
                 )));
             }
-        }
+        };
         if info.content.tag() != Tag::Sequence {
             return Err(malformed("EnvelopedData is not a SEQUENCE"));
         }
-        // version, originatorInfo?, recipientInfos, encryptedContentInfo, unprotectedAttrs?
-        let fields = elements(info.content.value(), 5)?;
+        // EnvelopedData: version, originatorInfo?, recipientInfos, encryptedContentInfo,
+        // unprotectedAttrs?. AuthEnvelopedData has the same up to its
+        // authEncryptedContentInfo, then authAttrs?, mac, unauthAttrs?.
+        let fields = elements(info.content.value(), if authenticated { 7 } else { 5 })?;
         if fields.first().map(Tagged::tag) != Some(Tag::Integer) {
             return Err(malformed("EnvelopedData without a version"));
         }
@@ -193,11 +259,45 @@ impl Envelope {
             Some(_) => return Err(malformed("encryptedContent of the wrong type")),
             None => return Err(malformed("detached encrypted content is not supported")),
         };
+        let authenticated = match authenticated {
+            true => Some(Authenticated::parse(&fields[set + 2..])?),
+            false => None,
+        };
         Ok(Envelope {
             recipients,
             content_algorithm,
             ciphertext,
+            authenticated,
         })
+    }
+
+    /// The content's protection, checked against the ciphertext's length and the tag's.
+    fn protection(&self) -> Result<Protection<'_>, CryptoError> {
+        let length = self.ciphertext.len();
+        let Some(authenticated) = &self.authenticated else {
+            let cipher = ContentCipher::from_algorithm(&self.content_algorithm)?;
+            if length == 0 || !length.is_multiple_of(cipher.block_len()) {
+                return Err(malformed(format!(
+                    "encrypted content of {length} bytes is not whole blocks"
+                )));
+            }
+            if length > MAX_PLAINTEXT + cipher.block_len() {
+                return Err(malformed("encrypted content is over the plaintext limit"));
+            }
+            return Ok(Protection::Cbc(cipher));
+        };
+        let gcm = Gcm::from_algorithm(&self.content_algorithm)?;
+        if authenticated.tag.len() != gcm.tag_len() {
+            return Err(malformed(format!(
+                "a mac of {} bytes where the parameters announce {}",
+                authenticated.tag.len(),
+                gcm.tag_len()
+            )));
+        }
+        if length > MAX_PLAINTEXT {
+            return Err(malformed("encrypted content is over the plaintext limit"));
+        }
+        Ok(Protection::Gcm(gcm, authenticated))
     }
 
     /// The places in this message where `cert`'s key may find the content key.
@@ -355,27 +455,25 @@ enum Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// The content key for `cipher`, unwrapped with `key`.
-    fn unwrap(
-        &self,
-        key: &SmimeKey,
-        cipher: &ContentCipher,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    /// The content key of `key_len` bytes, unwrapped with `key`. EnvelopedData and
+    /// AuthEnvelopedData carry it the same way.
+    fn unwrap(&self, key: &SmimeKey, key_len: usize) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         match self {
             Slot::Ktri(ktri) => {
                 let padding = RsaPadding::from_algorithm(&ktri.key_enc_alg)?;
                 match rsa_decrypt(&key.private_key, &padding, ktri.enc_key.as_bytes())? {
-                    Some(content_key) if content_key.len() == cipher.key_len() => Ok(content_key),
+                    Some(content_key) if content_key.len() == key_len => Ok(content_key),
                     // RFC 3218 §2.3: a failed unwrap goes on with a random key, so that a
                     // padding error looks like any other wrong key (Bleichenbacher, Marvin).
+                    // Under GCM the random key fails the tag, as a wrong key does.
                     _ => {
-                        let mut random = Zeroizing::new(vec![0; cipher.key_len()]);
+                        let mut random = Zeroizing::new(vec![0; key_len]);
                         OsRng.fill_bytes(&mut random);
                         Ok(random)
                     }
                 }
             }
-            Slot::Kari(kari, wrapped) => kari_unwrap(kari, wrapped, key, cipher.key_len()),
+            Slot::Kari(kari, wrapped) => kari_unwrap(kari, wrapped, key, key_len),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Encryption: CMS EnvelopedData with AES-256-CBC content, a KeyTransRecipientInfo for
-//! each RSA recipient and a KeyAgreeRecipientInfo for each EC one.
+//! Encryption: CMS EnvelopedData with AES-256-CBC content, or AuthEnvelopedData with
+//! AES-256-GCM content, with a KeyTransRecipientInfo for each RSA recipient and a
+//! KeyAgreeRecipientInfo for each EC one. Both envelopes get their RecipientInfos from
+//! the same builders.
 
 use std::collections::BTreeSet;
 
@@ -11,17 +13,20 @@ use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
     KeyAgreeRecipientIdentifier, KeyAgreeRecipientInfo, KeyTransRecipientInfo,
     OriginatorIdentifierOrKey, OriginatorPublicKey, RecipientEncryptedKey, RecipientIdentifier,
-    RecipientInfo,
+    RecipientInfo, RecipientInfos,
 };
 use const_oid::db::{rfc5911, rfc5912};
 use der::asn1::{BitString, OctetString};
 use der::{Any, Encode};
+use rand::RngCore;
 use rand::rngs::OsRng;
 use rsa::pkcs8::DecodePublicKey;
 use x509_cert::Certificate;
 use x509_cert::spki::AlgorithmIdentifierOwned;
+use zeroize::Zeroizing;
 
 use super::algorithms::{Curve, aes_wrap, ecc_cms_shared_info, x963_kdf};
+use super::auth_enveloped;
 use super::malformed;
 use crate::crypto::{CryptoError, MAX_PLAINTEXT};
 use crate::keys::material;
@@ -30,8 +35,66 @@ use crate::keys::material;
 /// at once: AES-256-CBC content, PKCS#1 v1.5 key transport for RSA certificates, ECDH key
 /// agreement (RFC 5753, dhSinglePass-stdDH with the X9.63 KDF and AES-256 key wrap) for
 /// EC P-256 and P-384 certificates. Returns the DER ContentInfo, for the caller to base64
-/// into application/pkcs7-mime.
+/// into application/pkcs7-mime; smime-type=enveloped-data.
 pub fn encrypt(plaintext: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>, CryptoError> {
+    let recipients = recipient_infos(plaintext, recipients)?;
+    let mut builder =
+        EnvelopedDataBuilder::new(None, plaintext, ContentEncryptionAlgorithm::Aes256Cbc, None)
+            .map_err(|e| CryptoError::Internal(e.to_string()))?;
+    for recipient in recipients {
+        builder
+            .add_recipient_info(recipient)
+            .map_err(|e| CryptoError::Internal(e.to_string()))?;
+    }
+    let enveloped = builder
+        .build_with_rng(&mut OsRng)
+        .map_err(|e| CryptoError::Internal(format!("building EnvelopedData: {e}")))?;
+    let content = Any::encode_from(&enveloped).map_err(|e| CryptoError::Internal(e.to_string()))?;
+    ContentInfo {
+        content_type: rfc5911::ID_ENVELOPED_DATA,
+        content,
+    }
+    .to_der()
+    .map_err(|e| CryptoError::Internal(e.to_string()))
+}
+
+/// Encrypts `plaintext` as CMS AuthEnvelopedData (RFC 5083) with AES-256-GCM content
+/// (RFC 5084: a random 12-byte nonce, a 16-byte tag), to the same recipients and with
+/// the same key transport and key agreement as [`encrypt`]. Only for recipients known
+/// to read it: older clients cannot. Returns the DER ContentInfo, for the caller to
+/// base64 into application/pkcs7-mime; smime-type=authEnveloped-data.
+pub fn encrypt_authenticated(
+    plaintext: &[u8],
+    recipients: &[Certificate],
+) -> Result<Vec<u8>, CryptoError> {
+    let recipients = recipient_infos(plaintext, recipients)?;
+    let internal = |e: &dyn std::fmt::Display| CryptoError::Internal(e.to_string());
+    let mut content_key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(content_key.as_mut());
+    let sealed = auth_enveloped::seal(&content_key, plaintext)?;
+    let infos = recipients
+        .into_iter()
+        .map(|mut recipient| recipient.build(content_key.as_ref()))
+        .collect::<Result<Vec<RecipientInfo>, _>>()
+        .map_err(|e| CryptoError::Internal(format!("building AuthEnvelopedData: {e}")))?;
+    drop(content_key);
+    let infos = RecipientInfos::try_from(infos).map_err(|e| internal(&e))?;
+    let data = auth_enveloped::auth_enveloped_data(infos, sealed).map_err(|e| internal(&e))?;
+    ContentInfo {
+        content_type: rfc5911::ID_CT_AUTH_ENVELOPED_DATA,
+        content: Any::encode_from(&data).map_err(|e| internal(&e))?,
+    }
+    .to_der()
+    .map_err(|e| internal(&e))
+}
+
+/// A RecipientInfo builder for each distinct certificate in `recipients`, after the
+/// checks both envelopes make: someone to encrypt to, a plaintext within the limit, and
+/// certificates that may be encrypted to.
+fn recipient_infos(
+    plaintext: &[u8],
+    recipients: &[Certificate],
+) -> Result<Vec<Recipient>, CryptoError> {
     if recipients.is_empty() {
         return Err(CryptoError::Key("no recipient certificates".into()));
     }
@@ -41,10 +104,8 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>, 
             plaintext.len()
         )));
     }
-    let mut builder =
-        EnvelopedDataBuilder::new(None, plaintext, ContentEncryptionAlgorithm::Aes256Cbc, None)
-            .map_err(|e| CryptoError::Internal(e.to_string()))?;
-    // The builder puts the RecipientInfos in a SET, where a duplicate is an error.
+    let mut out = Vec::with_capacity(recipients.len());
+    // The RecipientInfos are a SET, where a duplicate is an error.
     let mut seen = BTreeSet::new();
     for cert in recipients {
         let der = cert
@@ -64,7 +125,7 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>, 
             serial_number: cert.tbs_certificate.serial_number.clone(),
         };
         let spki = &cert.tbs_certificate.subject_public_key_info;
-        let added = match spki.algorithm.oid {
+        let recipient = match spki.algorithm.oid {
             rfc5912::RSA_ENCRYPTION => {
                 let key = spki
                     .to_der()
@@ -73,7 +134,7 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>, 
                     .ok_or_else(|| {
                         CryptoError::Key(format!("certificate {fingerprint}: unusable RSA key"))
                     })?;
-                builder.add_recipient_info(RsaRecipient { rid, key })
+                Recipient::Rsa(RsaRecipient { rid, key })
             }
             rfc5912::ID_EC_PUBLIC_KEY => {
                 let curve = Curve::of(&spki.algorithm).ok_or_else(|| {
@@ -86,7 +147,7 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>, 
                     .ok_or_else(|| {
                         CryptoError::Key(format!("certificate {fingerprint}: invalid EC key"))
                     })?;
-                builder.add_recipient_info(EcRecipient { rid, curve, point })
+                Recipient::Ec(EcRecipient { rid, curve, point })
             }
             other => {
                 return Err(CryptoError::Key(format!(
@@ -95,18 +156,38 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>, 
                 )));
             }
         };
-        added.map_err(|e| CryptoError::Internal(e.to_string()))?;
+        out.push(recipient);
     }
-    let enveloped = builder
-        .build_with_rng(&mut OsRng)
-        .map_err(|e| CryptoError::Internal(format!("building EnvelopedData: {e}")))?;
-    let content = Any::encode_from(&enveloped).map_err(|e| CryptoError::Internal(e.to_string()))?;
-    ContentInfo {
-        content_type: rfc5911::ID_ENVELOPED_DATA,
-        content,
+    Ok(out)
+}
+
+/// One recipient's RecipientInfo builder, by the kind of key in their certificate.
+enum Recipient {
+    Rsa(RsaRecipient),
+    Ec(EcRecipient),
+}
+
+impl RecipientInfoBuilder for Recipient {
+    fn recipient_info_type(&self) -> RecipientInfoType {
+        match self {
+            Recipient::Rsa(rsa) => rsa.recipient_info_type(),
+            Recipient::Ec(ec) => ec.recipient_info_type(),
+        }
     }
-    .to_der()
-    .map_err(|e| CryptoError::Internal(e.to_string()))
+
+    fn recipient_info_version(&self) -> CmsVersion {
+        match self {
+            Recipient::Rsa(rsa) => rsa.recipient_info_version(),
+            Recipient::Ec(ec) => ec.recipient_info_version(),
+        }
+    }
+
+    fn build(&mut self, content_key: &[u8]) -> Result<RecipientInfo, cms::builder::Error> {
+        match self {
+            Recipient::Rsa(rsa) => rsa.build(content_key),
+            Recipient::Ec(ec) => ec.build(content_key),
+        }
+    }
 }
 
 /// A KeyTransRecipientInfo for an RSA certificate. The cms crate has one too, but it

@@ -1,16 +1,21 @@
-//! S/MIME enveloped-data (RFC 8551 over CMS, RFC 5652): encrypt a MIME entity to
-//! recipients' certificates, open one with SCKM keys, and import SCKM keys.
+//! S/MIME enveloped-data and authEnveloped-data (RFC 8551 over CMS, RFC 5652 and RFC
+//! 5083): encrypt a MIME entity to recipients' certificates, open one with SCKM keys,
+//! and import SCKM keys.
 //!
-//! - **Encrypt:** AES-256-CBC content. RSA recipients get a KeyTransRecipientInfo with
-//!   PKCS#1 v1.5 key transport, which every client reads (RFC 8551 makes it the MUST for
-//!   senders). EC P-256/P-384 recipients get a KeyAgreeRecipientInfo (RFC 5753):
-//!   ephemeral-static ECDH, the X9.63 KDF with SHA-256 (P-256) or SHA-384 (P-384),
-//!   AES-256 key wrap. The envelope itself comes from the cms crate's builder.
+//! - **Encrypt:** EnvelopedData with AES-256-CBC content ([`encrypt`]), which every
+//!   client reads, or for recipients known to read it AuthEnvelopedData with
+//!   AES-256-GCM ([`encrypt_authenticated`]). RSA recipients get a KeyTransRecipientInfo
+//!   with PKCS#1 v1.5 key transport, which every client reads (RFC 8551 makes it the
+//!   MUST for senders). EC P-256/P-384 recipients get a KeyAgreeRecipientInfo (RFC
+//!   5753): ephemeral-static ECDH, the X9.63 KDF with SHA-256 (P-256) or SHA-384
+//!   (P-384), AES-256 key wrap. EnvelopedData comes from the cms crate's builder;
+//!   AuthEnvelopedData, which cms 0.2.3 does not have, is put together here.
 //! - **Decrypt:** the cms crate builds EnvelopedData but cannot open it, so the steps are
 //!   here: BER to DER ([`ber`](super::ber)), find the RecipientInfo for one of our certificates, unwrap
 //!   the content key (RSA PKCS#1 v1.5 or RSAES-OAEP; ECDH for EC keys), then AES-CBC or
-//!   3DES-CBC. With the `crypto-openssl` feature the RSA step runs in OpenSSL, in constant
-//!   time; rsa 0.9's PKCS#1 v1.5 decryption is not (RUSTSEC-2023-0071).
+//!   3DES-CBC, or for AuthEnvelopedData AES-GCM, whose tag is checked first. With the
+//!   `crypto-openssl` feature the RSA step runs in OpenSSL, in constant time; rsa 0.9's
+//!   PKCS#1 v1.5 decryption is not (RUSTSEC-2023-0071).
 //! - **Import:** PKCS#12 (through OpenSSL) or PEM certificate plus key, refused whole when
 //!   the certificate is for signing only, names no address, or does not match the key.
 //!
@@ -19,10 +24,12 @@
 //!
 //! # Layout
 //!
-//! - `encrypt`: EnvelopedData to RSA (KeyTransRecipientInfo) and EC (KeyAgreeRecipientInfo)
-//!   recipients.
-//! - `decrypt`: reading the EnvelopedData and its RecipientInfos, finding ours, unwrapping
-//!   the content key and decrypting the content.
+//! - `encrypt`: EnvelopedData and AuthEnvelopedData to RSA (KeyTransRecipientInfo) and
+//!   EC (KeyAgreeRecipientInfo) recipients.
+//! - `decrypt`: reading the EnvelopedData or AuthEnvelopedData and its RecipientInfos,
+//!   finding ours, unwrapping the content key and decrypting the content.
+//! - `auth_enveloped`: the AuthEnvelopedData structure cms 0.2.3 lacks, GCMParameters,
+//!   and AES-GCM from the aes-gcm crate.
 //! - `key_transport`: the RSA step of decryption (PKCS#1 v1.5 and RSAES-OAEP), in OpenSSL
 //!   or in rsa 0.9.
 //! - `algorithms`: what both directions share: hashes, the curves, the X9.63 KDF, AES key
@@ -30,6 +37,7 @@
 //! - `import`: SCKM import from PKCS#12 or PEM.
 
 mod algorithms;
+mod auth_enveloped;
 mod decrypt;
 mod encrypt;
 mod import;
@@ -47,7 +55,7 @@ use super::CryptoError;
 use crate::keys::material;
 
 pub use decrypt::decrypt;
-pub use encrypt::encrypt;
+pub use encrypt::{encrypt, encrypt_authenticated};
 pub use import::import_sckm;
 
 /// An S/MIME SCKM key: the certificate and its private key (PKCS#8 DER, unencrypted; the

@@ -17,6 +17,7 @@ pub mod openpgp;
 pub mod smime;
 #[cfg(test)]
 mod tests;
+pub mod trust;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -64,6 +65,9 @@ pub struct Rules {
     /// `[inbound] trusted_authserv_ids`: whose `Authentication-Results` may vouch for a
     /// key that replaces an established one.
     pub trusted_authserv_ids: Vec<String>,
+    /// `[keys] smime_trust`: the CAs a harvested S/MIME certificate is validated
+    /// against; `None` validates nothing.
+    pub smime_trust: Option<std::sync::Arc<trust::SmimeTrust>>,
 }
 
 /// Hands inbound messages to a harvesting thread of its own, off the SMTP path.
@@ -353,7 +357,14 @@ fn find(
                 let end = (content.raw_end_offset() as usize).min(raw.len());
                 let signed = raw.get(start..end).unwrap_or_default();
                 take(
-                    smime_candidates(signature.contents(), Some(signed), &from, &origin, now),
+                    smime_candidates(
+                        signature.contents(),
+                        Some(signed),
+                        &from,
+                        &origin,
+                        rules,
+                        now,
+                    ),
                     refused,
                 );
             }
@@ -365,7 +376,7 @@ fn find(
                 if smime_type == "signed-data" {
                     findings += 1;
                     take(
-                        smime_candidates(part.contents(), None, &from, &origin, now),
+                        smime_candidates(part.contents(), None, &from, &origin, rules, now),
                         refused,
                     );
                 }
@@ -438,14 +449,26 @@ fn smime_candidates(
     detached: Option<&[u8]>,
     from: &str,
     origin: &Origin,
+    rules: &Rules,
     now: OffsetDateTime,
 ) -> Result<Vec<Candidate>, Refusal> {
     let signed = smime::verify(signature, detached)?;
     let mut candidates = Vec::new();
     let mut reasons = signed.failures;
-    for cert in &signed.signers {
+    for signer in &signed.signers {
+        let cert = &signer.cert;
         match material::x509_candidates(cert, Some(from), origin, now) {
-            Ok(found) => candidates.extend(found),
+            Ok(mut found) => {
+                let validated = rules
+                    .smime_trust
+                    .as_ref()
+                    .is_some_and(|trust| trust.validates(cert, &signed.certificates, now));
+                for candidate in &mut found {
+                    candidate.chain_validated = validated;
+                    candidate.reads_aes_gcm = signer.reads_aes_gcm;
+                }
+                candidates.extend(found);
+            }
             Err(Refusal(reason)) => reasons.push(reason),
         }
     }

@@ -5,6 +5,10 @@
 //! The signature check follows RFC 5652 §5.4: the messageDigest attribute must equal
 //! the content's digest, and the signature must verify over the DER of the signed
 //! attributes as a SET OF. RSA PKCS#1 v1.5 and ECDSA (P-256, P-384) are supported.
+//!
+//! A verified signer's sMIMECapabilities attribute (RFC 8551 §2.5.2), which the
+//! signature covers, says what its client can decrypt; we note whether that includes
+//! AES-GCM, so that mail to it may be sent as AuthEnvelopedData.
 
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
@@ -15,6 +19,7 @@ use der::{Decode, Encode};
 use sha2::Digest;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
+use x509_cert::spki::AlgorithmIdentifierOwned;
 
 use crate::crypto::ber;
 use crate::keys::material::Refusal;
@@ -31,10 +36,20 @@ pub const MAX_CERTIFICATES: usize = 32;
 
 /// What a SignedData carries, once its signatures are checked.
 pub struct Signed {
-    /// Certificates of the signers whose signature verifies.
-    pub signers: Vec<Certificate>,
+    /// The signers whose signature verifies.
+    pub signers: Vec<Signer>,
     /// Why the other signer infos did not count.
     pub failures: Vec<String>,
+    /// Every certificate the SignedData carried: the intermediates of a chain.
+    pub certificates: Vec<Certificate>,
+}
+
+/// A signer whose signature verifies.
+pub struct Signer {
+    pub cert: Certificate,
+    /// Its signed sMIMECapabilities list AES-GCM (id-aes128-GCM or id-aes256-GCM): its
+    /// client reads AuthEnvelopedData.
+    pub reads_aes_gcm: bool,
 }
 
 /// Checks a SignedData (DER or BER). `detached` is the signed content of a
@@ -98,6 +113,7 @@ pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refus
     let mut result = Signed {
         signers: Vec::new(),
         failures: Vec::new(),
+        certificates: certificates.iter().map(|c| (*c).clone()).collect(),
     };
     // The content is hashed once per digest algorithm, not once per signer.
     let mut digests: Vec<(ObjectIdentifier, Vec<u8>)> = Vec::new();
@@ -125,7 +141,10 @@ pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refus
             },
         };
         match check_signer(signer, cert, &content_digest) {
-            Ok(()) => result.signers.push((*cert).clone()),
+            Ok(()) => result.signers.push(Signer {
+                cert: (*cert).clone(),
+                reads_aes_gcm: reads_aes_gcm(signer),
+            }),
             Err(reason) => result.failures.push(reason),
         }
     }
@@ -161,6 +180,29 @@ fn certificate_count(der: &[u8]) -> der::Result<usize> {
         count += 1;
     }
     Ok(count)
+}
+
+/// Whether the signer's sMIMECapabilities attribute lists AES-GCM. RFC 8551 §2.7.1:
+/// a sender may use what the recipient announced in its most recent signed mail. No
+/// attribute, or one that does not decode, announces nothing. Call it only for a
+/// signer whose signature verified: the attribute is as trustworthy as the signature.
+fn reads_aes_gcm(signer: &SignerInfo) -> bool {
+    signer
+        .signed_attrs
+        .iter()
+        .flat_map(|attrs| attrs.iter())
+        .filter(|attr| attr.oid == rfc5911::SMIME_CAPABILITIES)
+        .flat_map(|attr| attr.values.iter())
+        // SMIMECapabilities ::= SEQUENCE OF SMIMECapability, which has the shape of an
+        // AlgorithmIdentifier: capabilityID, parameters OPTIONAL.
+        .filter_map(|value| value.decode_as::<Vec<AlgorithmIdentifierOwned>>().ok())
+        .flatten()
+        .any(|capability| {
+            matches!(
+                capability.oid,
+                rfc5911::ID_AES_128_GCM | rfc5911::ID_AES_256_GCM
+            )
+        })
 }
 
 /// Whether `sid` names `cert`.
@@ -277,5 +319,124 @@ fn verify_signature(
             }
         }
         other => Err(format!("unsupported signature key algorithm {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use der::Any;
+    use der::asn1::SetOfVec;
+    use x509_cert::attr::Attribute;
+
+    use super::*;
+
+    /// A SignerInfo from `openssl cms -sign`, whose sMIMECapabilities list AES-CBC,
+    /// 3DES and RC2 but no AES-GCM.
+    fn openssl_signer_info() -> SignerInfo {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=signer",
+        ]);
+        std::fs::write(dir.path().join("m.txt"), b"hello\r\n").unwrap();
+        run(&[
+            "cms", "-sign", "-in", "m.txt", "-signer", "c.pem", "-inkey", "k.pem", "-outform",
+            "DER", "-out", "s.der",
+        ]);
+        let der = std::fs::read(dir.path().join("s.der")).unwrap();
+        let signed: SignedData = ContentInfo::from_der(&der)
+            .unwrap()
+            .content
+            .decode_as()
+            .unwrap();
+        signed.signer_infos.0.get(0).unwrap().clone()
+    }
+
+    /// `signer` with its sMIMECapabilities value replaced by `value`.
+    fn with_capabilities(signer: &SignerInfo, value: Any) -> SignerInfo {
+        let mut attrs: Vec<Attribute> = signer
+            .signed_attrs
+            .iter()
+            .flat_map(|a| a.iter().cloned())
+            .filter(|attr| attr.oid != rfc5911::SMIME_CAPABILITIES)
+            .collect();
+        attrs.push(Attribute {
+            oid: rfc5911::SMIME_CAPABILITIES,
+            values: SetOfVec::try_from(vec![value]).unwrap(),
+        });
+        let mut changed = signer.clone();
+        changed.signed_attrs = Some(SetOfVec::try_from(attrs).unwrap());
+        changed
+    }
+
+    fn capabilities(oids: &[ObjectIdentifier]) -> Any {
+        let list: Vec<AlgorithmIdentifierOwned> = oids
+            .iter()
+            .map(|&oid| AlgorithmIdentifierOwned {
+                oid,
+                parameters: None,
+            })
+            .collect();
+        Any::encode_from(&list).unwrap()
+    }
+
+    #[test]
+    fn aes_gcm_is_read_from_the_signed_smime_capabilities() {
+        let openssl = openssl_signer_info();
+        assert!(
+            openssl
+                .signed_attrs
+                .iter()
+                .flat_map(|attrs| attrs.iter())
+                .any(|a| a.oid == rfc5911::SMIME_CAPABILITIES),
+            "openssl lists capabilities"
+        );
+        assert!(!reads_aes_gcm(&openssl), "but not AES-GCM");
+
+        let cbc = rfc5911::ID_AES_256_CBC;
+        for (listed, reads) in [
+            (vec![rfc5911::ID_AES_256_GCM, cbc], true),
+            (vec![cbc, rfc5911::ID_AES_128_GCM], true),
+            // Only the two names RFC 8551 §2.7 gives AES-GCM count.
+            (vec![rfc5911::ID_AES_192_GCM, cbc], false),
+            (vec![cbc], false),
+            (vec![], false),
+        ] {
+            let signer = with_capabilities(&openssl, capabilities(&listed));
+            assert_eq!(reads_aes_gcm(&signer), reads, "{listed:?}");
+        }
+        // A value that is no SEQUENCE OF capabilities announces nothing.
+        let garbage = with_capabilities(
+            &openssl,
+            Any::encode_from(&rfc5911::ID_AES_256_GCM).unwrap(),
+        );
+        assert!(!reads_aes_gcm(&garbage));
+        // No signed attributes at all.
+        let mut bare = openssl.clone();
+        bare.signed_attrs = None;
+        assert!(!reads_aes_gcm(&bare));
     }
 }

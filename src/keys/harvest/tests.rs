@@ -24,6 +24,7 @@ fn ours() -> Rules {
     Rules {
         internal: InternalDomains::new(["example.com"]),
         trusted_authserv_ids: vec!["mx.example.com".into()],
+        smime_trust: None,
     }
 }
 
@@ -69,7 +70,10 @@ fn a_key_with_too_many_user_ids_is_refused() {
     let report = harvest(&store, &ours(), &mail, OffsetDateTime::now_utc());
     assert!(report.stored.is_empty(), "{report:?}");
     assert!(
-        report.refused.iter().any(|r| r.contains("501 user IDs")),
+        report
+            .refused
+            .iter()
+            .any(|r| r.contains("more than the 64 user IDs")),
         "{report:?}"
     );
     // A key with a few user IDs still is harvested.
@@ -212,6 +216,13 @@ impl KeyStore for Gated {
     fn list(&self) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
         self.inner.list()
     }
+    fn mark_revoked(
+        &self,
+        f: &str,
+        m: Option<&[u8]>,
+    ) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
+        self.inner.mark_revoked(f, m)
+    }
     fn delete(&self, a: &str) -> Result<Vec<crate::keys::KeyEntry>, crate::keys::KeyStoreError> {
         self.inner.delete(a)
     }
@@ -314,7 +325,7 @@ fn a_spoofed_key_waits_unless_the_trusted_mta_vouches_for_the_mail() {
         .find("bob@partner.example")
         .unwrap()
         .into_iter()
-        .filter(|e| e.usable_for_encryption(t0 + 3 * DAY, true))
+        .filter(|e| e.usable_for_encryption(t0 + 3 * DAY, crate::keys::Allowed::EVERY_SOURCE))
         .collect();
     assert_eq!(usable.len(), 1);
     assert_ne!(
@@ -332,4 +343,165 @@ fn a_spoofed_key_waits_unless_the_trusted_mta_vouches_for_the_mail() {
     let entries = store.find("bob@partner.example").unwrap();
     assert_eq!(entries.len(), 1);
     assert!(!entries[0].pending);
+}
+
+/// Runs openssl in `dir`; panics with its stderr when it fails.
+fn openssl_in(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A CA, and a message from carol@partner.example signed with a certificate it issued.
+fn ca_and_signed_mail(dir: &std::path::Path) -> Vec<u8> {
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Partner CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "carol.key",
+            "-out",
+            "carol.csr",
+            "-subj",
+            "/CN=Carol",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=email:carol@partner.example\nkeyUsage=digitalSignature,keyAgreement\n\
+         extendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "carol.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "carol.pem",
+        ],
+    );
+    std::fs::write(
+        dir.join("entity.txt"),
+        "Content-Type: text/plain\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let signed = openssl_in(
+        dir,
+        &[
+            "smime",
+            "-sign",
+            "-in",
+            "entity.txt",
+            "-signer",
+            "carol.pem",
+            "-inkey",
+            "carol.key",
+            "-from",
+            "carol@partner.example",
+            "-to",
+            "user@example.com",
+        ],
+    );
+    crate::mail::mime::crlf(&signed)
+}
+
+#[test]
+fn a_certificate_is_chain_validated_only_against_the_trust_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = ca_and_signed_mail(dir.path());
+    let now = OffsetDateTime::now_utc();
+    let validated = |rules: &Rules| {
+        let store = store();
+        let report = harvest(&store, rules, &mail, now);
+        assert_eq!(report.stored.len(), 1, "{report:?}");
+        store.find("carol@partner.example").unwrap()[0].chain_validated
+    };
+    // No trust store: stored, not validated.
+    assert!(!validated(&ours()));
+    // The CA that issued it: validated.
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let trusting = Rules {
+        smime_trust: Some(Arc::new(trust::SmimeTrust::from_pem(&ca).unwrap())),
+        ..ours()
+    };
+    assert!(validated(&trusting));
+    // Another CA: not validated.
+    openssl_in(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-subj",
+            "/CN=Other CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
+    let other = std::fs::read(dir.path().join("other.pem")).unwrap();
+    let elsewhere = Rules {
+        smime_trust: Some(Arc::new(trust::SmimeTrust::from_pem(&other).unwrap())),
+        ..ours()
+    };
+    assert!(!validated(&elsewhere));
+    assert!(trust::SmimeTrust::from_pem(b"not pem").is_err());
 }

@@ -27,7 +27,11 @@ pub(super) fn policy(text: &str) -> Policy {
 pub(super) fn facts(recipient: &str, internal: bool, keys: &[(KeyKind, Source)]) -> Facts {
     let keys = keys
         .iter()
-        .map(|&(kind, source)| KeyFact { kind, source })
+        .map(|&(kind, source)| KeyFact {
+            kind,
+            source,
+            chain_validated: false,
+        })
         .collect();
     Facts::new("Sender@Example.com", recipient, internal, keys)
 }
@@ -340,4 +344,42 @@ action = "pass"
         ),
         "rest"
     );
+}
+
+#[test]
+fn chain_validated_counts_only_certificates_that_chained_to_the_trust_store() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "validated"
+chain = "outbound"
+key = "smime"
+chain_validated = true
+action = "encrypt"
+
+[[rule]]
+name = "unvalidated-only"
+chain = "outbound"
+key = "smime"
+key_source = "mailflow"
+chain_validated = false
+action = "pass"
+"#,
+    );
+    let chain = &p.outbound;
+    let fact = |validated| {
+        Facts::new(
+            "a@example.com",
+            "r@x.example",
+            false,
+            vec![KeyFact {
+                kind: KeyKind::Smime,
+                source: Source::Mailflow,
+                chain_validated: validated,
+            }],
+        )
+    };
+    assert_eq!(outcome(chain, &fact(true), None), "validated");
+    assert_eq!(outcome(chain, &fact(false), None), "unvalidated-only");
+    assert!(chain.tests_keys);
 }

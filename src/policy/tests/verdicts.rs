@@ -26,6 +26,11 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
         retired: false,
         seen: 0,
         pending: false,
+        chain_validated: false,
+        revoked: false,
+        decrypt_subkeys: Vec::new(),
+        details: None,
+        reads_aes_gcm: false,
     }
 }
 
@@ -55,7 +60,11 @@ fn verdict_after_lookup(
             recipient: "r@x.example",
             entries,
             now: OffsetDateTime::now_utc(),
-            mailflow_default: mailflow,
+            allowed: crate::keys::Allowed {
+                mailflow,
+                unvalidated_smime: true,
+            },
+            authenticated_encryption: Default::default(),
             already_encrypted: encrypted,
             lookup_failed,
         },
@@ -249,4 +258,61 @@ fn lookup_offline_outcomes() {
     let key = entry(KeyKind::Pgp, Source::Admin, "K");
     let v = verdict_after_lookup(&rule(""), &[key], false, None, true);
     assert!(matches!(v.treatment, Treatment::Encrypt(_)), "{v:?}");
+}
+
+#[test]
+fn aes_gcm_for_smime_as_the_setting_the_rule_and_the_harvested_capabilities_say() {
+    use crate::policy::rule::AuthenticatedEncryption::{self, *};
+    let gcm = |rule_field: &str, default: AuthenticatedEncryption, entry: &KeyEntry| {
+        let p = policy(&format!(
+            "[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\n{rule_field}\n"
+        ));
+        let d = decided(&p.outbound, &facts("r@x.example", false, &[]), None);
+        let v = Verdict::new(
+            &p.outbound,
+            &d,
+            &Circumstances {
+                recipient: "r@x.example",
+                entries: std::slice::from_ref(entry),
+                now: OffsetDateTime::now_utc(),
+                allowed: crate::keys::Allowed::EVERY_SOURCE,
+                authenticated_encryption: default,
+                already_encrypted: Some(false),
+                lookup_failed: false,
+            },
+        );
+        assert!(matches!(v.treatment, Treatment::Encrypt(_)), "{v:?}");
+        v.smime_aes_gcm
+    };
+    let mut capable = entry(KeyKind::Smime, Source::Mailflow, "S1");
+    capable.reads_aes_gcm = true;
+    let silent = entry(KeyKind::Smime, Source::Admin, "S2");
+    let mut pgp = entry(KeyKind::Pgp, Source::Admin, "P1");
+    pgp.reads_aes_gcm = true;
+
+    // The setting alone.
+    assert!(!gcm("", Never, &capable));
+    assert!(gcm("", WhenCapable, &capable));
+    assert!(!gcm("", WhenCapable, &silent));
+    assert!(gcm("", Always, &silent));
+    // A rule overrides it, either way.
+    let always = "smime_authenticated_encryption = \"always\"";
+    let never = "smime_authenticated_encryption = \"never\"";
+    let when = "smime_authenticated_encryption = \"when_capable\"";
+    assert!(gcm(always, Never, &silent));
+    assert!(!gcm(never, Always, &capable));
+    assert!(gcm(when, Never, &capable) && !gcm(when, Always, &silent));
+    // OpenPGP has nothing of the kind.
+    assert!(!gcm(always, Always, &pgp));
+
+    let loaded = super::load(
+        "[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\nsmime_authenticated_encryption = \"gcm\"\n",
+    );
+    let errors: Vec<String> = loaded.errors().map(|p| p.to_string()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("50-test.toml:4")
+            && e.contains("smime_authenticated_encryption")
+            && e.contains("when_capable")),
+        "{errors:?}"
+    );
 }

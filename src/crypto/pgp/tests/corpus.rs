@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn corpus(name: &str) -> Vec<u8> {
+pub(super) fn corpus(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/corpus/openpgp")
         .join(name);
@@ -12,7 +12,7 @@ fn corpus(name: &str) -> Vec<u8> {
 
 /// The armored OpenPGP message in a file: the whole file, or for an .eml the
 /// `BEGIN PGP MESSAGE` block in it (PGP/MIME's second part).
-fn corpus_message(name: &str) -> Vec<u8> {
+pub(super) fn corpus_message(name: &str) -> Vec<u8> {
     const END: &str = "-----END PGP MESSAGE-----";
     let text = String::from_utf8(corpus(name)).unwrap();
     let begin = text.find("-----BEGIN PGP MESSAGE-----").unwrap();

@@ -332,5 +332,6 @@ fn import_sckm_unlocks_protected_secrets() {
     assert_eq!(decrypt(&message, &stored).unwrap().plaintext, MIME);
 }
 
+mod aead;
 mod bounds;
 mod corpus;

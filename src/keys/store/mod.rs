@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::entry::{KeyEntry, KeyKind, Source};
+use super::entry::{KeyEntry, KeyKind, Selector, Source};
 
 /// A key about to be stored: everything but the times, which the store sets by its rules.
 #[derive(Debug, Clone)]
@@ -34,6 +34,16 @@ pub struct Candidate {
     /// `Authentication-Results` field (DKIM or DMARC), so the key may replace one
     /// long seen for the address at once.
     pub authenticated: bool,
+    /// For S/MIME certificates: the chain was validated against `[keys] smime_trust`.
+    pub chain_validated: bool,
+    /// For S/MIME certificates harvested from signed mail: the signer's
+    /// sMIMECapabilities listed AES-GCM (see [`KeyEntry::reads_aes_gcm`]).
+    pub reads_aes_gcm: bool,
+    /// The key is revoked (an OpenPGP key revocation in its material). Stored so that
+    /// the cached copy is marked, never to replace a revocation with an unrevoked copy.
+    pub revoked: bool,
+    /// For SCKM keys: the (sub)keys whose secret the gateway holds, newest first.
+    pub decrypt_subkeys: Vec<String>,
 }
 
 /// What storing a candidate did.
@@ -45,6 +55,8 @@ pub enum Put {
     Refreshed,
     /// A new mailflow entry replaced older mailflow keys of the address (their fingerprints).
     Replaced(Vec<String>),
+    /// The entry existed and is now marked revoked.
+    Revoked,
     /// A mailflow key seen for the first time while another key for the address is
     /// established (these fingerprints): it is kept, marked pending, and not used until
     /// it is established itself and the other stops appearing, or mail that vouches
@@ -75,6 +87,13 @@ pub trait KeyStore: Send + Sync {
     fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError>;
     /// Every entry, ordered by address.
     fn list(&self) -> Result<Vec<KeyEntry>, KeyStoreError>;
+    /// Marks the entries of `fingerprint` revoked (with `material`, the key with its
+    /// revocation, when given), and returns them.
+    fn mark_revoked(
+        &self,
+        fingerprint: &str,
+        material: Option<&[u8]>,
+    ) -> Result<Vec<KeyEntry>, KeyStoreError>;
     /// Removes the entries of an address, or every entry of a fingerprint.
     fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError>;
     /// Removes the entries whose cache lifetime has passed, and returns them.
@@ -188,6 +207,20 @@ impl KeyStore for SledKeyStore {
             if seen_in_mail.is_some() {
                 entry.seen = entry.seen.max(1).saturating_add(1);
             }
+            // A revocation is signed by the key itself: it holds whatever the source
+            // that brought it, and no copy without it (an old file, older mail, a stale
+            // DNS record) undoes it.
+            if candidate.revoked || entry.revoked {
+                let newly = !entry.revoked;
+                entry.revoked = true;
+                let material = if candidate.revoked {
+                    candidate.material
+                } else {
+                    Self::decode(&key, &value)?.1
+                };
+                self.store(&entry, &material)?;
+                return Ok(if newly { Put::Revoked } else { Put::Refreshed });
+            }
             let promoted = if entry.pending && candidate.source == Source::Mailflow {
                 self.promotion(&entry, candidate.authenticated)?
             } else {
@@ -213,12 +246,20 @@ impl KeyStore for SledKeyStore {
                 self.tree
                     .remove(Self::key(&old.address, &old.fingerprint))?;
             }
+            // Only signed mail says what the owner's client reads, and the latest says
+            // it best: a sighting updates it, an import or lookup of the same
+            // certificate (which cannot know) leaves it as it was.
+            if candidate.source == Source::Mailflow {
+                entry.reads_aes_gcm = candidate.reads_aes_gcm;
+            }
             // A mailflow sighting never extends the 180 days.
             if candidate.source >= entry.source {
                 entry.can_encrypt = candidate.can_encrypt;
                 entry.can_decrypt |= candidate.can_decrypt;
                 entry.key_expires = candidate.key_expires;
                 entry.legacy = candidate.legacy;
+                entry.chain_validated = candidate.chain_validated;
+                entry.decrypt_subkeys = candidate.decrypt_subkeys;
                 self.store(&entry, &candidate.material)?;
             } else {
                 let material = Self::decode(&key, &value)?.1;
@@ -232,7 +273,8 @@ impl KeyStore for SledKeyStore {
 
         let mut replaced = Vec::new();
         let mut pending = Vec::new();
-        if candidate.source == Source::Mailflow {
+        // A revoked key is stored to be known as revoked; it replaces nothing.
+        if candidate.source == Source::Mailflow && !candidate.revoked {
             for other in self.find(&candidate.address)? {
                 if other.source != Source::Mailflow || other.kind != candidate.kind || other.pending
                 {
@@ -291,6 +333,11 @@ impl KeyStore for SledKeyStore {
             retired: false,
             seen: u32::from(candidate.source == Source::Mailflow),
             pending: !pending.is_empty(),
+            chain_validated: candidate.chain_validated,
+            reads_aes_gcm: candidate.reads_aes_gcm,
+            revoked: candidate.revoked,
+            decrypt_subkeys: candidate.decrypt_subkeys,
+            details: None,
         };
         self.store(&entry, &candidate.material)?;
         Ok(if !pending.is_empty() {
@@ -325,20 +372,39 @@ impl KeyStore for SledKeyStore {
         self.entries_with_prefix(b"")
     }
 
+    fn mark_revoked(
+        &self,
+        fingerprint: &str,
+        material: Option<&[u8]>,
+    ) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        let mut marked = Vec::new();
+        for entry in self
+            .list()?
+            .into_iter()
+            .filter(|e| e.fingerprint == fingerprint)
+        {
+            let key = Self::key(&entry.address, &entry.fingerprint);
+            let Some(value) = self.tree.get(&key)? else {
+                continue;
+            };
+            let (mut entry, old) = Self::decode(&key, &value)?;
+            entry.revoked = true;
+            self.store(&entry, material.unwrap_or(&old))?;
+            marked.push(entry);
+        }
+        self.tree.flush()?;
+        Ok(marked)
+    }
+
     fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
-        let doomed: Vec<KeyEntry> = match super::address::normalize(address_or_fingerprint) {
-            Some(address) => self.find(&address)?,
-            None => {
-                let fingerprint: String = address_or_fingerprint
-                    .chars()
-                    .filter(|c| !c.is_whitespace())
-                    .collect::<String>()
-                    .to_ascii_uppercase();
-                self.list()?
-                    .into_iter()
-                    .filter(|e| e.fingerprint == fingerprint)
-                    .collect()
-            }
+        let doomed: Vec<KeyEntry> = match Selector::parse(address_or_fingerprint) {
+            Some(Selector::Address(address)) => self.find(&address)?,
+            Some(selector) => self
+                .list()?
+                .into_iter()
+                .filter(|e| selector.matches(e))
+                .collect(),
+            None => Vec::new(),
         };
         for entry in &doomed {
             self.tree
@@ -380,360 +446,4 @@ impl KeyStore for SledKeyStore {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The lifetime rules, on a clock the tests set.
-
-    use super::*;
-    use crate::keys::entry::MAILFLOW_LIFETIME;
-    use time::macros::datetime;
-
-    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-    const T0: OffsetDateTime = datetime!(2026-01-01 12:00 UTC);
-
-    fn store(lookup_ttl: Duration) -> SledKeyStore {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        SledKeyStore::open(&db, lookup_ttl).unwrap()
-    }
-
-    fn key(address: &str, fingerprint: &str, source: Source, created: OffsetDateTime) -> Candidate {
-        Candidate {
-            address: address.into(),
-            kind: KeyKind::Pgp,
-            fingerprint: fingerprint.into(),
-            source,
-            message_id: Some("<m@example.org>".into()),
-            sender: Some(address.into()),
-            can_encrypt: true,
-            can_decrypt: false,
-            key_created: created,
-            key_expires: None,
-            material: fingerprint.as_bytes().to_vec(),
-            legacy: false,
-            sealed_secret: None,
-            authenticated: false,
-        }
-    }
-
-    #[test]
-    fn mailflow_entry_expires_exactly_180_days_after_harvest() {
-        let s = store(DAY);
-        assert_eq!(
-            s.put(key("a@example.org", "AA", Source::Mailflow, T0), T0)
-                .unwrap(),
-            Put::Added
-        );
-        let entry = &s.find("a@example.org").unwrap()[0];
-        assert_eq!(entry.expires, Some(T0 + MAILFLOW_LIFETIME));
-        assert_eq!(entry.expires, Some(datetime!(2026-06-30 12:00 UTC)));
-        assert!(!entry.is_expired(T0 + 179 * DAY));
-        assert!(entry.is_expired(T0 + 180 * DAY));
-        assert!(entry.usable_for_encryption(T0, true));
-        assert!(
-            !entry.usable_for_encryption(T0, false),
-            "mailflow keys need the admin's opt-in"
-        );
-    }
-
-    #[test]
-    fn second_sighting_does_not_extend_mailflow_lifetime() {
-        let s = store(DAY);
-        s.put(key("a@example.org", "AA", Source::Mailflow, T0), T0)
-            .unwrap();
-        let later = T0 + 100 * DAY;
-        assert_eq!(
-            s.put(key("a@example.org", "AA", Source::Mailflow, T0), later)
-                .unwrap(),
-            Put::Refreshed
-        );
-        let entries = s.find("a@example.org").unwrap();
-        assert_eq!(entries.len(), 1, "refreshed, not duplicated");
-        assert_eq!(entries[0].expires, Some(T0 + MAILFLOW_LIFETIME));
-        assert_eq!(entries[0].added, T0);
-        assert_eq!(entries[0].last_seen, Some(later));
-    }
-
-    #[test]
-    fn newer_mailflow_key_replaces_older_and_never_the_reverse() {
-        let s = store(DAY);
-        s.put(key("a@example.org", "OLD", Source::Mailflow, T0), T0)
-            .unwrap();
-        let newer = key("a@example.org", "NEW", Source::Mailflow, T0 + DAY);
-        assert_eq!(
-            s.put(newer, T0 + 2 * DAY).unwrap(),
-            Put::Replaced(vec!["OLD".into()])
-        );
-        let stale = key("a@example.org", "OLDER", Source::Mailflow, T0 - DAY);
-        assert!(matches!(
-            s.put(stale, T0 + 3 * DAY).unwrap(),
-            Put::Ignored(_)
-        ));
-        let fingerprints: Vec<_> = s
-            .find("a@example.org")
-            .unwrap()
-            .into_iter()
-            .map(|e| e.fingerprint)
-            .collect();
-        assert_eq!(fingerprints, ["NEW"]);
-    }
-
-    /// The spoofing attack: a key seen for the first time, in mail nothing vouches for,
-    /// took over an address whose key had been seen for months.
-    #[test]
-    fn a_newcomer_does_not_replace_an_established_key() {
-        let s = store(DAY);
-        let a = "a@example.org";
-        s.put(key(a, "REAL", Source::Mailflow, T0), T0).unwrap();
-        s.put(key(a, "REAL", Source::Mailflow, T0), T0 + 3 * DAY)
-            .unwrap();
-        let real = &s.find(a).unwrap()[0];
-        assert!(real.is_established(), "{real:?}");
-
-        // The attacker's key, newer, in spoofed mail: kept as pending, never used.
-        let spoof = key(a, "SPOOF", Source::Mailflow, T0 + 10 * DAY);
-        assert_eq!(
-            s.put(spoof.clone(), T0 + 10 * DAY).unwrap(),
-            Put::Pending(vec!["REAL".into()])
-        );
-        let entries = s.find(a).unwrap();
-        let pending = entries.iter().find(|e| e.fingerprint == "SPOOF").unwrap();
-        assert!(pending.pending);
-        assert!(!pending.usable_for_encryption(T0 + 10 * DAY, true));
-        assert!(
-            entries
-                .iter()
-                .any(|e| e.fingerprint == "REAL" && !e.pending)
-        );
-
-        // The real sender goes on mailing: the spoofer, however often and long it
-        // sends, never takes over.
-        s.put(key(a, "REAL", Source::Mailflow, T0), T0 + 11 * DAY)
-            .unwrap();
-        for day in [12, 14, 20] {
-            assert_eq!(
-                s.put(spoof.clone(), T0 + day * DAY).unwrap(),
-                Put::Refreshed
-            );
-        }
-        let spoofed = s.find(a).unwrap();
-        assert!(
-            spoofed
-                .iter()
-                .any(|e| e.fingerprint == "SPOOF" && e.pending)
-        );
-        assert!(spoofed.iter().any(|e| e.fingerprint == "REAL"));
-    }
-
-    #[test]
-    fn a_rotated_key_takes_over_once_established_and_the_old_one_is_gone() {
-        let s = store(DAY);
-        let a = "a@example.org";
-        s.put(key(a, "OLD", Source::Mailflow, T0), T0).unwrap();
-        s.put(key(a, "OLD", Source::Mailflow, T0), T0 + 2 * DAY)
-            .unwrap();
-        let new = key(a, "NEW", Source::Mailflow, T0 + 5 * DAY);
-        assert!(matches!(
-            s.put(new.clone(), T0 + 5 * DAY).unwrap(),
-            Put::Pending(_)
-        ));
-        // Seen again the same day: not established yet.
-        assert_eq!(s.put(new.clone(), T0 + 5 * DAY).unwrap(), Put::Refreshed);
-        // Seen again a day later, the old key silent since: it takes over.
-        assert_eq!(
-            s.put(new, T0 + 7 * DAY).unwrap(),
-            Put::Replaced(vec!["OLD".into()])
-        );
-        let entries = s.find(a).unwrap();
-        assert_eq!(entries.len(), 1);
-        assert!(!entries[0].pending && entries[0].usable_for_encryption(T0 + 7 * DAY, true));
-    }
-
-    #[test]
-    fn mail_vouched_for_replaces_an_established_key_at_once() {
-        let s = store(DAY);
-        let a = "a@example.org";
-        s.put(key(a, "OLD", Source::Mailflow, T0), T0).unwrap();
-        s.put(key(a, "OLD", Source::Mailflow, T0), T0 + 2 * DAY)
-            .unwrap();
-        let mut new = key(a, "NEW", Source::Mailflow, T0 + 5 * DAY);
-        new.authenticated = true;
-        assert_eq!(
-            s.put(new, T0 + 5 * DAY).unwrap(),
-            Put::Replaced(vec!["OLD".into()])
-        );
-        // A pending key is settled the same way, by vouched-for mail or an admin.
-        let mut other = key("b@example.org", "B1", Source::Mailflow, T0);
-        s.put(other.clone(), T0).unwrap();
-        s.put(other.clone(), T0 + 2 * DAY).unwrap();
-        other.fingerprint = "B2".into();
-        other.key_created = T0 + DAY;
-        assert!(matches!(
-            s.put(other.clone(), T0 + 3 * DAY).unwrap(),
-            Put::Pending(_)
-        ));
-        let mut admin = other.clone();
-        admin.source = Source::Admin;
-        s.put(admin, T0 + 3 * DAY).unwrap();
-        let b2 = s
-            .find("b@example.org")
-            .unwrap()
-            .into_iter()
-            .find(|e| e.fingerprint == "B2")
-            .unwrap();
-        assert!(!b2.pending && b2.source == Source::Admin);
-    }
-
-    #[test]
-    fn lookup_entry_follows_the_configured_ttl() {
-        let hour = Duration::from_secs(3600);
-        let s = store(hour);
-        s.put(key("l@example.org", "LL", Source::Lookup, T0), T0)
-            .unwrap();
-        let entry = &s.find("l@example.org").unwrap()[0];
-        assert_eq!(entry.expires, Some(T0 + hour));
-        assert!(!entry.is_expired(T0 + hour - Duration::from_secs(1)));
-        assert!(entry.is_expired(T0 + hour));
-        // A new lookup result refreshes the TTL.
-        s.put(
-            key("l@example.org", "LL", Source::Lookup, T0),
-            T0 + hour / 2,
-        )
-        .unwrap();
-        assert_eq!(
-            s.find("l@example.org").unwrap()[0].expires,
-            Some(T0 + hour + hour / 2)
-        );
-    }
-
-    #[test]
-    fn admin_and_sckm_entries_never_expire_from_the_cache() {
-        let s = store(DAY);
-        s.put(key("x@example.org", "XX", Source::Admin, T0), T0)
-            .unwrap();
-        let mut sckm = key("y@example.com", "YY", Source::Sckm, T0);
-        sckm.can_decrypt = true;
-        s.put(sckm, T0).unwrap();
-        assert!(s.list().unwrap().iter().all(|e| e.expires.is_none()));
-        assert!(s.purge(T0 + 10_000 * DAY).unwrap().is_empty());
-        // But a key whose own expiry has passed is not usable.
-        let mut expiring = key("z@example.org", "ZZ", Source::Admin, T0);
-        expiring.key_expires = Some(T0 + DAY);
-        s.put(expiring, T0).unwrap();
-        let entry = &s.find("z@example.org").unwrap()[0];
-        assert!(entry.usable_for_encryption(T0, false));
-        assert!(!entry.usable_for_encryption(T0 + 2 * DAY, false));
-    }
-
-    #[test]
-    fn purge_removes_exactly_the_expired_entries() {
-        let s = store(Duration::from_secs(3600));
-        s.put(key("m@example.org", "M1", Source::Mailflow, T0), T0)
-            .unwrap();
-        s.put(
-            key("n@example.org", "N1", Source::Mailflow, T0),
-            T0 + 10 * DAY,
-        )
-        .unwrap();
-        s.put(
-            key("l@example.org", "L1", Source::Lookup, T0),
-            T0 + 170 * DAY,
-        )
-        .unwrap();
-        s.put(key("a@example.org", "A1", Source::Admin, T0), T0)
-            .unwrap();
-        let removed = s.purge(T0 + 180 * DAY).unwrap();
-        let mut gone: Vec<_> = removed.into_iter().map(|e| e.fingerprint).collect();
-        gone.sort();
-        assert_eq!(gone, ["L1", "M1"]);
-        let mut left: Vec<_> = s
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.fingerprint)
-            .collect();
-        left.sort();
-        assert_eq!(left, ["A1", "N1"]);
-    }
-
-    #[test]
-    fn a_higher_source_takes_over_and_a_lower_one_only_refreshes() {
-        let s = store(DAY);
-        s.put(key("a@example.org", "AA", Source::Mailflow, T0), T0)
-            .unwrap();
-        s.put(key("a@example.org", "AA", Source::Admin, T0), T0 + DAY)
-            .unwrap();
-        let entry = &s.find("a@example.org").unwrap()[0];
-        assert_eq!((entry.source, entry.expires), (Source::Admin, None));
-        s.put(
-            key("a@example.org", "AA", Source::Mailflow, T0),
-            T0 + 2 * DAY,
-        )
-        .unwrap();
-        let entry = &s.find("a@example.org").unwrap()[0];
-        assert_eq!(
-            (entry.source, entry.expires, entry.last_seen),
-            (Source::Admin, None, Some(T0 + 2 * DAY))
-        );
-    }
-
-    #[test]
-    fn one_cert_serves_several_addresses_and_delete_by_fingerprint_takes_all() {
-        let s = store(DAY);
-        s.put(key("a@example.org", "CAFE", Source::Admin, T0), T0)
-            .unwrap();
-        s.put(key("b@example.org", "CAFE", Source::Admin, T0), T0)
-            .unwrap();
-        s.put(key("b@example.org", "BEEF", Source::Admin, T0), T0)
-            .unwrap();
-        assert_eq!(
-            s.material("a@example.org", "CAFE").unwrap().as_deref(),
-            Some(&b"CAFE"[..])
-        );
-        assert_eq!(s.delete("cafe").unwrap().len(), 2);
-        assert_eq!(s.delete("B@Example.org").unwrap().len(), 1);
-        assert!(s.list().unwrap().is_empty());
-        assert!(s.delete("nobody@example.org").unwrap().is_empty());
-    }
-}
-
-#[cfg(test)]
-mod sckm_tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn a_new_sckm_key_retires_the_old_one_which_still_decrypts() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let s = SledKeyStore::open(&db, Duration::from_secs(86400)).unwrap();
-        let now = datetime!(2026-01-01 0:00 UTC);
-        let sckm = |fp: &str| Candidate {
-            address: "u@example.com".into(),
-            kind: KeyKind::Pgp,
-            fingerprint: fp.into(),
-            source: Source::Sckm,
-            message_id: None,
-            sender: None,
-            can_encrypt: true,
-            can_decrypt: true,
-            key_created: now,
-            key_expires: None,
-            material: vec![1],
-            legacy: false,
-            sealed_secret: Some(format!("sealed-{fp}").into_bytes()),
-            authenticated: false,
-        };
-        s.put(sckm("OLD"), now).unwrap();
-        s.put(sckm("NEW"), now).unwrap();
-        let entries = s.find("u@example.com").unwrap();
-        let old = entries.iter().find(|e| e.fingerprint == "OLD").unwrap();
-        let new = entries.iter().find(|e| e.fingerprint == "NEW").unwrap();
-        assert!(old.retired && old.can_decrypt && !old.usable_for_encryption(now, false));
-        assert!(!new.retired && new.usable_for_encryption(now, false));
-        assert_eq!(s.sealed_secret("OLD").unwrap().unwrap(), b"sealed-OLD");
-        s.delete("OLD").unwrap();
-        assert!(
-            s.sealed_secret("OLD").unwrap().is_none(),
-            "the secret goes with its entry"
-        );
-        assert!(s.sealed_secret("NEW").unwrap().is_some());
-    }
-}
+mod tests;

@@ -522,11 +522,20 @@ async fn a_new_encryption_subkey_is_current_and_the_old_one_still_decrypts() {
 
     // Mail to the old subkey is on its way when the user rotates.
     let in_flight = user.encrypt_to("user@example.com", &entity("To the old subkey."));
+    // OpenPGP key times count whole seconds: the new subkey must be newer in them, as
+    // it would be for any real user.
+    std::thread::sleep(Duration::from_millis(1100));
     user.run(
         &["--quick-add-key", &primary, "cv25519", "encr", "never"],
         None,
     );
-    let new_sub = user.fingerprints("user@example.com")[2].clone();
+    let fingerprints = user.fingerprints("user@example.com");
+    let new_sub = fingerprints
+        .iter()
+        .skip(1)
+        .find(|f| **f != old_sub)
+        .unwrap()
+        .clone();
     let export = setup.file("new.asc", user.sckm_export(&new_sub));
     setup.keys_expect(&["import-sckm", path_str(&export)], 0);
     let to_new = user.encrypt_to("user@example.com", &entity("To the new subkey."));
@@ -578,6 +587,127 @@ async fn a_new_encryption_subkey_is_current_and_the_old_one_still_decrypts() {
     assert!(
         new.contains("To the new subkey.") && !new.contains("BEGIN PGP MESSAGE"),
         "{new}"
+    );
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// A Thunderbird (RNP) user's SCKM export, by README's recipe
+
+/// RNP, like Thunderbird's key manager, exports only whole secret keys. README's recipe:
+/// the user imports that backup into a throwaway GnuPG home on their own machine and
+/// exports the encryption subkey alone; the signing secret never leaves the machine.
+#[tokio::test]
+async fn a_thunderbird_users_key_reaches_the_gateway_by_the_readme_recipe() {
+    let setup = Mailroom::new();
+    let rnp_home = tempfile::tempdir().unwrap();
+    let rnp = |args: &[&str]| {
+        run_tool(
+            Command::new("rnpkeys")
+                .arg("--homedir")
+                .arg(rnp_home.path())
+                .args(args),
+            None,
+        )
+    };
+    rnp(&[
+        "--generate-key",
+        "--userid",
+        "User <user@example.com>",
+        "--password",
+        "backup words",
+    ]);
+    let backup = rnp(&[
+        "--export-key",
+        "--secret",
+        "--password",
+        "backup words",
+        "user@example.com",
+    ]);
+    let backup_file = setup.file("thunderbird-backup.asc", &backup);
+    let passphrase = setup.file("pass.txt", "backup words\n");
+
+    // The whole key is refused: it holds the signing secret.
+    let out = setup.keys_expect(
+        &[
+            "import-sckm",
+            "--passphrase-file",
+            path_str(&passphrase),
+            path_str(&backup_file),
+        ],
+        1,
+    );
+    assert!(
+        text(&out.stderr).contains("refused"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The recipe.
+    let scratch = GpgHome::with_passphrase("backup words");
+    scratch.run(&["--import", path_str(&backup_file)], None);
+    let fingerprints = scratch.fingerprints("user@example.com");
+    let (primary, subkey) = (fingerprints[0].clone(), fingerprints[1].clone());
+    let export = setup.file("user.sckm.asc", scratch.sckm_export(&subkey));
+    setup.keys_expect(
+        &[
+            "import-sckm",
+            "--passphrase-file",
+            path_str(&passphrase),
+            path_str(&export),
+        ],
+        0,
+    );
+    let entries = setup.list_json();
+    assert_eq!(
+        entry(&entries, "user@example.com")["decrypt_subkeys"],
+        serde_json::json!([subkey.as_str()])
+    );
+
+    // A sender's RNP encrypts to the user; the gateway opens it.
+    let mut serve = Serve::start(&setup);
+    let public = setup.file("user.pub", scratch.run(&["--export"], None));
+    let sender_home = tempfile::tempdir().unwrap();
+    run_tool(
+        Command::new("rnpkeys")
+            .arg("--homedir")
+            .arg(sender_home.path())
+            .arg("--import")
+            .arg(&public),
+        None,
+    );
+    let armored = run_tool(
+        Command::new("rnp")
+            .arg("--homedir")
+            .arg(sender_home.path())
+            .args([
+                "--encrypt",
+                "-r",
+                "user@example.com",
+                "--armor",
+                "--output",
+                "-",
+            ]),
+        Some(&entity("From RNP to a Thunderbird user.")),
+    );
+    send(
+        setup.inbound,
+        "sender@example.org",
+        &["user@example.com"],
+        &pgp_mime(
+            "sender@example.org",
+            "user@example.com",
+            "rnp@example.org",
+            &armored,
+        ),
+    )
+    .await;
+    let opened = delivered_with(&setup, "in", "rnp@example.org");
+    assert!(
+        opened.contains("From RNP to a Thunderbird user.")
+            && opened.contains(&format!("X-Sealgate-Decrypted: pgp; key={primary}\r\n")),
+        "{opened}\n{}",
+        serve.log()
     );
     assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
 }

@@ -114,6 +114,57 @@ async fn an_entry_stored_under_a_longer_lookup_ttl_is_looked_up_again() {
     );
 }
 
+/// `key` with a key revocation its owner made.
+fn revoked(key: &support::keys::PgpKey) -> Vec<u8> {
+    use openpgp::parse::Parse;
+    use openpgp::serialize::SerializeInto;
+    use openpgp::types::ReasonForRevocation;
+    use sequoia_openpgp as openpgp;
+
+    let cert = openpgp::Cert::from_bytes(key.secret_armored.as_bytes()).unwrap();
+    let mut signer = cert
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .unwrap()
+        .into_keypair()
+        .unwrap();
+    let revocation = cert
+        .revoke(&mut signer, ReasonForRevocation::KeyCompromised, b"lost")
+        .unwrap();
+    let (cert, _) = cert.insert_packets(revocation).unwrap();
+    cert.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn a_revoked_key_in_dns_marks_the_cached_copy_and_is_not_used() {
+    let alice = pgp_key("Alice <alice@secure.test>");
+    let dns = DnsServer::start(vec![alice_zone()]).await;
+    // Stored under a longer TTL than the one below, so that it is looked up again.
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let store = Arc::new(SledKeyStore::open(&db, 2 * LOOKUP_TTL).unwrap());
+    let first = keys(lookup(&dns, store.clone()).find("alice@secure.test").await);
+    assert!(!first[0].revoked);
+    dns.stop().await;
+
+    // Alice revokes her key and publishes the revoked cert.
+    let dns = DnsServer::start(vec![
+        Zone::new("test")
+            .signed()
+            .openpgpkey("alice@secure.test", &revoked(&alice)),
+    ])
+    .await;
+    let store = Arc::new(SledKeyStore::open(&db, LOOKUP_TTL).unwrap());
+    let found = keys(lookup(&dns, store.clone()).find("alice@secure.test").await);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].fingerprint, alice.fingerprint);
+    let cached = store.find("alice@secure.test").unwrap();
+    assert!(cached.len() == 1 && cached[0].revoked, "{cached:?}");
+    let now = time::OffsetDateTime::now_utc();
+    assert!(!cached[0].usable_for_encryption(now, sealgate::keys::Allowed::EVERY_SOURCE));
+}
+
 #[tokio::test]
 async fn dnssec_validated_smimea_is_stored_with_source_lookup() {
     let bob = SmimeCert::openssl("bob@secure.test", "digitalSignature,keyEncipherment");

@@ -14,93 +14,12 @@ use std::time::Duration;
 use sealgate::keys::admin::{self, Request};
 use sequoia_openpgp as openpgp;
 use serde_json::Value;
-use support::cli::{Serve, entries_for, entry, path_str, text};
+use support::cli::{Mailroom, Serve, entries_for, entry, path_str, send, table_line, text};
 use support::keys::{GpgHome, SmimeCert, pgp_mime, run_tool};
 use support::{Client, Sink, split_received};
 
 // ---------------------------------------------------------------------------------------
 // The binary
-
-/// Two ports that were free a moment ago: `serve` must know its listeners' addresses
-/// before it starts, and the test must know them too.
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
-
-/// A temp dir with a config file: data in `data/`, inbound mail written to `in/` and
-/// outbound mail to `out/` (`dir:` next hops), listeners on two ports picked free.
-struct Setup {
-    cli: support::cli::Setup,
-    inbound: std::net::SocketAddr,
-    outbound: std::net::SocketAddr,
-}
-
-/// The shared part: the temp dir, the config, `sealgate keys`.
-impl std::ops::Deref for Setup {
-    type Target = support::cli::Setup;
-
-    fn deref(&self) -> &support::cli::Setup {
-        &self.cli
-    }
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let (inbound, outbound) = free_ports();
-        let cli = support::cli::Setup::new(
-            |dir| {
-                format!(
-                    r#"
-data_dir = "{data}"
-internal_domains = ["example.com"]
-hostname = "gw.test"
-
-[inbound]
-listen = "127.0.0.1:{inbound}"
-next_hop = "dir:{inbox}"
-
-[outbound]
-listen = "127.0.0.1:{outbound}"
-next_hop = "dir:{outbox}"
-allowed_clients = ["127.0.0.0/8"]
-"#,
-                    data = dir.join("data").display(),
-                    inbox = dir.join("in").display(),
-                    outbox = dir.join("out").display(),
-                )
-            },
-            Duration::from_secs(60),
-        );
-        Setup {
-            cli,
-            inbound: ([127, 0, 0, 1], inbound).into(),
-            outbound: ([127, 0, 0, 1], outbound).into(),
-        }
-    }
-
-    /// The human `keys list`.
-    fn list_table(&self) -> String {
-        text(&self.keys_expect(&["list"], 0).stdout)
-    }
-
-    /// The `.eml` files written so far into `in/` or `out/`, oldest name first.
-    fn delivered(&self, folder: &str) -> Vec<Vec<u8>> {
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join(folder)) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        paths.sort();
-        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
-    }
-}
 
 /// Checks the fields of an SCKM entry in `keys list --json`.
 fn assert_sckm_entry(entry: &Value, kind: &str, fingerprint: &str) {
@@ -113,13 +32,6 @@ fn assert_sckm_entry(entry: &Value, kind: &str, fingerprint: &str) {
         Value::Null,
         "SCKM keys never leave the cache: {entry:#}"
     );
-}
-
-/// The line of the human `keys list` that shows `fingerprint`.
-fn table_line<'a>(table: &'a str, fingerprint: &str) -> &'a str {
-    let lines: Vec<&str> = table.lines().filter(|l| l.contains(fingerprint)).collect();
-    assert_eq!(lines.len(), 1, "{fingerprint}:\n{table}");
-    lines[0]
 }
 
 /// Every file under `dir`, recursively.
@@ -158,7 +70,7 @@ fn inner(subject: &str, body: &str) -> Vec<u8> {
 fn encryption_subkey_export_is_imported_and_its_secret_sealed_at_rest() {
     use std::os::unix::fs::PermissionsExt;
 
-    let setup = Setup::new();
+    let setup = Mailroom::new();
     let user = GpgHome::new();
     let (primary, subkey) = user.make_key("User <user@example.com>", "rsa3072", "rsa3072", "encr");
     let export = user.sckm_export(&subkey);
@@ -257,7 +169,7 @@ fn encryption_subkey_export_is_imported_and_its_secret_sealed_at_rest() {
 
 #[test]
 fn passphrase_protected_exports_need_the_passphrase_file() {
-    let setup = Setup::new();
+    let setup = Mailroom::new();
     let user = GpgHome::with_passphrase("pw");
     let (primary, subkey) = user.make_key("Pat <pat@example.com>", "ed25519", "cv25519", "encr");
     let export = user.sckm_export(&subkey);
@@ -303,7 +215,7 @@ fn passphrase_protected_exports_need_the_passphrase_file() {
 
 #[test]
 fn smime_pem_and_pkcs12_are_imported() {
-    let setup = Setup::new();
+    let setup = Mailroom::new();
     let pem_user = SmimeCert::openssl("sam@example.com", "keyEncipherment");
     let mut pem = pem_user.pem.clone();
     pem.extend(std::fs::read(pem_user.key_path()).unwrap());
@@ -360,7 +272,7 @@ fn smime_pem_and_pkcs12_are_imported() {
 
 #[test]
 fn signing_secrets_and_garbage_are_refused_and_nothing_is_stored() {
-    let setup = Setup::new();
+    let setup = Mailroom::new();
 
     // A full export: the primary's secret is in it.
     let full = GpgHome::new();
@@ -421,17 +333,9 @@ fn signing_secrets_and_garbage_are_refused_and_nothing_is_stored() {
 // ---------------------------------------------------------------------------------------
 // Reset, through `sealgate serve`
 
-/// Sends `message` to `addr` and asserts 250.
-async fn send(addr: std::net::SocketAddr, from: &str, to: &[&str], message: &[u8]) {
-    let mut client = Client::connect(addr).await;
-    let reply = client.send_mail(from, to, message).await;
-    assert_eq!(reply.code, 250, "{reply:?}");
-    client.quit().await;
-}
-
 #[tokio::test]
 async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
-    let setup = Setup::new();
+    let setup = Mailroom::new();
     let old = GpgHome::new();
     let (old_fpr, old_sub) = old.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
     let new = GpgHome::new();
@@ -616,7 +520,7 @@ fn legacy_sckm_export() -> Vec<u8> {
 
 #[test]
 fn legacy_sha1_key_imports_with_a_warning_for_decryption_only() {
-    let setup = Setup::new();
+    let setup = Mailroom::new();
     let file = setup.file("legacy.asc", legacy_sckm_export());
     let pass = setup.file("pass.txt", "test\n");
     let out = setup.keys_expect(

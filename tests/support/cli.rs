@@ -226,3 +226,102 @@ pub fn serving_addr(log: &str, direction: &str) -> Option<std::net::SocketAddr> 
     let at = line.find(&key)? + key.len();
     line[at..].split_whitespace().next()?.parse().ok()
 }
+
+// ---------------------------------------------------------------------------------------
+// A gateway that writes what it relays into folders
+
+/// Two ports that were free a moment ago: `serve` must know its listeners' addresses
+/// before it starts, and the test must know them too.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// A temp dir with a config file: data in `data/`, inbound mail written to `in/` and
+/// outbound mail to `out/` (`dir:` next hops), listeners on two ports picked free.
+pub struct Mailroom {
+    pub cli: Setup,
+    pub inbound: std::net::SocketAddr,
+    pub outbound: std::net::SocketAddr,
+}
+
+/// The shared part: the temp dir, the config, `sealgate keys`.
+impl std::ops::Deref for Mailroom {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.cli
+    }
+}
+
+impl Mailroom {
+    pub fn new() -> Mailroom {
+        let (inbound, outbound) = free_ports();
+        let cli = Setup::new(
+            |dir| {
+                format!(
+                    r#"
+data_dir = "{data}"
+internal_domains = ["example.com"]
+hostname = "gw.test"
+
+[inbound]
+listen = "127.0.0.1:{inbound}"
+next_hop = "dir:{inbox}"
+
+[outbound]
+listen = "127.0.0.1:{outbound}"
+next_hop = "dir:{outbox}"
+allowed_clients = ["127.0.0.0/8"]
+"#,
+                    data = dir.join("data").display(),
+                    inbox = dir.join("in").display(),
+                    outbox = dir.join("out").display(),
+                )
+            },
+            Duration::from_secs(60),
+        );
+        Mailroom {
+            cli,
+            inbound: ([127, 0, 0, 1], inbound).into(),
+            outbound: ([127, 0, 0, 1], outbound).into(),
+        }
+    }
+
+    /// The human `keys list`.
+    pub fn list_table(&self) -> String {
+        text(&self.keys_expect(&["list"], 0).stdout)
+    }
+
+    /// The `.eml` files written so far into `in/` or `out/`, oldest name first.
+    pub fn delivered(&self, folder: &str) -> Vec<Vec<u8>> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join(folder)) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+}
+
+/// The line of the human `keys list` that shows `fingerprint`.
+pub fn table_line<'a>(table: &'a str, fingerprint: &str) -> &'a str {
+    let lines: Vec<&str> = table.lines().filter(|l| l.contains(fingerprint)).collect();
+    assert_eq!(lines.len(), 1, "{fingerprint}:\n{table}");
+    lines[0]
+}
+
+/// Sends `message` to `addr` and asserts 250.
+pub async fn send(addr: std::net::SocketAddr, from: &str, to: &[&str], message: &[u8]) {
+    let mut client = super::Client::connect(addr).await;
+    let reply = client.send_mail(from, to, message).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+}

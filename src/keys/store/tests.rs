@@ -362,6 +362,91 @@ fn what_a_client_reads_follows_its_latest_signed_mail_and_survives_an_import() {
     assert!(reads(&s));
 }
 
+#[test]
+fn a_revocation_holds_whatever_brought_it_and_no_unrevoked_copy_undoes_it() {
+    let s = store(DAY);
+    let a = "a@example.org";
+    let entry = |s: &SledKeyStore| s.find(a).unwrap().remove(0);
+    s.put(key(a, "AA", Source::Admin, T0), T0).unwrap();
+    assert!(entry(&s).usable_for_encryption(T0, crate::keys::Allowed::EVERY_SOURCE));
+
+    // The revoked cert arrives in mail (an Autocrypt header): it marks the admin's entry.
+    let mut revoked = key(a, "AA", Source::Mailflow, T0);
+    revoked.revoked = true;
+    revoked.material = b"AA with its revocation".to_vec();
+    assert_eq!(s.put(revoked.clone(), T0 + DAY).unwrap(), Put::Revoked);
+    let marked = entry(&s);
+    assert!(
+        marked.revoked && marked.source == Source::Admin,
+        "{marked:?}"
+    );
+    assert!(!marked.usable_for_encryption(T0 + DAY, crate::keys::Allowed::EVERY_SOURCE));
+    assert_eq!(
+        s.material(a, "AA").unwrap().as_deref(),
+        Some(&b"AA with its revocation"[..])
+    );
+
+    // The admin re-imports the old file, a lookup returns a stale copy: still revoked,
+    // and the material keeps the revocation.
+    for source in [Source::Admin, Source::Lookup, Source::Mailflow] {
+        assert_eq!(
+            s.put(key(a, "AA", source, T0), T0 + 2 * DAY).unwrap(),
+            Put::Refreshed
+        );
+        assert!(entry(&s).revoked, "{source:?}");
+    }
+    assert_eq!(
+        s.material(a, "AA").unwrap().as_deref(),
+        Some(&b"AA with its revocation"[..])
+    );
+}
+
+#[test]
+fn a_revoked_newcomer_from_mail_replaces_nothing() {
+    let s = store(DAY);
+    let a = "a@example.org";
+    s.put(key(a, "AA", Source::Mailflow, T0), T0).unwrap();
+    let mut revoked = key(a, "BB", Source::Mailflow, T0 + DAY);
+    revoked.revoked = true;
+    s.put(revoked, T0 + DAY).unwrap();
+    let entries = s.find(a).unwrap();
+    let aa = entries.iter().find(|e| e.fingerprint == "AA").unwrap();
+    let bb = entries.iter().find(|e| e.fingerprint == "BB").unwrap();
+    assert!(!aa.revoked && !aa.pending, "{aa:?}");
+    assert!(bb.revoked && !bb.usable_for_encryption(T0 + DAY, crate::keys::Allowed::EVERY_SOURCE));
+}
+
+#[test]
+fn mark_revoked_marks_every_address_of_the_key() {
+    let s = store(DAY);
+    s.put(key("a@example.org", "CC", Source::Admin, T0), T0)
+        .unwrap();
+    s.put(key("b@example.org", "CC", Source::Admin, T0), T0)
+        .unwrap();
+    s.put(key("c@example.org", "DD", Source::Admin, T0), T0)
+        .unwrap();
+    let marked = s.mark_revoked("CC", None).unwrap();
+    assert_eq!(marked.len(), 2);
+    let revoked: Vec<_> = s
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.address, e.revoked))
+        .collect();
+    assert_eq!(
+        revoked,
+        [
+            ("a@example.org".to_string(), true),
+            ("b@example.org".to_string(), true),
+            ("c@example.org".to_string(), false)
+        ]
+    );
+    assert_eq!(
+        s.material("a@example.org", "CC").unwrap().as_deref(),
+        Some(&b"CC"[..])
+    );
+}
+
 mod sckm_tests {
     use super::*;
     use time::macros::datetime;

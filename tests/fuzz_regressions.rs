@@ -296,3 +296,65 @@ async fn a_message_cut_short_in_its_seip_packet_is_delivered_as_sent() {
     );
     gw.stop().await;
 }
+
+/// The `smtp_session` target: mail-parser stops reading a header block at a line
+/// without a colon followed by a line of whitespace only, where other readers skip the
+/// odd line, or take it for a continuation, and read on to the empty line.
+/// `marks::strip_ours` went by mail-parser's fields, so an `X-Sealgate` field after
+/// them was no field to sealgate and reached the next hop, for whom it was one: a
+/// sender could forge what the gateway did. libFuzzer minimised it to the header
+/// `Q\n \nX-Sealgate:`.
+#[tokio::test]
+async fn a_forged_mark_after_an_odd_line_and_a_line_of_whitespace_is_removed() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let forged = b"From: bob@example.org\r\nQ\r\n \r\nX-Sealgate-Decrypted: pgp; key=FORGED\r\n\
+        x-sealgate : forged\r\n\t folded\r\nSubject: hi\r\n\r\n\
+        body\r\nX-Sealgate: in the body, left alone\r\n";
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail("bob@example.org", &["alice@example.com"], forged)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(
+        !text.contains("FORGED") && !text.contains("forged") && !text.contains("folded"),
+        "{text}"
+    );
+    // What is left of the header, the line of whitespace with it, as it came.
+    assert!(
+        text.contains(
+            "\r\n \r\nSubject: hi\r\n\r\nbody\r\nX-Sealgate: in the body, left alone\r\n"
+        ),
+        "{text}"
+    );
+    gw.stop().await;
+}
+
+/// Found while fixing the one above: `strip_ours` read the first 256 KiB of the header
+/// block only, so an `X-Sealgate` field further down went through.
+#[tokio::test]
+async fn a_forged_mark_past_256_kib_of_header_is_removed() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let mut forged = b"From: bob@example.org\r\n".to_vec();
+    for i in 0..3000 {
+        forged.extend_from_slice(format!("X-Filler-{i:04}: {}\r\n", "f".repeat(80)).as_bytes());
+    }
+    assert!(forged.len() > 256 * 1024);
+    forged
+        .extend_from_slice(b"X-Sealgate-Decrypted: pgp; key=FORGED\r\nSubject: hi\r\n\r\nbody\r\n");
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail("bob@example.org", &["alice@example.com"], &forged)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(!text.contains("FORGED"), "the forged field went through");
+    assert!(text.contains("X-Filler-2999: ") && text.ends_with("\r\nSubject: hi\r\n\r\nbody\r\n"));
+    gw.stop().await;
+}

@@ -6,6 +6,10 @@
 //! the decrypted message put together from the outer header and the plaintext, with
 //! the OpenPGP signatures that were inside kept.
 //!
+//! The message is taken as DATA hands it on, its line ends made CRLF: a bare CR or LF
+//! never reaches the decrypt path, and the next hop would read one as a line end where
+//! sealgate did not (a false finding, once).
+//!
 //! Mutated ciphertext seldom decrypts, so an input may also carry its plaintext: after
 //! a line `--sealgate-fuzz-plaintext--`, the rest is taken as what the message decrypted
 //! to, and the message is put together with it for each kind.
@@ -72,12 +76,17 @@ fuzz_target!(|data: &[u8]| {
     let split = data.windows(PLAINTEXT.len()).position(|w| w == PLAINTEXT);
     if let Some(at) = split {
         let (raw, plaintext) = (&data[..at + 2], &data[at + PLAINTEXT.len()..]);
+        // The message as DATA hands it on; the plaintext is whatever it decrypted to.
+        let raw = mime::crlf(raw);
         for kind in [Encrypted::PgpMime, Encrypted::InlinePgp, Encrypted::Smime] {
-            check_decrypted(raw, kind, plaintext, None);
+            check_decrypted(&raw, kind, plaintext, None);
         }
         return;
     }
 
+    // Every message the transform sees has come through DATA, which makes each bare CR
+    // and bare LF a CRLF (smtp::data); mime::crlf does the same.
+    let data = &mime::crlf(data)[..];
     let Some(kind) = mime::encrypted(data) else {
         return;
     };

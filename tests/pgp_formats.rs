@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sequoia_openpgp as openpgp;
-use support::keys::{GpgHome, crlf, pgp_mime, run_tool};
+use support::keys::{GpgHome, autocrypt_header, crlf, pgp_mime, run_tool};
 use support::{Client, Gateway, Received, Sink, log};
 
 const USER: &str = "user@example.com";
@@ -802,5 +802,20 @@ async fn policy_log_line_said_decrypted_for_mail_that_was_not() {
     )
     .await;
     assert!(decrypted.contains(&s.user_fpr), "{decrypted}");
+
+    // Harvesting runs in the background, after the reply; its lines name the
+    // transaction too.
+    let key = s.alice.run(&["--export", SENDER], None);
+    let mail = format!(
+        "From: {SENDER}\r\nTo: {USER}\r\nSubject: my key\r\n{}\r\n\r\nMy key.\r\n",
+        autocrypt_header(SENDER, &key)
+    );
+    let (_, id) = s.send(mail.as_bytes()).await;
+    log::wait_for(
+        // Alice's key here signs only: it is refused, and the line says so.
+        |l| l.contains("sealgate::keys::harvest") && l.contains(&format!("id={id}")),
+        Duration::from_secs(10),
+    )
+    .await;
     s.gw.stop().await;
 }

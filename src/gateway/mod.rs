@@ -158,7 +158,7 @@ impl Gateway {
             && reply.is_positive()
             && verdicts.iter().any(|v| v.harvest)
         {
-            self.harvester.submit(&message);
+            self.harvester.submit(id, &message);
         }
 
         let next_hop_replies: Vec<String> = handed

@@ -48,6 +48,7 @@ pub mod dns;
 pub mod gateway;
 pub mod keys;
 pub mod mail;
+pub mod org;
 pub mod policy;
 pub mod relay;
 pub mod server;

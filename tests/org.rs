@@ -316,3 +316,111 @@ fn the_renewal_job_of_a_running_gateway_renews_certifications_before_they_expire
     let (status, _) = sealgate(&setup, &["org", "status"], 0);
     assert!(status.contains("renewal: every 1s, next 20"), "{status}");
 }
+
+/// Every file under `dir`, as paths relative to it, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn published_keys_are_where_gnupg_and_dns_look_for_them() {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+
+    let setup = Mailroom::new();
+    sckm_user(&setup, "user");
+    sckm_user(&setup, "Mixed.Case");
+    sealgate(&setup, &["org", "init"], 0);
+    let (org_asc, _) = sealgate(&setup, &["org", "export"], 0);
+    let org_fpr = org_fingerprint(&org_asc);
+
+    // WKD: the same tree as GnuPG's own gpg-wks-client --install-key makes.
+    let ours = setup.dir.path().join("wkd");
+    sealgate(&setup, &["org", "publish", "wkd", path_str(&ours)], 0);
+    let theirs = setup.dir.path().join("wkd-gnupg");
+    std::fs::create_dir(&theirs).unwrap();
+    let wks_home = GpgHome::new();
+    for address in ["user@example.com", "mixed.case@example.com"] {
+        let (exported, _) = sealgate(&setup, &["keys", "export", address], 0);
+        let file = setup.file("export.asc", &exported);
+        support::keys::run_tool(
+            std::process::Command::new("/usr/lib/gnupg/gpg-wks-client")
+                .env("GNUPGHOME", wks_home.path())
+                .arg("-C")
+                .arg(&theirs)
+                .arg("--install-key")
+                .arg(&file)
+                .arg(address),
+            None,
+        );
+    }
+    assert_eq!(tree(&ours), tree(&theirs));
+    assert_eq!(tree(&ours).len(), 3, "{:?}", tree(&ours));
+    for file in tree(&ours) {
+        let mode = std::fs::metadata(ours.join(&file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{file}: a web server must read it");
+        if file.contains("/hu/") {
+            // What a WKD client fetches: the key, certified.
+            let partner = partner_trusting(&org_asc);
+            partner.run(&["--import", path_str(&ours.join(&file))], None);
+            let listing = text(&partner.run(&["--with-colons", "--list-keys"], None));
+            assert!(
+                listing.lines().any(|l| l.starts_with("uid:f:")),
+                "{file}: {listing}"
+            );
+        }
+    }
+
+    // DANE: one OPENPGPKEY record per user, under the owner name RFC 7929 gives (as
+    // the tests' DNS server computes it), holding the certified key.
+    let (zone, _) = sealgate(
+        &setup,
+        &["org", "publish", "dane", "--zone", "example.com"],
+        0,
+    );
+    let records: Vec<&str> = zone.lines().filter(|l| !l.starts_with(';')).collect();
+    assert_eq!(records.len(), 2, "{zone}");
+    for address in ["user@example.com", "Mixed.Case@example.com"] {
+        let owner = support::dns::key_owner(&address.to_lowercase(), "_openpgpkey").to_string();
+        let record = records
+            .iter()
+            .find(|r| r.starts_with(&format!("{owner} IN OPENPGPKEY ")))
+            .unwrap_or_else(|| panic!("no record for {address} at {owner}:\n{zone}"));
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(record.rsplit(' ').next().unwrap())
+            .unwrap();
+        let partner = partner_trusting(&org_asc);
+        partner.run(&["--import"], Some(&key));
+        let listing = text(&partner.run(
+            &["--with-colons", "--check-sigs", &address.to_lowercase()],
+            None,
+        ));
+        let by_org = |l: &&str| l.starts_with("sig:!") && l.split(':').nth(12) == Some(&org_fpr);
+        assert!(
+            listing.lines().any(|l| l.starts_with("uid:f:")) && listing.lines().any(|l| by_org(&l)),
+            "{address}: {listing}"
+        );
+    }
+    let (other, _) = sealgate(
+        &setup,
+        &["org", "publish", "dane", "--zone", "example.org"],
+        0,
+    );
+    assert!(!other.contains(" IN OPENPGPKEY "), "{other}");
+}

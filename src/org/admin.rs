@@ -38,12 +38,17 @@ pub enum OrgRequest {
         address: String,
         smime: bool,
     },
+    /// The certified keys of every internal user, for `org publish`: JSON in the output.
+    Published,
 }
 
 impl OrgRequest {
     /// Whether it needs the sealed secrets (and so the KEK).
     pub fn needs_secrets(&self) -> bool {
-        !matches!(self, OrgRequest::Status | OrgRequest::KeysExport { .. })
+        !matches!(
+            self,
+            OrgRequest::Status | OrgRequest::KeysExport { .. } | OrgRequest::Published
+        )
     }
 }
 
@@ -140,6 +145,7 @@ pub fn execute(
             })
         }
         OrgRequest::KeysExport { address, smime } => keys_export(cx, &address, smime, now),
+        OrgRequest::Published => published(cx, now),
     }
 }
 
@@ -286,23 +292,84 @@ fn keys_export(
                 "no current key of an internal user for {address} (SCKM or imported)"
             ))
         })?;
-    let material = cx
-        .keys
-        .material(&entry.address, &entry.fingerprint)?
-        .ok_or_else(|| OrgError::Internal(format!("key {} vanished", entry.fingerprint)))?;
-    let mut cert = Cert::from_bytes(&material)
-        .map_err(|e| OrgError::Internal(format!("cached key {}: {e}", entry.fingerprint)))?;
+    let (cert, certified) = certified_key(cx, &entry, now)?;
     let mut messages = Vec::new();
-    match cx.store.certification(&entry.address, &entry.fingerprint)? {
-        Some(c) if c.expires > now => cert = key::with_certifications(cert, &c.signatures)?,
-        _ => messages.push(format!(
+    if !certified {
+        messages.push(format!(
             "{address}: the key is not certified by the org key (yet): run sealgate org renew"
-        )),
+        ));
     }
     // Only public material leaves: an SCKM entry's material is its public cert.
     let armored = cert.armored().to_vec().expect("a cert serializes");
     Ok(OrgAnswer {
         messages,
         output: String::from_utf8(armored).expect("armor is ASCII"),
+    })
+}
+
+/// `entry`'s public cert with the org key's certification when it has a current one,
+/// and whether it has.
+fn certified_key(
+    cx: &OrgContext,
+    entry: &crate::keys::KeyEntry,
+    now: OffsetDateTime,
+) -> Result<(Cert, bool), OrgError> {
+    let material = cx
+        .keys
+        .material(&entry.address, &entry.fingerprint)?
+        .ok_or_else(|| OrgError::Internal(format!("key {} vanished", entry.fingerprint)))?;
+    let cert = Cert::from_bytes(&material)
+        .map_err(|e| OrgError::Internal(format!("cached key {}: {e}", entry.fingerprint)))?;
+    match cx.store.certification(&entry.address, &entry.fingerprint)? {
+        Some(c) if c.expires > now => Ok((key::with_certifications(cert, &c.signatures)?, true)),
+        _ => Ok((cert, false)),
+    }
+}
+
+/// One published key, as `org publish` gets it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishedKey {
+    pub address: String,
+    /// The binary public cert with its certification, base64.
+    pub key: String,
+}
+
+/// The certified key of every internal user the org vouches for (the newest, when a
+/// user has several): only certified ones, since publishing says the org stands by them.
+fn published(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer, OrgError> {
+    use base64::Engine;
+    let mut newest: std::collections::BTreeMap<String, crate::keys::KeyEntry> =
+        std::collections::BTreeMap::new();
+    for entry in cx
+        .keys
+        .list()?
+        .into_iter()
+        .filter(|e| renew::eligible(e, cx.config))
+    {
+        let keep = newest
+            .get(&entry.address)
+            .is_none_or(|old| old.key_created < entry.key_created);
+        if keep {
+            newest.insert(entry.address.clone(), entry);
+        }
+    }
+    let mut keys = Vec::new();
+    let mut messages = Vec::new();
+    for entry in newest.values() {
+        match certified_key(cx, entry, now)? {
+            (cert, true) => keys.push(PublishedKey {
+                address: entry.address.clone(),
+                key: base64::engine::general_purpose::STANDARD
+                    .encode(cert.to_vec().expect("a cert serializes")),
+            }),
+            (_, false) => messages.push(format!(
+                "{}: not published: not certified by the org key (run sealgate org renew)",
+                entry.address
+            )),
+        }
+    }
+    Ok(OrgAnswer {
+        messages,
+        output: serde_json::to_string(&keys).expect("keys serialize"),
     })
 }

@@ -12,12 +12,14 @@
 //! - [`key`]: the OpenPGP org key and its certifications (pure).
 //! - [`ca`]: the X.509 org certificate, user certificates and the CRL (pure).
 //! - [`renew`]: the renewal job: who is certified and issued for, and when.
+//! - [`publish`]: DNS records and a Web Key Directory tree of the certified keys.
 //! - [`admin`]: the operations behind `sealgate org ...` and `keys export`.
 
 pub mod activity;
 pub mod admin;
 
 pub mod key;
+pub mod publish;
 pub mod renew;
 pub mod store;
 

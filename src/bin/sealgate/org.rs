@@ -2,6 +2,8 @@
 //! [`sealgate::org::admin`], reached like the `keys` verbs (the running server's admin
 //! socket, or the database).
 
+use std::fs::Permissions;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +46,26 @@ pub enum OrgCommand {
     Status,
     /// Run the certification job now.
     Renew,
+    /// Publish the certified keys of internal users where partners look for them.
+    Publish {
+        #[command(subcommand)]
+        what: PublishCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PublishCommand {
+    /// Print OPENPGPKEY records (RFC 7929) for the users of a zone, to sign into it.
+    Dane {
+        #[arg(long, value_name = "DOMAIN")]
+        zone: String,
+    },
+    /// Write a Web Key Directory tree (DOMAIN/hu/HASH, DOMAIN/policy) into DIR, as
+    /// gpg-wks-client --install-key does: serve DIR/DOMAIN as .well-known/openpgpkey/.
+    Wkd {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// The text of a file's first line (a passphrase file).
@@ -113,8 +135,84 @@ pub fn run(config: &Config, command: OrgCommand) -> ExitCode {
         OrgCommand::Export { secret } => OrgRequest::Export { secret },
         OrgCommand::Status => OrgRequest::Status,
         OrgCommand::Renew => OrgRequest::Renew,
+        OrgCommand::Publish { what } => return publish(config, what),
     };
     send(config, request)
+}
+
+/// `org publish`: the certified keys come from the server (or the database); the
+/// files are written here, where the admin runs the command.
+fn publish(config: &Config, what: PublishCommand) -> ExitCode {
+    use base64::Engine;
+    use sealgate::org::publish::{self, Published};
+    let request = Request::Org {
+        request: OrgRequest::Published,
+    };
+    let response = match admin::request(config, request) {
+        Ok(response) => response,
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for message in &response.messages {
+        eprintln!("{message}");
+    }
+    if response.failed {
+        return ExitCode::FAILURE;
+    }
+    let listed: Vec<sealgate::org::admin::PublishedKey> =
+        match serde_json::from_str(&response.output) {
+            Ok(keys) => keys,
+            Err(e) => {
+                eprintln!("sealgate: the server sent a bad answer: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let keys: Vec<Published> = listed
+        .into_iter()
+        .filter_map(|k| {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(k.key)
+                .ok()?;
+            Some(Published {
+                address: k.address,
+                key,
+            })
+        })
+        .collect();
+    match what {
+        PublishCommand::Dane { zone } => {
+            print!("{}", publish::dane(&keys, &zone));
+            ExitCode::SUCCESS
+        }
+        PublishCommand::Wkd { dir } => {
+            for (path, contents) in publish::wkd(&keys) {
+                let path = dir.join(path);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), public_dir)
+                    .and_then(|()| std::fs::write(&path, contents))
+                    .and_then(|()| std::fs::set_permissions(&path, Permissions::from_mode(0o644)));
+                if let Err(e) = written {
+                    eprintln!("sealgate: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents readable by all (0755): a web server serves
+/// them, whatever sealgate's own umask (077).
+fn public_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    std::fs::set_permissions(dir, Permissions::from_mode(0o755))
 }
 
 /// `keys export ADDRESS [--smime]`.

@@ -29,6 +29,7 @@
 //!   worker, and the DSNs it sends ([`spool::dsn`]).
 //! - [`keys`]: the key cache, harvesting keys from inbound mail, and the operations
 //!   behind `sealgate keys ...` with the admin socket that reaches a running server.
+//! - [`org`]: the organization's own keys; [`org::ca`] is the Organization certificate.
 //! - [`crypto`]: OpenPGP and S/MIME encryption and decryption (never signing), and the
 //!   BER real clients send.
 //! - [`dns`]: key lookup in DNSSEC-validated OPENPGPKEY and SMIMEA records, with the
@@ -48,6 +49,7 @@ pub mod dns;
 pub mod gateway;
 pub mod keys;
 pub mod mail;
+pub mod org;
 pub mod policy;
 pub mod relay;
 pub mod server;

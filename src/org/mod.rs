@@ -1,0 +1,3 @@
+//! The organization's own keys: the Organization certificate ([`ca`]).
+
+pub mod ca;

@@ -7,6 +7,7 @@
 //! Certificates are built with x509-cert's builder; the CRL, which that builder cannot
 //! make, is assembled from x509-cert's own types and signed with the same key.
 
+mod crl;
 mod key;
 #[cfg(test)]
 mod tests;

@@ -218,6 +218,22 @@ impl CaKey {
                 .is_ok_and(|v| v == rsa_private(k).to_public_key()),
         }
     }
+
+    /// The algorithm [`CaKey::sign`] signs with, as a signed structure names it.
+    pub(super) fn algorithm(&self) -> Result<AlgorithmIdentifierOwned, CaError> {
+        self.signature_algorithm_identifier()
+            .map_err(|e| CaError::Internal(format!("the CA key's signature algorithm: {e}")))
+    }
+
+    /// Signs `message` (a TBSCertList), returning the signature as its BIT STRING.
+    pub(super) fn sign(&self, message: &[u8]) -> Result<BitString, CaError> {
+        let signature: CaSignature = self
+            .try_sign(message)
+            .map_err(|e| CaError::Internal(format!("signing with the CA key: {e}")))?;
+        signature
+            .to_bitstring()
+            .map_err(|e| CaError::Internal(format!("encoding the CA's signature: {e}")))
+    }
 }
 
 /// The public half of a [`CaKey`], as SPKI DER: what x509-cert's builder asks a signer for.

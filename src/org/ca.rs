@@ -72,6 +72,8 @@ pub struct Ca {
     cert_der: Vec<u8>,
     /// `cert_der` parsed: the subject and extensions are read from it.
     cert: Certificate,
+    /// The start of the certificate's validity, before which no user certificate starts.
+    not_before: OffsetDateTime,
     /// The end of the certificate's validity, which no user certificate passes.
     not_after: OffsetDateTime,
     /// What issued certificates and the CRL name as their authorityKeyIdentifier: the CA's
@@ -218,6 +220,7 @@ impl Ca {
     fn assemble(cert: Certificate, key: CaKey) -> Result<Ca, CaError> {
         let cert_der = cert.to_der().map_err(encoding)?;
         let tbs = &cert.tbs_certificate;
+        let not_before = offset_time(tbs.validity.not_before)?;
         let not_after = offset_time(tbs.validity.not_after)?;
         let key_id = match tbs.get::<SubjectKeyIdentifier>() {
             Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
@@ -227,6 +230,7 @@ impl Ca {
         Ok(Ca {
             cert_der,
             cert,
+            not_before,
             not_after,
             key_id,
             key,

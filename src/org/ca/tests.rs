@@ -492,7 +492,8 @@ fn user_certificates_never_outlive_the_ca() {
     assert_eq!(ca_end, user_end);
     assert!(run(d, "openssl", &["verify", "-CAfile", "ca.pem", "user.pem"]).contains("OK"));
 
-    // A validity shorter than the CA's is kept, and begins five minutes back.
+    // A validity shorter than the CA's is kept, and begins five minutes back, but not
+    // before the CA (made at `now`) does.
     let issued = ca
         .issue(
             "user@example.org",
@@ -507,7 +508,12 @@ fn user_certificates_never_outlive_the_ca() {
     );
     let cert = Certificate::from_der(&issued.der).unwrap();
     let not_before = offset_time(cert.tbs_certificate.validity.not_before).unwrap();
-    assert_eq!(not_before, whole_seconds(now) - CLOCK_SKEW);
+    assert_eq!(not_before, whole_seconds(now));
+    let later = now + time::Duration::hours(1);
+    let issued = ca.issue("user@example.org", &spki, later, DAY).unwrap();
+    let cert = Certificate::from_der(&issued.der).unwrap();
+    let not_before = offset_time(cert.tbs_certificate.validity.not_before).unwrap();
+    assert_eq!(not_before, whole_seconds(later) - CLOCK_SKEW);
 
     // Once the CA has expired, nothing is issued.
     let err = ca

@@ -32,8 +32,9 @@ impl Ca {
     /// CN=address (an empty subject and a critical alternative name when the address is
     /// longer than a CN may be), the address as rfc822Name, keyUsage keyEncipherment (RSA)
     /// or keyAgreement (EC), extendedKeyUsage emailProtection, basicConstraints cA=FALSE,
-    /// and key identifiers. It starts five minutes before `now` and ends after `validity`,
-    /// or with the CA if that comes first: it never outlives the CA.
+    /// and key identifiers. It starts five minutes before `now` (for peers whose clocks lag)
+    /// but not before the CA, and ends after `validity`, or with the CA if that comes first:
+    /// it never outlives the CA.
     pub fn issue(
         &self,
         address: &str,
@@ -70,8 +71,10 @@ impl Ca {
             .and_then(|v| now.checked_add(v))
             .map_or(self.not_after, |end| end.min(self.not_after));
         let not_after = whole_seconds(not_after);
+        // Nested in the CA's validity at both ends, which strict validators ask for.
+        let not_before = (now - CLOCK_SKEW).max(self.not_before);
         let validity = Validity {
-            not_before: x509_time(now - CLOCK_SKEW)?,
+            not_before: x509_time(not_before)?,
             not_after: x509_time(not_after)?,
         };
         let serial = random_serial()?;

@@ -154,7 +154,8 @@ impl Ca {
         builder.add_extension(&usage).map_err(building)?;
         builder.add_extension(&ski).map_err(building)?;
         let cert = builder.build::<CaSignature>().map_err(building)?;
-        Ca::assemble(cert, key)
+        let cert_der = cert.to_der().map_err(encoding)?;
+        Ca::assemble(cert, cert_der, key)
     }
 
     /// The keypair of the organization's own CA: `cert` (PEM or DER; from a PEM chain, the
@@ -175,9 +176,9 @@ impl Ca {
                 "the certificate file holds no CERTIFICATE".into(),
             ));
         }
-        let Some(cert) = certs
+        let Some((cert, cert_der)) = certs
             .into_iter()
-            .find(|c| key.matches(&c.tbs_certificate.subject_public_key_info))
+            .find(|(c, _)| key.matches(&c.tbs_certificate.subject_public_key_info))
         else {
             return Err(CaError::Refused(
                 "the private key does not belong to the certificate".into(),
@@ -199,7 +200,7 @@ impl Ca {
                 "the CA certificate {subject} is not valid before {not_before}"
             )));
         }
-        Ca::assemble(cert, key)
+        Ca::assemble(cert, cert_der, key)
     }
 
     /// A CA that [`Ca::cert_der`] and [`Ca::key_pkcs8`] stored. An expired one loads (it can
@@ -214,11 +215,11 @@ impl Ca {
             ));
         }
         check_ca(&cert)?;
-        Ca::assemble(cert, key)
+        Ca::assemble(cert, cert_der.to_vec(), key)
     }
 
-    fn assemble(cert: Certificate, key: CaKey) -> Result<Ca, CaError> {
-        let cert_der = cert.to_der().map_err(encoding)?;
+    /// `cert_der` is `cert` as the issuer signed it.
+    fn assemble(cert: Certificate, cert_der: Vec<u8>, key: CaKey) -> Result<Ca, CaError> {
         let tbs = &cert.tbs_certificate;
         let not_before = offset_time(tbs.validity.not_before)?;
         let not_after = offset_time(tbs.validity.not_after)?;

@@ -293,15 +293,19 @@ impl Signer<CaSignature> for CaKey {
     }
 }
 
-/// Reads the certificates in `input`, PEM (any number) or DER (one).
-pub(super) fn certificates(input: &[u8]) -> Result<Vec<Certificate>, CaError> {
-    let unreadable = |e: der::Error| CaError::Refused(format!("unreadable certificate: {e}"));
+/// Reads the certificates in `input`, PEM (any number) or DER (one), each with its DER as
+/// given: a re-encoding could differ from what the issuer signed.
+pub(super) fn certificates(input: &[u8]) -> Result<Vec<(Certificate, Vec<u8>)>, CaError> {
+    let read = |der: Vec<u8>| match Certificate::from_der(&der) {
+        Ok(cert) => Ok((cert, der)),
+        Err(e) => Err(CaError::Refused(format!("unreadable certificate: {e}"))),
+    };
     match pem_blocks(input)? {
-        None => Ok(vec![Certificate::from_der(input).map_err(unreadable)?]),
+        None => Ok(vec![read(input.to_vec())?]),
         Some(blocks) => blocks
-            .iter()
+            .into_iter()
             .filter(|(label, _)| label == "CERTIFICATE")
-            .map(|(_, der)| Certificate::from_der(der).map_err(unreadable))
+            .map(|(_, der)| read(der))
             .collect(),
     }
 }

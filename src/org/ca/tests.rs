@@ -281,6 +281,18 @@ fn openssl_verifies_user_certificates_from_an_imported_rsa_ca() {
     );
     let ca = Ca::import(&cert, &key, None, now()).unwrap();
     assert_eq!(ca.subject(), "O=Example Org,CN=rsa-ca");
+    // The certificate is kept as openssl wrote it, not re-encoded.
+    let args = [
+        "x509",
+        "-in",
+        "rsa-ca.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "rsa-ca.der",
+    ];
+    run(dir.path(), "openssl", &args);
+    assert_eq!(ca.cert_der(), read(dir.path(), "rsa-ca.der"));
     issue_and_verify(dir.path(), &ca, "rsa-ca.pem");
 }
 

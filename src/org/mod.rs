@@ -17,6 +17,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod ca;
 
 pub mod key;
 pub mod publish;

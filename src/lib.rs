@@ -29,6 +29,9 @@
 //!   worker, and the DSNs it sends ([`spool::dsn`]).
 //! - [`keys`]: the key cache, harvesting keys from inbound mail, and the operations
 //!   behind `sealgate keys ...` with the admin socket that reaches a running server.
+//! - [`org`]: the organization's own keys: the Organization key that certifies internal
+//!   users' keys, the Organization certificate ([`org::ca`]) that issues their S/MIME
+//!   certificates, the renewal job, and publishing (DANE, WKD).
 //! - [`crypto`]: OpenPGP and S/MIME encryption and decryption (never signing), and the
 //!   BER real clients send.
 //! - [`dns`]: key lookup in DNSSEC-validated OPENPGPKEY and SMIMEA records, with the
@@ -48,6 +51,7 @@ pub mod dns;
 pub mod gateway;
 pub mod keys;
 pub mod mail;
+pub mod org;
 pub mod policy;
 pub mod relay;
 pub mod server;

@@ -17,7 +17,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine;
 use sealgate::keys::admin::{self, Request};
@@ -87,7 +86,7 @@ fn import_sckm(gw: &Gateway, name: &str, bytes: &[u8], passphrase: &str) -> admi
         }],
         passphrase: Some(passphrase.to_string()).filter(|p| !p.is_empty()),
     };
-    admin::request(&gw.data_dir, Duration::from_secs(86400), request).unwrap()
+    support::admin_request(&gw.data_dir, request).unwrap()
 }
 
 /// Sends one message to the inbound listener and returns what the next hop got for it.

@@ -31,12 +31,11 @@ async fn entries(gw: &Gateway) -> Vec<KeyEntry> {
         assert!(Instant::now() < deadline, "no {}", socket.display());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let response = tokio::task::spawn_blocking(move || {
-        admin::request(&data_dir, Duration::from_secs(86400), Request::List)
-    })
-    .await
-    .unwrap()
-    .expect("the admin socket answers");
+    let response =
+        tokio::task::spawn_blocking(move || support::admin_request(&data_dir, Request::List))
+            .await
+            .unwrap()
+            .expect("the admin socket answers");
     assert!(!response.failed, "{:?}", response.messages);
     response.entries
 }

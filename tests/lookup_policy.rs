@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use sealgate::keys::admin::{self, Request};
+use sealgate::keys::admin::Request;
 use sealgate::keys::{KeyEntry, Source};
 use support::dns::{DnsServer, Fault, Zone};
 use support::keys::GpgHome;
@@ -32,7 +32,7 @@ fn mail(subject: &str) -> Vec<u8> {
 }
 
 fn entries(gw: &Gateway) -> Vec<KeyEntry> {
-    let response = admin::request(&gw.data_dir, Duration::from_secs(86400), Request::List).unwrap();
+    let response = support::admin_request(&gw.data_dir, Request::List).unwrap();
     response.entries
 }
 

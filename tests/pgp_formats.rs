@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sequoia_openpgp as openpgp;
-use support::keys::{GpgHome, crlf, pgp_mime, run_tool};
+use support::keys::{GpgHome, autocrypt_header, crlf, pgp_mime, run_tool};
 use support::{Client, Gateway, Received, Sink, log};
 
 const USER: &str = "user@example.com";
@@ -290,7 +290,7 @@ async fn librepgp_aead_from_rnp_is_decrypted_and_tampered_copies_arrive_as_sent(
 }
 
 /// SEIPDv2 (RFC 9580) to a v6 key, as sequoia writes it (sealgate's own encryptor
-/// writes it to certs that advertise it): OCB and GCM open.
+/// writes it to certs that advertise it): OCB, GCM and EAX open.
 #[tokio::test]
 async fn seipd_v2_to_a_v6_sckm_key_is_decrypted() {
     use openpgp::cert::CertBuilder;
@@ -321,7 +321,7 @@ async fn seipd_v2_to_a_v6_sckm_key_is_decrypted() {
     support::import(&gw, true, &[&file], None);
 
     let policy = StandardPolicy::new();
-    for aead in [AEADAlgorithm::OCB, AEADAlgorithm::GCM] {
+    for aead in [AEADAlgorithm::OCB, AEADAlgorithm::GCM, AEADAlgorithm::EAX] {
         let entity = format!("Content-Type: text/plain\r\n\r\nSEIPDv2 with {aead}.\r\n");
         let mut armored = Vec::new();
         let message = Armorer::new(Message::new(&mut armored)).build().unwrap();
@@ -329,13 +329,22 @@ async fn seipd_v2_to_a_v6_sckm_key_is_decrypted() {
             .keys()
             .with_policy(&policy, None)
             .for_transport_encryption();
+        // Sequoia writes OCB for EAX here (see `as_eax`).
+        let written = if aead == AEADAlgorithm::EAX {
+            AEADAlgorithm::OCB
+        } else {
+            aead
+        };
         let message = Encryptor::for_recipients(message, recipients)
-            .aead_algo(aead)
+            .aead_algo(written)
             .build()
             .unwrap();
         let mut literal = LiteralWriter::new(message).build().unwrap();
         literal.write_all(entity.as_bytes()).unwrap();
         literal.finalize().unwrap();
+        if aead == AEADAlgorithm::EAX {
+            armored = as_eax(&armored, &cert, entity.as_bytes());
+        }
 
         let mail = pgp_mime(SENDER, "v6@example.com", "v6@example.org", &armored);
         let mut client = Client::connect(gw.inbound).await;
@@ -354,6 +363,86 @@ async fn seipd_v2_to_a_v6_sckm_key_is_decrypted() {
         assert!(copy.contains(&format!("SEIPDv2 with {aead}.")), "{copy}");
     }
     gw.stop().await;
+}
+
+/// `armored`, a SEIPDv2 message sequoia wrote to `cert`, with its encrypted data written
+/// again in EAX around `entity`: the same PKESKs and session key, RFC 9580's framing
+/// (§5.13.2) around RustCrypto's EAX, in 64-octet chunks so that there are several. This
+/// build's sequoia cannot write EAX (the OpenSSL backend lacks it) and no tool here
+/// writes SEIPDv2 EAX; the gateway's reading of the framing is checked against RFC
+/// 9580's own EAX sample in its unit tests.
+fn as_eax(armored: &[u8], cert: &openpgp::Cert, entity: &[u8]) -> Vec<u8> {
+    use eax::aead::{AeadInPlace, KeyInit, generic_array::GenericArray};
+    use openpgp::packet::{Literal, Packet, SEIP};
+    use openpgp::parse::Parse;
+    use openpgp::serialize::SerializeInto;
+    use openpgp::types::{DataFormat, SymmetricAlgorithm};
+
+    let pile = openpgp::PacketPile::from_bytes(armored).unwrap();
+    let mut out = Vec::new();
+    let mut session = None;
+    let mut cipher = None;
+    for packet in pile.children() {
+        match packet {
+            Packet::PKESK(pkesk) => {
+                out.extend(packet.to_vec().unwrap());
+                for key in cert.keys().unencrypted_secret() {
+                    let mut pair = key.key().clone().into_keypair().unwrap();
+                    if let Some((_, key)) = pkesk.decrypt(&mut pair, None) {
+                        session = Some(key);
+                    }
+                }
+            }
+            Packet::SEIP(SEIP::V2(seip)) => cipher = Some(seip.symmetric_algo()),
+            _ => {}
+        }
+    }
+    let (session, cipher) = (session.unwrap(), cipher.unwrap());
+    assert_eq!(cipher, SymmetricAlgorithm::AES256);
+    let mut literal = Literal::new(DataFormat::Binary);
+    literal.set_body(entity.to_vec());
+    let inner = Packet::from(literal).to_vec().unwrap();
+
+    let (chunk_octet, salt) = (0u8, [7u8; 32]);
+    let info = [0xD2, 2, u8::from(cipher), 1, chunk_octet];
+    let mut okm = [0u8; 32 + 8];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &session)
+        .expand(&info, &mut okm)
+        .unwrap();
+    let eax = eax::Eax::<aes::Aes256>::new_from_slice(&okm[..32]).unwrap();
+    let nonce = |index: u64| {
+        let mut nonce = okm[32..].to_vec();
+        nonce.extend_from_slice(&index.to_be_bytes());
+        nonce
+    };
+    let mut body = vec![2, u8::from(cipher), 1, chunk_octet];
+    body.extend_from_slice(&salt);
+    let mut index = 0;
+    for chunk in inner.chunks(64) {
+        let mut buffer = chunk.to_vec();
+        let tag = eax
+            .encrypt_in_place_detached(GenericArray::from_slice(&nonce(index)), &info, &mut buffer)
+            .unwrap();
+        body.extend(buffer);
+        body.extend(tag);
+        index += 1;
+    }
+    let mut final_ad = info.to_vec();
+    final_ad.extend_from_slice(&(inner.len() as u64).to_be_bytes());
+    let tag = eax
+        .encrypt_in_place_detached(GenericArray::from_slice(&nonce(index)), &final_ad, &mut [])
+        .unwrap();
+    body.extend(tag);
+
+    out.extend([0xC0 | 18, 0xFF]);
+    out.extend((body.len() as u32).to_be_bytes());
+    out.extend(body);
+    let mut armored = Vec::new();
+    let mut writer =
+        openpgp::armor::Writer::new(&mut armored, openpgp::armor::Kind::Message).unwrap();
+    std::io::Write::write_all(&mut writer, &out).unwrap();
+    writer.finalize().unwrap();
+    armored
 }
 
 // ---------------------------------------------------------------------------------------
@@ -713,5 +802,20 @@ async fn policy_log_line_said_decrypted_for_mail_that_was_not() {
     )
     .await;
     assert!(decrypted.contains(&s.user_fpr), "{decrypted}");
+
+    // Harvesting runs in the background, after the reply; its lines name the
+    // transaction too.
+    let key = s.alice.run(&["--export", SENDER], None);
+    let mail = format!(
+        "From: {SENDER}\r\nTo: {USER}\r\nSubject: my key\r\n{}\r\n\r\nMy key.\r\n",
+        autocrypt_header(SENDER, &key)
+    );
+    let (_, id) = s.send(mail.as_bytes()).await;
+    log::wait_for(
+        // Alice's key here signs only: it is refused, and the line says so.
+        |l| l.contains("sealgate::keys::harvest") && l.contains(&format!("id={id}")),
+        Duration::from_secs(10),
+    )
+    .await;
     s.gw.stop().await;
 }

@@ -566,10 +566,8 @@ async fn legacy_sha1_key_is_never_encrypted_to() {
     let bob_file = dir.path().join("bob.asc");
     std::fs::write(&bob_file, bob.run(&["--armor", "--export"], None)).unwrap();
 
-    let ttl = Duration::from_secs(86400);
-    let response = admin::request(
+    let response = support::admin_request(
         &gw.data_dir,
-        ttl,
         Request::ImportSckm {
             files: vec![admin::File::read(&legacy).unwrap()],
             passphrase: Some("test".into()),
@@ -582,9 +580,8 @@ async fn legacy_sha1_key_is_never_encrypted_to() {
         "{:?}",
         response.messages
     );
-    let response = admin::request(
+    let response = support::admin_request(
         &gw.data_dir,
-        ttl,
         Request::Import {
             files: vec![admin::File::read(&bob_file).unwrap()],
         },

@@ -294,11 +294,7 @@ async fn a_harvested_key_never_outranks_the_admins() {
     loop {
         let data_dir = gw.data_dir.clone();
         let list = tokio::task::spawn_blocking(move || {
-            sealgate::keys::admin::request(
-                &data_dir,
-                Duration::from_secs(86400),
-                sealgate::keys::admin::Request::List,
-            )
+            support::admin_request(&data_dir, sealgate::keys::admin::Request::List)
         })
         .await
         .unwrap()

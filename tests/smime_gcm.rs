@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use const_oid::db::rfc5911;
 use sealgate::keys::KeyEntry;
-use sealgate::keys::admin::{self, Request};
+use sealgate::keys::admin::Request;
 use support::keys::{ENTITY, Form, SmimeCert, crlf, openssl};
 use support::{Client, Gateway, Sink, config_text, gateway_to, import, log, split_received, start};
 
@@ -226,12 +226,11 @@ fn opened_by_openssl(dir: &Path, data: &[u8], recipient: &SmimeCert) -> (String,
 /// The key cache's entry for `address`, through the admin socket.
 async fn entry(gw: &Gateway, address: &str) -> KeyEntry {
     let data_dir = gw.data_dir.clone();
-    let response = tokio::task::spawn_blocking(move || {
-        admin::request(&data_dir, Duration::from_secs(86400), Request::List)
-    })
-    .await
-    .unwrap()
-    .expect("the admin socket answers");
+    let response =
+        tokio::task::spawn_blocking(move || support::admin_request(&data_dir, Request::List))
+            .await
+            .unwrap()
+            .expect("the admin socket answers");
     response
         .entries
         .into_iter()

@@ -104,6 +104,7 @@ struct FileConfig {
     limits: Limits,
     tls: FileTls,
     policy: PolicyConfig,
+    org: OrgConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -312,6 +313,32 @@ pub struct SpoolConfig {
     pub inbound_dsn: InboundDsn,
 }
 
+/// `[org]`: what the Organization key and certificate do for internal users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrgConfig {
+    /// How long a certification of a user's key by the org key, and a user certificate
+    /// issued by the org certificate, are valid. Short, so that a key the gateway no
+    /// longer holds stops being vouched for soon.
+    pub certification_validity: HumanDuration,
+    /// How often the renewal job runs. It renews what has less than half its validity
+    /// left, so this must be well under half of `certification_validity`.
+    pub renew_every: HumanDuration,
+    /// A user with no mail through the gateway for this long is not renewed.
+    pub inactive_after: HumanDuration,
+}
+
+impl Default for OrgConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 60 * 60;
+        OrgConfig {
+            certification_validity: HumanDuration(Duration::from_secs(14 * DAY)),
+            renew_every: HumanDuration(Duration::from_secs(12 * 60 * 60)),
+            inactive_after: HumanDuration(Duration::from_secs(90 * DAY)),
+        }
+    }
+}
+
 /// `[spool] inbound_dsn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -426,6 +453,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub limits: Limits,
     pub policy: PolicyConfig,
+    pub org: OrgConfig,
     /// STARTTLS is offered on both listeners when this is set.
     pub tls: Option<TlsFiles>,
 }
@@ -469,6 +497,21 @@ impl Config {
             message,
         };
         let data_dir = file.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        if file.org.renew_every.0 * 2 > file.org.certification_validity.0
+            || file.org.renew_every.0.is_zero()
+        {
+            // A job that runs less often than half the validity would let
+            // certifications lapse between two runs.
+            let at = text.find("renew_every").unwrap_or(0);
+            return Err(error_at(
+                at..at,
+                format!(
+                    "[org] renew_every = {:?} must be more than 0 and at most half of certification_validity = {:?}",
+                    humantime::format_duration(file.org.renew_every.0).to_string(),
+                    humantime::format_duration(file.org.certification_validity.0).to_string()
+                ),
+            ));
+        }
         let listener = |section: FileListener, direction: Direction, default_port: u16| {
             let listen = match section.listen {
                 None => SocketAddr::from(([127, 0, 0, 1], default_port)),
@@ -622,6 +665,7 @@ impl Config {
             crypto,
             relay: file.relay,
             spool: file.spool,
+            org: file.org,
             limits,
             policy: file.policy,
             tls,

@@ -129,3 +129,26 @@ fn smime_authenticated_encryption_is_off_unless_asked_for() {
     assert_eq!(err.line, 3, "{err}");
     assert!(err.message.contains("when_capable"), "{err}");
 }
+
+#[test]
+fn org_settings_default_to_two_weeks_twelve_hours_and_ninety_days() {
+    let config = Config::defaults();
+    assert_eq!(
+        config.org.certification_validity.0,
+        Duration::from_secs(14 * 86400)
+    );
+    assert_eq!(config.org.renew_every.0, Duration::from_secs(12 * 3600));
+    assert_eq!(config.org.inactive_after.0, Duration::from_secs(90 * 86400));
+    let config = parse(
+        "[org]\ncertification_validity = \"2d\"\nrenew_every = \"1d\"\ninactive_after = \"30d\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.org.renew_every.0, Duration::from_secs(86400));
+    // A job that runs less often than half the validity lets certifications lapse.
+    let err =
+        parse("\n[org]\ncertification_validity = \"1d\"\nrenew_every = \"13h\"\n").unwrap_err();
+    assert_eq!(err.line, 4, "{err}");
+    assert!(err.message.contains("at most half"), "{err}");
+    let err = parse("[org]\nautocrypt = true\n").unwrap_err();
+    assert!(err.message.contains("unknown field"), "{err}");
+}

@@ -95,20 +95,21 @@ impl Recipient {
 
 /// The owner name of a recipient's OPENPGPKEY (`_openpgpkey`, RFC 7929 §3) or SMIMEA
 /// (`_smimecert`, RFC 8162 §3) record: the first 28 octets of SHA-256 of the local part
-/// (UTF-8, as written) in lower-case hex, then the label, then the domain.
-fn record_name(kind: KeyKind, local_part: &str, domain: &Name) -> Result<Name, DnsError> {
+/// (UTF-8, as written) in lower-case hex, then the label, then the domain (in ASCII),
+/// fully qualified. `org publish dane` writes records under the same names.
+pub fn record_owner(kind: KeyKind, local_part: &str, ascii_domain: &str) -> String {
     let digest = Sha256::digest(local_part.as_bytes());
     let hash: String = digest[..28].iter().map(|b| format!("{b:02x}")).collect();
     let label = match kind {
         KeyKind::Pgp => "_openpgpkey",
         KeyKind::Smime => "_smimecert",
     };
-    let mut name = domain.to_ascii();
-    if !name.ends_with('.') {
-        name.push('.');
-    }
-    Name::from_ascii(format!("{hash}.{label}.{name}"))
-        .map_err(|_| DnsError::BadName(format!("{hash}.{label}.{name}")))
+    format!("{hash}.{label}.{}.", ascii_domain.trim_end_matches('.'))
+}
+
+fn record_name(kind: KeyKind, local_part: &str, domain: &Name) -> Result<Name, DnsError> {
+    let owner = record_owner(kind, local_part, &domain.to_ascii());
+    Name::from_ascii(&owner).map_err(|_| DnsError::BadName(owner))
 }
 
 /// What one record type's answer gave.

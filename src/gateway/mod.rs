@@ -45,6 +45,8 @@ pub struct Gateway {
     pub hostname: String,
     /// Takes accepted inbound messages for key harvesting, off this path.
     pub harvester: Harvester,
+    /// Notes internal users' mail, for the org key's renewal job.
+    pub activity: crate::org::activity::Activity,
 }
 
 /// One group's next-hop transaction and what became of it.
@@ -158,7 +160,16 @@ impl Gateway {
             && reply.is_positive()
             && verdicts.iter().any(|v| v.harvest)
         {
-            self.harvester.submit(&message);
+            self.harvester.submit(id, &message);
+        }
+        if reply.is_positive() {
+            let now = time::OffsetDateTime::now_utc();
+            match envelope.direction {
+                Direction::Inbound => self
+                    .activity
+                    .record(envelope.recipients.iter().map(String::as_str), now),
+                Direction::Outbound => self.activity.record([envelope.mail_from.as_str()], now),
+            }
         }
 
         let next_hop_replies: Vec<String> = handed

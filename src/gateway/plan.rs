@@ -78,11 +78,20 @@ pub struct Planner {
 
 /// The policy a transaction runs on, and what was learnt about each recipient.
 pub struct Plan {
+    /// The transaction's id, from MAIL on: in every log line about it.
+    id: String,
     policy: Arc<Policy>,
     direction: Direction,
     sender: String,
     /// In the order the recipients were accepted.
     recipients: Vec<Screened>,
+}
+
+impl Plan {
+    /// The transaction's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 struct Screened {
@@ -99,6 +108,7 @@ impl Planner {
     /// At MAIL: takes the policy in force now.
     pub fn begin(&self, direction: Direction, mail_from: &str) -> Plan {
         Plan {
+            id: crate::mail::message::new_id(),
             policy: self.policy.current(),
             direction,
             sender: mail_from.to_string(),
@@ -110,7 +120,7 @@ impl Planner {
     /// remembers it for DATA, with its key lookup under way if it needs one.
     pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
-        let entries = self.entries(recipient)?;
+        let entries = self.entries(&plan.id, recipient)?;
         let internal = self.config.internal_domains.is_internal(recipient);
         let chain = plan.policy.chain(plan.direction);
         let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
@@ -131,6 +141,7 @@ impl Planner {
             let verdict = Verdict::new(chain, &decision, &cx);
             if let Treatment::Refuse(reply) = verdict.treatment {
                 tracing::info!(
+                    id = %plan.id,
                     direction = %plan.direction,
                     from = %plan.sender,
                     %recipient,
@@ -171,7 +182,7 @@ impl Planner {
                 .unwrap_or_else(|e| Err(format!("the lookup task failed: {e}")));
             // What the lookup found is in the cache now; a cache failure here counts
             // as a failed lookup, so that no rule sends in clear because of it.
-            match found.and_then(|()| self.entries(&r.address).map_err(|e| e.to_string())) {
+            match found.and_then(|()| self.entries(id, &r.address).map_err(|e| e.to_string())) {
                 Ok(entries) => r.entries = entries,
                 Err(reason) => {
                     tracing::info!(%id, recipient = %r.address, %reason, "key lookup failed");
@@ -232,12 +243,12 @@ impl Planner {
 
     /// The recipient's cache entries. A cache failure defers the recipient: treating
     /// it as "no key" could send in clear what a rule would have encrypted.
-    fn entries(&self, recipient: &str) -> Result<Vec<KeyEntry>, Reply> {
+    fn entries(&self, id: &str, recipient: &str) -> Result<Vec<KeyEntry>, Reply> {
         let Some(address) = address::normalize(recipient) else {
             return Ok(Vec::new());
         };
         self.keys.find(&address).map_err(|e| {
-            tracing::error!(%recipient, error = %e, "key cache lookup failed");
+            tracing::error!(%id, %recipient, error = %e, "key cache lookup failed");
             reply::local_error("key cache unavailable")
         })
     }

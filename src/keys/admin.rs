@@ -25,6 +25,9 @@ use super::revocation::Revocations;
 use super::sckm;
 use super::secrets::Sealer;
 use super::store::{Candidate, KeyStore, Put, SledKeyStore};
+use crate::config::Config;
+use crate::org::OrgStore;
+use crate::org::admin::OrgContext;
 
 /// The socket's name inside `data_dir`.
 pub const SOCKET: &str = "admin.sock";
@@ -69,6 +72,10 @@ pub enum Request {
         target: String,
     },
     Purge,
+    /// `sealgate org ...` and `keys export`.
+    Org {
+        request: crate::org::admin::OrgRequest,
+    },
 }
 
 impl Request {
@@ -81,6 +88,7 @@ impl Request {
             Request::Find { .. } => "find",
             Request::Delete { .. } => "delete",
             Request::Purge => "purge",
+            Request::Org { .. } => "org",
         }
     }
 }
@@ -92,16 +100,24 @@ pub struct Response {
     pub entries: Vec<KeyEntry>,
     pub messages: Vec<String>,
     pub failed: bool,
+    /// What goes to standard output as it is (an exported key, a status report).
+    #[serde(default)]
+    pub output: String,
 }
 
-/// Carries out a request on a store; `sealer` seals imported SCKM secrets (only
-/// `import-sckm` needs it, so the CLI does not create a KEK for anything else).
-pub fn execute(
-    store: &dyn KeyStore,
-    sealer: Option<&Sealer>,
-    request: Request,
-    now: OffsetDateTime,
-) -> Response {
+/// What requests work on.
+pub struct Context<'a> {
+    pub keys: &'a dyn KeyStore,
+    /// Seals and opens secrets; `None` for requests that need none, so that the CLI
+    /// does not create a KEK for them.
+    pub sealer: Option<&'a Sealer>,
+    pub org: &'a OrgStore,
+    pub config: &'a Config,
+}
+
+/// Carries out a request.
+pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response {
+    let (store, sealer) = (cx.keys, cx.sealer);
     let mut response = Response::default();
     let failure = |e: super::store::KeyStoreError| Response {
         messages: vec![format!("key store error: {e}")],
@@ -109,6 +125,24 @@ pub fn execute(
         ..Response::default()
     };
     match request {
+        Request::Org { request } => {
+            let org = OrgContext {
+                store: cx.org,
+                keys: cx.keys,
+                sealer: cx.sealer,
+                config: cx.config,
+            };
+            match crate::org::admin::execute(&org, request, now) {
+                Ok(answer) => {
+                    response.messages = answer.messages;
+                    response.output = answer.output;
+                }
+                Err(e) => {
+                    response.messages.push(e.to_string());
+                    response.failed = true;
+                }
+            }
+        }
         Request::List => match store.list() {
             Ok(mut entries) => {
                 for entry in &mut entries {
@@ -285,11 +319,19 @@ pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// What the server's admin socket works on.
+#[derive(Clone)]
+pub struct Served {
+    pub keys: Arc<SledKeyStore>,
+    pub sealer: Arc<Sealer>,
+    pub org: OrgStore,
+    pub config: Arc<Config>,
+}
+
 /// Serves admin requests on `listener` until `shutdown`, then removes the socket file.
 pub async fn serve(
     listener: tokio::net::UnixListener,
-    store: Arc<SledKeyStore>,
-    sealer: Arc<Sealer>,
+    served: Served,
     shutdown: CancellationToken,
 ) {
     let path = listener
@@ -307,9 +349,9 @@ pub async fn serve(
                 }
             },
         };
-        let (store, sealer) = (store.clone(), sealer.clone());
+        let served = served.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, store, sealer).await {
+            if let Err(e) = answer(stream, served).await {
                 tracing::warn!(error = %e, "admin socket: request failed");
             }
         });
@@ -319,11 +361,7 @@ pub async fn serve(
     }
 }
 
-async fn answer(
-    stream: tokio::net::UnixStream,
-    store: Arc<SledKeyStore>,
-    sealer: Arc<Sealer>,
-) -> std::io::Result<()> {
+async fn answer(stream: tokio::net::UnixStream, served: Served) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     tokio::io::BufReader::new(read.take(MAX_REQUEST))
@@ -333,12 +371,13 @@ async fn answer(
         Ok(request) => {
             tracing::info!(request = request.name(), "admin request");
             tokio::task::spawn_blocking(move || {
-                execute(
-                    store.as_ref(),
-                    Some(&sealer),
-                    request,
-                    OffsetDateTime::now_utc(),
-                )
+                let cx = Context {
+                    keys: served.keys.as_ref(),
+                    sealer: Some(&served.sealer),
+                    org: &served.org,
+                    config: &served.config,
+                };
+                execute(&cx, request, OffsetDateTime::now_utc())
             })
             .await
             .map_err(std::io::Error::other)?
@@ -367,15 +406,14 @@ pub enum ClientError {
     BadAnswer(serde_json::Error),
     #[error(transparent)]
     Secrets(#[from] super::secrets::SecretError),
+    #[error(transparent)]
+    Org(crate::org::OrgStoreError),
 }
 
 /// Runs a request for the CLI: through the running server's socket if there is one,
-/// else directly on the database in `data_dir`.
-pub fn request(
-    data_dir: &Path,
-    lookup_ttl: std::time::Duration,
-    request: Request,
-) -> Result<Response, ClientError> {
+/// else directly on the database in `config.data_dir`.
+pub fn request(config: &Config, request: Request) -> Result<Response, ClientError> {
+    let data_dir = &config.data_dir;
     let path = data_dir.join(SOCKET);
     match UnixStream::connect(&path) {
         Ok(mut stream) => {
@@ -392,12 +430,22 @@ pub fn request(
         Err(_) => {
             // No server: the database is ours for the moment.
             let db = crate::store::open(data_dir)?;
-            let store = SledKeyStore::open(&db, lookup_ttl)?;
-            let sealer = match request {
+            let store = SledKeyStore::open(&db, config.keys.lookup_ttl.0)?;
+            let org = OrgStore::open(&db).map_err(ClientError::Org)?;
+            let sealer = match &request {
                 Request::ImportSckm { .. } => Some(Sealer::open(data_dir)?),
+                Request::Org { request } if request.needs_secrets() => {
+                    Some(Sealer::open(data_dir)?)
+                }
                 _ => None,
             };
-            let response = execute(&store, sealer.as_ref(), request, OffsetDateTime::now_utc());
+            let cx = Context {
+                keys: &store,
+                sealer: sealer.as_ref(),
+                org: &org,
+                config,
+            };
+            let response = execute(&cx, request, OffsetDateTime::now_utc());
             db.flush().map_err(super::store::KeyStoreError::from)?;
             Ok(response)
         }

@@ -77,7 +77,7 @@ impl Sealer {
                     .map_err(io)?;
                 file.write_all(kek.as_ref()).map_err(io)?;
                 file.sync_all().map_err(io)?;
-                tracing::info!(path = %path.display(), "created the key-encryption key for SCKM secrets");
+                tracing::info!(path = %path.display(), "created the key-encryption key for sealed secrets");
                 Ok(Sealer { kek })
             }
             Err(e) => Err(io(e)),

@@ -29,6 +29,8 @@ use crate::keys::harvest::{Harvester, Rules as HarvestRules};
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyStore, SledKeyStore, admin};
 use crate::mail::Direction;
+use crate::org::OrgStore;
+use crate::org::activity::Activity;
 use crate::policy::{self, Live};
 use crate::relay::Relays;
 use crate::smtp::reply;
@@ -54,6 +56,8 @@ pub enum StartError {
     Keys(#[from] crate::keys::KeyStoreError),
     #[error(transparent)]
     Secrets(#[from] crate::keys::secrets::SecretError),
+    #[error(transparent)]
+    Org(#[from] crate::org::OrgStoreError),
     /// The admin socket cannot be created (permissions, path too long for a socket).
     #[error("cannot create the admin socket {path}: {source}")]
     Admin {
@@ -82,6 +86,8 @@ pub struct Server {
     keys: Arc<SledKeyStore>,
     /// Seals SCKM secrets imported through the admin socket.
     sealer: Arc<Sealer>,
+    /// The organization's keys, their certifications and users' activity.
+    org: OrgStore,
     /// The admin socket, bound with the listeners so that `sealgate keys` reaches the
     /// server as soon as it has started.
     admin: tokio::net::UnixListener,
@@ -127,6 +133,7 @@ impl Server {
         let spool = Spool::open(&db, config.spool.clone())?;
         let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0)?);
         let sealer = Arc::new(Sealer::open(&config.data_dir)?);
+        let org = OrgStore::open(&db)?;
         let admin = admin::bind(&config.data_dir).map_err(|source| StartError::Admin {
             path: config.data_dir.join(admin::SOCKET),
             source,
@@ -184,6 +191,7 @@ impl Server {
             relays,
             spool,
             hostname: config.hostname.clone(),
+            activity: Activity::new(org.clone(), keys.clone(), config.internal_domains.clone()),
             harvester: Harvester::start(
                 keys.clone(),
                 HarvestRules {
@@ -205,6 +213,7 @@ impl Server {
             db,
             keys,
             sealer: admin_sealer,
+            org,
             admin,
             reloader,
         })
@@ -241,6 +250,7 @@ impl Server {
             db,
             keys,
             sealer,
+            org,
             admin,
             reloader,
         } = self;
@@ -263,7 +273,20 @@ impl Server {
         ));
         tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
         tracker.spawn(reloader.watch(shared.shutdown.clone()));
-        tracker.spawn(admin::serve(admin, keys, sealer, shared.shutdown.clone()));
+        tracker.spawn(crate::org::renew::periodically(
+            org.clone(),
+            keys.clone(),
+            sealer.clone(),
+            config.clone(),
+            shared.shutdown.clone(),
+        ));
+        let served = admin::Served {
+            keys,
+            sealer,
+            org,
+            config: config.clone(),
+        };
+        tracker.spawn(admin::serve(admin, served, shared.shutdown.clone()));
         for (listener, direction) in [
             (inbound, Direction::Inbound),
             (outbound, Direction::Outbound),

@@ -330,8 +330,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 bare_line_ends,
             } => (chunks, bare_line_ends),
         };
-        // The transaction's id, in every log line about the message from here on.
-        let id = message::new_id();
+        // The transaction's id (given at MAIL), in every log line about the message.
+        let id = transaction.plan.id().to_string();
         if bare_line_ends > 0 {
             // RFC 5322 allows neither; they were made CRLF so that no next hop reads the
             // message differently from us (SMTP smuggling).

@@ -260,6 +260,11 @@ impl std::ops::Deref for Mailroom {
 
 impl Mailroom {
     pub fn new() -> Mailroom {
+        Mailroom::with("")
+    }
+
+    /// [`Mailroom::new`] with `extra` appended to the config (more sections).
+    pub fn with(extra: &str) -> Mailroom {
         let (inbound, outbound) = free_ports();
         let cli = Setup::new(
             |dir| {
@@ -277,6 +282,7 @@ next_hop = "dir:{inbox}"
 listen = "127.0.0.1:{outbound}"
 next_hop = "dir:{outbox}"
 allowed_clients = ["127.0.0.0/8"]
+{extra}
 "#,
                     data = dir.join("data").display(),
                     inbox = dir.join("in").display(),

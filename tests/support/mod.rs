@@ -559,8 +559,7 @@ pub fn import(
     } else {
         sealgate::keys::admin::Request::Import { files }
     };
-    let response =
-        sealgate::keys::admin::request(&gw.data_dir, Duration::from_secs(86400), request).unwrap();
+    let response = admin_request(&gw.data_dir, request).unwrap();
     assert!(!response.failed, "import refused: {:?}", response.messages);
     response
 }
@@ -581,4 +580,15 @@ pub fn armored(message: &[u8]) -> Vec<u8> {
     let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
     let end = text.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
     text.as_bytes()[start..end].to_vec()
+}
+
+/// An admin request to the gateway whose data_dir is `data_dir`: through its admin
+/// socket while it runs, else on its database (with the built-in defaults as config).
+pub fn admin_request(
+    data_dir: &Path,
+    request: sealgate::keys::admin::Request,
+) -> Result<sealgate::keys::admin::Response, sealgate::keys::admin::ClientError> {
+    let mut config = Config::defaults();
+    config.data_dir = data_dir.to_path_buf();
+    sealgate::keys::admin::request(&config, request)
 }

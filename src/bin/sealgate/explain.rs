@@ -46,7 +46,7 @@ pub fn run(
     let request = admin::Request::Find {
         addresses: to.to_vec(),
     };
-    let entries = match admin::request(&config.data_dir, config.keys.lookup_ttl.0, request) {
+    let entries = match admin::request(config, request) {
         Ok(response) if !response.failed => response.entries,
         Ok(response) => {
             eprintln!("sealgate: {}", response.messages.join("; "));

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod explain;
 mod keytable;
+mod org;
 mod probe;
 use std::sync::Arc;
 
@@ -38,6 +39,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The Organization key and certificate, which vouch for internal users' keys.
+    Org {
+        #[command(subcommand)]
+        command: org::OrgCommand,
     },
     /// Look at what the policy in policy_dir does.
     Policy {
@@ -105,6 +111,15 @@ enum KeysCommand {
     },
     /// Remove expired cache entries now.
     Purge,
+    /// Print an internal user's public key with the org key's certification, for
+    /// publishing.
+    Export {
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+        /// The S/MIME certificate the org certificate issued, with its chain, instead.
+        #[arg(long)]
+        smime: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,7 +152,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check => check(&config),
         Command::Serve => serve(config),
+        Command::Keys {
+            command: KeysCommand::Export { address, smime },
+        } => org::export(&config, address, smime),
         Command::Keys { command } => keys(&config, command),
+        Command::Org { command } => org::run(&config, command),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -180,6 +199,22 @@ fn check(config: &Config) -> ExitCode {
     println!("{source}: OK");
     if let Some(warning) = sealgate::store::exposure(&config.data_dir) {
         println!("{source}: warning: {warning}");
+    }
+    // Keys the org key in force has not certified (after it was replaced). Only when
+    // there is a database already: check must not create one.
+    if config.data_dir.join("db").exists() {
+        let status = admin::Request::Org {
+            request: sealgate::org::admin::OrgRequest::Status,
+        };
+        if let Ok(response) = admin::request(config, status) {
+            for message in response
+                .messages
+                .iter()
+                .filter(|m| m.starts_with("warning"))
+            {
+                println!("org: {message}");
+            }
+        }
     }
     let loaded = sealgate::policy::load::load_dir(&config.policy_dir);
     for problem in &loaded.problems {
@@ -264,9 +299,10 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
         }
         KeysCommand::Delete { target } => (admin::Request::Delete { target }, false),
         KeysCommand::Purge => (admin::Request::Purge, false),
+        KeysCommand::Export { .. } => unreachable!("keys export is org::export"),
     };
     let is_list = matches!(request, admin::Request::List);
-    let response = match admin::request(&config.data_dir, config.keys.lookup_ttl.0, request) {
+    let response = match admin::request(config, request) {
         Ok(response) => response,
         Err(e) => {
             eprintln!("sealgate: {e}");

@@ -1,9 +1,9 @@
 //! Decryption with stored keys: at most [`MAX_PKESKS`] tries, a bounded plaintext, and
 //! a failure sorted into whose fault it is (malformed message or no key of ours).
 //!
-//! Sequoia reads every container but one: the LibrePGP AEAD packet (tag 20), which
-//! [`super::aed`] opens with the session key our key recovers from the PKESK; what is
-//! inside goes back to sequoia. Either way the signatures inside are kept, not checked
+//! Sequoia reads every container but two: the LibrePGP AEAD packet (tag 20), and
+//! SEIPDv2 in EAX mode (which the OpenSSL backend lacks). [`super::aed`] opens those with
+//! the session key our key recovers from the PKESK; what is inside goes back to sequoia. Either way the signatures inside are kept, not checked
 //! ([`super::signatures`]).
 
 use std::cell::Cell;
@@ -23,7 +23,7 @@ use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
 use openpgp::{Cert, KeyHandle};
 use sequoia_openpgp as openpgp;
 
-use super::aed::Aed;
+use super::aed::{Aed, Seipd2Header};
 use super::policy::{legacy_policy, purpose};
 use super::signatures::{self, Signed};
 use crate::crypto::{CryptoError, Decrypted, MAX_PLAINTEXT};
@@ -115,7 +115,20 @@ fn open_inner(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, Cry
     let policy = legacy_policy();
     let keys = decryption_keys(keys, &policy);
     match container(message) {
-        Container::Aed { pkesks, body } => open_aed(&pkesks, &body, &keys, &policy, limit),
+        Container::Aed { pkesks, body } => {
+            open_aed(&pkesks, &Aed::parse(&body)?, &keys, &policy, limit)
+        }
+        Container::Seipd2 {
+            pkesks,
+            header,
+            body,
+        } => open_aed(
+            &pkesks,
+            &Aed::seipd2(&header, &body)?,
+            &keys,
+            &policy,
+            limit,
+        ),
         Container::Other { unsupported_aead } => {
             let stage = Cell::new(Stage::NotReached);
             let helper = Helper::new(&keys, &stage);
@@ -152,6 +165,13 @@ fn open_inner(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, Cry
 enum Container {
     /// A LibrePGP AEAD packet, with the PKESKs before it.
     Aed { pkesks: Vec<PKESK>, body: Vec<u8> },
+    /// A SEIPDv2 packet in EAX mode, which this build's sequoia cannot run: its header
+    /// and its encrypted data, with the PKESKs before it.
+    Seipd2 {
+        pkesks: Vec<PKESK>,
+        header: Seipd2Header,
+        body: Vec<u8>,
+    },
     /// Anything else: sequoia reads it (and finds whatever is wrong with it). For
     /// SEIPDv2, the AEAD algorithm when this build cannot run it.
     Other {
@@ -182,6 +202,25 @@ fn container(message: &[u8]) -> Container {
                     Err(_) => other,
                 };
             }
+            // EAX, with the OpenSSL backend: the framing is ours, as for AED.
+            Packet::SEIP(SEIP::V2(seip))
+                if !seip.aead().is_supported() && seip.aead() == AEADAlgorithm::EAX =>
+            {
+                let header = Seipd2Header {
+                    cipher: seip.symmetric_algo(),
+                    mode: u8::from(seip.aead()),
+                    chunk_size: seip.chunk_size(),
+                    salt: *seip.salt(),
+                };
+                return match pp.buffer_unread_content() {
+                    Ok(body) => Container::Seipd2 {
+                        pkesks,
+                        header,
+                        body: body.to_vec(),
+                    },
+                    Err(_) => other,
+                };
+            }
             Packet::SEIP(SEIP::V2(seip)) if !seip.aead().is_supported() => {
                 return Container::Other {
                     unsupported_aead: Some(seip.aead()),
@@ -197,16 +236,16 @@ fn container(message: &[u8]) -> Container {
     other
 }
 
-/// Opens a LibrePGP AEAD packet: the session key from the first PKESK one of our keys
-/// opens, then the chunks, then the packets inside through sequoia.
+/// Opens a LibrePGP AEAD packet or an EAX SEIPDv2 packet: the session key from the
+/// first PKESK one of our keys opens, then the chunks, then the packets inside through
+/// sequoia.
 fn open_aed(
     pkesks: &[PKESK],
-    body: &[u8],
+    aed: &Aed,
     keys: &[DecryptionKey],
     policy: &dyn Policy,
     limit: usize,
 ) -> Result<Opened, CryptoError> {
-    let aed = Aed::parse(body)?;
     let mut session_key = None;
     let stage = session_keys(pkesks, keys, None, &mut |algo, key, candidate| {
         // A v3 PKESK names the cipher; it must be the packet's.

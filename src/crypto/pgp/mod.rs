@@ -16,8 +16,8 @@
 //!
 //! - `encrypt`: encryption to recipients' certs, and the ASCII armor around it.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
-//! - `aed`: the LibrePGP AEAD packet (tag 20) that sequoia does not read: its framing
-//!   around RustCrypto's OCB and EAX.
+//! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
+//!   and SEIPDv2 in EAX): their framing around RustCrypto's OCB and EAX.
 //! - `signatures`: the signatures of a signed and encrypted message, kept in forms the
 //!   recipient's client can verify.
 //! - `import`: SCKM import, and the stored (TSK) form of its keys.

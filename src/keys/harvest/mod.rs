@@ -73,7 +73,8 @@ pub struct Rules {
 /// Hands inbound messages to a harvesting thread of its own, off the SMTP path.
 #[derive(Clone)]
 pub struct Harvester {
-    queue: std::sync::mpsc::SyncSender<Message>,
+    /// Each message with its transaction id, for the log.
+    queue: std::sync::mpsc::SyncSender<(String, Message)>,
     /// Bytes of the messages in the queue.
     queued: Arc<AtomicUsize>,
     /// Messages not harvested because the queue was full, since start.
@@ -84,14 +85,14 @@ impl Harvester {
     /// Starts the harvesting thread; it ends when the last `Harvester` is dropped.
     pub fn start(store: Arc<dyn KeyStore>, rules: Rules) -> Harvester {
         // The byte bound is the one that matters; this only bounds the bookkeeping.
-        let (queue, messages) = std::sync::mpsc::sync_channel::<Message>(1024);
+        let (queue, messages) = std::sync::mpsc::sync_channel::<(String, Message)>(1024);
         let queued = Arc::new(AtomicUsize::new(0));
         let taken = queued.clone();
         std::thread::Builder::new()
             .name("harvester".into())
             .spawn(move || {
                 lower_priority();
-                for message in messages {
+                for (id, message) in messages {
                     let report = harvest(
                         store.as_ref(),
                         &rules,
@@ -99,7 +100,7 @@ impl Harvester {
                         OffsetDateTime::now_utc(),
                     );
                     taken.fetch_sub(message.len(), Ordering::Relaxed);
-                    log(&report);
+                    log(&id, &report);
                 }
             })
             .expect("the harvester thread starts");
@@ -113,17 +114,22 @@ impl Harvester {
     /// Queues an accepted inbound message for harvesting. Never blocks, and queues only
     /// what harvesting needs: nothing for a message too large to harvest or without a
     /// sign of a key in it, and nothing past [`QUEUE_BYTES`].
-    pub fn submit(&self, message: &Message) {
+    pub fn submit(&self, id: &str, message: &Message) {
         let size = message.len();
         if size > MAX_MESSAGE || !may_carry_keys(message) {
             return;
         }
         let before = self.queued.fetch_add(size, Ordering::Relaxed);
-        let queued = before + size <= QUEUE_BYTES && self.queue.try_send(message.clone()).is_ok();
+        let queued = before + size <= QUEUE_BYTES
+            && self
+                .queue
+                .try_send((id.to_string(), message.clone()))
+                .is_ok();
         if !queued {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
+                %id,
                 dropped,
                 queued_bytes = before,
                 "harvester busy: a message was not harvested"
@@ -187,23 +193,24 @@ fn may_carry_keys(message: &Message) -> bool {
     false
 }
 
-fn log(report: &Report) {
+fn log(id: &str, report: &Report) {
     for (address, fingerprint, put) in &report.stored {
         match put {
             Put::Pending(established) => tracing::warn!(
+                %id,
                 %address,
                 %fingerprint,
                 established = %established.join(","),
                 "harvested key kept as pending: another key for this address is established, and nothing vouched for the mail that brought this one"
             ),
             Put::Replaced(old) => {
-                tracing::info!(%address, %fingerprint, replaced = %old.join(","), "harvested key replaces the older one")
+                tracing::info!(%id, %address, %fingerprint, replaced = %old.join(","), "harvested key replaces the older one")
             }
-            _ => tracing::info!(%address, %fingerprint, result = ?put, "harvested key"),
+            _ => tracing::info!(%id, %address, %fingerprint, result = ?put, "harvested key"),
         }
     }
     for reason in &report.refused {
-        tracing::info!(%reason, "key not harvested");
+        tracing::info!(%id, %reason, "key not harvested");
     }
 }
 

@@ -246,7 +246,7 @@ fn the_queue_is_bounded_in_bytes_and_holds_only_what_may_carry_keys() {
     // Mail without any sign of a key is never queued, however much of it there is.
     let plain = Message::new(vec![b'x'; 4 * 1024 * 1024]);
     for _ in 0..100 {
-        harvester.submit(&plain);
+        harvester.submit("T1", &plain);
     }
     assert_eq!(harvester.queued_bytes(), 0);
     assert_eq!(harvester.dropped(), 0);
@@ -257,7 +257,7 @@ fn the_queue_is_bounded_in_bytes_and_holds_only_what_may_carry_keys() {
         &key_with_extra_userids("<bob@example.org>", 0),
     );
     huge.resize(MAX_MESSAGE + 1, b'x');
-    harvester.submit(&Message::new(huge));
+    harvester.submit("T1", &Message::new(huge));
     assert_eq!(harvester.queued_bytes(), 0);
 
     // Messages with keys, while the harvester is stuck on the first: the queue stops
@@ -267,7 +267,7 @@ fn the_queue_is_bounded_in_bytes_and_holds_only_what_may_carry_keys() {
     big.resize(8 * 1024 * 1024, b' ');
     let big = Message::new(big);
     for _ in 0..40 {
-        harvester.submit(&big);
+        harvester.submit("T1", &big);
         assert!(harvester.queued_bytes() <= QUEUE_BYTES);
     }
     assert!(

@@ -1,11 +1,12 @@
 //! AEAD: the LibrePGP AEAD packet (tag 20) as RNP writes it, in OCB and EAX, checked
 //! against tampering; Thunderbird's sample of it and of a message without integrity
 //! protection; and RFC 9580's SEIPDv2 in the modes the OpenSSL backend runs (OCB, GCM)
-//! and the one it does not (EAX).
+//! and, with our framing, the one it does not (EAX), on RFC 9580's own sample.
 
 use openpgp::types::AEADAlgorithm;
 
 use super::*;
+use crate::crypto::pgp::aed::{Aed, Seipd2Header};
 
 /// A GnuPG key (Ed25519, Cv25519 encryption subkey, no passphrase) known to an RNP home
 /// too: (gpg home, rnp home, the TSK of the encryption subkey, primary fingerprint).
@@ -175,7 +176,7 @@ fn seipd_v2(cert: &Cert, aead: AEADAlgorithm, plaintext: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn seipd_v2_ocb_and_gcm_decrypt_and_eax_is_named_unsupported() {
+fn seipd_v2_ocb_and_gcm_decrypt() {
     let key = v6_key();
     for aead in [AEADAlgorithm::OCB, AEADAlgorithm::GCM] {
         let message = seipd_v2(&key, aead, MIME);
@@ -183,34 +184,72 @@ fn seipd_v2_ocb_and_gcm_decrypt_and_eax_is_named_unsupported() {
         let opened = decrypt(&message, std::slice::from_ref(&key)).unwrap();
         assert_eq!(opened.plaintext, MIME, "{aead}");
     }
-    // The OpenSSL backend cannot run EAX, so sequoia cannot write it either here: the
-    // OCB message with its header's AEAD octet made EAX stands in. Our key opens the
-    // session key; the error names the mode, not a corrupt message.
-    if !AEADAlgorithm::EAX.is_supported() {
-        let mut message = seipd_v2(&key, AEADAlgorithm::OCB, MIME);
-        let pile = PacketPile::from_bytes(&message).unwrap();
-        let esk_len: usize = pile
-            .children()
-            .take_while(|p| p.tag() == Tag::PKESK)
-            .map(|p| p.to_vec().unwrap().len())
-            .sum();
-        // The SEIPD header: CTB, one length octet (or more), version 2, cipher, AEAD.
-        let header = message[esk_len..]
-            .windows(3)
-            .position(|w| w[0] == 2 && w[2] == u8::from(AEADAlgorithm::OCB))
-            .unwrap();
-        message[esk_len + header + 2] = u8::from(AEADAlgorithm::EAX);
-        match decrypt(&message, std::slice::from_ref(&key)) {
-            Err(CryptoError::Malformed(reason)) => {
-                assert!(reason.contains("EAX"), "{reason}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
     // RFC 9580's own sample: X25519, AES-128-OCB.
     let key = Cert::from_bytes(&corpus::corpus("rfc9580-A.4-v6-secret-key.asc")).unwrap();
     let message = corpus::corpus("rfc9580-A.8-x25519-aead-ocb-message.asc");
     let opened = decrypt(&message, std::slice::from_ref(&key)).unwrap();
     assert_eq!(opened.plaintext, b"Hello, world!");
+}
+
+/// RFC 9580 A.9's SEIPDv2 AES-128-EAX packet and its session key (A.9.2; the v6 SKESK
+/// before it wraps that key with a password, which the gateway never uses).
+fn rfc9580_eax_sample() -> (Vec<u8>, Seipd2Header, Vec<u8>) {
+    const SESSION_KEY: [u8; 16] = [
+        0x38, 0x81, 0xba, 0xfe, 0x98, 0x54, 0x12, 0x45, 0x9b, 0x86, 0xc3, 0x6f, 0x98, 0xcb, 0x9a,
+        0x5e,
+    ];
+    let message = corpus::corpus("rfc9580-A.9-eax-skesk-message.asc");
+    let mut ppr = openpgp::parse::PacketParser::from_bytes(&message).unwrap();
+    while let openpgp::parse::PacketParserResult::Some(mut pp) = ppr {
+        if let Packet::SEIP(openpgp::packet::SEIP::V2(seip)) = &pp.packet {
+            assert_eq!(seip.aead(), AEADAlgorithm::EAX);
+            let header = Seipd2Header {
+                cipher: seip.symmetric_algo(),
+                mode: u8::from(seip.aead()),
+                chunk_size: seip.chunk_size(),
+                salt: *seip.salt(),
+            };
+            let body = pp.buffer_unread_content().unwrap().to_vec();
+            return (body, header, SESSION_KEY.to_vec());
+        }
+        ppr = pp.next().unwrap().1;
+    }
+    panic!("no SEIPDv2 packet in the sample");
+}
+
+#[test]
+fn seipd_v2_eax_opens_rfc_9580s_sample_and_refuses_every_flipped_byte() {
+    let (body, header, session_key) = rfc9580_eax_sample();
+    let open = |body: &[u8]| Aed::seipd2(&header, body)?.decrypt(&session_key, 1 << 20);
+    let inner = open(&body).unwrap();
+    let pile = PacketPile::from_bytes(&inner[..]).unwrap();
+    let literal = pile
+        .children()
+        .find_map(|p| match p {
+            Packet::Literal(l) => Some(l.body().to_vec()),
+            _ => None,
+        })
+        .expect("a literal packet inside");
+    assert_eq!(literal, b"Hello, world!");
+
+    for at in 0..body.len() {
+        let mut tampered = body.clone();
+        tampered[at] ^= 0x01;
+        assert!(
+            matches!(open(&tampered), Err(CryptoError::Malformed(_))),
+            "flipped byte {at} opened"
+        );
+    }
+    for cut in [1, 16, body.len() / 2] {
+        assert!(matches!(
+            open(&body[..body.len() - cut]),
+            Err(CryptoError::Malformed(_))
+        ));
+    }
+    assert!(matches!(
+        Aed::seipd2(&header, &body)
+            .unwrap()
+            .decrypt(&[0; 16], 1 << 20),
+        Err(CryptoError::Malformed(_))
+    ));
 }

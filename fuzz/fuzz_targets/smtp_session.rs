@@ -30,6 +30,8 @@ use sealgate::keys::secrets::Sealer;
 use sealgate::keys::store::Candidate;
 use sealgate::keys::{KeyStore, SledKeyStore, sckm};
 use sealgate::mail::Direction;
+use sealgate::org::OrgStore;
+use sealgate::org::activity::Activity;
 use sealgate::policy::{self, Live};
 use sealgate::relay::Relays;
 use sealgate::smtp::session::{Session, Shared};
@@ -79,6 +81,7 @@ keys = false
     let db = sealgate::store::open(&config.data_dir).expect("the database opens");
     let spool = Spool::open(&db, config.spool.clone()).expect("the spool opens");
     let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0).expect("keys"));
+    let org = OrgStore::open(&db).expect("the organization store opens");
     let sealer = Arc::new(Sealer::open(&config.data_dir).expect("the KEK is made"));
     add_sckm_keys(keys.as_ref(), &sealer);
     let config = Arc::new(config);
@@ -100,6 +103,8 @@ keys = false
             smime_trust: config.keys.smime_trust.clone(),
         },
     );
+    // Records users' mail, as in the gateway (the Organization key's renewals use it).
+    let activity = Activity::new(org, keys.clone(), config.internal_domains.clone());
     let gateway = Gateway {
         planner: Planner {
             policy: live,
@@ -115,6 +120,7 @@ keys = false
         relays,
         spool,
         hostname: config.hostname.clone(),
+        activity,
         harvester,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

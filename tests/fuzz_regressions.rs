@@ -358,3 +358,50 @@ async fn a_forged_mark_past_256_kib_of_header_is_removed() {
     assert!(text.contains("X-Filler-2999: ") && text.ends_with("\r\nSubject: hi\r\n\r\nbody\r\n"));
     gw.stop().await;
 }
+
+/// The `keys_import` target: the S/MIME SCKM importer looked for a PEM block's END line
+/// from the end of its label, so in `-----BEGIN X-----END X-----` the END line shared the
+/// BEGIN line's dashes, the body ended before it began, and slicing it panicked (in the
+/// server, the admin request's task).
+#[test]
+fn a_pem_end_line_sharing_the_begin_lines_dashes_is_refused() {
+    for pem in [
+        &b"-----BEGIN PGP MESSAGE-----END PGP MESSAGE-----\n"[..],
+        b"-----BEGIN CERTIFICATE-----END CERTIFICATE-----",
+        b"-----BEGIN PRIVATE KEY-----END PRIVATE KEY-----\r\n",
+    ] {
+        assert!(
+            sealgate::crypto::smime::import_sckm(pem, None).is_err(),
+            "{}",
+            String::from_utf8_lossy(pem)
+        );
+    }
+}
+
+/// The same through a gateway's admin socket: refused, and the next request answered.
+#[tokio::test]
+async fn a_pem_end_line_sharing_the_begin_lines_dashes_is_refused_by_the_server() {
+    use base64::Engine;
+    use sealgate::keys::admin::{File, Request};
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let data_dir = gw.data_dir.clone();
+    let response = tokio::task::spawn_blocking(move || {
+        let request = Request::ImportSckm {
+            files: vec![File {
+                name: "odd.pem".into(),
+                data: base64::engine::general_purpose::STANDARD
+                    .encode("-----BEGIN CERTIFICATE-----END CERTIFICATE-----\n"),
+            }],
+            passphrase: None,
+        };
+        let refused = support::admin_request(&data_dir, request).expect("an answer");
+        let next = support::admin_request(&data_dir, Request::List);
+        (refused, next)
+    })
+    .await
+    .unwrap();
+    assert!(response.0.failed, "{:?}", response.0.messages);
+    assert!(response.1.is_ok(), "{:?}", response.1.err());
+    gw.stop().await;
+}

@@ -424,3 +424,226 @@ fn published_keys_are_where_gnupg_and_dns_look_for_them() {
     );
     assert!(!other.contains(" IN OPENPGPKEY "), "{other}");
 }
+
+/// `openssl ARGS` in `dir`; (success, stdout + stderr).
+fn openssl_in(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// Splits a PEM bundle into its blocks.
+fn pem_blocks(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN CERTIFICATE"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_them_opens() {
+    let setup = Mailroom::new();
+    let d = setup.dir.path();
+    let rsa = GpgHome::new();
+    let (rsa_fpr, rsa_sub) = rsa.make_key("Rsa <rsa@example.com>", "ed25519", "rsa3072", "encr");
+    let ec = GpgHome::new();
+    let (_, ec_sub) = ec.make_key("Ec <ec@example.com>", "ed25519", "nistp256", "encr");
+    for (home, sub, name) in [(&rsa, &rsa_sub, "rsa"), (&ec, &ec_sub, "ec")] {
+        let file = setup.file(&format!("{name}.sckm"), home.sckm_export(sub));
+        setup.keys_expect(&["import-sckm", path_str(&file)], 0);
+    }
+    sckm_user(&setup, "curve");
+    let mut serve = Serve::start(&setup);
+
+    // A CA valid three days: every user certificate (14 days asked) ends with it.
+    let (_, said) = sealgate(
+        &setup,
+        &[
+            "org",
+            "cert",
+            "init",
+            "--subject",
+            "CN=Example Org CA,O=Example Org",
+            "--days",
+            "3",
+        ],
+        0,
+    );
+    assert!(
+        said.contains("warning: a self-signed org certificate"),
+        "{said}"
+    );
+    assert!(
+        said.contains("issued 2 S/MIME certificate(s) now"),
+        "{said}"
+    );
+    assert!(
+        said.contains("not certified curve@example.com: no S/MIME certificate")
+            && said.contains("nistp256"),
+        "cv25519 cannot have one, and the admin is told what to do: {said}"
+    );
+
+    let mut ca_pem = String::new();
+    for user in ["rsa", "ec"] {
+        let (bundle, _) = sealgate(
+            &setup,
+            &["keys", "export", &format!("{user}@example.com"), "--smime"],
+            0,
+        );
+        let blocks = pem_blocks(&bundle);
+        assert_eq!(blocks.len(), 2, "the certificate and its chain: {bundle}");
+        std::fs::write(d.join(format!("{user}.pem")), &blocks[0]).unwrap();
+        std::fs::write(d.join("ca.pem"), &blocks[1]).unwrap();
+        ca_pem = blocks[1].clone();
+        let (ok, said) = openssl_in(d, &["verify", "-CAfile", "ca.pem", &format!("{user}.pem")]);
+        assert!(ok, "{said}");
+        let (_, user_end) = openssl_in(
+            d,
+            &["x509", "-in", &format!("{user}.pem"), "-noout", "-enddate"],
+        );
+        let (_, ca_end) = openssl_in(d, &["x509", "-in", "ca.pem", "-noout", "-enddate"]);
+        assert_eq!(
+            user_end, ca_end,
+            "a user certificate never outlives the org certificate"
+        );
+        let (_, listing) = openssl_in(
+            d,
+            &["x509", "-in", &format!("{user}.pem"), "-noout", "-text"],
+        );
+        assert!(
+            listing.contains(&format!("email:{user}@example.com")),
+            "{listing}"
+        );
+    }
+    let (_, ca_text) = openssl_in(d, &["x509", "-in", "ca.pem", "-noout", "-text"]);
+    assert!(
+        ca_text.contains("CA:TRUE") && !ca_text.contains('@'),
+        "{ca_text}"
+    );
+
+    // S/MIME mail to the issued certificates opens with the SCKM secret already held.
+    std::fs::write(
+        d.join("entity.txt"),
+        "Content-Type: text/plain\r\n\r\nSealed for an org certificate.\r\n",
+    )
+    .unwrap();
+    for user in ["rsa", "ec"] {
+        let (ok, said) = openssl_in(
+            d,
+            &[
+                "cms",
+                "-encrypt",
+                "-aes256",
+                "-in",
+                "entity.txt",
+                "-out",
+                "mail.eml",
+                &format!("{user}.pem"),
+            ],
+        );
+        assert!(ok, "{said}");
+        let body = std::fs::read_to_string(d.join("mail.eml"))
+            .unwrap()
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
+        let mail = format!(
+            "From: sender@example.org\r\nTo: {user}@example.com\r\nSubject: cms\r\nMessage-ID: <{user}-cms@example.org>\r\n{body}"
+        );
+        support::cli::send(
+            setup.inbound,
+            "sender@example.org",
+            &[&format!("{user}@example.com")],
+            mail.as_bytes(),
+        )
+        .await;
+        let delivered = setup
+            .delivered("in")
+            .into_iter()
+            .map(|m| text(&m))
+            .find(|m| m.contains(&format!("<{user}-cms@example.org>")))
+            .unwrap_or_else(|| panic!("not delivered: {}", serve.log()));
+        assert!(
+            delivered.contains("Sealed for an org certificate.")
+                && delivered.contains("X-Sealgate-Decrypted: smime"),
+            "{delivered}\n{}",
+            serve.log()
+        );
+    }
+
+    // A user who has a certificate gets no new one while it is good.
+    let (_, said) = sealgate(&setup, &["org", "renew"], 0);
+    assert!(
+        said.contains("issued 0 S/MIME certificate(s) now, 2 still current"),
+        "{said}"
+    );
+
+    // Revocation, and the CRL openssl checks against.
+    let (_, said) = sealgate(&setup, &["org", "cert", "revoke", "rsa@example.com"], 0);
+    assert!(said.contains("revoked rsa@example.com"), "{said}");
+    let (crl, _) = sealgate(&setup, &["org", "cert", "crl"], 0);
+    std::fs::write(d.join("crl.pem"), &crl).unwrap();
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout", "-verify",
+        ],
+    );
+    assert!(ok && said.contains("verify OK"), "{said}");
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.pem",
+            "-CRLfile",
+            "crl.pem",
+            "rsa.pem",
+        ],
+    );
+    assert!(!ok && said.contains("revoked"), "{said}");
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.pem",
+            "-CRLfile",
+            "crl.pem",
+            "ec.pem",
+        ],
+    );
+    assert!(ok, "{said}");
+    let (_, said) = sealgate(&setup, &["keys", "export", "rsa@example.com", "--smime"], 1);
+    assert!(said.contains("no current S/MIME certificate"), "{said}");
+    // The next run issues the revoked user a new certificate.
+    let (_, said) = sealgate(&setup, &["org", "renew"], 0);
+    assert!(said.contains("issued rsa@example.com"), "{said}");
+
+    // A new org certificate: certificates from the old one stay until they expire.
+    sealgate(
+        &setup,
+        &[
+            "org",
+            "cert",
+            "init",
+            "--subject",
+            "CN=Second CA,O=Example Org",
+        ],
+        0,
+    );
+    let (bundle, _) = sealgate(&setup, &["keys", "export", "ec@example.com", "--smime"], 0);
+    assert!(bundle.contains(pem_blocks(&bundle)[0].as_str()));
+    std::fs::write(d.join("ec-again.pem"), &pem_blocks(&bundle)[0]).unwrap();
+    let (ok, said) = openssl_in(d, &["verify", "-CAfile", "ca.pem", "ec-again.pem"]);
+    assert!(ok, "still the first CA's: {said}");
+    assert!(!rsa_fpr.is_empty() && !ca_pem.is_empty());
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}

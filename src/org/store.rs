@@ -240,6 +240,11 @@ impl OrgStore {
         self.scan(b"issued\0")
     }
 
+    /// The certificates issued to `address`.
+    pub fn issued_to(&self, address: &str) -> Result<Vec<IssuedCert>, OrgStoreError> {
+        self.scan(format!("issued\0{address}\0").as_bytes())
+    }
+
     pub fn put_issued(&self, c: &IssuedCert) -> Result<(), OrgStoreError> {
         self.put_json(format!("issued\0{}\0{}", c.address, c.serial).as_bytes(), c)
     }

@@ -144,6 +144,7 @@ impl Server {
             keys: keys.clone(),
             sealer: sealer.clone(),
             config: config.clone(),
+            org: org.clone(),
         });
         let tls = match &config.tls {
             None => None,

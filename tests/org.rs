@@ -576,6 +576,41 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
         );
     }
 
+    // DANE: an SMIMEA record (3 0 0, the full certificate) per user with a certificate,
+    // beside the OPENPGPKEY records of certified keys (none here: no org key).
+    let (zone, _) = sealgate(
+        &setup,
+        &["org", "publish", "dane", "--zone", "example.com"],
+        0,
+    );
+    for user in ["rsa", "ec"] {
+        let owner =
+            support::dns::key_owner(&format!("{user}@example.com"), "_smimecert").to_string();
+        let (ok, said) = openssl_in(
+            d,
+            &[
+                "x509",
+                "-in",
+                &format!("{user}.pem"),
+                "-outform",
+                "DER",
+                "-out",
+                "user.der",
+            ],
+        );
+        assert!(ok, "{said}");
+        let der: String = std::fs::read(d.join("user.der"))
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert!(
+            zone.contains(&format!("{owner} IN SMIMEA 3 0 0 {der}\n")),
+            "{user}: {zone}"
+        );
+    }
+    assert!(!zone.contains(" IN OPENPGPKEY "), "{zone}");
+
     // A user who has a certificate gets no new one while it is good.
     let (_, said) = sealgate(&setup, &["org", "renew"], 0);
     assert!(
@@ -646,4 +681,67 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
     assert!(ok, "still the first CA's: {said}");
     assert!(!rsa_fpr.is_empty() && !ca_pem.is_empty());
     assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}
+
+#[test]
+fn the_organizations_own_ca_is_imported_and_its_users_certificates_chain_to_it() {
+    let setup = Mailroom::new();
+    let d = setup.dir.path();
+    let rsa = GpgHome::new();
+    let (_, sub) = rsa.make_key("Rsa <rsa@example.com>", "ed25519", "rsa3072", "encr");
+    let file = setup.file("rsa.sckm", rsa.sckm_export(&sub));
+    setup.keys_expect(&["import-sckm", path_str(&file)], 0);
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\n[dn]\n[v3_ca]\n\
+         basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    )
+    .unwrap();
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            "org-ca.key",
+            "-out",
+            "org-ca.pem",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=Example Org Issuing CA/O=Example Org",
+            "-config",
+            "ca.cnf",
+        ],
+    );
+    assert!(ok, "{said}");
+    // Its own certificate must not pass for a key.
+    let (_, said) = sealgate(
+        &setup,
+        &["org", "cert", "import", "org-ca.pem", "org-ca.pem"],
+        1,
+    );
+    assert!(!said.is_empty());
+    let (_, said) = sealgate(
+        &setup,
+        &["org", "cert", "import", "org-ca.pem", "org-ca.key"],
+        0,
+    );
+    assert!(said.contains("issued rsa@example.com"), "{said}");
+    assert!(!said.contains("self-signed"), "{said}");
+    let (bundle, _) = sealgate(&setup, &["keys", "export", "rsa@example.com", "--smime"], 0);
+    std::fs::write(d.join("rsa.pem"), &pem_blocks(&bundle)[0]).unwrap();
+    let (ok, said) = openssl_in(d, &["verify", "-CAfile", "org-ca.pem", "rsa.pem"]);
+    assert!(ok, "{said}");
+    let (status, _) = sealgate(&setup, &["org", "status"], 0);
+    assert!(
+        status.contains("Example Org Issuing CA") && status.contains("1 current"),
+        "{status}"
+    );
 }

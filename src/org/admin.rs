@@ -393,8 +393,12 @@ fn certified_key(
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PublishedKey {
     pub address: String,
-    /// The binary public cert with its certification, base64.
+    /// The binary public cert with its certification, base64; empty when the user has
+    /// only an S/MIME certificate to publish.
     pub key: String,
+    /// The user's current certificate from the org certificate, DER in base64.
+    #[serde(default)]
+    pub certificate: Option<String>,
 }
 
 /// The certified key of every internal user the org vouches for (the newest, when a
@@ -416,19 +420,36 @@ fn published(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer, OrgError
             newest.insert(entry.address.clone(), entry);
         }
     }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let mut keys = Vec::new();
     let mut messages = Vec::new();
     for entry in newest.values() {
-        match certified_key(cx, entry, now)? {
-            (cert, true) => keys.push(PublishedKey {
+        let certificate = cx
+            .store
+            .issued_to(&entry.address)?
+            .into_iter()
+            .filter(|c| c.revoked.is_none() && c.not_after > now)
+            .max_by_key(|c| c.not_after)
+            .map(|c| b64(&c.der));
+        let key = match entry.kind {
+            crate::keys::KeyKind::Pgp => match certified_key(cx, entry, now)? {
+                (cert, true) => b64(&cert.to_vec().expect("a cert serializes")),
+                (_, false) => {
+                    messages.push(format!(
+                        "{}: key not published: not certified by the org key (run sealgate org renew)",
+                        entry.address
+                    ));
+                    String::new()
+                }
+            },
+            crate::keys::KeyKind::Smime => String::new(),
+        };
+        if !key.is_empty() || certificate.is_some() {
+            keys.push(PublishedKey {
                 address: entry.address.clone(),
-                key: base64::engine::general_purpose::STANDARD
-                    .encode(cert.to_vec().expect("a cert serializes")),
-            }),
-            (_, false) => messages.push(format!(
-                "{}: not published: not certified by the org key (run sealgate org renew)",
-                entry.address
-            )),
+                key,
+                certificate,
+            });
         }
     }
     Ok(OrgAnswer {

@@ -238,12 +238,11 @@ fn publish(config: &Config, what: PublishCommand) -> ExitCode {
     let keys: Vec<Published> = listed
         .into_iter()
         .filter_map(|k| {
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(k.key)
-                .ok()?;
+            let b64 = base64::engine::general_purpose::STANDARD;
             Some(Published {
                 address: k.address,
-                key,
+                key: b64.decode(k.key).ok()?,
+                certificate: k.certificate.and_then(|c| b64.decode(c).ok()),
             })
         })
         .collect();

@@ -745,3 +745,100 @@ fn the_organizations_own_ca_is_imported_and_its_users_certificates_chain_to_it()
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn outbound_mail_carries_the_senders_certified_key_in_an_autocrypt_field() {
+    use base64::Engine;
+    let setup = Mailroom::with("[org]\nautocrypt_outbound = true\n");
+    sckm_user(&setup, "user");
+    sealgate(&setup, &["org", "init"], 0);
+    let (org_asc, _) = sealgate(&setup, &["org", "export"], 0);
+    let org_fpr = org_fingerprint(&org_asc);
+    let mut serve = Serve::start(&setup);
+
+    let mail = |id: &str, from: &str, extra: &str| {
+        format!(
+            "From: {from}\r\nTo: bob@example.org\r\nSubject: hi\r\nMessage-ID: <{id}>\r\n{extra}\r\nHello.\r\n"
+        )
+    };
+    let send =
+        |id: &'static str, envelope: &'static str, from: &'static str, extra: &'static str| {
+            let addr = setup.outbound;
+            let message = mail(id, from, extra);
+            async move {
+                support::cli::send(addr, envelope, &["bob@example.org"], message.as_bytes()).await;
+            }
+        };
+    send(
+        "plain@example.com",
+        "user@example.com",
+        "User <User@Example.com>",
+        "",
+    )
+    .await;
+    send(
+        "own@example.com",
+        "user@example.com",
+        "user@example.com",
+        "Autocrypt: addr=user@example.com; keydata=AAAA\r\n",
+    )
+    .await;
+    send(
+        "other@example.com",
+        "user@example.com",
+        "someone@example.com",
+        "",
+    )
+    .await;
+    let out = |id: &str| {
+        setup
+            .delivered("out")
+            .into_iter()
+            .map(|m| text(&m))
+            .find(|m| m.contains(&format!("<{id}>")))
+            .unwrap_or_else(|| panic!("{id} not relayed: {}", serve.log()))
+    };
+
+    let relayed = out("plain@example.com");
+    let head = &relayed[..relayed.find("\r\n\r\n").unwrap()];
+    let start = head
+        .find("Autocrypt: addr=user@example.com; keydata=")
+        .expect(head);
+    let field: String = head[start..]
+        .split("\r\n")
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' '))
+        .map(|(_, l)| l.trim())
+        .collect();
+    let keydata = field.rsplit("keydata=").next().unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(keydata)
+        .unwrap();
+    let partner = partner_trusting(&org_asc);
+    partner.run(&["--import"], Some(&key));
+    let listing = text(&partner.run(&["--with-colons", "--check-sigs", "user@example.com"], None));
+    assert!(
+        listing.lines().any(|l| l.starts_with("uid:f:")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("sig:!") && l.split(':').nth(12) == Some(org_fpr.as_str())),
+        "{listing}"
+    );
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("sub:")).count(),
+        1,
+        "{listing}"
+    );
+
+    let own = out("own@example.com");
+    assert_eq!(
+        own.matches("Autocrypt:").count(),
+        1,
+        "the client's own field stays alone: {own}"
+    );
+    assert!(!out("other@example.com").contains("Autocrypt:"));
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}

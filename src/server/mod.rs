@@ -193,6 +193,11 @@ impl Server {
             spool,
             hostname: config.hostname.clone(),
             activity: Activity::new(org.clone(), keys.clone(), config.internal_domains.clone()),
+            autocrypt: crate::org::autocrypt::Autocrypt {
+                keys: keys.clone(),
+                org: org.clone(),
+                config: config.clone(),
+            },
             harvester: Harvester::start(
                 keys.clone(),
                 HarvestRules {

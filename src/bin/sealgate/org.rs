@@ -211,22 +211,11 @@ pub fn run(config: &Config, command: OrgCommand) -> ExitCode {
 fn publish(config: &Config, what: PublishCommand) -> ExitCode {
     use base64::Engine;
     use sealgate::org::publish::{self, Published};
-    let request = Request::Org {
-        request: OrgRequest::Published,
+    let response = match ask(config, OrgRequest::Published) {
+        Ok(response) if !response.failed => response,
+        Ok(_) => return ExitCode::FAILURE,
+        Err(code) => return code,
     };
-    let response = match admin::request(config, request) {
-        Ok(response) => response,
-        Err(e) => {
-            eprintln!("sealgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for message in &response.messages {
-        eprintln!("{message}");
-    }
-    if response.failed {
-        return ExitCode::FAILURE;
-    }
     let listed: Vec<sealgate::org::admin::PublishedKey> =
         match serde_json::from_str(&response.output) {
             Ok(keys) => keys,
@@ -288,20 +277,30 @@ pub fn export(config: &Config, address: String, smime: bool) -> ExitCode {
 /// Sends an org request and prints the answer: the output on standard output, the
 /// messages on standard error (they are about the output, not part of it).
 fn send(config: &Config, request: OrgRequest) -> ExitCode {
-    let response = match admin::request(config, Request::Org { request }) {
+    let response = match ask(config, request) {
         Ok(response) => response,
-        Err(e) => {
-            eprintln!("sealgate: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     print!("{}", response.output);
-    for message in &response.messages {
-        eprintln!("{message}");
-    }
     if response.failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Sends an org request; its messages go to standard error at once.
+fn ask(config: &Config, request: OrgRequest) -> Result<admin::Response, ExitCode> {
+    match admin::request(config, Request::Org { request }) {
+        Ok(response) => {
+            for message in &response.messages {
+                eprintln!("{message}");
+            }
+            Ok(response)
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }

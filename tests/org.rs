@@ -459,6 +459,10 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
         setup.keys_expect(&["import-sckm", path_str(&file)], 0);
     }
     sckm_user(&setup, "curve");
+    // An S/MIME SCKM user: the org certificate certifies the key of their own
+    // certificate, and mail to either opens.
+    let own = support::keys::SmimeCert::openssl("smime@example.com", "keyEncipherment");
+    setup.keys_expect(&["import-sckm", path_str(&own.sckm_bundle())], 0);
     let mut serve = Serve::start(&setup);
 
     // A CA valid three days: every user certificate (14 days asked) ends with it.
@@ -480,7 +484,7 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
         "{said}"
     );
     assert!(
-        said.contains("issued 2 S/MIME certificate(s) now"),
+        said.contains("issued 3 S/MIME certificate(s) now"),
         "{said}"
     );
     assert!(
@@ -490,7 +494,7 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
     );
 
     let mut ca_pem = String::new();
-    for user in ["rsa", "ec"] {
+    for user in ["rsa", "ec", "smime"] {
         let (bundle, _) = sealgate(
             &setup,
             &["keys", "export", &format!("{user}@example.com"), "--smime"],
@@ -528,12 +532,13 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
     );
 
     // S/MIME mail to the issued certificates opens with the SCKM secret already held.
+    let users = ["rsa", "ec", "smime"];
     std::fs::write(
         d.join("entity.txt"),
         "Content-Type: text/plain\r\n\r\nSealed for an org certificate.\r\n",
     )
     .unwrap();
-    for user in ["rsa", "ec"] {
+    for user in users {
         let (ok, said) = openssl_in(
             d,
             &[
@@ -556,7 +561,7 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
             "From: sender@example.org\r\nTo: {user}@example.com\r\nSubject: cms\r\nMessage-ID: <{user}-cms@example.org>\r\n{body}"
         );
         support::cli::send(
-            setup.inbound,
+            serve.addr("inbound"),
             "sender@example.org",
             &[&format!("{user}@example.com")],
             mail.as_bytes(),
@@ -614,7 +619,7 @@ async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_th
     // A user who has a certificate gets no new one while it is good.
     let (_, said) = sealgate(&setup, &["org", "renew"], 0);
     assert!(
-        said.contains("issued 0 S/MIME certificate(s) now, 2 still current"),
+        said.contains("issued 0 S/MIME certificate(s) now, 3 still current"),
         "{said}"
     );
 
@@ -763,7 +768,7 @@ async fn outbound_mail_carries_the_senders_certified_key_in_an_autocrypt_field()
     };
     let send =
         |id: &'static str, envelope: &'static str, from: &'static str, extra: &'static str| {
-            let addr = setup.outbound;
+            let addr = serve.addr("outbound");
             let message = mail(id, from, extra);
             async move {
                 support::cli::send(addr, envelope, &["bob@example.org"], message.as_bytes()).await;

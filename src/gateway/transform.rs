@@ -472,12 +472,10 @@ impl Transform {
                 Err(e) => last = e,
             }
         }
-        // S/MIME to a certificate the org certificate issued for an OpenPGP SCKM key.
+        // S/MIME to a certificate the org certificate issued for an SCKM key (OpenPGP,
+        // or S/MIME whose own certificate is another).
         if wanted == KeyKind::Smime {
-            for entry in keys
-                .iter()
-                .filter(|e| e.kind == KeyKind::Pgp && e.can_decrypt)
-            {
+            for entry in keys.iter().filter(|e| e.can_decrypt) {
                 let issued = self.issued_smime_keys(entry)?;
                 if issued.is_empty() {
                     continue;
@@ -491,9 +489,10 @@ impl Transform {
         Err(last)
     }
 
-    /// The S/MIME keys of an OpenPGP SCKM entry: each certificate the org certificate
-    /// issued for it (expired ones too, for mail still on its way), with the secret
-    /// subkey whose public key it carries.
+    /// The S/MIME keys of an SCKM entry from the org certificate: each certificate it
+    /// issued for the entry (expired ones too, for mail still on its way), with the
+    /// secret of the key it carries: an S/MIME entry's own key, or the OpenPGP secret
+    /// subkey whose public key it is.
     fn issued_smime_keys(&self, entry: &KeyEntry) -> Result<Vec<smime::SmimeKey>, TransformError> {
         let issued: Vec<_> = self
             .org
@@ -509,6 +508,16 @@ impl Transform {
             .sealed_secret(&entry.fingerprint)?
             .ok_or_else(|| TransformError::NoSecret(entry.fingerprint.clone()))?;
         let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
+        if entry.kind == KeyKind::Smime {
+            return Ok(issued
+                .iter()
+                .filter_map(|c| x509_cert::Certificate::from_der(&c.der).ok())
+                .map(|cert| smime::SmimeKey {
+                    cert,
+                    private_key: secret.clone(),
+                })
+                .collect());
+        }
         let tsks = pgp::parse_tsks(&secret)?;
         let mut keys = Vec::new();
         for issued in issued {

@@ -564,6 +564,7 @@ impl Treatment {
                 keys,
                 sealer,
                 config,
+                org: sealgate::org::OrgStore::open(&db).expect("org tree"),
             },
             _db: db,
         }

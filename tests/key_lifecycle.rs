@@ -102,7 +102,7 @@ async fn a_revoked_openpgp_key_is_never_encrypted_to_again() {
 
     let mut serve = Serve::start(&setup);
     send(
-        setup.outbound,
+        serve.addr("outbound"),
         "user@example.com",
         &["bob@example.org"],
         &outgoing(
@@ -161,7 +161,7 @@ async fn a_revoked_openpgp_key_is_never_encrypted_to_again() {
         ("carol@example.org", "after-carol@example.com"),
     ] {
         send(
-            setup.outbound,
+            serve.addr("outbound"),
             "user@example.com",
             &[to],
             &outgoing(to, id, "After the revocation."),
@@ -192,7 +192,7 @@ async fn a_revoked_cert_in_the_owners_next_mail_marks_the_cached_key() {
         autocrypt_header("bob@example.org", &revoked)
     );
     send(
-        setup.inbound,
+        serve.addr("inbound"),
         "bob@example.org",
         &["user@example.com"],
         mail.as_bytes(),
@@ -209,7 +209,7 @@ async fn a_revoked_cert_in_the_owners_next_mail_marks_the_cached_key() {
     assert_eq!(bob_entry["fingerprint"], Value::from(bob_fpr.as_str()));
 
     send(
-        setup.outbound,
+        serve.addr("outbound"),
         "user@example.com",
         &["bob@example.org"],
         &outgoing(
@@ -443,7 +443,7 @@ async fn a_crl_pem_or_der_marks_the_certificates_it_lists() {
     for to in ["dave@example.net", "frank@example.net"] {
         let id = format!("crl-{to}");
         send(
-            setup.outbound,
+            serve.addr("outbound"),
             "user@example.com",
             &[to],
             &outgoing(to, &id, "Checked against the CRL."),
@@ -571,7 +571,7 @@ async fn a_new_encryption_subkey_is_current_and_the_old_one_still_decrypts() {
         ("new@example.org", &to_new),
     ] {
         send(
-            setup.inbound,
+            serve.addr("inbound"),
             "sender@example.org",
             &["user@example.com"],
             &pgp_mime("sender@example.org", "user@example.com", id, armored),
@@ -691,7 +691,7 @@ async fn a_thunderbird_users_key_reaches_the_gateway_by_the_readme_recipe() {
         Some(&entity("From RNP to a Thunderbird user.")),
     );
     send(
-        setup.inbound,
+        serve.addr("inbound"),
         "sender@example.org",
         &["user@example.com"],
         &pgp_mime(

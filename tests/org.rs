@@ -424,3 +424,426 @@ fn published_keys_are_where_gnupg_and_dns_look_for_them() {
     );
     assert!(!other.contains(" IN OPENPGPKEY "), "{other}");
 }
+
+/// `openssl ARGS` in `dir`; (success, stdout + stderr).
+fn openssl_in(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// Splits a PEM bundle into its blocks.
+fn pem_blocks(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN CERTIFICATE"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_org_certificate_issues_certificates_openssl_verifies_and_mail_to_them_opens() {
+    let setup = Mailroom::new();
+    let d = setup.dir.path();
+    let rsa = GpgHome::new();
+    let (rsa_fpr, rsa_sub) = rsa.make_key("Rsa <rsa@example.com>", "ed25519", "rsa3072", "encr");
+    let ec = GpgHome::new();
+    let (_, ec_sub) = ec.make_key("Ec <ec@example.com>", "ed25519", "nistp256", "encr");
+    for (home, sub, name) in [(&rsa, &rsa_sub, "rsa"), (&ec, &ec_sub, "ec")] {
+        let file = setup.file(&format!("{name}.sckm"), home.sckm_export(sub));
+        setup.keys_expect(&["import-sckm", path_str(&file)], 0);
+    }
+    sckm_user(&setup, "curve");
+    // An S/MIME SCKM user: the org certificate certifies the key of their own
+    // certificate, and mail to either opens.
+    let own = support::keys::SmimeCert::openssl("smime@example.com", "keyEncipherment");
+    setup.keys_expect(&["import-sckm", path_str(&own.sckm_bundle())], 0);
+    let mut serve = Serve::start(&setup);
+
+    // A CA valid three days: every user certificate (14 days asked) ends with it.
+    let (_, said) = sealgate(
+        &setup,
+        &[
+            "org",
+            "cert",
+            "init",
+            "--subject",
+            "CN=Example Org CA,O=Example Org",
+            "--days",
+            "3",
+        ],
+        0,
+    );
+    assert!(
+        said.contains("warning: a self-signed org certificate"),
+        "{said}"
+    );
+    assert!(
+        said.contains("issued 3 S/MIME certificate(s) now"),
+        "{said}"
+    );
+    assert!(
+        said.contains("not certified curve@example.com: no S/MIME certificate")
+            && said.contains("nistp256"),
+        "cv25519 cannot have one, and the admin is told what to do: {said}"
+    );
+
+    let mut ca_pem = String::new();
+    for user in ["rsa", "ec", "smime"] {
+        let (bundle, _) = sealgate(
+            &setup,
+            &["keys", "export", &format!("{user}@example.com"), "--smime"],
+            0,
+        );
+        let blocks = pem_blocks(&bundle);
+        assert_eq!(blocks.len(), 2, "the certificate and its chain: {bundle}");
+        std::fs::write(d.join(format!("{user}.pem")), &blocks[0]).unwrap();
+        std::fs::write(d.join("ca.pem"), &blocks[1]).unwrap();
+        ca_pem = blocks[1].clone();
+        let (ok, said) = openssl_in(d, &["verify", "-CAfile", "ca.pem", &format!("{user}.pem")]);
+        assert!(ok, "{said}");
+        let (_, user_end) = openssl_in(
+            d,
+            &["x509", "-in", &format!("{user}.pem"), "-noout", "-enddate"],
+        );
+        let (_, ca_end) = openssl_in(d, &["x509", "-in", "ca.pem", "-noout", "-enddate"]);
+        assert_eq!(
+            user_end, ca_end,
+            "a user certificate never outlives the org certificate"
+        );
+        let (_, listing) = openssl_in(
+            d,
+            &["x509", "-in", &format!("{user}.pem"), "-noout", "-text"],
+        );
+        assert!(
+            listing.contains(&format!("email:{user}@example.com")),
+            "{listing}"
+        );
+    }
+    let (_, ca_text) = openssl_in(d, &["x509", "-in", "ca.pem", "-noout", "-text"]);
+    assert!(
+        ca_text.contains("CA:TRUE") && !ca_text.contains('@'),
+        "{ca_text}"
+    );
+
+    // S/MIME mail to the issued certificates opens with the SCKM secret already held.
+    let users = ["rsa", "ec", "smime"];
+    std::fs::write(
+        d.join("entity.txt"),
+        "Content-Type: text/plain\r\n\r\nSealed for an org certificate.\r\n",
+    )
+    .unwrap();
+    for user in users {
+        let (ok, said) = openssl_in(
+            d,
+            &[
+                "cms",
+                "-encrypt",
+                "-aes256",
+                "-in",
+                "entity.txt",
+                "-out",
+                "mail.eml",
+                &format!("{user}.pem"),
+            ],
+        );
+        assert!(ok, "{said}");
+        let body = std::fs::read_to_string(d.join("mail.eml"))
+            .unwrap()
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
+        let mail = format!(
+            "From: sender@example.org\r\nTo: {user}@example.com\r\nSubject: cms\r\nMessage-ID: <{user}-cms@example.org>\r\n{body}"
+        );
+        support::cli::send(
+            serve.addr("inbound"),
+            "sender@example.org",
+            &[&format!("{user}@example.com")],
+            mail.as_bytes(),
+        )
+        .await;
+        let delivered = setup
+            .delivered("in")
+            .into_iter()
+            .map(|m| text(&m))
+            .find(|m| m.contains(&format!("<{user}-cms@example.org>")))
+            .unwrap_or_else(|| panic!("not delivered: {}", serve.log()));
+        assert!(
+            delivered.contains("Sealed for an org certificate.")
+                && delivered.contains("X-Sealgate-Decrypted: smime"),
+            "{delivered}\n{}",
+            serve.log()
+        );
+    }
+
+    // DANE: an SMIMEA record (3 0 0, the full certificate) per user with a certificate,
+    // beside the OPENPGPKEY records of certified keys (none here: no org key).
+    let (zone, _) = sealgate(
+        &setup,
+        &["org", "publish", "dane", "--zone", "example.com"],
+        0,
+    );
+    for user in ["rsa", "ec"] {
+        let owner =
+            support::dns::key_owner(&format!("{user}@example.com"), "_smimecert").to_string();
+        let (ok, said) = openssl_in(
+            d,
+            &[
+                "x509",
+                "-in",
+                &format!("{user}.pem"),
+                "-outform",
+                "DER",
+                "-out",
+                "user.der",
+            ],
+        );
+        assert!(ok, "{said}");
+        let der: String = std::fs::read(d.join("user.der"))
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert!(
+            zone.contains(&format!("{owner} IN SMIMEA 3 0 0 {der}\n")),
+            "{user}: {zone}"
+        );
+    }
+    assert!(!zone.contains(" IN OPENPGPKEY "), "{zone}");
+
+    // A user who has a certificate gets no new one while it is good.
+    let (_, said) = sealgate(&setup, &["org", "renew"], 0);
+    assert!(
+        said.contains("issued 0 S/MIME certificate(s) now, 3 still current"),
+        "{said}"
+    );
+
+    // Revocation, and the CRL openssl checks against.
+    let (_, said) = sealgate(&setup, &["org", "cert", "revoke", "rsa@example.com"], 0);
+    assert!(said.contains("revoked rsa@example.com"), "{said}");
+    let (crl, _) = sealgate(&setup, &["org", "cert", "crl"], 0);
+    std::fs::write(d.join("crl.pem"), &crl).unwrap();
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout", "-verify",
+        ],
+    );
+    assert!(ok && said.contains("verify OK"), "{said}");
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.pem",
+            "-CRLfile",
+            "crl.pem",
+            "rsa.pem",
+        ],
+    );
+    assert!(!ok && said.contains("revoked"), "{said}");
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.pem",
+            "-CRLfile",
+            "crl.pem",
+            "ec.pem",
+        ],
+    );
+    assert!(ok, "{said}");
+    let (_, said) = sealgate(&setup, &["keys", "export", "rsa@example.com", "--smime"], 1);
+    assert!(said.contains("no current S/MIME certificate"), "{said}");
+    // The next run issues the revoked user a new certificate.
+    let (_, said) = sealgate(&setup, &["org", "renew"], 0);
+    assert!(said.contains("issued rsa@example.com"), "{said}");
+
+    // A new org certificate: certificates from the old one stay until they expire.
+    sealgate(
+        &setup,
+        &[
+            "org",
+            "cert",
+            "init",
+            "--subject",
+            "CN=Second CA,O=Example Org",
+        ],
+        0,
+    );
+    let (bundle, _) = sealgate(&setup, &["keys", "export", "ec@example.com", "--smime"], 0);
+    assert!(bundle.contains(pem_blocks(&bundle)[0].as_str()));
+    std::fs::write(d.join("ec-again.pem"), &pem_blocks(&bundle)[0]).unwrap();
+    let (ok, said) = openssl_in(d, &["verify", "-CAfile", "ca.pem", "ec-again.pem"]);
+    assert!(ok, "still the first CA's: {said}");
+    assert!(!rsa_fpr.is_empty() && !ca_pem.is_empty());
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}
+
+#[test]
+fn the_organizations_own_ca_is_imported_and_its_users_certificates_chain_to_it() {
+    let setup = Mailroom::new();
+    let d = setup.dir.path();
+    let rsa = GpgHome::new();
+    let (_, sub) = rsa.make_key("Rsa <rsa@example.com>", "ed25519", "rsa3072", "encr");
+    let file = setup.file("rsa.sckm", rsa.sckm_export(&sub));
+    setup.keys_expect(&["import-sckm", path_str(&file)], 0);
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\n[dn]\n[v3_ca]\n\
+         basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    )
+    .unwrap();
+    let (ok, said) = openssl_in(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            "org-ca.key",
+            "-out",
+            "org-ca.pem",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=Example Org Issuing CA/O=Example Org",
+            "-config",
+            "ca.cnf",
+        ],
+    );
+    assert!(ok, "{said}");
+    // Its own certificate must not pass for a key.
+    let (_, said) = sealgate(
+        &setup,
+        &["org", "cert", "import", "org-ca.pem", "org-ca.pem"],
+        1,
+    );
+    assert!(!said.is_empty());
+    let (_, said) = sealgate(
+        &setup,
+        &["org", "cert", "import", "org-ca.pem", "org-ca.key"],
+        0,
+    );
+    assert!(said.contains("issued rsa@example.com"), "{said}");
+    assert!(!said.contains("self-signed"), "{said}");
+    let (bundle, _) = sealgate(&setup, &["keys", "export", "rsa@example.com", "--smime"], 0);
+    std::fs::write(d.join("rsa.pem"), &pem_blocks(&bundle)[0]).unwrap();
+    let (ok, said) = openssl_in(d, &["verify", "-CAfile", "org-ca.pem", "rsa.pem"]);
+    assert!(ok, "{said}");
+    let (status, _) = sealgate(&setup, &["org", "status"], 0);
+    assert!(
+        status.contains("Example Org Issuing CA") && status.contains("1 current"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn outbound_mail_carries_the_senders_certified_key_in_an_autocrypt_field() {
+    use base64::Engine;
+    let setup = Mailroom::with("[org]\nautocrypt_outbound = true\n");
+    sckm_user(&setup, "user");
+    sealgate(&setup, &["org", "init"], 0);
+    let (org_asc, _) = sealgate(&setup, &["org", "export"], 0);
+    let org_fpr = org_fingerprint(&org_asc);
+    let mut serve = Serve::start(&setup);
+
+    let mail = |id: &str, from: &str, extra: &str| {
+        format!(
+            "From: {from}\r\nTo: bob@example.org\r\nSubject: hi\r\nMessage-ID: <{id}>\r\n{extra}\r\nHello.\r\n"
+        )
+    };
+    let send =
+        |id: &'static str, envelope: &'static str, from: &'static str, extra: &'static str| {
+            let addr = serve.addr("outbound");
+            let message = mail(id, from, extra);
+            async move {
+                support::cli::send(addr, envelope, &["bob@example.org"], message.as_bytes()).await;
+            }
+        };
+    send(
+        "plain@example.com",
+        "user@example.com",
+        "User <User@Example.com>",
+        "",
+    )
+    .await;
+    send(
+        "own@example.com",
+        "user@example.com",
+        "user@example.com",
+        "Autocrypt: addr=user@example.com; keydata=AAAA\r\n",
+    )
+    .await;
+    send(
+        "other@example.com",
+        "user@example.com",
+        "someone@example.com",
+        "",
+    )
+    .await;
+    let out = |id: &str| {
+        setup
+            .delivered("out")
+            .into_iter()
+            .map(|m| text(&m))
+            .find(|m| m.contains(&format!("<{id}>")))
+            .unwrap_or_else(|| panic!("{id} not relayed: {}", serve.log()))
+    };
+
+    let relayed = out("plain@example.com");
+    let head = &relayed[..relayed.find("\r\n\r\n").unwrap()];
+    let start = head
+        .find("Autocrypt: addr=user@example.com; keydata=")
+        .expect(head);
+    let field: String = head[start..]
+        .split("\r\n")
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' '))
+        .map(|(_, l)| l.trim())
+        .collect();
+    let keydata = field.rsplit("keydata=").next().unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(keydata)
+        .unwrap();
+    let partner = partner_trusting(&org_asc);
+    partner.run(&["--import"], Some(&key));
+    let listing = text(&partner.run(&["--with-colons", "--check-sigs", "user@example.com"], None));
+    assert!(
+        listing.lines().any(|l| l.starts_with("uid:f:")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("sig:!") && l.split(':').nth(12) == Some(org_fpr.as_str())),
+        "{listing}"
+    );
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("sub:")).count(),
+        1,
+        "{listing}"
+    );
+
+    let own = out("own@example.com");
+    assert_eq!(
+        own.matches("Autocrypt:").count(),
+        1,
+        "the client's own field stays alone: {own}"
+    );
+    assert!(!out("other@example.com").contains("Autocrypt:"));
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+}

@@ -385,7 +385,7 @@ async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
         ),
     );
     send(
-        setup.inbound,
+        serve.addr("inbound"),
         "sender@example.org",
         &["user@example.com"],
         &to_old,
@@ -402,7 +402,7 @@ async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
         ),
     );
     send(
-        setup.inbound,
+        serve.addr("inbound"),
         "sender@example.org",
         &["user@example.com"],
         &to_new,
@@ -437,7 +437,7 @@ async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
     // Outbound encryption to others goes on as before.
     let outgoing = b"From: User <user@example.com>\r\nTo: bob@example.org\r\nSubject: Numbers\r\nMessage-ID: <out@example.com>\r\n\r\nFor Bob only.\r\n";
     send(
-        setup.outbound,
+        serve.addr("outbound"),
         "user@example.com",
         &["bob@example.org"],
         outgoing,
@@ -480,7 +480,7 @@ async fn reset_keeps_the_old_key_for_decryption_until_it_is_deleted() {
         &old.encrypt_to("user@example.com", &inner("Old subject", "Once more.")),
     );
     send(
-        setup.inbound,
+        serve.addr("inbound"),
         "sender@example.org",
         &["user@example.com"],
         &again,

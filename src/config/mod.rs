@@ -326,6 +326,9 @@ pub struct OrgConfig {
     pub renew_every: HumanDuration,
     /// A user with no mail through the gateway for this long is not renewed.
     pub inactive_after: HumanDuration,
+    /// Outbound mail from an internal user carries an Autocrypt header with the
+    /// user's key.
+    pub autocrypt_outbound: bool,
 }
 
 impl Default for OrgConfig {
@@ -335,6 +338,7 @@ impl Default for OrgConfig {
             certification_validity: HumanDuration(Duration::from_secs(14 * DAY)),
             renew_every: HumanDuration(Duration::from_secs(12 * 60 * 60)),
             inactive_after: HumanDuration(Duration::from_secs(90 * DAY)),
+            autocrypt_outbound: false,
         }
     }
 }

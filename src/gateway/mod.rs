@@ -47,6 +47,8 @@ pub struct Gateway {
     pub harvester: Harvester,
     /// Notes internal users' mail, for the org key's renewal job.
     pub activity: crate::org::activity::Activity,
+    /// `[org] autocrypt_outbound`.
+    pub autocrypt: crate::org::autocrypt::Autocrypt,
 }
 
 /// One group's next-hop transaction and what became of it.
@@ -73,6 +75,12 @@ impl Gateway {
         let relay = self.relays.get(envelope.direction);
         // No sender may say what sealgate did: fields of ours go before anything reads.
         let message = marks::strip_ours(&message, id);
+        // Before the policy reads it: a copy that is encrypted carries the field outside.
+        let message = match envelope.direction {
+            Direction::Outbound => self.autocrypt.add(&message, &envelope.mail_from),
+            Direction::Inbound => None,
+        }
+        .unwrap_or(message);
         let verdicts = self.planner.verdicts(plan, &message, id).await;
         let carried = match self.transform(envelope, &message, &verdicts, id).await {
             Ok(carried) => carried,

@@ -31,6 +31,9 @@ pub struct Transform {
     pub keys: Arc<dyn KeyStore>,
     pub sealer: Arc<Sealer>,
     pub config: Arc<Config>,
+    /// The user certificates the org certificate issued: S/MIME mail to them opens with
+    /// the user's OpenPGP SCKM secret.
+    pub org: crate::org::OrgStore,
 }
 
 /// What the transform made of one transaction.
@@ -88,6 +91,9 @@ pub enum TransformError {
     /// The cache has no secret for an SCKM entry. Ours (a damaged store).
     #[error("no secret stored for {0}")]
     NoSecret(String),
+    /// The org store failed. Ours; a retry may help.
+    #[error(transparent)]
+    Org(#[from] crate::org::OrgStoreError),
     /// The recipient has no SCKM key of the message's kind. Nobody's: the message was
     /// encrypted to a key we do not hold.
     #[error("no SCKM key of the message's kind")]
@@ -466,7 +472,80 @@ impl Transform {
                 Err(e) => last = e,
             }
         }
+        // S/MIME to a certificate the org certificate issued for an SCKM key (OpenPGP,
+        // or S/MIME whose own certificate is another).
+        if wanted == KeyKind::Smime {
+            for entry in keys.iter().filter(|e| e.can_decrypt) {
+                let issued = self.issued_smime_keys(entry)?;
+                if issued.is_empty() {
+                    continue;
+                }
+                match smime::decrypt(ciphertext, &issued) {
+                    Ok(decrypted) => return Ok((decrypted, None)),
+                    Err(e) => last = e.into(),
+                }
+            }
+        }
         Err(last)
+    }
+
+    /// The S/MIME keys of an SCKM entry from the org certificate: each certificate it
+    /// issued for the entry (expired ones too, for mail still on its way), with the
+    /// secret of the key it carries: an S/MIME entry's own key, or the OpenPGP secret
+    /// subkey whose public key it is.
+    fn issued_smime_keys(&self, entry: &KeyEntry) -> Result<Vec<smime::SmimeKey>, TransformError> {
+        let issued: Vec<_> = self
+            .org
+            .issued_to(&entry.address)?
+            .into_iter()
+            .filter(|c| c.fingerprint == entry.fingerprint)
+            .collect();
+        if issued.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sealed = self
+            .keys
+            .sealed_secret(&entry.fingerprint)?
+            .ok_or_else(|| TransformError::NoSecret(entry.fingerprint.clone()))?;
+        let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
+        if entry.kind == KeyKind::Smime {
+            return Ok(issued
+                .iter()
+                .filter_map(|c| x509_cert::Certificate::from_der(&c.der).ok())
+                .map(|cert| smime::SmimeKey {
+                    cert,
+                    private_key: secret.clone(),
+                })
+                .collect());
+        }
+        let tsks = pgp::parse_tsks(&secret)?;
+        let mut keys = Vec::new();
+        for issued in issued {
+            let Ok(cert) = x509_cert::Certificate::from_der(&issued.der) else {
+                continue;
+            };
+            let subkeys = tsks.iter().flat_map(|tsk| tsk.keys().unencrypted_secret());
+            for subkey in subkeys {
+                let public = subkey
+                    .key()
+                    .clone()
+                    .parts_into_public()
+                    .role_into_unspecified();
+                let same = crate::org::ca::spki_of_openpgp(&public)
+                    .is_ok_and(|spki| spki == cert.tbs_certificate.subject_public_key_info);
+                if !same {
+                    continue;
+                }
+                let secret = subkey.key().clone().role_into_unspecified();
+                if let Ok(private_key) = crate::org::ca::pkcs8_of_openpgp_secret(&secret) {
+                    keys.push(smime::SmimeKey {
+                        cert: cert.clone(),
+                        private_key,
+                    });
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// Decrypts with one SCKM key: its sealed secret opened, and for S/MIME its

@@ -37,7 +37,7 @@ use x509_cert::time::{Time, Validity};
 use zeroize::Zeroizing;
 
 use key::{CaKey, CaSignature};
-pub use spki::{spki_of_certificate, spki_of_openpgp};
+pub use spki::{pkcs8_of_openpgp_secret, spki_of_certificate, spki_of_openpgp};
 pub use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 /// How far before `now` a user certificate starts, so that a peer whose clock is a little

@@ -13,10 +13,12 @@
 //! - [`ca`]: the X.509 org certificate, user certificates and the CRL (pure).
 //! - [`renew`]: the renewal job: who is certified and issued for, and when.
 //! - [`publish`]: DNS records and a Web Key Directory tree of the certified keys.
+//! - [`autocrypt`]: the `Autocrypt:` field on internal users' outbound mail.
 //! - [`admin`]: the operations behind `sealgate org ...` and `keys export`.
 
 pub mod activity;
 pub mod admin;
+pub mod autocrypt;
 pub mod ca;
 
 pub mod key;

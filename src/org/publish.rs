@@ -1,5 +1,6 @@
 //! What partners need to find internal users' keys, from the keys the org key has
-//! certified: DNS records (RFC 7929 OPENPGPKEY) to sign into the zone, and a Web Key
+//! certified and the certificates the org certificate issued: DNS records (RFC 7929
+//! OPENPGPKEY, RFC 8162 SMIMEA) to sign into the zone, and a Web Key
 //! Directory tree (draft-koch-openpgp-webkey-service) in the layout `gpg-wks-client
 //! --install-key` makes: `DOMAIN/hu/HASH` and `DOMAIN/policy`.
 //!
@@ -12,43 +13,44 @@ use sha1::Digest as _;
 /// org certification.
 pub struct Published {
     pub address: String,
+    /// Empty when there is only a certificate.
     pub key: Vec<u8>,
+    /// The user's certificate from the org certificate, DER.
+    pub certificate: Option<Vec<u8>>,
 }
 
-/// The DNS owner name of `address`'s OPENPGPKEY record (RFC 7929 §3).
-pub fn openpgpkey_owner(address: &str) -> Option<String> {
-    let (local, domain) = address.rsplit_once('@')?;
-    let domain = idna::domain_to_ascii(domain).ok()?;
-    Some(crate::dns::keys::record_owner(
-        crate::keys::KeyKind::Pgp,
-        local,
-        &domain,
-    ))
-}
-
-/// Zone-file lines for the keys of `zone` (the users whose domain it is, or is under),
-/// ready to sign into the zone.
+/// Zone-file lines for the keys and certificates of `zone`'s users (the users whose
+/// domain it is, or is under), ready to sign into the zone. SMIMEA records are
+/// `3 0 0`: DANE-EE, the full certificate, not hashed (what key lookup, sealgate's
+/// included, can encrypt to).
 pub fn dane(keys: &[Published], zone: &str) -> String {
     use base64::Engine;
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-    let mut out =
-        format!("; OPENPGPKEY records (RFC 7929) for the users of {zone}, from sealgate\n");
+    let mut out = format!(
+        "; OPENPGPKEY (RFC 7929) and SMIMEA (RFC 8162) records for the users of {zone}, from sealgate\n"
+    );
     for k in keys {
-        let Some(domain) = k
-            .address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase())
-        else {
+        let Some((local, domain)) = k.address.rsplit_once('@') else {
             continue;
         };
+        let domain = domain.to_ascii_lowercase();
         if domain != zone && !domain.ends_with(&format!(".{zone}")) {
             continue;
         }
-        let Some(owner) = openpgpkey_owner(&k.address) else {
+        let Ok(ascii) = idna::domain_to_ascii(&domain) else {
             continue;
         };
-        let data = base64::engine::general_purpose::STANDARD.encode(&k.key);
-        out.push_str(&format!("; {}\n{owner} IN OPENPGPKEY {data}\n", k.address));
+        out.push_str(&format!("; {}\n", k.address));
+        if !k.key.is_empty() {
+            let owner = crate::dns::keys::record_owner(crate::keys::KeyKind::Pgp, local, &ascii);
+            let data = base64::engine::general_purpose::STANDARD.encode(&k.key);
+            out.push_str(&format!("{owner} IN OPENPGPKEY {data}\n"));
+        }
+        if let Some(der) = &k.certificate {
+            let owner = crate::dns::keys::record_owner(crate::keys::KeyKind::Smime, local, &ascii);
+            let data: String = der.iter().map(|b| format!("{b:02X}")).collect();
+            out.push_str(&format!("{owner} IN SMIMEA 3 0 0 {data}\n"));
+        }
     }
     out
 }
@@ -68,7 +70,7 @@ pub fn wkd_hash(address: &str) -> Option<String> {
 pub fn wkd(keys: &[Published]) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     let mut domains = std::collections::BTreeSet::new();
-    for k in keys {
+    for k in keys.iter().filter(|k| !k.key.is_empty()) {
         let (Some(hash), Some((_, domain))) = (wkd_hash(&k.address), k.address.rsplit_once('@'))
         else {
             continue;

@@ -15,9 +15,11 @@ use openpgp::parse::Parse;
 use sequoia_openpgp as openpgp;
 use time::OffsetDateTime;
 
-use super::store::Certification;
+use super::ca::{self, Ca, CaError};
+use super::store::{Certification, IssuedCert};
 use super::{OrgError, OrgStore, key};
 use crate::config::Config;
+use crate::keys::material;
 use crate::keys::secrets::Sealer;
 use crate::keys::{KeyEntry, KeyKind, KeyStore, Source};
 
@@ -30,14 +32,18 @@ pub struct Report {
     pub current: usize,
     /// Users left alone: no mail for longer than `inactive_after`.
     pub inactive: Vec<String>,
-    /// Keys that could not be certified, with why.
+    /// Keys that could not be certified or given a certificate, with why.
     pub failed: Vec<(String, String)>,
+    /// User certificates issued now, (address, serial).
+    pub issued: Vec<(String, String)>,
+    /// User certificates still good for longer than two runs of the job.
+    pub certificates_current: usize,
 }
 
-/// Whether the org vouches for `entry` at all (before activity).
+/// Whether the org vouches for `entry` at all (before activity): its OpenPGP keys get
+/// certifications, and both kinds get certificates while there is an org certificate.
 pub fn eligible(entry: &KeyEntry, config: &Config) -> bool {
-    entry.kind == KeyKind::Pgp
-        && matches!(entry.source, Source::Sckm | Source::Admin)
+    matches!(entry.source, Source::Sckm | Source::Admin)
         && !entry.revoked
         && !entry.retired
         && config.internal_domains.is_internal(&entry.address)
@@ -59,38 +65,52 @@ pub fn run(
     now: OffsetDateTime,
 ) -> Result<Report, OrgError> {
     let mut report = Report::default();
-    let Some(public) = store.key()? else {
-        return Ok(report);
+    let org = match store.key()? {
+        None => None,
+        Some(public) => {
+            let org_fpr = Cert::from_bytes(&public)
+                .map_err(|e| OrgError::Internal(format!("the stored org key: {e}")))?
+                .fingerprint()
+                .to_hex();
+            let secret = store
+                .key_secret(sealer, &org_fpr)?
+                .ok_or_else(|| OrgError::Internal("the org key's secret is missing".into()))?;
+            let org = Cert::from_bytes(&secret[..])
+                .map_err(|e| OrgError::Internal(format!("the stored org key: {e}")))?;
+            Some((org, org_fpr))
+        }
     };
-    let org_public = Cert::from_bytes(&public)
-        .map_err(|e| OrgError::Internal(format!("the stored org key: {e}")))?;
-    let org_fpr = org_public.fingerprint().to_hex();
-    let secret = store
-        .key_secret(sealer, &org_fpr)?
-        .ok_or_else(|| OrgError::Internal("the org key's secret is missing".into()))?;
-    let org = Cert::from_bytes(&secret[..])
-        .map_err(|e| OrgError::Internal(format!("the stored org key: {e}")))?;
     let validity = config.org.certification_validity.0;
     let inactive_after = config.org.inactive_after.0;
+    let ca = stored_ca(store, sealer)?;
 
     for entry in keys.list()?.iter().filter(|e| eligible(e, config)) {
         if now - last_active(store, entry)? > inactive_after {
             report.inactive.push(entry.address.clone());
             continue;
         }
+        if let Some(ca) = &ca {
+            issue_if_due(store, keys, ca, entry, config, now, &mut report)?;
+        }
+        let Some((org, org_fpr)) = &org else {
+            continue;
+        };
+        if entry.kind != KeyKind::Pgp {
+            continue;
+        }
         if let Some(c) = store.certification(&entry.address, &entry.fingerprint)?
-            && c.org_fingerprint == org_fpr
+            && c.org_fingerprint == *org_fpr
             && c.expires - now > validity / 2
         {
             report.current += 1;
             continue;
         }
-        match certify_one(&org, keys, entry, now, validity) {
+        match certify_one(org, keys, entry, now, validity) {
             Ok(Some(signatures)) => {
                 store.put_certification(&Certification {
                     address: entry.address.clone(),
                     fingerprint: entry.fingerprint.clone(),
-                    org_fingerprint: org_fpr.clone(),
+                    org_fingerprint: org_fpr.to_string(),
                     signatures,
                     created: now,
                     expires: now + validity,
@@ -142,6 +162,9 @@ pub fn unverified(
         .to_hex();
     let mut count = 0;
     for entry in keys.list()?.iter().filter(|e| eligible(e, config)) {
+        if entry.kind != KeyKind::Pgp {
+            continue;
+        }
         let certified = store
             .certification(&entry.address, &entry.fingerprint)?
             .is_some_and(|c| c.org_fingerprint == org_fpr && c.expires > now);
@@ -193,4 +216,97 @@ pub async fn periodically(
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// The org certificate in force, with its key, if there is one.
+pub fn stored_ca(store: &OrgStore, sealer: &Sealer) -> Result<Option<Ca>, OrgError> {
+    let Some(der) = store.ca()? else {
+        return Ok(None);
+    };
+    let fingerprint = material::x509_fingerprint(&der);
+    let key = store
+        .ca_secret(sealer, &fingerprint)?
+        .ok_or_else(|| OrgError::Internal("the org certificate's key is missing".into()))?;
+    Ca::from_stored(&der, &key)
+        .map(Some)
+        .map_err(|e| OrgError::Internal(format!("the stored org certificate: {e}")))
+}
+
+/// Issues `entry`'s user a certificate for the key's own encryption key unless one
+/// (from any org certificate, so that a replaced one's stay until they expire) is
+/// unrevoked and good for longer than two runs of the job.
+fn issue_if_due(
+    store: &OrgStore,
+    keys: &dyn KeyStore,
+    ca: &Ca,
+    entry: &KeyEntry,
+    config: &Config,
+    now: OffsetDateTime,
+    report: &mut Report,
+) -> Result<(), OrgError> {
+    let margin = config.org.renew_every.0 * 2;
+    // A certificate that already ends with the org certificate cannot be bettered.
+    let current = store.issued_to(&entry.address)?.into_iter().any(|c| {
+        c.fingerprint == entry.fingerprint
+            && c.revoked.is_none()
+            && c.not_after > now
+            && (c.not_after - now > margin || c.not_after >= ca.not_after())
+    });
+    if current {
+        report.certificates_current += 1;
+        return Ok(());
+    }
+    let material = keys
+        .material(&entry.address, &entry.fingerprint)?
+        .ok_or_else(|| OrgError::Internal(format!("key {} vanished", entry.fingerprint)))?;
+    let spki = match entry.kind {
+        KeyKind::Smime => ca::spki_of_certificate(&material),
+        KeyKind::Pgp => {
+            current_encryption_key(&material, now).and_then(|k| ca::spki_of_openpgp(&k))
+        }
+    };
+    let issued = spki.and_then(|spki| {
+        ca.issue(
+            &entry.address,
+            &spki,
+            now,
+            config.org.certification_validity.0,
+        )
+    });
+    match issued {
+        Ok(issued) => {
+            store.put_issued(&IssuedCert {
+                address: entry.address.clone(),
+                fingerprint: entry.fingerprint.clone(),
+                serial: issued.serial_hex.clone(),
+                der: issued.der,
+                not_after: issued.not_after,
+                issuer: material::x509_fingerprint(ca.cert_der()),
+                revoked: None,
+            })?;
+            report
+                .issued
+                .push((entry.address.clone(), issued.serial_hex));
+        }
+        Err(e) => report
+            .failed
+            .push((entry.address.clone(), format!("no S/MIME certificate: {e}"))),
+    }
+    Ok(())
+}
+
+/// The current encryption subkey of an OpenPGP cert (the newest, as for encryption).
+fn current_encryption_key(
+    material: &[u8],
+    now: OffsetDateTime,
+) -> Result<
+    openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>,
+    CaError,
+> {
+    let cert = Cert::from_bytes(material).map_err(|e| CaError::Internal(e.to_string()))?;
+    let policy = openpgp::policy::StandardPolicy::new();
+    let keys =
+        crate::crypto::pgp::encryption_keys(&cert, &policy, std::time::SystemTime::from(now))
+            .map_err(|e| CaError::Refused(e.to_string()))?;
+    Ok(keys.keys[0].key().clone().role_into_unspecified())
 }

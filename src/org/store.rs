@@ -240,19 +240,30 @@ impl OrgStore {
         self.scan(b"issued\0")
     }
 
+    /// The certificates issued to `address`.
+    pub fn issued_to(&self, address: &str) -> Result<Vec<IssuedCert>, OrgStoreError> {
+        self.scan(format!("issued\0{address}\0").as_bytes())
+    }
+
     pub fn put_issued(&self, c: &IssuedCert) -> Result<(), OrgStoreError> {
         self.put_json(format!("issued\0{}\0{}", c.address, c.serial).as_bytes(), c)
     }
 
     /// When the renewal job runs next (the server records it).
     pub fn next_renewal(&self) -> Result<Option<OffsetDateTime>, OrgStoreError> {
-        let Some(value) = self.tree.get("renew-next")? else {
+        self.get_time("renew-next")
+    }
+
+    /// A time stored as Unix seconds, big-endian.
+    fn get_time(&self, key: &str) -> Result<Option<OffsetDateTime>, OrgStoreError> {
+        let Some(value) = self.tree.get(key)? else {
             return Ok(None);
         };
-        let seconds = <[u8; 8]>::try_from(&value[..])
-            .map(i64::from_be_bytes)
-            .map_err(|_| OrgStoreError::Corrupt("renew-next".into()))?;
-        Ok(OffsetDateTime::from_unix_timestamp(seconds).ok())
+        <[u8; 8]>::try_from(&value[..])
+            .ok()
+            .and_then(|b| OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(b)).ok())
+            .map(Some)
+            .ok_or_else(|| OrgStoreError::Corrupt(key.replace('\0', " ")))
     }
 
     pub fn set_next_renewal(&self, at: OffsetDateTime) -> Result<(), OrgStoreError> {
@@ -265,15 +276,7 @@ impl OrgStore {
 
     /// When `address` last had mail through the gateway.
     pub fn last_active(&self, address: &str) -> Result<Option<OffsetDateTime>, OrgStoreError> {
-        let Some(value) = self.tree.get(format!("active\0{address}"))? else {
-            return Ok(None);
-        };
-        let seconds = <[u8; 8]>::try_from(&value[..])
-            .map(i64::from_be_bytes)
-            .map_err(|_| OrgStoreError::Corrupt(format!("active {address}")))?;
-        OffsetDateTime::from_unix_timestamp(seconds)
-            .map(Some)
-            .map_err(|_| OrgStoreError::Corrupt(format!("active {address}")))
+        self.get_time(&format!("active\0{address}"))
     }
 
     /// Records mail for `address` at `now`.

@@ -144,6 +144,7 @@ impl Server {
             keys: keys.clone(),
             sealer: sealer.clone(),
             config: config.clone(),
+            org: org.clone(),
         });
         let tls = match &config.tls {
             None => None,
@@ -192,6 +193,11 @@ impl Server {
             spool,
             hostname: config.hostname.clone(),
             activity: Activity::new(org.clone(), keys.clone(), config.internal_domains.clone()),
+            autocrypt: crate::org::autocrypt::Autocrypt {
+                keys: keys.clone(),
+                org: org.clone(),
+                config: config.clone(),
+            },
             harvester: Harvester::start(
                 keys.clone(),
                 HarvestRules {

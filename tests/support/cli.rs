@@ -174,6 +174,24 @@ impl Serve {
         serve
     }
 
+    /// The address of the `inbound` or `outbound` listener, from the "sealgate is
+    /// serving" line (10 s at most: it follows the admin socket at once).
+    pub fn addr(&self, direction: &str) -> std::net::SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = serving_addr(&self.log(), direction) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no serving line within 10 s: {}",
+                self.log()
+            );
+            // Polled: the line is written by another process.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -230,23 +248,11 @@ pub fn serving_addr(log: &str, direction: &str) -> Option<std::net::SocketAddr> 
 // ---------------------------------------------------------------------------------------
 // A gateway that writes what it relays into folders
 
-/// Two ports that were free a moment ago: `serve` must know its listeners' addresses
-/// before it starts, and the test must know them too.
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
-
 /// A temp dir with a config file: data in `data/`, inbound mail written to `in/` and
-/// outbound mail to `out/` (`dir:` next hops), listeners on two ports picked free.
+/// outbound mail to `out/` (`dir:` next hops), listeners on ports the system picks
+/// (`serve` logs them: [`Serve::addr`]).
 pub struct Mailroom {
     pub cli: Setup,
-    pub inbound: std::net::SocketAddr,
-    pub outbound: std::net::SocketAddr,
 }
 
 /// The shared part: the temp dir, the config, `sealgate keys`.
@@ -265,7 +271,6 @@ impl Mailroom {
 
     /// [`Mailroom::new`] with `extra` appended to the config (more sections).
     pub fn with(extra: &str) -> Mailroom {
-        let (inbound, outbound) = free_ports();
         let cli = Setup::new(
             |dir| {
                 format!(
@@ -275,11 +280,11 @@ internal_domains = ["example.com"]
 hostname = "gw.test"
 
 [inbound]
-listen = "127.0.0.1:{inbound}"
+listen = "127.0.0.1:0"
 next_hop = "dir:{inbox}"
 
 [outbound]
-listen = "127.0.0.1:{outbound}"
+listen = "127.0.0.1:0"
 next_hop = "dir:{outbox}"
 allowed_clients = ["127.0.0.0/8"]
 {extra}
@@ -291,11 +296,7 @@ allowed_clients = ["127.0.0.0/8"]
             },
             Duration::from_secs(60),
         );
-        Mailroom {
-            cli,
-            inbound: ([127, 0, 0, 1], inbound).into(),
-            outbound: ([127, 0, 0, 1], outbound).into(),
-        }
+        Mailroom { cli }
     }
 
     /// The human `keys list`.

@@ -46,11 +46,47 @@ pub enum OrgCommand {
     Status,
     /// Run the certification job now.
     Renew,
+    /// The Organization certificate (an X.509 CA that issues users' S/MIME certificates).
+    Cert {
+        #[command(subcommand)]
+        what: CertCommand,
+    },
     /// Publish the certified keys of internal users where partners look for them.
     Publish {
         #[command(subcommand)]
         what: PublishCommand,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Make a self-signed org certificate (discouraged in production: import your CA's).
+    Init {
+        /// Its subject, as "CN=Example Org CA,O=Example Org"; no user's address.
+        #[arg(long, value_name = "DN")]
+        subject: String,
+        /// Days it is valid. Default: as long as the org key, or 10 years when that
+        /// never expires.
+        #[arg(long, value_name = "N")]
+        days: Option<u32>,
+    },
+    /// Take the keypair of the organization's own CA.
+    Import {
+        /// A file whose first line is the passphrase of an encrypted key.
+        #[arg(long, value_name = "F")]
+        passphrase_file: Option<PathBuf>,
+        #[arg(value_name = "CA.pem")]
+        cert: PathBuf,
+        #[arg(value_name = "KEY.pem")]
+        key: PathBuf,
+    },
+    /// Revoke the user certificates of an address, or the one with this serial.
+    Revoke {
+        #[arg(value_name = "ADDRESS_OR_SERIAL")]
+        target: String,
+    },
+    /// Print the CRL (PEM) of the org certificate in force.
+    Crl,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +172,36 @@ pub fn run(config: &Config, command: OrgCommand) -> ExitCode {
         OrgCommand::Status => OrgRequest::Status,
         OrgCommand::Renew => OrgRequest::Renew,
         OrgCommand::Publish { what } => return publish(config, what),
+        OrgCommand::Cert { what } => match what {
+            CertCommand::Init { subject, days } => OrgRequest::CertInit { subject, days },
+            CertCommand::Import {
+                passphrase_file,
+                cert,
+                key,
+            } => {
+                let passphrase = match first_line(passphrase_file) {
+                    Ok(p) => p,
+                    Err(code) => return code,
+                };
+                let read = |path: &PathBuf| {
+                    admin::File::read(path).map(|f| f.data).map_err(|e| {
+                        eprintln!("{}: cannot read: {e}", path.display());
+                        ExitCode::FAILURE
+                    })
+                };
+                let (cert, key) = match (read(&cert), read(&key)) {
+                    (Ok(cert), Ok(key)) => (cert, key),
+                    _ => return ExitCode::FAILURE,
+                };
+                OrgRequest::CertImport {
+                    cert,
+                    key,
+                    passphrase,
+                }
+            }
+            CertCommand::Revoke { target } => OrgRequest::CertRevoke { target },
+            CertCommand::Crl => OrgRequest::CertCrl,
+        },
     };
     send(config, request)
 }
@@ -145,22 +211,11 @@ pub fn run(config: &Config, command: OrgCommand) -> ExitCode {
 fn publish(config: &Config, what: PublishCommand) -> ExitCode {
     use base64::Engine;
     use sealgate::org::publish::{self, Published};
-    let request = Request::Org {
-        request: OrgRequest::Published,
+    let response = match ask(config, OrgRequest::Published) {
+        Ok(response) if !response.failed => response,
+        Ok(_) => return ExitCode::FAILURE,
+        Err(code) => return code,
     };
-    let response = match admin::request(config, request) {
-        Ok(response) => response,
-        Err(e) => {
-            eprintln!("sealgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for message in &response.messages {
-        eprintln!("{message}");
-    }
-    if response.failed {
-        return ExitCode::FAILURE;
-    }
     let listed: Vec<sealgate::org::admin::PublishedKey> =
         match serde_json::from_str(&response.output) {
             Ok(keys) => keys,
@@ -172,12 +227,11 @@ fn publish(config: &Config, what: PublishCommand) -> ExitCode {
     let keys: Vec<Published> = listed
         .into_iter()
         .filter_map(|k| {
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(k.key)
-                .ok()?;
+            let b64 = base64::engine::general_purpose::STANDARD;
             Some(Published {
                 address: k.address,
-                key,
+                key: b64.decode(k.key).ok()?,
+                certificate: k.certificate.and_then(|c| b64.decode(c).ok()),
             })
         })
         .collect();
@@ -223,20 +277,30 @@ pub fn export(config: &Config, address: String, smime: bool) -> ExitCode {
 /// Sends an org request and prints the answer: the output on standard output, the
 /// messages on standard error (they are about the output, not part of it).
 fn send(config: &Config, request: OrgRequest) -> ExitCode {
-    let response = match admin::request(config, Request::Org { request }) {
+    let response = match ask(config, request) {
         Ok(response) => response,
-        Err(e) => {
-            eprintln!("sealgate: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     print!("{}", response.output);
-    for message in &response.messages {
-        eprintln!("{message}");
-    }
     if response.failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Sends an org request; its messages go to standard error at once.
+fn ask(config: &Config, request: OrgRequest) -> Result<admin::Response, ExitCode> {
+    match admin::request(config, Request::Org { request }) {
+        Ok(response) => {
+            for message in &response.messages {
+                eprintln!("{message}");
+            }
+            Ok(response)
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }

@@ -98,3 +98,54 @@ pub fn spki_of_certificate(der: &[u8]) -> Result<SubjectPublicKeyInfoOwned, CaEr
         .map(|cert| cert.tbs_certificate.subject_public_key_info)
         .map_err(|e| CaError::Refused(format!("unreadable certificate: {e}")))
 }
+
+/// The PKCS#8 private key of an OpenPGP secret (sub)key whose public key
+/// [`spki_of_openpgp`] turned into a certificate's: the same RSA key or NIST curve
+/// scalar, for S/MIME decryption with the secret the gateway holds. OpenPGP keeps the
+/// scalar big-endian, as SEC1 does.
+pub fn pkcs8_of_openpgp_secret(
+    key: &Key<sequoia_openpgp::packet::key::SecretParts, UnspecifiedRole>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, CaError> {
+    use pkcs8::EncodePrivateKey;
+    use sequoia_openpgp::packet::key::SecretKeyMaterial;
+
+    let SecretKeyMaterial::Unencrypted(secret) = key.secret() else {
+        return Err(CaError::Internal(format!(
+            "the secret of {} is locked",
+            key.fingerprint()
+        )));
+    };
+    let broken = |e: &dyn std::fmt::Display| {
+        CaError::Internal(format!("the secret of {}: {e}", key.fingerprint()))
+    };
+    secret.map(|s| {
+        let document = match (key.mpis(), s) {
+            (mpi::PublicKey::RSA { e, n }, mpi::SecretKeyMaterial::RSA { d, p, q, .. }) => {
+                let big = |m: &[u8]| rsa::BigUint::from_bytes_be(m);
+                let primes = vec![big(p.value()), big(q.value())];
+                rsa::RsaPrivateKey::from_components(
+                    big(n.value()),
+                    big(e.value()),
+                    big(d.value()),
+                    primes,
+                )
+                .map_err(|e| broken(&e))?
+                .to_pkcs8_der()
+            }
+            (mpi::PublicKey::ECDH { curve, .. }, mpi::SecretKeyMaterial::ECDH { scalar }) => {
+                match curve {
+                    Curve::NistP256 => p256::SecretKey::from_slice(&scalar.value_padded(32))
+                        .map_err(|e| broken(&e))?
+                        .to_pkcs8_der(),
+                    Curve::NistP384 => p384::SecretKey::from_slice(&scalar.value_padded(48))
+                        .map_err(|e| broken(&e))?
+                        .to_pkcs8_der(),
+                    other => return Err(CaError::Unsupported(format!("curve {other}: {NEEDED}"))),
+                }
+            }
+            _ => return Err(CaError::Unsupported(NEEDED.into())),
+        };
+        let document = document.map_err(|e| broken(&e))?;
+        Ok(zeroize::Zeroizing::new(document.as_bytes().to_vec()))
+    })
+}

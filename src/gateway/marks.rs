@@ -2,8 +2,8 @@
 //! fields added, and the `X-Sealgate` field that says what was done.
 //!
 //! Only the header block is rewritten; the body is shared with the original. Fields
-//! are found with mail-parser's offsets and new values are encoded by mail-builder
-//! (RFC 2047 where they are not ASCII).
+//! are found with mail-parser's offsets (but for [`strip_ours`], which reads lines) and
+//! new values are encoded by mail-builder (RFC 2047 where they are not ASCII).
 
 use mail_builder::headers::{Header, text::Text};
 use mail_parser::MessageParser;
@@ -21,31 +21,41 @@ pub const OUR_PREFIX: &str = "x-sealgate";
 
 /// `message` without any `X-Sealgate*` field. Costs a scan of the header block when
 /// there is none, which is nearly always.
+///
+/// The fields are found line by line in the whole header block, up to the first empty
+/// line, not with mail-parser: the next hop may read more of it as header than
+/// mail-parser does. mail-parser 0.11 stops reading the header at a line without a
+/// colon followed by a line of whitespace only (`Q`, then `" "`), where other readers
+/// skip the odd line or take it for a continuation and read on to the empty line: a
+/// field after them was no field to us and went through to the next hop (found by the
+/// `smtp_session` fuzz target). A line that starts with `X-Sealgate` goes, with the
+/// continuation lines after it; a line of whitespace only stays, whatever it means to
+/// the reader.
 pub fn strip_ours(message: &Message, id: &str) -> Message {
-    let head = message.header_block(HEAD_LIMIT);
+    // The whole block, however long: a field past a limit would go through.
+    let head = message.header_block(usize::MAX);
     if !mentions_ours(&head) {
         return message.clone();
     }
-    let Some(parsed) = MessageParser::default().parse_headers(&head) else {
-        return message.clone();
-    };
-    let fields = parsed.headers();
     let mut out = Vec::with_capacity(head.len());
-    for (i, field) in fields.iter().enumerate() {
-        let start = field.offset_field as usize;
-        let end = fields
-            .get(i + 1)
-            .map_or(head.len(), |next| next.offset_field as usize);
-        if is_ours(field.name.as_str()) {
-            tracing::info!(
-                %id,
-                field = field.name.as_str(),
-                "removed an X-Sealgate field the message arrived with"
-            );
-            continue;
+    let mut removing = false;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let continuation =
+            matches!(line.first(), Some(b' ' | b'\t')) && !line.iter().all(u8::is_ascii_whitespace);
+        if !continuation {
+            removing = is_ours_line(line);
+            if removing {
+                let name = line.split(|&b| b == b':').next().unwrap_or(line);
+                let name = String::from_utf8_lossy(&name[..name.len().min(64)]);
+                tracing::info!(
+                    %id,
+                    field = name.trim_end(),
+                    "removed an X-Sealgate field the message arrived with"
+                );
+            }
         }
-        if let Some(raw) = head.get(start..end) {
-            out.extend_from_slice(raw);
+        if !removing {
+            out.extend_from_slice(line);
         }
     }
     message.with_head(head.len(), out)
@@ -53,18 +63,24 @@ pub fn strip_ours(message: &Message, id: &str) -> Message {
 
 /// Whether a field of this name is sealgate's to write.
 pub fn is_ours(name: &str) -> bool {
-    name.len() >= OUR_PREFIX.len() && name[..OUR_PREFIX.len()].eq_ignore_ascii_case(OUR_PREFIX)
+    is_ours_line(name.as_bytes())
+}
+
+/// Whether a header line starts with `X-Sealgate`, in any case: the start of a field
+/// of ours, to any reader. Compared as bytes: a line, or a name as mail-parser gives
+/// it (bytes that are not UTF-8 read as U+FFFD), need not be ASCII, and slicing a str
+/// could cut a character in two and panic.
+fn is_ours_line(line: &[u8]) -> bool {
+    line.get(..OUR_PREFIX.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(OUR_PREFIX.as_bytes()))
 }
 
 /// Whether the header block has a line that starts with `X-Sealgate`, in any case.
 fn mentions_ours(head: &[u8]) -> bool {
-    head.split(|&b| b == b'\n').any(|line| {
-        line.len() >= OUR_PREFIX.len()
-            && line[..OUR_PREFIX.len()].eq_ignore_ascii_case(OUR_PREFIX.as_bytes())
-    })
+    head.split(|&b| b == b'\n').any(is_ours_line)
 }
 
-/// Header blocks longer than this are left alone.
+/// Header blocks longer than this are not rewritten by [`apply`] past this point.
 const HEAD_LIMIT: usize = 256 * 1024;
 
 /// `message` with `tags` applied and, when given, `X-Sealgate: status` at the top.

@@ -195,9 +195,11 @@ fn inline(raw: &[u8], outer: &Cut, marker: &str, replacement: &[u8]) -> Option<V
     out.extend_from_slice(
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
     );
-    out.extend_from_slice(&text.as_bytes()[..start]);
+    // The text around the block is decoded too (base64, quoted-printable): its line
+    // ends are made CRLF like the replacement's.
+    out.extend_from_slice(&crlf(&text.as_bytes()[..start]));
     out.extend_from_slice(&crlf(replacement));
-    out.extend_from_slice(&text.as_bytes()[end..]);
+    out.extend_from_slice(&crlf(&text.as_bytes()[end..]));
     Some(out)
 }
 

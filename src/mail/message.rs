@@ -72,20 +72,35 @@ impl Message {
     }
 
     /// The header block (up to, not including, the empty line), at most `limit` bytes.
+    /// Copies no more than that: the search for the empty line goes chunk by chunk.
     pub fn header_block(&self, limit: usize) -> Vec<u8> {
+        const END: &[u8] = b"\r\n\r\n";
         let mut head = Vec::new();
         for chunk in &self.chunks {
-            head.extend_from_slice(&chunk[..chunk.len().min(limit - head.len())]);
+            let chunk = &chunk[..chunk.len().min(limit - head.len())];
+            // An empty line across two chunks: the last three bytes so far and the
+            // first three of this chunk.
+            let seam_start = head.len().saturating_sub(3);
+            let mut seam = head[seam_start..].to_vec();
+            seam.extend_from_slice(&chunk[..chunk.len().min(3)]);
+            let end = memchr::memmem::find(&seam, END)
+                .map(|at| seam_start + at)
+                .or_else(|| memchr::memmem::find(chunk, END).map(|at| head.len() + at));
+            if let Some(at) = end {
+                // Up to and with the CRLF of the last field.
+                let end = at + 2;
+                if end <= head.len() {
+                    head.truncate(end);
+                } else {
+                    head.extend_from_slice(&chunk[..end - head.len()]);
+                }
+                return head;
+            }
+            head.extend_from_slice(chunk);
             if head.len() >= limit {
                 break;
             }
         }
-        let end = head
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 2)
-            .unwrap_or(head.len());
-        head.truncate(end);
         head
     }
 }
@@ -197,5 +212,24 @@ mod tests {
         m.prepend(&b"Received: y\r\n"[..]);
         assert_eq!(m.header_block(1000), b"Received: y\r\nSubject: x\r\n");
         assert_eq!(m.len(), 13 + 20);
+    }
+
+    #[test]
+    fn header_block_finds_an_empty_line_across_chunks() {
+        let cuts: [&[&[u8]]; 4] = [
+            &[b"Subject: x\r", b"\n\r\nbody\r\n"],
+            &[b"Subject: x\r\n", b"\r\nbody\r\n"],
+            &[b"Subject: x\r\n\r", b"\nbody\r\n"],
+            &[b"Subj", b"ect: x", b"\r\n\r\nbody\r\n"],
+        ];
+        for chunks in cuts {
+            let m =
+                Message::from_chunks(chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect());
+            assert_eq!(m.header_block(usize::MAX), b"Subject: x\r\n", "{chunks:?}");
+            assert_eq!(m.header_block(6), b"Subjec", "{chunks:?}");
+        }
+        // No empty line: all of it is header.
+        let m = Message::new(&b"Subject: x\r\nFrom: y\r\n"[..]);
+        assert_eq!(m.header_block(usize::MAX), b"Subject: x\r\nFrom: y\r\n");
     }
 }

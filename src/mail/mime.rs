@@ -73,16 +73,23 @@ impl<'a> Cut<'a> {
     }
 }
 
-/// The last field before the body runs up to the body and so includes the empty line.
+/// The last field before the body runs up to the body and so includes the line that
+/// ended the header block. For mail-parser that is any line of whitespace only
+/// (`" \r\n"`, a form feed), not just an empty one; left on the field, a field put
+/// after it would be in the body.
 fn trim_blank_line(field: &[u8]) -> &[u8] {
-    let mut end = field.len();
-    for terminator in [&b"\r\n\r\n"[..], b"\n\n"] {
-        if field.ends_with(terminator) {
-            end = field.len() - terminator.len() / 2;
-            break;
-        }
+    let Some(lines) = field.strip_suffix(b"\n") else {
+        return field;
+    };
+    let last = lines
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    if lines[last..].iter().all(u8::is_ascii_whitespace) {
+        &field[..last]
+    } else {
+        field
     }
-    &field[..end]
 }
 
 /// A field's name, lower-cased.
@@ -308,17 +315,23 @@ pub fn smime_enveloped(
     Some(out)
 }
 
-/// Bare LF line ends made CRLF (OpenSSL and some clients encrypt LF text; files saved
-/// by mail clients often have LF line ends).
+/// Line ends made CRLF, as DATA makes them ([`crate::smtp::data`]): a bare LF
+/// (OpenSSL and some clients encrypt LF text; files saved by mail clients often have LF
+/// line ends) and a bare CR each become CRLF. A bare CR left in a decrypted header is
+/// no line end to mail-parser, but the relay sends it on as one: the next hop would
+/// read a field we never saw (a forged `X-Sealgate`).
 pub fn crlf(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 32);
-    let mut previous = 0u8;
-    for &b in text {
-        if b == b'\n' && previous != b'\r' {
-            out.push(b'\r');
+    let mut bytes = text.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                bytes.next_if_eq(&b'\n');
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            _ => out.push(b),
         }
-        out.push(b);
-        previous = b;
     }
     out
 }

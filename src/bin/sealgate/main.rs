@@ -130,6 +130,11 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
+    // SAFETY: no other thread has been started yet, and nothing has captured a
+    // backtrace.
+    unsafe {
+        sealgate::crypto::quiet_error_backtraces();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())

@@ -64,9 +64,12 @@ pub fn open(message: &[u8], keys: &[Cert]) -> Result<Opened, CryptoError> {
 
 /// [`open`] with the plaintext limit given (see [`decrypt_with_limit`]).
 pub fn open_with_limit(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, CryptoError> {
-    // Sequoia does not panic on input as far as anyone knows, but this runs on whatever
-    // the internet sends, inside the SMTP session: if it ever does, that is one message
-    // that passes undecrypted, not a dead session.
+    // This runs on whatever the internet sends, inside the SMTP session: a panic in
+    // sequoia is one message that passes undecrypted, not a dead session. sequoia-openpgp
+    // 2.4.2 has one that any sender can reach (found by fuzz/, the decrypt target): a
+    // message that ends inside a SEIPDv1 packet less than the block size plus 24 bytes
+    // in, once a key of ours has opened the session key (an unwrap at parse.rs:6367;
+    // tests/fuzz_regressions.rs).
     catch_unwind(AssertUnwindSafe(|| open_inner(message, keys, limit))).unwrap_or_else(|_| {
         Err(CryptoError::Malformed(
             "the OpenPGP parser failed on this message".into(),

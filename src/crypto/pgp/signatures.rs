@@ -109,11 +109,15 @@ pub(super) fn keep(
     }))
 }
 
-/// Whether every LF in `text` ends a CRLF.
+/// Whether every line end in `text` is a CRLF: no LF without a CR before it, and no
+/// CR without an LF after it. The delivered entity has both made CRLF
+/// (`mail::mime::crlf`), which would change the bytes a binary signature covers.
 fn has_crlf_line_ends(text: &[u8]) -> bool {
-    text.iter()
-        .enumerate()
-        .all(|(i, &b)| b != b'\n' || (i > 0 && text[i - 1] == b'\r'))
+    text.iter().enumerate().all(|(i, &b)| match b {
+        b'\n' => i > 0 && text[i - 1] == b'\r',
+        b'\r' => text.get(i + 1) == Some(&b'\n'),
+        _ => true,
+    })
 }
 
 /// RFC 3156 §5 and RFC 4880 §15's names for `micalg`.
@@ -142,5 +146,7 @@ mod tests {
         assert!(has_crlf_line_ends(b"no line end"));
         assert!(!has_crlf_line_ends(b"a\r\nb\n"));
         assert!(!has_crlf_line_ends(b"\n"));
+        assert!(!has_crlf_line_ends(b"a\rb\r\n"));
+        assert!(!has_crlf_line_ends(b"a\r"));
     }
 }

@@ -223,10 +223,15 @@ fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, Refusal> {
             .ok_or_else(|| Refusal("malformed PEM: unterminated BEGIN line".into()))?;
         let label = &after[..label_end];
         let end_line = format!("-----END {label}-----");
-        let body_end = after
+        // The END line is looked for after the BEGIN line's dashes, which it could
+        // otherwise share ("-----BEGIN X-----END X-----"): a body ending before it
+        // starts was a slice out of order, and a panic (fuzz/, the keys_import target).
+        let body_start = label_end + "-----".len();
+        let body_end = after[body_start..]
             .find(&end_line)
+            .map(|at| body_start + at)
             .ok_or_else(|| Refusal(format!("malformed PEM: no END line for {label}")))?;
-        let body = &after[label_end + "-----".len()..body_end];
+        let body = &after[body_start..body_end];
         if body.contains(':') {
             return Err(Refusal(format!(
                 "{label} is in OpenSSL's legacy encrypted PEM format; convert it first with \

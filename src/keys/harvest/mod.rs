@@ -93,14 +93,27 @@ impl Harvester {
             .spawn(move || {
                 lower_priority();
                 for (id, message) in messages {
-                    let report = harvest(
-                        store.as_ref(),
-                        &rules,
-                        &message.to_vec(),
-                        OffsetDateTime::now_utc(),
-                    );
+                    // A panic in a parser on hostile mail (mail-parser, sequoia, the cms
+                    // and x509 crates) costs this message's keys, not harvesting: the
+                    // thread would end, and every later message would be dropped. One
+                    // was found: mail-parser 0.11's debug assertion on a broken multipart
+                    // (fuzz/, the harvest target), in builds with debug assertions.
+                    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        harvest(
+                            store.as_ref(),
+                            &rules,
+                            &message.to_vec(),
+                            OffsetDateTime::now_utc(),
+                        )
+                    }));
                     taken.fetch_sub(message.len(), Ordering::Relaxed);
-                    log(&id, &report);
+                    match report {
+                        Ok(report) => log(&id, &report),
+                        Err(_) => tracing::error!(
+                            %id,
+                            "harvesting this message panicked; no key taken from it"
+                        ),
+                    }
                 }
             })
             .expect("the harvester thread starts");

@@ -290,6 +290,39 @@ fn the_queue_is_bounded_in_bytes_and_holds_only_what_may_carry_keys() {
     }
 }
 
+/// A message on which mail-parser 0.11.9 panics where debug assertions are on ("Invalid
+/// part ID, could not find multipart."), as in this test build: minimised by libFuzzer
+/// from what the harvest, decrypt and smtp_session targets found, with an Autocrypt
+/// field so that it is queued.
+const PARSER_PANIC: &[u8] = b"Autocrypt: addr=bob@example.org; keydata=AAAA\r\n\
+    Content-Type:multipart;boundary=r\r\n\r\n--rContent-Type:message/rfc822\r\n\r\n\
+    Content-Type:message/rfc822\r\n\r\n\r\n--r--";
+
+/// The harvester thread died with a panic in a parser, and every later message was
+/// dropped as if it were busy: it goes on to the next message now.
+#[test]
+fn a_panic_while_harvesting_costs_one_message() {
+    let store = Arc::new(store());
+    let harvester = Harvester::start(store.clone(), ours());
+    let key = key_with_extra_userids("<bob@example.org>", 0);
+    for message in [
+        PARSER_PANIC.to_vec(),
+        pgp_keys_mail("bob@example.org", &key),
+    ] {
+        harvester.submit("T1", &Message::new(message));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while harvester.queued_bytes() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the harvester stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(store.find("bob@example.org").unwrap().len(), 1);
+    assert_eq!(harvester.dropped(), 0);
+}
+
 /// The message `pgp_keys_mail` makes, with `fields` (each ending in CRLF) on top.
 fn with_fields(fields: &str, mail: Vec<u8>) -> Vec<u8> {
     let mut out = fields.as_bytes().to_vec();

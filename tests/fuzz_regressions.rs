@@ -405,3 +405,112 @@ async fn a_pem_end_line_sharing_the_begin_lines_dashes_is_refused_by_the_server(
     assert!(response.1.is_ok(), "{:?}", response.1.err());
     gw.stop().await;
 }
+
+/// The `decrypt` target: mail-parser 0.11.9's Date parser, on a malformed date, reads on
+/// past its line: it took the next line into the Date field (minimised: `Date:-o`), or
+/// the empty line and what follows it. `mime::Cut` went by mail-parser's field offsets,
+/// so the fields the decrypted message put after the outer ones (ours, and the
+/// plaintext's Content-Type) could follow an empty line, in the body to every other
+/// reader.
+#[test]
+fn a_malformed_date_cannot_take_the_fields_after_it() {
+    let raw = b"Date: Tue, 23 Apr 2024 12:50:060 F\r\n\r\n0+00\r\nTo: x@example.com\r\n";
+    let cut = Cut::new(raw).unwrap();
+    assert_eq!(cut.fields, [&b"Date: Tue, 23 Apr 2024 12:50:060 F\r\n"[..]]);
+    assert_eq!(cut.body, b"0+00\r\nTo: x@example.com\r\n");
+    let raw = b"Date:-o\r\nSubject: hi\r\n\r\nbody\r\n";
+    let names: Vec<String> = Cut::new(raw)
+        .unwrap()
+        .fields
+        .iter()
+        .map(|f| field_name(f))
+        .collect();
+    assert_eq!(names, ["date", "subject"]);
+
+    let out = decrypted(
+        &pgp_mime("From: alice@example.org\r\nDate: Tue, 23 Apr 2024 12:50:060 F\r\n"),
+        Encrypted::PgpMime,
+        b"Content-Type: text/plain\r\n\r\nsecret\r\n",
+        MARKER,
+    )
+    .unwrap();
+    let header = next_hop_header(&out);
+    assert!(
+        header.contains(&format!("X-Sealgate-Decrypted: {MARKER}"))
+            && header.contains(&"Content-Type: text/plain".to_string()),
+        "{header:?} in {:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+/// The same hid a forged field of ours inside a decrypted entity's Date field: it went
+/// out with the Date field, and the next hop read it.
+#[test]
+fn a_malformed_date_in_the_plaintext_cannot_hide_a_forged_field_of_ours() {
+    let plaintext = b"Content-Type: text/plain; protected-headers=\"v1\"\r\nDate:-o\r\n\
+        X-Sealgate-Decrypted: pgp; key=FORGED\r\nSubject: hi\r\n\r\nbody\r\n";
+    let raw = pgp_mime("From: alice@example.org\r\nSubject: ...\r\n");
+    let out = decrypted(&raw, Encrypted::PgpMime, plaintext, MARKER).unwrap();
+    let header = next_hop_header(&out);
+    assert!(
+        !header.iter().any(|l| l.contains("FORGED")),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+/// And a Subject after a malformed Date stayed in the outer header of an outbound
+/// message encrypted with protected headers, in the clear.
+#[test]
+fn a_malformed_date_cannot_keep_the_subject_out_of_protection() {
+    let raw = b"From: alice@example.com\r\nDate:-o\r\nSubject: the merger\r\n\
+        Content-Type: text/plain\r\n\r\nbody\r\n";
+    let armored =
+        b"-----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA0fcZ7XLgmf2\r\n-----END PGP MESSAGE-----\r\n";
+    let out = sealgate::mail::mime::pgp_mime(raw, armored, true).unwrap();
+    let header = next_hop_header(&out);
+    assert!(
+        header.contains(&"Subject: ...".to_string())
+            && !header.iter().any(|l| l.contains("merger")),
+        "{header:?}"
+    );
+}
+
+/// Through a gateway: inbound PGP/MIME to an SCKM user whose encrypted entity hides a
+/// forged `X-Sealgate-Decrypted` after a malformed Date arrives decrypted, with our
+/// field only.
+#[tokio::test]
+async fn a_forged_mark_behind_a_malformed_date_in_the_plaintext_is_dropped() {
+    const INNER: &[u8] = b"Content-Type: text/plain; protected-headers=\"v1\"\r\nDate:-o\r\n\
+        X-Sealgate-Decrypted: pgp; key=FORGED\r\nSubject: hi\r\n\r\nInbound secret text.\r\n";
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let user = GpgHome::new();
+    let (_, subkey) = user.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let sckm = user.sckm_export(&subkey);
+    import(&gw, true, &[&user.file("sckm.asc", &sckm)], None);
+    let public = user.run(&["--export", "user@example.com"], None);
+    let cert = openpgp::Cert::from_bytes(&public).unwrap();
+    let armored = pgp::encrypt(INNER, &[cert]).unwrap();
+    let message = wrap_pgp_mime(
+        "sender@example.org",
+        "user@example.com",
+        "d@example.org",
+        &armored,
+    );
+    let mut client = Client::connect(gw.inbound).await;
+    let reply = client
+        .send_mail("sender@example.org", &["user@example.com"], &message)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(
+        text.contains("Inbound secret text."),
+        "not decrypted: {text}"
+    );
+    assert!(!text.contains("FORGED"), "{text}");
+    assert_eq!(text.matches("X-Sealgate-Decrypted: ").count(), 1, "{text}");
+    gw.stop().await;
+}

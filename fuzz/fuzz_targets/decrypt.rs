@@ -15,7 +15,7 @@
 //! to, and the message is put together with it for each kind.
 //!
 //! Besides not panicking: the decrypted message carries our `X-Sealgate-Decrypted`
-//! field as a header field of its own (as mail-parser reads it), and, when the sender
+//! field as a header field of its own (as `mime::Cut` reads it), and, when the sender
 //! put none in the outer header, the next hop reads that one field of ours and no
 //! other (one inside the plaintext is a forgery and must go).
 

@@ -32,6 +32,7 @@ use sealgate::keys::{KeyStore, SledKeyStore, sckm};
 use sealgate::mail::Direction;
 use sealgate::org::OrgStore;
 use sealgate::org::activity::Activity;
+use sealgate::org::autocrypt::Autocrypt;
 use sealgate::policy::{self, Live};
 use sealgate::relay::Relays;
 use sealgate::smtp::session::{Session, Shared};
@@ -104,7 +105,13 @@ keys = false
         },
     );
     // Records users' mail, as in the gateway (the Organization key's renewals use it).
-    let activity = Activity::new(org, keys.clone(), config.internal_domains.clone());
+    let activity = Activity::new(org.clone(), keys.clone(), config.internal_domains.clone());
+    // [org] autocrypt_outbound, off in this config as by default.
+    let autocrypt = Autocrypt {
+        keys: keys.clone(),
+        org: org.clone(),
+        config: config.clone(),
+    };
     let gateway = Gateway {
         planner: Planner {
             policy: live,
@@ -116,11 +123,13 @@ keys = false
             keys,
             sealer,
             config: config.clone(),
+            org,
         }),
         relays,
         spool,
         hostname: config.hostname.clone(),
         activity,
+        autocrypt,
         harvester,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

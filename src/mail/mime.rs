@@ -41,21 +41,39 @@ pub struct Cut<'a> {
 
 impl<'a> Cut<'a> {
     /// Cuts `raw`; `None` when mail-parser cannot read it at all.
+    ///
+    /// The header ends where mail-parser's body starts (it may end it early: at a line
+    /// of whitespace only, say), but never past the first empty line, where every
+    /// reader ends it. The fields are cut line by line, a line that starts with a space
+    /// or a tab continuing the field before it, not at mail-parser's field offsets: its
+    /// field parsers may read on past a line's end (0.11.9's Date parser, on a malformed
+    /// date, took the next line into the Date field, and the empty line and what
+    /// follows it too; found by fuzz/, the decrypt target). A field so taken was hidden
+    /// in the Date field: a forged `X-Sealgate-Decrypted` in a decrypted entity went
+    /// out unseen, a Subject stayed outside protected headers, and fields we add after
+    /// the outer ones ended up in the body.
     pub fn new(raw: &'a [u8]) -> Option<Cut<'a>> {
         let message = MessageParser::default().parse(raw)?;
         let root = message.parts.first()?;
-        let body_start = (root.raw_body_offset() as usize).min(raw.len());
-        let mut fields = Vec::new();
-        let starts: Vec<usize> = message
-            .headers()
-            .iter()
-            .map(|h| h.offset_field as usize)
-            .collect();
-        for (i, &start) in starts.iter().enumerate() {
-            let end = starts.get(i + 1).copied().unwrap_or(body_start);
-            if start < end && end <= raw.len() {
-                fields.push(trim_blank_line(&raw[start..end]));
+        let parsed_body = (root.raw_body_offset() as usize).min(raw.len());
+        let (header_end, body_start) = match first_empty_line(raw) {
+            Some((line, after)) if line < parsed_body => (line, after),
+            _ => (parsed_body, parsed_body),
+        };
+        let mut fields: Vec<&'a [u8]> = Vec::new();
+        let mut start = 0;
+        for line in raw[..header_end].split_inclusive(|&b| b == b'\n') {
+            let end = start + line.len();
+            match fields.last_mut() {
+                Some(field) if matches!(line.first(), Some(b' ' | b'\t')) => {
+                    *field = &raw[end - field.len() - line.len()..end];
+                }
+                _ => fields.push(&raw[start..end]),
             }
+            start = end;
+        }
+        if let Some(last) = fields.last_mut() {
+            *last = trim_blank_line(last);
         }
         Some(Cut {
             fields,
@@ -70,6 +88,22 @@ impl<'a> Cut<'a> {
             .copied()
             .filter(|f| keep(&field_name(f)))
             .collect()
+    }
+}
+
+/// The first empty line: where it starts, and where the body after it starts.
+fn first_empty_line(raw: &[u8]) -> Option<(usize, usize)> {
+    if raw.starts_with(b"\r\n") {
+        return Some((0, 2));
+    }
+    if raw.starts_with(b"\n") {
+        return Some((0, 1));
+    }
+    let crlf = memchr::memmem::find(raw, b"\r\n\r\n").map(|at| (at + 2, at + 4));
+    let lf = memchr::memmem::find(raw, b"\n\n").map(|at| (at + 1, at + 2));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -6,7 +6,6 @@
 //! deserialized (see [`units`]), which is what gives each error its line.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,9 +15,14 @@ use toml::Spanned;
 
 use crate::mail::{Direction, InternalDomains};
 use crate::policy::rule::AuthenticatedEncryption;
-use units::{ByteSize, HumanDuration, LineLength, LookupTtl};
+use units::LookupTtl;
 
+mod sections;
 pub mod units;
+
+pub use sections::{
+    InboundDsn, Limits, LookupConfig, OrgConfig, PolicyConfig, RelayConfig, SpoolConfig,
+};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "sealgate.toml";
@@ -161,72 +165,6 @@ pub struct KeysConfig {
     pub encrypt_to_unvalidated_smime: bool,
 }
 
-/// `[policy]`: how the rules' decisions show in the mail itself.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// Adds `X-Sealgate: <what was done>; rule=<rule>` to inbound mail, so users (and
-    /// their filters) can see it was decrypted or passed, and by which rule.
-    pub header_inbound: bool,
-    /// The same on outbound mail; off, because it tells outsiders about our rules.
-    pub header_outbound: bool,
-}
-
-impl PolicyConfig {
-    /// Whether mail of `direction` gets the X-Sealgate field.
-    pub fn header(&self, direction: Direction) -> bool {
-        match direction {
-            Direction::Inbound => self.header_inbound,
-            Direction::Outbound => self.header_outbound,
-        }
-    }
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            header_inbound: true,
-            header_outbound: false,
-        }
-    }
-}
-
-/// `[lookup]`: key discovery and MX resolution through DNS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LookupConfig {
-    /// Look up the keys of outbound recipients the cache has none for (OPENPGPKEY,
-    /// SMIMEA). Off, a recipient without a cached key simply has none.
-    pub keys: bool,
-    /// Resolvers as "ip:port"; empty means the system resolver.
-    pub nameservers: Vec<SocketAddr>,
-    /// Domains whose key records are accepted without DNSSEC validation.
-    pub insecure_domains: Vec<String>,
-    /// How long one recipient's key lookup may take; past it, the lookup counts as
-    /// unavailable (the rule's `lookup_offline` decides).
-    pub timeout: HumanDuration,
-    /// How long "this recipient publishes no key" is remembered, so that mail to
-    /// someone without a key does not cost a DNS query every time.
-    pub negative_ttl: HumanDuration,
-    /// After a key lookup in a domain went unanswered, further lookups there are
-    /// "unavailable" at once for this long, without a query: a resolver that is down
-    /// must not cost every message a timeout.
-    pub failure_rest: HumanDuration,
-}
-
-impl Default for LookupConfig {
-    fn default() -> Self {
-        LookupConfig {
-            keys: true,
-            nameservers: Vec::new(),
-            insecure_domains: Vec::new(),
-            timeout: HumanDuration::from_secs(5),
-            negative_ttl: HumanDuration::from_secs(60 * 60),
-            failure_rest: HumanDuration::from_secs(60),
-        }
-    }
-}
-
 /// `[crypto]` as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -261,153 +199,6 @@ pub struct CryptoConfig {
     /// when the recipient's harvested sMIMECapabilities list AES-GCM, or always. A
     /// rule's `smime_authenticated_encryption` overrides it.
     pub smime_authenticated_encryption: AuthenticatedEncryption,
-}
-
-/// `[relay]`: the client side towards the next hop.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RelayConfig {
-    /// How long a failed next hop is left alone before it is tried again.
-    pub retry_after: HumanDuration,
-    /// After a next hop's first failure, it is probed again this soon; only when that
-    /// probe fails too is it left alone for `retry_after`.
-    pub first_probe: HumanDuration,
-    /// The port MX hosts are reached on (`next_hop = "mx"`); 25 except in tests.
-    pub mx_port: u16,
-    /// How long to wait for the next hop's TCP connection.
-    pub connect_timeout: HumanDuration,
-    /// How long to wait for each of the next hop's replies (RFC 5321 §4.5.3.2 says 5 min).
-    pub command_timeout: HumanDuration,
-    /// How long the next hop may take to send and answer the message body (RFC 5321: 10 min).
-    pub data_timeout: HumanDuration,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        RelayConfig {
-            retry_after: HumanDuration::from_secs(15 * 60),
-            first_probe: HumanDuration::from_secs(60),
-            mx_port: 25,
-            connect_timeout: HumanDuration::from_secs(30),
-            command_timeout: HumanDuration::from_secs(5 * 60),
-            data_timeout: HumanDuration::from_secs(10 * 60),
-        }
-    }
-}
-
-/// `[spool]`: the durable retry spool for copies that a fanned-out message could not
-/// hand on at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SpoolConfig {
-    /// Delay before the first retry; each later retry waits twice as long.
-    pub first_retry: HumanDuration,
-    /// The longest wait between two retries.
-    pub max_retry: HumanDuration,
-    /// After this long in the spool, a copy is given up and its sender gets a DSN.
-    pub lifetime: HumanDuration,
-    /// Who gets a DSN for inbound mail some of whose recipients failed: "verified"
-    /// (the default) only a sender the trusted MTA vouches for (SPF, DKIM or DMARC in
-    /// an Authentication-Results field of `[inbound] trusted_authserv_ids`), "always",
-    /// or "never". A DSN to a forged sender is backscatter.
-    pub inbound_dsn: InboundDsn,
-}
-
-/// `[org]`: what the Organization key and certificate do for internal users.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OrgConfig {
-    /// How long a certification of a user's key by the org key, and a user certificate
-    /// issued by the org certificate, are valid. Short, so that a key the gateway no
-    /// longer holds stops being vouched for soon.
-    pub certification_validity: HumanDuration,
-    /// How often the renewal job runs. It renews what has less than half its validity
-    /// left, so this must be well under half of `certification_validity`.
-    pub renew_every: HumanDuration,
-    /// A user with no mail through the gateway for this long is not renewed.
-    pub inactive_after: HumanDuration,
-    /// Outbound mail from an internal user carries an Autocrypt header with the
-    /// user's key.
-    pub autocrypt_outbound: bool,
-}
-
-impl Default for OrgConfig {
-    fn default() -> Self {
-        const DAY: u64 = 24 * 60 * 60;
-        OrgConfig {
-            certification_validity: HumanDuration(Duration::from_secs(14 * DAY)),
-            renew_every: HumanDuration(Duration::from_secs(12 * 60 * 60)),
-            inactive_after: HumanDuration(Duration::from_secs(90 * DAY)),
-            autocrypt_outbound: false,
-        }
-    }
-}
-
-/// `[spool] inbound_dsn`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InboundDsn {
-    Verified,
-    Always,
-    Never,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        SpoolConfig {
-            first_retry: HumanDuration::from_secs(60),
-            max_retry: HumanDuration::from_secs(60 * 60),
-            lifetime: HumanDuration::from_secs(5 * 24 * 60 * 60),
-            inbound_dsn: InboundDsn::Verified,
-        }
-    }
-}
-
-/// `[limits]`: everything that bounds what one client can cost.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Announced in EHLO SIZE; larger DATA gets 552 5.3.4.
-    pub max_message_size: ByteSize,
-    /// Per transaction; more get 452 4.5.3.
-    pub max_recipients: NonZeroUsize,
-    /// Connections per listener; over it a new connection gets 421 4.3.2 at once.
-    /// Each listener has its own, so a flood on one does not lock the other out.
-    pub max_connections: NonZeroUsize,
-    /// Connections one client (an IPv4 address, or an IPv6 /64) may hold on one
-    /// listener; over it a new one gets 421 4.7.0 at once (Postfix's
-    /// smtpd_client_connection_count_limit).
-    pub max_connections_per_client: NonZeroUsize,
-    /// A client silent this long between commands gets 421.
-    pub idle_timeout: HumanDuration,
-    /// The whole DATA phase, from 354 to the final dot.
-    pub data_timeout: HumanDuration,
-    /// Longest command line, CRLF included; longer lines get 500 5.5.2.
-    pub max_line_length: LineLength,
-    /// Errors one session may make before it is dropped with 421.
-    pub max_errors: NonZeroUsize,
-    /// How long transactions in flight may take to finish after SIGTERM.
-    pub shutdown_grace: HumanDuration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_size: ByteSize(50 * 1024 * 1024),
-            max_recipients: NonZeroUsize::new(100).unwrap(),
-            max_connections: NonZeroUsize::new(1000).unwrap(),
-            // Postfix's default; an internal MTA's concurrency towards one relay
-            // (default_destination_concurrency_limit, 20) stays well under it.
-            max_connections_per_client: NonZeroUsize::new(50).unwrap(),
-            idle_timeout: HumanDuration::from_secs(5 * 60),
-            data_timeout: HumanDuration::from_secs(10 * 60),
-            // Postfix's line_length_limit; RFC 5321's 512 is too tight once MAIL carries
-            // extension parameters.
-            max_line_length: LineLength(2048),
-            max_errors: NonZeroUsize::new(10).unwrap(),
-            shutdown_grace: HumanDuration::from_secs(30),
-        }
-    }
 }
 
 /// One listener and where its mail goes.

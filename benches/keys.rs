@@ -104,6 +104,7 @@ fn main() {
                     revoked: false,
                     decrypt_subkeys: Vec::new(),
                     reads_aes_gcm: false,
+                    carried: None,
                 },
                 now,
             )

@@ -32,6 +32,9 @@
 //! - [`org`]: the organization's own keys: the Organization key that certifies internal
 //!   users' keys, the Organization certificate ([`org::ca`]) that issues their S/MIME
 //!   certificates, the renewal job, and publishing (DANE, WKD).
+//! - [`transfer`]: moving keys between gateways: this gateway's transport identity, the
+//!   trusted peers, and bundles wrapped to a peer and signed by us (the only thing
+//!   sealgate signs besides the org's certifications: never mail).
 //! - [`crypto`]: OpenPGP and S/MIME encryption and decryption (never signing), and the
 //!   BER real clients send.
 //! - [`dns`]: key lookup in DNSSEC-validated OPENPGPKEY and SMIMEA records, with the
@@ -59,3 +62,4 @@ pub mod smtp;
 pub mod spool;
 pub mod store;
 pub mod tls;
+pub mod transfer;

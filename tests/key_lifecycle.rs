@@ -9,7 +9,7 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::cli::{Mailroom, Serve, entries_for, entry, path_str, send, table_line, text};
@@ -21,19 +21,6 @@ fn outgoing(to: &str, message_id: &str, body: &str) -> Vec<u8> {
         "From: User <user@example.com>\r\nTo: {to}\r\nSubject: Numbers\r\nMessage-ID: <{message_id}>\r\n\r\n{body}\r\n"
     )
     .into_bytes()
-}
-
-/// The one message in `folder` whose header names `message_id`.
-fn delivered_with(setup: &Mailroom, folder: &str, message_id: &str) -> String {
-    let wanted = format!("Message-ID: <{message_id}>");
-    let found: Vec<String> = setup
-        .delivered(folder)
-        .iter()
-        .map(|m| text(m))
-        .filter(|m| m.contains(&wanted))
-        .collect();
-    assert_eq!(found.len(), 1, "{message_id} in {folder}/");
-    found.into_iter().next().unwrap()
 }
 
 /// Whether a relayed message is PGP/MIME or S/MIME encrypted and `body` is not in it.
@@ -67,24 +54,6 @@ fn gpg_style(fingerprint: &str) -> String {
     format!("{}  {}", groups[..half].join(" "), groups[half..].join(" "))
 }
 
-/// Waits until `keys list --json` shows `check` true of the entries (20 s at most).
-fn wait_for_list(setup: &Mailroom, serve: &Serve, check: impl Fn(&[Value]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let entries = setup.list_json();
-        if check(&entries) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not within 20 s: {entries:#?}\n{}",
-            serve.log()
-        );
-        // Polled: harvesting runs in the background and tells no one when it is done.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // OpenPGP revocation
 
@@ -112,7 +81,7 @@ async fn a_revoked_openpgp_key_is_never_encrypted_to_again() {
         ),
     )
     .await;
-    let before = delivered_with(&setup, "out", "before@example.com");
+    let before = setup.delivered_with("out", "before@example.com");
     assert!(encrypted(&before, "Before the revocation."), "{before}");
 
     // Bob's key is revoked: the admin imports the certificate GnuPG made with the key.
@@ -167,7 +136,7 @@ async fn a_revoked_openpgp_key_is_never_encrypted_to_again() {
             &outgoing(to, id, "After the revocation."),
         )
         .await;
-        let after = delivered_with(&setup, "out", id);
+        let after = setup.delivered_with("out", id);
         assert!(
             !after.contains("multipart/encrypted") && after.contains("After the revocation."),
             "{after}"
@@ -198,7 +167,7 @@ async fn a_revoked_cert_in_the_owners_next_mail_marks_the_cached_key() {
         mail.as_bytes(),
     )
     .await;
-    wait_for_list(&setup, &serve, |entries| {
+    setup.wait_for_list(&serve, |entries| {
         entries_for(entries, "bob@example.org")
             .iter()
             .any(|e| e["revoked"] == Value::Bool(true))
@@ -219,7 +188,7 @@ async fn a_revoked_cert_in_the_owners_next_mail_marks_the_cached_key() {
         ),
     )
     .await;
-    let after = delivered_with(&setup, "out", "after@example.com");
+    let after = setup.delivered_with("out", "after@example.com");
     assert!(!after.contains("multipart/encrypted"), "{after}");
 }
 
@@ -449,7 +418,7 @@ async fn a_crl_pem_or_der_marks_the_certificates_it_lists() {
             &outgoing(to, &id, "Checked against the CRL."),
         )
         .await;
-        let relayed = delivered_with(&setup, "out", &id);
+        let relayed = setup.delivered_with("out", &id);
         assert_eq!(
             encrypted(&relayed, "Checked against the CRL."),
             to == "frank@example.net",
@@ -578,12 +547,12 @@ async fn a_new_encryption_subkey_is_current_and_the_old_one_still_decrypts() {
         )
         .await;
     }
-    let old = delivered_with(&setup, "in", "old@example.org");
+    let old = setup.delivered_with("in", "old@example.org");
     assert!(
         old.contains("To the old subkey.") && !old.contains("BEGIN PGP MESSAGE"),
         "{old}"
     );
-    let new = delivered_with(&setup, "in", "new@example.org");
+    let new = setup.delivered_with("in", "new@example.org");
     assert!(
         new.contains("To the new subkey.") && !new.contains("BEGIN PGP MESSAGE"),
         "{new}"
@@ -702,7 +671,7 @@ async fn a_thunderbird_users_key_reaches_the_gateway_by_the_readme_recipe() {
         ),
     )
     .await;
-    let opened = delivered_with(&setup, "in", "rnp@example.org");
+    let opened = setup.delivered_with("in", "rnp@example.org");
     assert!(
         opened.contains("From RNP to a Thunderbird user.")
             && opened.contains(&format!("X-Sealgate-Decrypted: pgp; key={primary}\r\n")),

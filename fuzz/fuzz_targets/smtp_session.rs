@@ -182,6 +182,7 @@ fn add_sckm_keys(keys: &dyn KeyStore, sealer: &Sealer) {
         authenticated: false,
         chain_validated: false,
         reads_aes_gcm: false,
+        carried: None,
         revoked: false,
         decrypt_subkeys: sealgate::crypto::pgp::secret_keys(bob),
     };

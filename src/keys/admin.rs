@@ -28,6 +28,8 @@ use super::store::{Candidate, KeyStore, Put, SledKeyStore};
 use crate::config::Config;
 use crate::org::OrgStore;
 use crate::org::admin::OrgContext;
+use crate::transfer::TransferStore;
+use crate::transfer::admin::TransferContext;
 
 /// The socket's name inside `data_dir`.
 pub const SOCKET: &str = "admin.sock";
@@ -76,6 +78,10 @@ pub enum Request {
     Org {
         request: crate::org::admin::OrgRequest,
     },
+    /// `sealgate transfer ...`, `keys export --to` and `keys import-bundle`.
+    Transfer {
+        request: crate::transfer::admin::TransferRequest,
+    },
 }
 
 impl Request {
@@ -89,6 +95,7 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::Purge => "purge",
             Request::Org { .. } => "org",
+            Request::Transfer { .. } => "transfer",
         }
     }
 }
@@ -112,6 +119,7 @@ pub struct Context<'a> {
     /// does not create a KEK for them.
     pub sealer: Option<&'a Sealer>,
     pub org: &'a OrgStore,
+    pub transfer: &'a TransferStore,
     pub config: &'a Config,
 }
 
@@ -133,6 +141,24 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 config: cx.config,
             };
             match crate::org::admin::execute(&org, request, now) {
+                Ok(answer) => {
+                    response.messages = answer.messages;
+                    response.output = answer.output;
+                }
+                Err(e) => {
+                    response.messages.push(e.to_string());
+                    response.failed = true;
+                }
+            }
+        }
+        Request::Transfer { request } => {
+            let transfer = TransferContext {
+                store: cx.transfer,
+                keys: cx.keys,
+                sealer: cx.sealer,
+                hostname: &cx.config.hostname,
+            };
+            match crate::transfer::admin::execute(&transfer, request, now) {
                 Ok(answer) => {
                     response.messages = answer.messages;
                     response.output = answer.output;
@@ -325,6 +351,7 @@ pub struct Served {
     pub keys: Arc<SledKeyStore>,
     pub sealer: Arc<Sealer>,
     pub org: OrgStore,
+    pub transfer: TransferStore,
     pub config: Arc<Config>,
 }
 
@@ -375,6 +402,7 @@ async fn answer(stream: tokio::net::UnixStream, served: Served) -> std::io::Resu
                     keys: served.keys.as_ref(),
                     sealer: Some(&served.sealer),
                     org: &served.org,
+                    transfer: &served.transfer,
                     config: &served.config,
                 };
                 execute(&cx, request, OffsetDateTime::now_utc())
@@ -408,6 +436,8 @@ pub enum ClientError {
     Secrets(#[from] super::secrets::SecretError),
     #[error(transparent)]
     Org(crate::org::OrgStoreError),
+    #[error(transparent)]
+    Transfer(#[from] crate::transfer::TransferError),
 }
 
 /// Runs a request for the CLI: through the running server's socket if there is one,
@@ -432,9 +462,13 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
             let db = crate::store::open(data_dir)?;
             let store = SledKeyStore::open(&db, config.keys.lookup_ttl.0)?;
             let org = OrgStore::open(&db).map_err(ClientError::Org)?;
+            let transfer = TransferStore::open(&db)?;
             let sealer = match &request {
                 Request::ImportSckm { .. } => Some(Sealer::open(data_dir)?),
                 Request::Org { request } if request.needs_secrets() => {
+                    Some(Sealer::open(data_dir)?)
+                }
+                Request::Transfer { request } if request.needs_secrets() => {
                     Some(Sealer::open(data_dir)?)
                 }
                 _ => None,
@@ -443,6 +477,7 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
                 keys: &store,
                 sealer: sealer.as_ref(),
                 org: &org,
+                transfer: &transfer,
                 config,
             };
             let response = execute(&cx, request, OffsetDateTime::now_utc());

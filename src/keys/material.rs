@@ -90,6 +90,7 @@ impl PublicKey {
                 revoked: self.revoked,
                 decrypt_subkeys: Vec::new(),
                 reads_aes_gcm: false,
+                carried: None,
             })
             .collect()
     }

@@ -76,6 +76,7 @@ pub fn candidates(
                     revoked: false,
                     decrypt_subkeys: decrypt_subkeys.clone(),
                     reads_aes_gcm: false,
+                    carried: None,
                 });
             }
         }
@@ -108,6 +109,7 @@ pub fn candidates(
                     revoked: false,
                     decrypt_subkeys: vec![fingerprint.clone()],
                     reads_aes_gcm: false,
+                    carried: None,
                 });
             }
         }

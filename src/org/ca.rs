@@ -342,7 +342,7 @@ fn parse_subject(subject: &str) -> Result<Name, CaError> {
 /// A random positive serial of [`SERIAL_LEN`] octets. Its first octet is between 0x40 and
 /// 0x7f, so that the DER content octets are exactly the random octets (no sign octet, no
 /// leading zero) and openssl prints them as they are.
-fn random_serial() -> Result<SerialNumber, CaError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
     use rand::RngCore;
     let mut octets = [0u8; SERIAL_LEN];
     rand::rngs::OsRng.fill_bytes(&mut octets);
@@ -351,12 +351,12 @@ fn random_serial() -> Result<SerialNumber, CaError> {
 }
 
 /// `t` truncated to the second, as X.509 keeps it.
-fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
 /// `t` as RFC 5280 wants it: UTCTime through 2049, GeneralizedTime from 2050.
-fn x509_time(t: OffsetDateTime) -> Result<Time, CaError> {
+pub(crate) fn x509_time(t: OffsetDateTime) -> Result<Time, CaError> {
     let refused = || CaError::Refused(format!("{t} cannot be a certificate time"));
     let seconds = u64::try_from(t.unix_timestamp()).map_err(|_| refused())?;
     let date =

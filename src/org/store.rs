@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::keys::secrets::{Sealer, SecretError};
+use crate::store::base64_bytes;
 
 /// Why the org store failed. The gateway's own problem (disk, database, KEK).
 #[derive(Debug, thiserror::Error)]
@@ -56,22 +57,6 @@ pub struct IssuedCert {
     pub issuer: String,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked: Option<OffsetDateTime>,
-}
-
-mod base64_bytes {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// The `org` tree.

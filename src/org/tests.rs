@@ -84,6 +84,7 @@ fn user(w: &World, address: &str, source: Source, added: OffsetDateTime) -> Stri
                 authenticated: false,
                 chain_validated: false,
                 reads_aes_gcm: false,
+                carried: None,
                 revoked: false,
                 decrypt_subkeys: Vec::new(),
             },

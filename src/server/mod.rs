@@ -37,6 +37,7 @@ use crate::smtp::reply;
 use crate::smtp::session::{End, Session, Shared};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{self, DbError};
+use crate::transfer::TransferStore;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub enum StartError {
     Secrets(#[from] crate::keys::secrets::SecretError),
     #[error(transparent)]
     Org(#[from] crate::org::OrgStoreError),
+    #[error(transparent)]
+    Transfer(#[from] crate::transfer::TransferError),
     /// The admin socket cannot be created (permissions, path too long for a socket).
     #[error("cannot create the admin socket {path}: {source}")]
     Admin {
@@ -88,6 +91,8 @@ pub struct Server {
     sealer: Arc<Sealer>,
     /// The organization's keys, their certifications and users' activity.
     org: OrgStore,
+    /// The transport identity and the trusted peers, for key transfer.
+    transfer: TransferStore,
     /// The admin socket, bound with the listeners so that `sealgate keys` reaches the
     /// server as soon as it has started.
     admin: tokio::net::UnixListener,
@@ -134,6 +139,7 @@ impl Server {
         let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0)?);
         let sealer = Arc::new(Sealer::open(&config.data_dir)?);
         let org = OrgStore::open(&db)?;
+        let transfer = TransferStore::open(&db)?;
         let admin = admin::bind(&config.data_dir).map_err(|source| StartError::Admin {
             path: config.data_dir.join(admin::SOCKET),
             source,
@@ -220,6 +226,7 @@ impl Server {
             keys,
             sealer: admin_sealer,
             org,
+            transfer,
             admin,
             reloader,
         })
@@ -257,6 +264,7 @@ impl Server {
             keys,
             sealer,
             org,
+            transfer,
             admin,
             reloader,
         } = self;
@@ -290,6 +298,7 @@ impl Server {
             keys,
             sealer,
             org,
+            transfer,
             config: config.clone(),
         };
         tracker.spawn(admin::serve(admin, served, shared.shutdown.clone()));

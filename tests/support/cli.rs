@@ -88,9 +88,14 @@ impl Setup {
 
     /// Runs `sealgate keys ARGS --config F` in the temp dir to completion.
     pub fn keys(&self, args: &[&str]) -> Output {
+        self.sealgate("keys", args)
+    }
+
+    /// Runs `sealgate VERB ARGS --config F` in the temp dir to completion.
+    pub fn sealgate(&self, verb: &str, args: &[&str]) -> Output {
         run_with_timeout(
             Command::new(BIN)
-                .arg("keys")
+                .arg(verb)
                 .args(args)
                 .arg("--config")
                 .arg(&self.config)
@@ -99,17 +104,22 @@ impl Setup {
         )
     }
 
-    /// Runs `sealgate keys ARGS`; asserts the exit code.
-    pub fn keys_expect(&self, args: &[&str], code: i32) -> Output {
-        let out = self.keys(args);
+    /// Runs `sealgate VERB ARGS`; asserts the exit code.
+    pub fn sealgate_expect(&self, verb: &str, args: &[&str], code: i32) -> Output {
+        let out = self.sealgate(verb, args);
         assert_eq!(
             out.status.code(),
             Some(code),
-            "sealgate keys {args:?}\nstdout: {}\nstderr: {}",
+            "sealgate {verb} {args:?}\nstdout: {}\nstderr: {}",
             text(&out.stdout),
             text(&out.stderr)
         );
         out
+    }
+
+    /// Runs `sealgate keys ARGS`; asserts the exit code.
+    pub fn keys_expect(&self, args: &[&str], code: i32) -> Output {
+        self.sealgate_expect("keys", args, code)
     }
 
     /// `keys list --json`, parsed: it must be one JSON array.
@@ -315,6 +325,37 @@ allowed_clients = ["127.0.0.0/8"]
             .collect();
         paths.sort();
         paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    /// The one message in `folder` whose header names `message_id`.
+    pub fn delivered_with(&self, folder: &str, message_id: &str) -> String {
+        let wanted = format!("Message-ID: <{message_id}>");
+        let found: Vec<String> = self
+            .delivered(folder)
+            .iter()
+            .map(|m| text(m))
+            .filter(|m| m.contains(&wanted))
+            .collect();
+        assert_eq!(found.len(), 1, "{message_id} in {folder}/");
+        found.into_iter().next().unwrap()
+    }
+
+    /// Waits until `keys list --json` shows `check` true of the entries (20 s at most).
+    pub fn wait_for_list(&self, serve: &Serve, check: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let entries = self.list_json();
+            if check(&entries) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not within 20 s: {entries:#?}\n{}",
+                serve.log()
+            );
+            // Polled: harvesting runs in the background and tells no one when it is done.
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

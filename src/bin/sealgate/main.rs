@@ -10,6 +10,7 @@ mod explain;
 mod keytable;
 mod org;
 mod probe;
+mod transfer;
 use std::sync::Arc;
 
 use sealgate::config::Config;
@@ -44,6 +45,12 @@ enum Command {
     Org {
         #[command(subcommand)]
         command: org::OrgCommand,
+    },
+    /// Move keys between gateways: this gateway's transport certificate, and the peers
+    /// it trusts.
+    Transfer {
+        #[command(subcommand)]
+        command: transfer::TransferCommand,
     },
     /// Look at what the policy in policy_dir does.
     Policy {
@@ -112,13 +119,36 @@ enum KeysCommand {
     /// Remove expired cache entries now.
     Purge,
     /// Print an internal user's public key with the org key's certification, for
-    /// publishing.
+    /// publishing; or with --to, a bundle of keys wrapped to a peer gateway.
     Export {
+        /// With --to: only these addresses' keys (default: every address).
         #[arg(value_name = "ADDRESS")]
-        address: String,
+        addresses: Vec<String>,
         /// The S/MIME certificate the org certificate issued, with its chain, instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to")]
         smime: bool,
+        /// Write a bundle for this peer: a name given to `transfer trust`, or the path
+        /// of its transport certificate.
+        #[arg(long, value_name = "PEER")]
+        to: Option<String>,
+        /// With --to: SCKM keys, with their secrets.
+        #[arg(long, requires = "to")]
+        sckm: bool,
+        /// With --to: keys the cache found in mail or by lookup.
+        #[arg(long, requires = "to")]
+        cache: bool,
+        /// With --to: keys an admin imported. (No kind named: every kind.)
+        #[arg(long, requires = "to")]
+        admin: bool,
+    },
+    /// Import a bundle a peer gateway wrapped to this one (`keys export --to`).
+    ImportBundle {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Import from a peer this gateway does not trust, this once: the refusal
+        /// without it shows the peer's fingerprint to compare first.
+        #[arg(long)]
+        trust_once: bool,
     },
 }
 
@@ -153,10 +183,45 @@ fn main() -> ExitCode {
         Command::Check => check(&config),
         Command::Serve => serve(config),
         Command::Keys {
-            command: KeysCommand::Export { address, smime },
-        } => org::export(&config, address, smime),
+            command:
+                KeysCommand::Export {
+                    addresses,
+                    smime,
+                    to: None,
+                    ..
+                },
+        } => match <[String; 1]>::try_from(addresses) {
+            Ok([address]) => org::export(&config, address, smime),
+            Err(_) => {
+                eprintln!("sealgate: keys export takes one ADDRESS (or --to PEER for a bundle)");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Keys {
+            command:
+                KeysCommand::Export {
+                    addresses,
+                    to: Some(to),
+                    sckm,
+                    cache,
+                    admin,
+                    ..
+                },
+        } => {
+            let selection = sealgate::transfer::export::Selection {
+                sckm,
+                cache,
+                admin,
+                addresses: Vec::new(),
+            };
+            transfer::export(&config, to, selection, addresses)
+        }
+        Command::Keys {
+            command: KeysCommand::ImportBundle { file, trust_once },
+        } => transfer::import(&config, file, trust_once),
         Command::Keys { command } => keys(&config, command),
         Command::Org { command } => org::run(&config, command),
+        Command::Transfer { command } => transfer::run(&config, command),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -299,7 +364,9 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
         }
         KeysCommand::Delete { target } => (admin::Request::Delete { target }, false),
         KeysCommand::Purge => (admin::Request::Purge, false),
-        KeysCommand::Export { .. } => unreachable!("keys export is org::export"),
+        KeysCommand::Export { .. } | KeysCommand::ImportBundle { .. } => {
+            unreachable!("keys export and import-bundle are dispatched in main")
+        }
     };
     let is_list = matches!(request, admin::Request::List);
     let response = match admin::request(config, request) {

@@ -35,6 +35,7 @@
 //! - `algorithms`: what both directions share: hashes, the curves, the X9.63 KDF, AES key
 //!   wrap, the content ciphers.
 //! - `import`: SCKM import from PKCS#12 or PEM.
+//! - `strict`: the envelope of a key transfer bundle, where every byte must be as made.
 
 mod algorithms;
 mod auth_enveloped;
@@ -42,6 +43,7 @@ mod decrypt;
 mod encrypt;
 mod import;
 mod key_transport;
+mod strict;
 #[cfg(test)]
 mod tests;
 
@@ -57,6 +59,7 @@ use crate::keys::material;
 pub use decrypt::decrypt;
 pub use encrypt::{encrypt, encrypt_authenticated};
 pub use import::import_sckm;
+pub use strict::check_strict_envelope;
 
 /// An S/MIME SCKM key: the certificate and its private key (PKCS#8 DER, unencrypted; the
 /// caller seals it at rest).

@@ -55,9 +55,19 @@ pub struct Signer {
 /// Checks a SignedData (DER or BER). `detached` is the signed content of a
 /// multipart/signed; `None` means the content is inside (opaque signed-data).
 pub fn verify(signature: &[u8], detached: Option<&[u8]>) -> Result<Signed, Refusal> {
-    if signature.len() > MAX_SIGNATURE {
+    verify_up_to(signature, detached, MAX_SIGNATURE)
+}
+
+/// [`verify`] for a SignedData of up to `limit` bytes: one that carries its content
+/// (a key transfer bundle) may be far larger than a mail signature.
+pub fn verify_up_to(
+    signature: &[u8],
+    detached: Option<&[u8]>,
+    limit: usize,
+) -> Result<Signed, Refusal> {
+    if signature.len() > limit {
         return Err(Refusal(format!(
-            "signature of {} bytes is over the {MAX_SIGNATURE}-byte limit",
+            "signature of {} bytes is over the {limit}-byte limit",
             signature.len()
         )));
     }

@@ -44,6 +44,20 @@ pub struct Candidate {
     pub revoked: bool,
     /// For SCKM keys: the (sub)keys whose secret the gateway holds, newest first.
     pub decrypt_subkeys: Vec<String>,
+    /// For a key moved from another gateway: its life there, which it keeps.
+    pub carried: Option<Carried>,
+}
+
+/// What a key moved from another gateway (`keys import-bundle`) brings of its life
+/// there. It keeps its times, so that a transfer never resets a lifetime rule: a
+/// mailflow key still expires 180 days after it was first harvested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    pub added: OffsetDateTime,
+    pub last_seen: Option<OffsetDateTime>,
+    pub seen: u32,
+    pub pending: bool,
+    pub retired: bool,
 }
 
 /// What storing a candidate did.
@@ -191,86 +205,123 @@ impl SledKeyStore {
         )?;
         Ok(())
     }
-}
 
-impl KeyStore for SledKeyStore {
-    fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
-        if let Some(secret) = &candidate.sealed_secret {
-            self.secrets
-                .insert(candidate.fingerprint.as_bytes(), secret.as_slice())?;
-        }
-        let seen_in_mail = (candidate.source == Source::Mailflow).then_some(now);
-        let key = Self::key(&candidate.address, &candidate.fingerprint);
-        if let Some(value) = self.tree.get(&key)? {
-            let (mut entry, _) = Self::decode(&key, &value)?;
-            entry.last_seen = seen_in_mail.or(entry.last_seen);
-            if seen_in_mail.is_some() {
+    /// Stores `candidate` again over `entry`, its existing entry (with `material`).
+    fn refresh(
+        &self,
+        mut entry: KeyEntry,
+        material: Vec<u8>,
+        candidate: Candidate,
+        carried: Option<&Carried>,
+        now: OffsetDateTime,
+    ) -> Result<Put, KeyStoreError> {
+        match carried {
+            // A transfer is not a sighting: it brings the other gateway's sightings.
+            Some(carried) => {
+                entry.last_seen = entry.last_seen.max(carried.last_seen);
+                entry.seen = entry.seen.max(carried.seen);
+                entry.retired |= carried.retired;
+            }
+            None if candidate.source == Source::Mailflow => {
+                entry.last_seen = Some(now);
                 entry.seen = entry.seen.max(1).saturating_add(1);
             }
-            // A revocation is signed by the key itself: it holds whatever the source
-            // that brought it, and no copy without it (an old file, older mail, a stale
-            // DNS record) undoes it.
-            if candidate.revoked || entry.revoked {
-                let newly = !entry.revoked;
-                entry.revoked = true;
-                let material = if candidate.revoked {
-                    candidate.material
-                } else {
-                    Self::decode(&key, &value)?.1
-                };
-                self.store(&entry, &material)?;
-                return Ok(if newly { Put::Revoked } else { Put::Refreshed });
-            }
-            let promoted = if entry.pending && candidate.source == Source::Mailflow {
-                self.promotion(&entry, candidate.authenticated)?
+            None => {}
+        }
+        // A revocation is signed by the key itself: it holds whatever the source that
+        // brought it, and no copy without it (an old file, older mail, a stale DNS
+        // record, another gateway) undoes it.
+        if candidate.revoked || entry.revoked {
+            let newly = !entry.revoked;
+            entry.revoked = true;
+            let material = if candidate.revoked {
+                candidate.material
             } else {
-                None
+                material
             };
-            if candidate.source > entry.source {
-                // Promoted (say, an admin imports a key first seen in mail): the entry
-                // now lives by its new source's rules.
-                entry.source = candidate.source;
-                entry.added = now;
-                entry.expires = KeyEntry::cache_expiry(candidate.source, now, self.lookup_ttl);
-                entry.message_id = None;
-                entry.sender = None;
-            } else if candidate.source == entry.source && candidate.source == Source::Lookup {
-                entry.expires = KeyEntry::cache_expiry(Source::Lookup, now, self.lookup_ttl);
+            self.store(&entry, &material)?;
+            return Ok(if newly { Put::Revoked } else { Put::Refreshed });
+        }
+        let promoted = if entry.pending && candidate.source == Source::Mailflow && carried.is_none()
+        {
+            self.promotion(&entry, candidate.authenticated)?
+        } else {
+            None
+        };
+        if candidate.source > entry.source {
+            // Promoted (say, an admin imports a key first seen in mail): the entry now
+            // lives by its new source's rules.
+            entry.source = candidate.source;
+            entry.added = carried.map_or(now, |c| c.added);
+            entry.expires = KeyEntry::cache_expiry(entry.source, entry.added, self.lookup_ttl);
+            entry.message_id = None;
+            entry.sender = None;
+        } else if candidate.source == entry.source {
+            match (carried, candidate.source) {
+                // The earlier harvest counts: the 180 days are never extended.
+                (Some(carried), Source::Mailflow) => {
+                    entry.added = entry.added.min(carried.added);
+                    entry.expires =
+                        KeyEntry::cache_expiry(Source::Mailflow, entry.added, self.lookup_ttl);
+                }
+                // The later lookup counts, as it would here.
+                (Some(carried), Source::Lookup) => {
+                    entry.expires = entry.expires.max(KeyEntry::cache_expiry(
+                        Source::Lookup,
+                        carried.added,
+                        self.lookup_ttl,
+                    ));
+                }
+                (None, Source::Lookup) => {
+                    entry.expires = KeyEntry::cache_expiry(Source::Lookup, now, self.lookup_ttl);
+                }
+                _ => {}
             }
+        }
+        match carried {
+            // Settled if it is settled on either gateway.
+            Some(carried) => entry.pending &= carried.pending,
             // An admin's import or a lookup of the same key settles it; so does a
             // promotion, which retires the keys it waited on.
-            if candidate.source > Source::Mailflow || promoted.is_some() {
-                entry.pending = false;
+            None if candidate.source > Source::Mailflow || promoted.is_some() => {
+                entry.pending = false
             }
-            for old in promoted.iter().flatten() {
-                self.tree
-                    .remove(Self::key(&old.address, &old.fingerprint))?;
-            }
-            // Only signed mail says what the owner's client reads, and the latest says
-            // it best: a sighting updates it, an import or lookup of the same
-            // certificate (which cannot know) leaves it as it was.
-            if candidate.source == Source::Mailflow {
-                entry.reads_aes_gcm = candidate.reads_aes_gcm;
-            }
-            // A mailflow sighting never extends the 180 days.
-            if candidate.source >= entry.source {
-                entry.can_encrypt = candidate.can_encrypt;
-                entry.can_decrypt |= candidate.can_decrypt;
-                entry.key_expires = candidate.key_expires;
-                entry.legacy = candidate.legacy;
-                entry.chain_validated = candidate.chain_validated;
-                entry.decrypt_subkeys = candidate.decrypt_subkeys;
-                self.store(&entry, &candidate.material)?;
-            } else {
-                let material = Self::decode(&key, &value)?.1;
-                self.store(&entry, &material)?;
-            }
-            return Ok(match promoted {
-                Some(old) => Put::Replaced(old.into_iter().map(|e| e.fingerprint).collect()),
-                None => Put::Refreshed,
-            });
+            None => {}
         }
+        for old in promoted.iter().flatten() {
+            self.tree
+                .remove(Self::key(&old.address, &old.fingerprint))?;
+        }
+        // Only signed mail says what the owner's client reads, and the latest says it
+        // best: a sighting updates it, an import or lookup of the same certificate
+        // (which cannot know) leaves it as it was.
+        if candidate.source == Source::Mailflow {
+            entry.reads_aes_gcm = candidate.reads_aes_gcm;
+        }
+        if candidate.source >= entry.source {
+            entry.can_encrypt = candidate.can_encrypt;
+            entry.can_decrypt |= candidate.can_decrypt;
+            entry.key_expires = candidate.key_expires;
+            entry.legacy = candidate.legacy;
+            entry.chain_validated = candidate.chain_validated;
+            entry.decrypt_subkeys = candidate.decrypt_subkeys;
+            self.store(&entry, &candidate.material)?;
+        } else {
+            self.store(&entry, &material)?;
+        }
+        Ok(match promoted {
+            Some(old) => Put::Replaced(old.into_iter().map(|e| e.fingerprint).collect()),
+            None => Put::Refreshed,
+        })
+    }
 
+    /// Stores `candidate`, a key not yet cached for its address.
+    fn insert(
+        &self,
+        candidate: Candidate,
+        carried: Option<Carried>,
+        now: OffsetDateTime,
+    ) -> Result<Put, KeyStoreError> {
         let mut replaced = Vec::new();
         let mut pending = Vec::new();
         // A revoked key is stored to be known as revoked; it replaces nothing.
@@ -301,28 +352,32 @@ impl KeyStore for SledKeyStore {
             self.tree
                 .remove(Self::key(&old.address, &old.fingerprint))?;
         }
-        if candidate.source == Source::Sckm {
-            // A reset: the user's older SCKM keys of this kind stop being used to
-            // encrypt, but stay to decrypt what was sent to them.
-            for old in self.find(&candidate.address)? {
-                if old.source == Source::Sckm && old.kind == candidate.kind && !old.retired {
-                    let key = Self::key(&old.address, &old.fingerprint);
-                    if let Some(value) = self.tree.get(&key)? {
-                        let (mut entry, material) = Self::decode(&key, &value)?;
-                        entry.retired = true;
-                        self.store(&entry, &material)?;
-                    }
-                }
+        let retired = match &carried {
+            None if candidate.source == Source::Sckm => {
+                // A reset: the user's older SCKM keys of this kind stop being used to
+                // encrypt, but stay to decrypt what was sent to them.
+                self.retire_sckm(&candidate, |_| true)?;
+                false
             }
-        }
+            // From another gateway, the newest current key stays current, wherever
+            // it was imported first.
+            Some(carried) if candidate.source == Source::Sckm && !carried.retired => self
+                .retire_sckm(&candidate, |other| {
+                    other.key_created <= candidate.key_created
+                })?,
+            Some(carried) => carried.retired,
+            None => false,
+        };
+        let seen_in_mail = (candidate.source == Source::Mailflow).then_some(now);
+        let added = carried.as_ref().map_or(now, |c| c.added);
         let entry = KeyEntry {
             address: candidate.address,
             kind: candidate.kind,
             fingerprint: candidate.fingerprint,
             source: candidate.source,
-            added: now,
-            last_seen: seen_in_mail,
-            expires: KeyEntry::cache_expiry(candidate.source, now, self.lookup_ttl),
+            added,
+            last_seen: carried.as_ref().map_or(seen_in_mail, |c| c.last_seen),
+            expires: KeyEntry::cache_expiry(candidate.source, added, self.lookup_ttl),
             message_id: candidate.message_id,
             sender: candidate.sender,
             can_encrypt: candidate.can_encrypt,
@@ -330,9 +385,11 @@ impl KeyStore for SledKeyStore {
             key_created: candidate.key_created,
             key_expires: candidate.key_expires,
             legacy: candidate.legacy,
-            retired: false,
-            seen: u32::from(candidate.source == Source::Mailflow),
-            pending: !pending.is_empty(),
+            retired,
+            seen: carried
+                .as_ref()
+                .map_or(u32::from(candidate.source == Source::Mailflow), |c| c.seen),
+            pending: !pending.is_empty() || carried.as_ref().is_some_and(|c| c.pending),
             chain_validated: candidate.chain_validated,
             reads_aes_gcm: candidate.reads_aes_gcm,
             revoked: candidate.revoked,
@@ -347,6 +404,57 @@ impl KeyStore for SledKeyStore {
         } else {
             Put::Replaced(replaced.into_iter().map(|e| e.fingerprint).collect())
         })
+    }
+
+    /// Marks retired the current SCKM keys of `candidate`'s address and kind that
+    /// `older` picks, and says whether a current one it did not pick remains.
+    fn retire_sckm(
+        &self,
+        candidate: &Candidate,
+        older: impl Fn(&KeyEntry) -> bool,
+    ) -> Result<bool, KeyStoreError> {
+        let mut newer_remains = false;
+        for old in self.find(&candidate.address)? {
+            if old.source != Source::Sckm || old.kind != candidate.kind || old.retired {
+                continue;
+            }
+            if !older(&old) {
+                newer_remains = true;
+                continue;
+            }
+            let key = Self::key(&old.address, &old.fingerprint);
+            if let Some(value) = self.tree.get(&key)? {
+                let (mut entry, material) = Self::decode(&key, &value)?;
+                entry.retired = true;
+                self.store(&entry, &material)?;
+            }
+        }
+        Ok(newer_remains)
+    }
+}
+
+impl KeyStore for SledKeyStore {
+    fn put(&self, mut candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
+        let carried = candidate.carried.take();
+        if let Some(carried) = &carried {
+            // An entry whose lifetime passed on the way is not brought back to life.
+            let expires = KeyEntry::cache_expiry(candidate.source, carried.added, self.lookup_ttl);
+            if expires.is_some_and(|expires| expires <= now) {
+                return Ok(Put::Ignored("its cache lifetime has passed"));
+            }
+        }
+        if let Some(secret) = &candidate.sealed_secret {
+            self.secrets
+                .insert(candidate.fingerprint.as_bytes(), secret.as_slice())?;
+        }
+        let key = Self::key(&candidate.address, &candidate.fingerprint);
+        match self.tree.get(&key)? {
+            Some(value) => {
+                let (entry, material) = Self::decode(&key, &value)?;
+                self.refresh(entry, material, candidate, carried.as_ref(), now)
+            }
+            None => self.insert(candidate, carried, now),
+        }
     }
 
     fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
@@ -445,5 +553,7 @@ impl KeyStore for SledKeyStore {
     }
 }
 
+#[cfg(test)]
+mod carried;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,7 @@ fn key(address: &str, fingerprint: &str, source: Source, created: OffsetDateTime
         authenticated: false,
         chain_validated: false,
         reads_aes_gcm: false,
+        carried: None,
         revoked: false,
         decrypt_subkeys: Vec::new(),
     }
@@ -473,6 +474,7 @@ mod sckm_tests {
             authenticated: false,
             chain_validated: false,
             reads_aes_gcm: false,
+            carried: None,
             revoked: false,
             decrypt_subkeys: Vec::new(),
         };

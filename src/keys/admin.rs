@@ -140,16 +140,9 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 sealer: cx.sealer,
                 config: cx.config,
             };
-            match crate::org::admin::execute(&org, request, now) {
-                Ok(answer) => {
-                    response.messages = answer.messages;
-                    response.output = answer.output;
-                }
-                Err(e) => {
-                    response.messages.push(e.to_string());
-                    response.failed = true;
-                }
-            }
+            return answered(
+                crate::org::admin::execute(&org, request, now).map(|a| (a.messages, a.output)),
+            );
         }
         Request::Transfer { request } => {
             let transfer = TransferContext {
@@ -158,16 +151,10 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 sealer: cx.sealer,
                 hostname: &cx.config.hostname,
             };
-            match crate::transfer::admin::execute(&transfer, request, now) {
-                Ok(answer) => {
-                    response.messages = answer.messages;
-                    response.output = answer.output;
-                }
-                Err(e) => {
-                    response.messages.push(e.to_string());
-                    response.failed = true;
-                }
-            }
+            return answered(
+                crate::transfer::admin::execute(&transfer, request, now)
+                    .map(|a| (a.messages, a.output)),
+            );
         }
         Request::List => match store.list() {
             Ok(mut entries) => {
@@ -238,6 +225,23 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
         }
     }
     response
+}
+
+/// The response to a verb that answers with lines for the admin and an output, or fails
+/// with one error.
+fn answered(result: Result<(Vec<String>, String), impl std::fmt::Display>) -> Response {
+    match result {
+        Ok((messages, output)) => Response {
+            messages,
+            output,
+            ..Response::default()
+        },
+        Err(e) => Response {
+            messages: vec![e.to_string()],
+            failed: true,
+            ..Response::default()
+        },
+    }
 }
 
 /// Stores the keys of each file, all of a file or nothing, and reports per key. With

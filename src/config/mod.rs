@@ -21,7 +21,8 @@ mod sections;
 pub mod units;
 
 pub use sections::{
-    InboundDsn, Limits, LookupConfig, OrgConfig, PolicyConfig, RelayConfig, SpoolConfig,
+    Backend, InboundDsn, Limits, LookupConfig, OrgConfig, PolicyConfig, RelayConfig, SpoolConfig,
+    StoreConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -109,6 +110,7 @@ struct FileConfig {
     tls: FileTls,
     policy: PolicyConfig,
     org: OrgConfig,
+    store: StoreConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -249,6 +251,8 @@ pub struct Config {
     pub limits: Limits,
     pub policy: PolicyConfig,
     pub org: OrgConfig,
+    /// `[store]`: sled under `data_dir`, or a shared PostgreSQL database.
+    pub store: StoreConfig,
     /// STARTTLS is offered on both listeners when this is set.
     pub tls: Option<TlsFiles>,
 }
@@ -306,6 +310,24 @@ impl Config {
                     humantime::format_duration(file.org.certification_validity.0).to_string()
                 ),
             ));
+        }
+        if file.store.backend == Backend::Postgres {
+            let at = text.find("[store]").unwrap_or(0);
+            if file.store.url.is_some() == file.store.url_file.is_some() {
+                return Err(error_at(
+                    at..at,
+                    "[store] backend = \"postgres\" needs one of url and url_file".into(),
+                ));
+            }
+            if let Some(url) = &file.store.url {
+                // The error names the fault, never the URL: it may hold a password.
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    return Err(error_at(
+                        at..at,
+                        format!("[store] url is not a PostgreSQL URL: {e}"),
+                    ));
+                }
+            }
         }
         let listener = |section: FileListener, direction: Direction, default_port: u16| {
             let listen = match section.listen {
@@ -461,6 +483,7 @@ impl Config {
             relay: file.relay,
             spool: file.spool,
             org: file.org,
+            store: file.store,
             limits,
             policy: file.policy,
             tls,

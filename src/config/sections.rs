@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -220,6 +221,73 @@ impl Default for Limits {
             max_line_length: LineLength(2048),
             max_errors: NonZeroUsize::new(10).unwrap(),
             shutdown_grace: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// `[store]`: where the key cache, the sealed secrets and the retry spool live.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// `postgres://user:password@host:port/db`. Better in `url_file`, which keeps the
+    /// password out of the config.
+    pub url: Option<String>,
+    /// A file whose first line is the URL.
+    pub url_file: Option<PathBuf>,
+    /// Connections to the database, at most.
+    pub pool_size: NonZeroUsize,
+    /// How long connecting, waiting for a connection, and one statement may take; past
+    /// it the database counts as unavailable for that request.
+    pub timeout: HumanDuration,
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded database under `data_dir`: one machine, nothing to set up.
+    #[default]
+    Sled,
+    /// A PostgreSQL database shared by the gateways of a cluster.
+    Postgres,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Sled,
+            url: None,
+            url_file: None,
+            pool_size: NonZeroUsize::new(8).expect("8 is not 0"),
+            timeout: HumanDuration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    // Never the URL, which may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("url_file", &self.url_file)
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// The database URL: `url`, or the first line of `url_file`.
+    pub fn database_url(&self) -> Result<String, String> {
+        match (&self.url, &self.url_file) {
+            (Some(url), None) => Ok(url.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|text| text.lines().next().unwrap_or("").trim().to_string())
+                .map_err(|e| format!("[store] url_file {}: {e}", path.display())),
+            (Some(_), Some(_)) => Err("[store] has both url and url_file: give one".into()),
+            (None, None) => Err("[store] backend = \"postgres\" needs url or url_file".into()),
         }
     }
 }

@@ -152,3 +152,31 @@ fn org_settings_default_to_two_weeks_twelve_hours_and_ninety_days() {
     let err = parse("[org]\nautocrypt = true\n").unwrap_err();
     assert!(err.message.contains("unknown field"), "{err}");
 }
+
+#[test]
+fn the_shipped_example_parses() {
+    let config = parse(include_str!("../../sealgate.toml.example")).unwrap();
+    assert_eq!(config.store.backend, Backend::Sled);
+}
+
+#[test]
+fn a_postgres_store_needs_one_url_and_never_shows_it() {
+    let ok =
+        parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://gw:s3cret@db:5432/sealgate\"\n")
+            .unwrap();
+    assert_eq!(ok.store.backend, Backend::Postgres);
+    assert!(
+        !format!("{ok:?}").contains("s3cret"),
+        "Debug never shows the URL"
+    );
+    let err = parse("[store]\nbackend = \"postgres\"\n").unwrap_err();
+    assert!(err.message.contains("url"), "{err}");
+    let err =
+        parse("[store]\nbackend = \"postgres\"\nurl = \"x\"\nurl_file = \"f\"\n").unwrap_err();
+    assert!(err.message.contains("one of"), "{err}");
+    let err =
+        parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://gw:s3cret@db:notaport/x\"\n")
+            .unwrap_err();
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.message.contains("not a PostgreSQL URL"), "{err}");
+}

@@ -24,7 +24,7 @@ use super::material::{self, Origin};
 use super::revocation::Revocations;
 use super::sckm;
 use super::secrets::Sealer;
-use super::store::{Candidate, KeyStore, Put, SledKeyStore};
+use super::store::{Candidate, KeyStore, Put};
 use crate::config::Config;
 use crate::org::OrgStore;
 use crate::org::admin::OrgContext;
@@ -352,7 +352,7 @@ pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
 /// What the server's admin socket works on.
 #[derive(Clone)]
 pub struct Served {
-    pub keys: Arc<SledKeyStore>,
+    pub keys: Arc<dyn KeyStore>,
     pub sealer: Arc<Sealer>,
     pub org: OrgStore,
     pub transfer: TransferStore,
@@ -464,7 +464,6 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
         Err(_) => {
             // No server: the database is ours for the moment.
             let db = crate::store::open(data_dir)?;
-            let store = SledKeyStore::open(&db, config.keys.lookup_ttl.0)?;
             let org = OrgStore::open(&db).map_err(ClientError::Org)?;
             let transfer = TransferStore::open(&db)?;
             let sealer = match &request {
@@ -477,8 +476,9 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
                 }
                 _ => None,
             };
+            let store = super::store::open_configured(config, &db, sealer.as_ref())?;
             let cx = Context {
-                keys: &store,
+                keys: store.as_ref(),
                 sealer: sealer.as_ref(),
                 org: &org,
                 transfer: &transfer,

@@ -178,7 +178,7 @@ pub fn unverified(
 /// Runs the job at start and then every `[org] renew_every`, until `shutdown`.
 pub async fn periodically(
     store: OrgStore,
-    keys: std::sync::Arc<crate::keys::SledKeyStore>,
+    keys: std::sync::Arc<dyn crate::keys::KeyStore>,
     sealer: std::sync::Arc<Sealer>,
     config: std::sync::Arc<Config>,
     shutdown: tokio_util::sync::CancellationToken,

@@ -27,7 +27,7 @@ use crate::gateway::plan::{KeyFinder, NoResolver, Planner};
 use crate::gateway::transform::Transform;
 use crate::keys::harvest::{Harvester, Rules as HarvestRules};
 use crate::keys::secrets::Sealer;
-use crate::keys::{KeyStore, SledKeyStore, admin};
+use crate::keys::{KeyStore, admin};
 use crate::mail::Direction;
 use crate::org::OrgStore;
 use crate::org::activity::Activity;
@@ -86,7 +86,7 @@ pub struct Server {
     outbound: TcpListener,
     db: sled::Db,
     /// The key cache, also served to the CLI on the admin socket.
-    keys: Arc<SledKeyStore>,
+    keys: Arc<dyn KeyStore>,
     /// Seals SCKM secrets imported through the admin socket.
     sealer: Arc<Sealer>,
     /// The organization's keys, their certifications and users' activity.
@@ -136,8 +136,8 @@ impl Server {
         })?;
         let db = store::open(&config.data_dir)?;
         let spool = Spool::open(&db, config.spool.clone())?;
-        let keys = Arc::new(SledKeyStore::open(&db, config.keys.lookup_ttl.0)?);
         let sealer = Arc::new(Sealer::open(&config.data_dir)?);
+        let keys = crate::keys::store::open_configured(&config, &db, Some(&sealer))?;
         let org = OrgStore::open(&db)?;
         let transfer = TransferStore::open(&db)?;
         let admin = admin::bind(&config.data_dir).map_err(|source| StartError::Admin {
@@ -421,7 +421,7 @@ async fn connection(
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Purges expired key cache entries now and then every [`PURGE_EVERY`].
-async fn purge_periodically(keys: Arc<SledKeyStore>, shutdown: CancellationToken) {
+async fn purge_periodically(keys: Arc<dyn KeyStore>, shutdown: CancellationToken) {
     loop {
         let store = keys.clone();
         let purged =

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod dns;
 pub mod keys;
 pub mod log;
+pub mod postgres;
 pub mod sink;
 
 use std::net::SocketAddr;

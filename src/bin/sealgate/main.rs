@@ -289,6 +289,9 @@ fn check(config: &Config) -> ExitCode {
             eprintln!("{problem}");
         }
     }
+    if config.store.backend == sealgate::config::Backend::Postgres {
+        println!("{}", store_state(config));
+    }
     // Reachability is reported, not judged: a next hop may be down for a moment
     // while the config is right.
     if let Ok(runtime) = tokio::runtime::Runtime::new() {
@@ -310,6 +313,24 @@ fn check(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
+    }
+}
+
+/// Whether the shared store answers, and its schema version; `check` only looks.
+fn store_state(config: &Config) -> String {
+    use sealgate::store::postgres::{Postgres, SCHEMA_VERSION};
+    let version = Postgres::open(&config.store).and_then(|pg| pg.schema_version());
+    match version {
+        Ok(0) => format!(
+            "[store] postgres: answers; no schema yet (the first serve makes version {SCHEMA_VERSION})"
+        ),
+        Ok(version) if version == SCHEMA_VERSION => {
+            format!("[store] postgres: answers; schema version {version}")
+        }
+        Ok(version) => format!(
+            "[store] postgres: warning: schema version {version}, this sealgate's is {SCHEMA_VERSION} (serve migrates an older one, refuses a newer one)"
+        ),
+        Err(e) => format!("[store] postgres: warning: {e}"),
     }
 }
 

@@ -87,6 +87,8 @@ pub enum KeyStoreError {
     Db(#[from] sled::Error),
     #[error("key store entry {0:?} does not decode")]
     Corrupt(String),
+    #[error(transparent)]
+    Shared(#[from] crate::store::postgres::PgError),
 }
 
 /// The key cache, as every other part of sealgate sees it.
@@ -112,6 +114,27 @@ pub trait KeyStore: Send + Sync {
     fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError>;
     /// Removes the entries whose cache lifetime has passed, and returns them.
     fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError>;
+}
+
+/// The key cache `[store]` names: the `keys` tree of `db` (sled), or the shared
+/// PostgreSQL store, its schema brought up to date. With `sealer`, this gateway's
+/// key-encryption key, refuses a shared store whose secrets it does not open.
+pub fn open_configured(
+    config: &crate::config::Config,
+    db: &sled::Db,
+    sealer: Option<&crate::keys::secrets::Sealer>,
+) -> Result<std::sync::Arc<dyn KeyStore>, KeyStoreError> {
+    let lookup_ttl = config.keys.lookup_ttl.0;
+    Ok(match config.store.backend {
+        crate::config::Backend::Sled => std::sync::Arc::new(SledKeyStore::open(db, lookup_ttl)?),
+        crate::config::Backend::Postgres => {
+            let pg = crate::store::postgres::Postgres::connect(&config.store)?;
+            if let Some(sealer) = sealer {
+                pg.check_kek(sealer)?;
+            }
+            std::sync::Arc::new(postgres::PgKeyStore::new(pg, lookup_ttl))
+        }
+    })
 }
 
 /// The key cache on a tree of the gateway's sled database.
@@ -305,6 +328,7 @@ impl KeyStore for SledKeyStore {
 
 #[cfg(test)]
 mod carried;
+pub mod postgres;
 mod rules;
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! 0600, whatever the umask ([`private_dir`], [`private_file`]); the binary also sets
 //! its umask to 077, so that what sled creates is owner-only as well.
 
+pub mod postgres;
+
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,279 @@
+//! The key cache in the shared PostgreSQL store, for gateways in a cluster: every member
+//! sees every entry, and every rule of the cache holds across members because storing a
+//! key runs the same [`rules`](super::rules) as sled, in one transaction that holds the
+//! lock of the key's address (a row of `key_addresses`), so that two members storing keys
+//! for one address at once take turns.
+//!
+//! An entry is a row of `key_entries`: its JSON (as `keys list --json` prints it), its
+//! material, and its cache expiry for the purge. Sealed secrets are rows of
+//! `key_secrets`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::rules::{self, AddressRows};
+use super::{Candidate, KeyStore, KeyStoreError, Put};
+use crate::keys::entry::{KeyEntry, Selector};
+use crate::store::postgres::{PgError, Postgres};
+
+/// The key cache on the shared store.
+#[derive(Clone)]
+pub struct PgKeyStore {
+    pg: Arc<Postgres>,
+    /// `[keys] lookup_ttl`.
+    lookup_ttl: Duration,
+}
+
+impl PgKeyStore {
+    pub fn new(pg: Arc<Postgres>, lookup_ttl: Duration) -> PgKeyStore {
+        PgKeyStore { pg, lookup_ttl }
+    }
+}
+
+fn decode(meta: &str) -> Result<KeyEntry, PgError> {
+    serde_json::from_str(meta)
+        .map_err(|e| PgError::Failed(format!("a key_entries row does not decode: {e}")))
+}
+
+fn encode(entry: &KeyEntry) -> String {
+    serde_json::to_string(entry).expect("an entry always serializes")
+}
+
+/// Entries from rows whose first column is the entry's JSON.
+fn entries(rows: &[tokio_postgres::Row]) -> Result<Vec<KeyEntry>, PgError> {
+    rows.iter().map(|row| decode(row.get(0))).collect()
+}
+
+async fn upsert(
+    client: &deadpool_postgres::Transaction<'_>,
+    entry: &KeyEntry,
+    material: &[u8],
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "INSERT INTO key_entries (address, fingerprint, meta, material, expires)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (address, fingerprint)
+             DO UPDATE SET meta = EXCLUDED.meta, material = EXCLUDED.material, expires = EXCLUDED.expires",
+            &[
+                &entry.address,
+                &entry.fingerprint,
+                &encode(entry),
+                &material,
+                &entry.expires,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+impl KeyStore for PgKeyStore {
+    fn put(&self, mut candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
+        let lookup_ttl = self.lookup_ttl;
+        let secret = candidate.sealed_secret.take();
+        Ok(self.pg.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let transaction = client.transaction().await?;
+            let address = candidate.address.clone();
+            let fingerprint = candidate.fingerprint.clone();
+            transaction
+                .execute(
+                    "INSERT INTO key_addresses (address) VALUES ($1) ON CONFLICT (address) DO NOTHING",
+                    &[&address],
+                )
+                .await?;
+            transaction
+                .query_one(
+                    "SELECT address FROM key_addresses WHERE address = $1 FOR UPDATE",
+                    &[&address],
+                )
+                .await?;
+            let mut rows = Vec::new();
+            for row in transaction
+                .query(
+                    "SELECT meta, material FROM key_entries WHERE address = $1",
+                    &[&address],
+                )
+                .await?
+            {
+                rows.push((decode(row.get(0))?, row.get::<_, Vec<u8>>(1)));
+            }
+            let mut rows = AddressRows::new(rows);
+            let put = rules::put(&mut rows, candidate, lookup_ttl, now);
+            if let (Some(secret), false) = (secret, matches!(put, Put::Ignored(_))) {
+                transaction
+                    .execute(
+                        "INSERT INTO key_secrets (fingerprint, sealed) VALUES ($1, $2)
+                         ON CONFLICT (fingerprint) DO UPDATE SET sealed = EXCLUDED.sealed",
+                        &[&fingerprint, &secret],
+                    )
+                    .await?;
+            }
+            let writes = rows.writes();
+            for removed in &writes.removed {
+                transaction
+                    .execute(
+                        "DELETE FROM key_entries WHERE address = $1 AND fingerprint = $2",
+                        &[&address, removed],
+                    )
+                    .await?;
+            }
+            for (entry, material) in &writes.stored {
+                upsert(&transaction, entry, material).await?;
+            }
+            transaction.commit().await?;
+            Ok(put)
+        })?)
+    }
+
+    fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        let address = address.to_string();
+        Ok(self.pg.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT meta FROM key_entries WHERE address = $1 ORDER BY fingerprint",
+                    &[&address],
+                )
+                .await?;
+            entries(&rows)
+        })?)
+    }
+
+    fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        let (address, fingerprint) = (address.to_string(), fingerprint.to_string());
+        Ok(self.pg.run(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT material FROM key_entries WHERE address = $1 AND fingerprint = $2",
+                    &[&address, &fingerprint],
+                )
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        })?)
+    }
+
+    fn sealed_secret(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        let fingerprint = fingerprint.to_string();
+        Ok(self.pg.run(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT sealed FROM key_secrets WHERE fingerprint = $1",
+                    &[&fingerprint],
+                )
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        })?)
+    }
+
+    fn list(&self) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        Ok(self.pg.run(|pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT meta FROM key_entries ORDER BY address, fingerprint",
+                    &[],
+                )
+                .await?;
+            entries(&rows)
+        })?)
+    }
+
+    fn mark_revoked(
+        &self,
+        fingerprint: &str,
+        material: Option<&[u8]>,
+    ) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        let fingerprint = fingerprint.to_string();
+        let material = material.map(<[u8]>::to_vec);
+        Ok(self.pg.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let transaction = client.transaction().await?;
+            let mut marked = Vec::new();
+            for row in transaction
+                .query(
+                    "SELECT meta, material FROM key_entries WHERE fingerprint = $1 FOR UPDATE",
+                    &[&fingerprint],
+                )
+                .await?
+            {
+                let mut entry = decode(row.get(0))?;
+                entry.revoked = true;
+                let old: Vec<u8> = row.get(1);
+                upsert(&transaction, &entry, material.as_deref().unwrap_or(&old)).await?;
+                marked.push(entry);
+            }
+            transaction.commit().await?;
+            Ok(marked)
+        })?)
+    }
+
+    fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        let selector = Selector::parse(address_or_fingerprint);
+        Ok(self.pg.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let transaction = client.transaction().await?;
+            let rows = match &selector {
+                Some(Selector::Address(address)) => {
+                    transaction
+                        .query(
+                            "DELETE FROM key_entries WHERE address = $1 RETURNING meta",
+                            &[address],
+                        )
+                        .await?
+                }
+                Some(Selector::Fingerprint(fingerprint)) => {
+                    transaction
+                        .query(
+                            "DELETE FROM key_entries WHERE fingerprint = $1 RETURNING meta",
+                            &[fingerprint],
+                        )
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            let doomed = entries(&rows)?;
+            // A secret goes with the last entry that uses it.
+            for entry in &doomed {
+                transaction
+                    .execute(
+                        "DELETE FROM key_secrets WHERE fingerprint = $1
+                         AND NOT EXISTS (SELECT 1 FROM key_entries WHERE fingerprint = $1)",
+                        &[&entry.fingerprint],
+                    )
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(doomed)
+        })?)
+    }
+
+    fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        // Each expired row is deleted, and reported, by exactly one member: two purges
+        // at once take turns on the rows' locks.
+        let expired = self.pg.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "DELETE FROM key_entries WHERE expires <= $1 RETURNING meta",
+                    &[&now],
+                )
+                .await?;
+            entries(&rows)
+        })?;
+        for entry in &expired {
+            tracing::info!(
+                address = %entry.address,
+                fingerprint = %entry.fingerprint,
+                source = entry.source.as_str(),
+                expired = %entry.expires.map(|e| e.to_string()).unwrap_or_default(),
+                "key cache: purged expired entry"
+            );
+        }
+        Ok(expired)
+    }
+}

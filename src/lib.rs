@@ -48,6 +48,7 @@
 //! what only the command line needs: `policy explain`'s front end, the `keys list`
 //! table, and the reachability probes of `check`.
 
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod dns;

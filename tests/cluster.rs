@@ -10,9 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use support::cli::{BIN, Mailroom, Serve, entry, path_str, run_with_timeout, send, text};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use support::cli::{BIN, Mailroom, Serve, Setup, entry, path_str, run_with_timeout, send, text};
 use support::keys::{GpgHome, autocrypt_header};
 use support::postgres::PgServer;
+use support::{Client, Sink};
 
 /// A member: its own config and data_dir, the shared store, and `kek` as its
 /// key-encryption key (every member of a cluster needs the same one).
@@ -27,6 +31,42 @@ fn member(pg: &PgServer, kek: &[u8; 32]) -> Mailroom {
     std::fs::write(&path, kek).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     room
+}
+
+/// A member that relays to `sink` in both directions, with a quick spool and a short
+/// member timeout, and `kek` as its key-encryption key.
+fn relaying_member(pg: &PgServer, sink: &Sink, kek: &[u8; 32]) -> Setup {
+    let setup = Setup::new(
+        |dir| {
+            format!(
+                "data_dir = \"{data}\"\nhostname = \"member.test\"\n\
+                 [inbound]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{hop}\"\n\
+                 [outbound]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{hop}\"\nallowed_clients = [\"127.0.0.0/8\"]\n\
+                 [spool]\nfirst_retry = \"200ms\"\nmax_retry = \"500ms\"\n\
+                 [lookup]\nkeys = false\n\
+                 [store]\nbackend = \"postgres\"\nurl = \"{url}\"\nmember_timeout = \"3s\"\n",
+                data = dir.join("data").display(),
+                hop = sink.addr,
+                url = pg.default_url(),
+            )
+        },
+        Duration::from_secs(30),
+    );
+    std::fs::create_dir_all(&setup.data_dir).unwrap();
+    std::fs::set_permissions(&setup.data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = setup.data_dir.join("secret.key");
+    std::fs::write(&path, kek).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    setup
+}
+
+/// The Message-ID of a message as the sink received it.
+fn message_id(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    text.lines()
+        .find_map(|line| line.strip_prefix("Message-ID: "))
+        .unwrap_or("")
+        .to_string()
 }
 
 fn outgoing(to: &str, message_id: &str, body: &str) -> Vec<u8> {
@@ -152,12 +192,18 @@ fn check_says_whether_the_shared_store_answers_and_its_schema_version() {
     );
     a.keys_expect(&["list"], 0);
     let out = a.sealgate_expect("check", &[], 0);
+    let version = sealgate::store::postgres::SCHEMA_VERSION;
     assert!(
-        text(&out.stdout).contains("[store] postgres: answers; schema version 1"),
+        text(&out.stdout).contains(&format!(
+            "[store] postgres: answers; schema version {version}"
+        )),
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(pg.sql("SELECT version FROM sealgate_schema"), "1");
+    assert_eq!(
+        pg.sql("SELECT version FROM sealgate_schema"),
+        version.to_string()
+    );
     pg.stop();
     let out = a.sealgate_expect("check", &[], 0);
     assert!(
@@ -166,4 +212,191 @@ fn check_says_whether_the_shared_store_answers_and_its_schema_version() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_members_spooled_copies_are_delivered_once_by_the_others() {
+    let pg = PgServer::start();
+    // The next hop takes one recipient now and, slowly, refuses the other for the
+    // moment: the retrier's passes take long enough to be caught holding claims.
+    let sink = Sink::start().await;
+    let refusing = Arc::new(AtomicBool::new(true));
+    let flag = refusing.clone();
+    sink.set(move |b| {
+        b.rcpt_reply = Arc::new(move |rcpt: &str| {
+            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                "451 4.2.0 mailbox busy".into()
+            } else {
+                "250 2.1.5 OK".into()
+            }
+        })
+    });
+    let kek = [9u8; 32];
+    let a = relaying_member(&pg, &sink, &kek);
+    let mut a_serve = Serve::start(&a);
+    const MESSAGES: usize = 12;
+    let mut client = Client::connect(a_serve.addr("outbound")).await;
+    for n in 0..MESSAGES {
+        let message = outgoing("later@example.org", &format!("m{n}@example.com"), "Later.");
+        let reply = client
+            .send_mail(
+                "user@example.com",
+                &["now@example.org", "later@example.org"],
+                &message,
+            )
+            .await;
+        assert_eq!(reply.code, 250, "{reply:?}");
+    }
+    client.quit().await;
+    assert_eq!(pg.sql("SELECT count(*) FROM spool"), MESSAGES.to_string());
+
+    // A dies while its retrier holds claims on spooled copies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pg.sql("SELECT count(*) FROM spool WHERE lease_owner IS NOT NULL") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never claimed: {}",
+            a_serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a_serve.kill9();
+    refusing.store(false, Ordering::SeqCst);
+
+    // Two live members take over, side by side.
+    let b = relaying_member(&pg, &sink, &kek);
+    let c = relaying_member(&pg, &sink, &kek);
+    let (b_serve, c_serve) = (Serve::start(&b), Serve::start(&c));
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while pg.sql("SELECT count(*) FROM spool") != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {}\nB: {}\nC: {}",
+            pg.sql("SELECT id, lease_owner, meta FROM spool"),
+            b_serve.log(),
+            c_serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = b.sealgate_expect("cluster", &["status"], 0);
+    let status = text(&status.stdout);
+    assert_eq!(status.matches("\talive").count(), 2, "{status}");
+    assert_eq!(status.matches("\tdead").count(), 1, "{status}");
+    assert!(status.contains("spool: 0 copies"), "{status}");
+    drop((b_serve, c_serve));
+
+    // Every later@ copy arrived exactly once; every now@ copy once, from A.
+    let received = sink.received();
+    for n in 0..MESSAGES {
+        let id = format!("<m{n}@example.com>");
+        let later = received
+            .iter()
+            .filter(|r| r.recipients.contains(&"later@example.org".to_string()))
+            .filter(|r| message_id(&r.data) == id)
+            .count();
+        assert_eq!(later, 1, "{id} to later@");
+        let now = received
+            .iter()
+            .filter(|r| r.recipients.contains(&"now@example.org".to_string()))
+            .filter(|r| message_id(&r.data) == id)
+            .count();
+        assert_eq!(now, 1, "{id} to now@");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_under_load_loses_and_duplicates_nothing() {
+    let pg = PgServer::start();
+    let sink = Sink::start().await;
+    // later@ is refused for now: each message leaves a copy to hold while the database
+    // comes and goes.
+    let refusing = Arc::new(AtomicBool::new(true));
+    let flag = refusing.clone();
+    sink.set(move |b| {
+        b.rcpt_reply = Arc::new(move |rcpt: &str| {
+            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
+                "451 4.2.0 mailbox busy".into()
+            } else {
+                "250 2.1.5 OK".into()
+            }
+        })
+    });
+    let a = relaying_member(&pg, &sink, &[3u8; 32]);
+    let a_serve = Serve::start(&a);
+    let addr = a_serve.addr("outbound");
+
+    // A client that sends MESSAGES messages one after the other and, as an MTA does,
+    // sends a message again after a 4xx, until it gets 250.
+    const MESSAGES: usize = 40;
+    let sender = tokio::spawn(async move {
+        let mut deferred = 0;
+        for n in 0..MESSAGES {
+            let message = outgoing("later@example.org", &format!("m{n}@example.com"), "Load.");
+            loop {
+                let mut client = Client::connect(addr).await;
+                let reply = client
+                    .send_mail(
+                        "user@example.com",
+                        &["now@example.org", "later@example.org"],
+                        &message,
+                    )
+                    .await;
+                client.quit().await;
+                match reply.code {
+                    250 => break,
+                    400..=499 => {
+                        deferred += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => panic!("m{n}: {reply:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        deferred
+    });
+    // The database goes away in the middle of the load, and comes back.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pg.restart();
+    let deferred = sender.await.unwrap();
+
+    refusing.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sink.received().len() < 2 * MESSAGES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} copies; spool: {}\n{}",
+            sink.received().len(),
+            2 * MESSAGES,
+            pg.sql("SELECT id, lease_owner, meta FROM spool"),
+            a_serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few more retrier passes: anything delivered twice would show now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = sink.received();
+    for n in 0..MESSAGES {
+        let id = format!("<m{n}@example.com>");
+        for rcpt in ["now@example.org", "later@example.org"] {
+            let copies = received
+                .iter()
+                .filter(|r| r.recipients.contains(&rcpt.to_string()))
+                .filter(|r| message_id(&r.data) == id)
+                .count();
+            assert_eq!(
+                copies,
+                1,
+                "{id} to {rcpt} ({deferred} deferrals)\n{}",
+                a_serve.log()
+            );
+        }
+    }
+    let log = a_serve.log();
+    // While the database was away, copies were held in the member's own spool.
+    assert!(log.contains("this member holds them"), "{log}");
+    drop(a_serve);
 }

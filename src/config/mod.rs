@@ -319,6 +319,15 @@ impl Config {
                     "[store] backend = \"postgres\" needs one of url and url_file".into(),
                 ));
             }
+            if file.store.member_timeout.0 < 3 * crate::cluster::HEARTBEAT_EVERY {
+                return Err(error_at(
+                    at..at,
+                    format!(
+                        "[store] member_timeout must be at least {:?}: three heartbeats",
+                        3 * crate::cluster::HEARTBEAT_EVERY
+                    ),
+                ));
+            }
             if let Some(url) = &file.store.url {
                 // The error names the fault, never the URL: it may hold a password.
                 if let Err(e) = url.parse::<tokio_postgres::Config>() {

@@ -240,6 +240,9 @@ pub struct StoreConfig {
     /// How long connecting, waiting for a connection, and one statement may take; past
     /// it the database counts as unavailable for that request.
     pub timeout: HumanDuration,
+    /// A member whose heartbeat is older than this counts as dead: the spooled copies it
+    /// claimed go to the other members.
+    pub member_timeout: HumanDuration,
 }
 
 /// `[store] backend`.
@@ -261,6 +264,7 @@ impl Default for StoreConfig {
             url_file: None,
             pool_size: NonZeroUsize::new(8).expect("8 is not 0"),
             timeout: HumanDuration::from_secs(5),
+            member_timeout: HumanDuration::from_secs(30),
         }
     }
 }
@@ -274,6 +278,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("url_file", &self.url_file)
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("member_timeout", &self.member_timeout)
             .finish()
     }
 }

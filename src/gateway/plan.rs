@@ -26,7 +26,7 @@ use crate::mail::message::Message;
 use crate::mail::mime;
 use crate::policy::verdict::Circumstances;
 use crate::policy::{Content, Evaluation, Facts, Live, Policy, Treatment, Verdict};
-use crate::smtp::reply::{self, Reply};
+use crate::smtp::reply::Reply;
 
 /// Looks up keys the cache does not have; what it finds goes into the cache.
 pub trait KeyFinder: Send + Sync + 'static {
@@ -120,7 +120,13 @@ impl Planner {
     /// remembers it for DATA, with its key lookup under way if it needs one.
     pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
-        let entries = self.entries(&plan.id, recipient)?;
+        // A cache that cannot answer (the shared store is down) is a lookup that
+        // failed: the rule's lookup_offline decides after DATA, and no verdict is
+        // reached here on keys that may be there.
+        let (entries, cache_failed) = match self.entries(&plan.id, recipient) {
+            Ok(entries) => (entries, false),
+            Err(_) => (Vec::new(), true),
+        };
         let internal = self.config.internal_domains.is_internal(recipient);
         let chain = plan.policy.chain(plan.direction);
         let facts = Facts::from_entries(&plan.sender, recipient, internal, &entries, now);
@@ -129,12 +135,12 @@ impl Planner {
         let has_key = entries
             .iter()
             .any(|e| e.usable_for_encryption(now, allowed));
-        let lookup = chain
-            .wants_lookup(&evaluation, internal, has_key)
+        let lookup = (chain.wants_lookup(&evaluation, internal, has_key) && !cache_failed)
             .then(|| self.start_lookup(recipient))
             .flatten();
         // With a lookup under way, what the cache says now may change: decided later.
         if lookup.is_none()
+            && !cache_failed
             && let Evaluation::Decided(decision) = evaluation
         {
             let cx = self.context(recipient, &entries, now, None, false);
@@ -158,7 +164,7 @@ impl Planner {
             internal,
             entries,
             lookup,
-            lookup_failed: false,
+            lookup_failed: cache_failed,
         });
         Ok(())
     }
@@ -182,7 +188,7 @@ impl Planner {
                 .unwrap_or_else(|e| Err(format!("the lookup task failed: {e}")));
             // What the lookup found is in the cache now; a cache failure here counts
             // as a failed lookup, so that no rule sends in clear because of it.
-            match found.and_then(|()| self.entries(id, &r.address).map_err(|e| e.to_string())) {
+            match found.and_then(|()| self.entries(id, &r.address)) {
                 Ok(entries) => r.entries = entries,
                 Err(reason) => {
                     tracing::info!(%id, recipient = %r.address, %reason, "key lookup failed");
@@ -241,15 +247,16 @@ impl Planner {
         }
     }
 
-    /// The recipient's cache entries. A cache failure defers the recipient: treating
-    /// it as "no key" could send in clear what a rule would have encrypted.
-    fn entries(&self, id: &str, recipient: &str) -> Result<Vec<KeyEntry>, Reply> {
+    /// The recipient's cache entries. A cache failure is never "no key", which could
+    /// send in clear what a rule would have encrypted: the caller counts it as a failed
+    /// lookup, and the rule's lookup_offline decides.
+    fn entries(&self, id: &str, recipient: &str) -> Result<Vec<KeyEntry>, String> {
         let Some(address) = address::normalize(recipient) else {
             return Ok(Vec::new());
         };
         self.keys.find(&address).map_err(|e| {
             tracing::error!(%id, %recipient, error = %e, "key cache lookup failed");
-            reply::local_error("key cache unavailable")
+            format!("the key cache is unavailable: {e}")
         })
     }
 }

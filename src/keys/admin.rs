@@ -476,7 +476,9 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
                 }
                 _ => None,
             };
-            let store = super::store::open_configured(config, &db, sealer.as_ref())?;
+            let shared = crate::store::postgres::shared(&config.store, sealer.as_ref())
+                .map_err(super::store::KeyStoreError::from)?;
+            let store = super::store::open_configured(config, &db, shared)?;
             let cx = Context {
                 keys: store.as_ref(),
                 sealer: sealer.as_ref(),

@@ -61,6 +61,8 @@ pub enum StartError {
     Org(#[from] crate::org::OrgStoreError),
     #[error(transparent)]
     Transfer(#[from] crate::transfer::TransferError),
+    #[error(transparent)]
+    Shared(#[from] crate::store::postgres::PgError),
     /// The admin socket cannot be created (permissions, path too long for a socket).
     #[error("cannot create the admin socket {path}: {source}")]
     Admin {
@@ -93,6 +95,8 @@ pub struct Server {
     org: OrgStore,
     /// The transport identity and the trusted peers, for key transfer.
     transfer: TransferStore,
+    /// This process as a member of a cluster, with a heartbeat to write.
+    membership: Option<crate::cluster::Membership>,
     /// The admin socket, bound with the listeners so that `sealgate keys` reaches the
     /// server as soon as it has started.
     admin: tokio::net::UnixListener,
@@ -135,9 +139,33 @@ impl Server {
             source: sled::Error::Io(e),
         })?;
         let db = store::open(&config.data_dir)?;
-        let spool = Spool::open(&db, config.spool.clone())?;
         let sealer = Arc::new(Sealer::open(&config.data_dir)?);
-        let keys = crate::keys::store::open_configured(&config, &db, Some(&sealer))?;
+        let shared = crate::store::postgres::shared(&config.store, Some(&sealer))?;
+        let keys = crate::keys::store::open_configured(&config, &db, shared.clone())?;
+        // In a cluster, this process is a member with a heartbeat, and the spool is the
+        // members' shared one.
+        let membership = match &shared {
+            None => None,
+            Some(pg) => Some(crate::cluster::Membership::join(
+                pg.clone(),
+                &config.hostname,
+                &crate::cluster::policy_hash(&config.policy_dir),
+            )?),
+        };
+        let spool = match (&shared, &membership) {
+            (Some(pg), Some(member)) => Spool::new(
+                crate::spool::Storage::Postgres {
+                    shared: crate::spool::postgres::PgSpool::new(
+                        pg.clone(),
+                        member.id().to_string(),
+                        config.store.member_timeout.0,
+                    ),
+                    local: crate::spool::sled::SledSpool::open(&db)?,
+                },
+                config.spool.clone(),
+            ),
+            _ => Spool::open(&db, config.spool.clone())?,
+        };
         let org = OrgStore::open(&db)?;
         let transfer = TransferStore::open(&db)?;
         let admin = admin::bind(&config.data_dir).map_err(|source| StartError::Admin {
@@ -227,6 +255,7 @@ impl Server {
             sealer: admin_sealer,
             org,
             transfer,
+            membership,
             admin,
             reloader,
         })
@@ -265,6 +294,7 @@ impl Server {
             sealer,
             org,
             transfer,
+            membership,
             admin,
             reloader,
         } = self;
@@ -286,6 +316,9 @@ impl Server {
             shared.shutdown.clone(),
         ));
         tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
+        if let Some(member) = membership {
+            tracker.spawn(member.run(config.policy_dir.clone(), shared.shutdown.clone()));
+        }
         tracker.spawn(reloader.watch(shared.shutdown.clone()));
         tracker.spawn(crate::org::renew::periodically(
             org.clone(),

@@ -7,14 +7,17 @@
 //! than `[spool] lifetime`, turns into a DSN to the envelope sender, which is itself an
 //! entry of this spool.
 //!
-//! Each value is `meta length (u32, big-endian) | meta (JSON) | message`.
+//! The entries live in the gateway's sled database ([`sled`]), or in the shared
+//! PostgreSQL store of a cluster ([`postgres`]), where every member's retrier claims the
+//! copies it attempts.
 
 pub mod dsn;
+pub mod postgres;
+pub mod sled;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -63,17 +66,45 @@ fn yes() -> bool {
 pub enum SpoolError {
     /// The sled database failed (disk full, I/O error). Internal; a retry may help.
     #[error("spool database: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] ::sled::Error),
+    /// The shared store failed or cannot be reached. Like a next hop that is down: a
+    /// retry may help.
+    #[error(transparent)]
+    Shared(crate::store::postgres::PgError),
     /// An entry on disk does not decode. Internal; it is kept for inspection.
     #[error("spool entry {0} is corrupt")]
     Corrupt(u64),
+    /// Another member of the cluster took over this entry while this one attempted it
+    /// (this member's heartbeat had gone stale): the other member now decides.
+    #[error("spool entry {0} was taken over by another member")]
+    ClaimLost(u64),
 }
 
-/// The spool, on a tree of the gateway's sled database.
+/// Where the entries are.
+#[derive(Clone)]
+pub enum Storage {
+    /// One gateway: the sled database under `data_dir`.
+    Sled(sled::SledSpool),
+    /// In a cluster: the shared spool, and this member's own sled spool for the copies
+    /// the shared store could not take (it was down): those are durable too, and this
+    /// member delivers them itself.
+    Postgres {
+        shared: postgres::PgSpool,
+        local: sled::SledSpool,
+    },
+}
+
+/// Where one entry is.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Local(u64),
+    Shared(u64),
+}
+
+/// The spool and its retrier.
 #[derive(Clone)]
 pub struct Spool {
-    db: sled::Db,
-    tree: sled::Tree,
+    storage: Storage,
     config: Arc<SpoolConfig>,
     /// How many passes of the retrier have completed ([`Spool::passes`]). Nothing in
     /// the gateway reads it: it lets an observer wait for the retrier instead of
@@ -88,13 +119,19 @@ pub fn now_ms() -> u64 {
 }
 
 impl Spool {
-    pub fn open(db: &sled::Db, config: SpoolConfig) -> Result<Spool, SpoolError> {
-        Ok(Spool {
-            db: db.clone(),
-            tree: db.open_tree("spool")?,
+    pub fn open(db: &::sled::Db, config: SpoolConfig) -> Result<Spool, SpoolError> {
+        Ok(Spool::new(
+            Storage::Sled(sled::SledSpool::open(db)?),
+            config,
+        ))
+    }
+
+    pub fn new(storage: Storage, config: SpoolConfig) -> Spool {
+        Spool {
+            storage,
             config: Arc::new(config),
             passes: watch::channel(0).0,
-        })
+        }
     }
 
     /// The number of passes of the retrier ([`Spool::retry_due`]) completed so far.
@@ -106,13 +143,17 @@ impl Spool {
         self.passes.subscribe()
     }
 
-    /// Number of entries held.
+    /// Number of entries held (those of the shared store counted as 0 when it cannot
+    /// say).
     pub fn len(&self) -> usize {
-        self.tree.len()
+        match &self.storage {
+            Storage::Sled(spool) => spool.count(),
+            Storage::Postgres { shared, local } => shared.count().unwrap_or(0) + local.count(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.len() == 0
     }
 
     /// A new entry for `recipients`, due after the first retry delay.
@@ -140,34 +181,110 @@ impl Spool {
         }
     }
 
-    /// Stores entries atomically and waits until they are on disk.
+    /// Stores entries atomically and waits until they are durable (on disk, or
+    /// committed to the shared store). In a cluster whose shared store fails, they are
+    /// held in this member's own spool instead.
     pub async fn hold(&self, entries: Vec<(Entry, Message)>) -> Result<(), SpoolError> {
-        let mut batch = sled::Batch::default();
-        for (entry, message) in &entries {
-            let key = self.db.generate_id()?.to_be_bytes();
-            batch.insert(&key, encode(entry, message));
+        match &self.storage {
+            Storage::Sled(spool) => spool.hold(entries).await,
+            Storage::Postgres { shared, local } => match shared.hold(entries.clone()).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, copies = entries.len(), "spool: the shared store cannot take the copies; this member holds them");
+                    local.hold(entries).await
+                }
+            },
         }
-        self.tree.apply_batch(batch)?;
-        self.db.flush_async().await?;
-        Ok(())
     }
 
-    /// Every entry, oldest first, with its key.
+    /// Every entry, oldest first, with its key (in a cluster, the shared ones first,
+    /// none of them when the shared store cannot say).
     pub fn entries(&self) -> Vec<(u64, Entry)> {
-        self.tree
-            .iter()
-            .filter_map(Result::ok)
-            .filter_map(|(key, value)| Some((key_id(&key)?, decode(&value)?.0)))
-            .collect()
+        match &self.storage {
+            Storage::Sled(spool) => spool.entries(),
+            Storage::Postgres { shared, local } => {
+                let mut all = shared.entries().unwrap_or_default();
+                all.extend(local.entries());
+                all
+            }
+        }
     }
 
-    fn message(&self, key: u64) -> Result<Message, SpoolError> {
-        let value = self
-            .tree
-            .get(key.to_be_bytes())?
-            .ok_or(SpoolError::Corrupt(key))?;
-        let (_, body) = decode(&value).ok_or(SpoolError::Corrupt(key))?;
-        Ok(Message::new(Bytes::copy_from_slice(body)))
+    /// The entries due at `now` for this retrier: every due one on sled; in a cluster,
+    /// a batch claimed for this member from the shared store, and this member's own.
+    async fn due(&self, now: u64) -> Vec<(Key, Entry)> {
+        let local_due = |spool: &sled::SledSpool| {
+            spool
+                .entries()
+                .into_iter()
+                .filter(|(_, e)| e.next_attempt_ms <= now)
+                .map(|(key, e)| (Key::Local(key), e))
+                .collect::<Vec<_>>()
+        };
+        match &self.storage {
+            Storage::Sled(spool) => local_due(spool),
+            Storage::Postgres { shared, local } => {
+                let mut due = match shared.claim_due(now).await {
+                    Ok(claimed) => claimed
+                        .into_iter()
+                        .map(|(key, e)| (Key::Shared(key), e))
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool: cannot claim due copies from the shared store");
+                        Vec::new()
+                    }
+                };
+                due.extend(local_due(local));
+                due
+            }
+        }
+    }
+
+    fn local(&self) -> &sled::SledSpool {
+        match &self.storage {
+            Storage::Sled(spool) | Storage::Postgres { local: spool, .. } => spool,
+        }
+    }
+
+    fn shared(&self) -> Option<&postgres::PgSpool> {
+        match &self.storage {
+            Storage::Sled(_) => None,
+            Storage::Postgres { shared, .. } => Some(shared),
+        }
+    }
+
+    async fn message(&self, key: Key) -> Result<Message, SpoolError> {
+        match (key, self.shared()) {
+            (Key::Shared(id), Some(shared)) => shared.message(id).await,
+            (Key::Local(id), _) | (Key::Shared(id), None) => self.local().message(id),
+        }
+    }
+
+    /// Leaves an entry that was not attempted as it was.
+    async fn leave(&self, key: Key) -> Result<(), SpoolError> {
+        match (key, self.shared()) {
+            (Key::Shared(id), Some(shared)) => shared.release(id).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Records an attempt: the entry `updated`, or gone; a DSN entry if there is one,
+    /// beside it.
+    async fn record(
+        &self,
+        key: Key,
+        updated: Option<Entry>,
+        message: &Message,
+        dsn: Option<(Entry, Message)>,
+    ) -> Result<(), SpoolError> {
+        match (key, self.shared()) {
+            (Key::Shared(id), Some(shared)) => shared.settle(id, updated, dsn).await,
+            (Key::Local(id), _) | (Key::Shared(id), None) => {
+                self.local()
+                    .settle(id, updated.map(|e| (e, message)), dsn)
+                    .await
+            }
+        }
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
@@ -187,12 +304,7 @@ impl Spool {
     /// counted from arrival either way, and an entry that outlives it while its next
     /// hop rests becomes a DSN at its next real attempt, as it always did.
     pub async fn retry_due(&self, relays: &Relays, hostname: &str) -> usize {
-        let now = now_ms();
-        let due: Vec<_> = self
-            .entries()
-            .into_iter()
-            .filter(|(_, e)| e.next_attempt_ms <= now)
-            .collect();
+        let due = self.due(now_ms()).await;
         let mut attempted = 0;
         let mut resting = 0;
         for (key, entry) in &due {
@@ -218,7 +330,7 @@ impl Spool {
 
     async fn retry_one(
         &self,
-        key: u64,
+        key: Key,
         entry: &Entry,
         relays: &Relays,
         hostname: &str,
@@ -226,9 +338,10 @@ impl Spool {
         let relay = relays.get(entry.direction);
         // A look first, so that no message is read from disk only to be put back.
         if relay.resting().is_some() {
+            self.leave(key).await?;
             return Ok(Retried::Resting);
         }
-        let message = self.message(key)?;
+        let message = self.message(key).await?;
         let tx = Outgoing {
             mail_from: entry.mail_from.clone(),
             params: entry.params.clone(),
@@ -238,6 +351,7 @@ impl Spool {
         };
         // A client's transaction may have taken the probe since the look.
         let Ok(delivery) = relay.try_deliver(&tx).await else {
+            self.leave(key).await?;
             return Ok(Retried::Resting);
         };
         let expired = now_ms() / 1000 >= entry.arrived + self.config.lifetime.0.as_secs();
@@ -259,33 +373,24 @@ impl Spool {
             "spool: retried"
         );
 
-        let mut batch = sled::Batch::default();
-        let key_bytes = key.to_be_bytes();
-        if waiting.is_empty() {
-            batch.remove(&key_bytes);
-        } else {
+        let updated = (!waiting.is_empty()).then(|| {
             let attempts = entry.attempts + 1;
-            let updated = Entry {
+            Entry {
                 recipients: waiting,
                 attempts,
                 next_attempt_ms: now_ms() + self.backoff(attempts).as_millis() as u64,
                 last_reply: Some(delivery.reply.to_string()),
                 ..entry.clone()
-            };
-            batch.insert(&key_bytes, encode(&updated, &tx.message));
-        }
-        if let Some(notice) = self.notice(
+            }
+        });
+        let notice = self.notice(
             entry,
             &failures,
             &tx.message,
             relay.next_hop().to_string(),
             hostname,
-        ) {
-            let dsn_key = self.db.generate_id()?.to_be_bytes();
-            batch.insert(&dsn_key, encode(&notice.0, &notice.1));
-        }
-        self.tree.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        );
+        self.record(key, updated, &tx.message, notice).await?;
         Ok(Retried::Yes)
     }
 
@@ -435,25 +540,4 @@ enum Retried {
     Yes,
     /// Its next hop rests after a failure; the entry is left as it was.
     Resting,
-}
-
-fn key_id(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
-}
-
-fn encode(entry: &Entry, message: &Message) -> Vec<u8> {
-    let meta = serde_json::to_vec(entry).expect("an entry always serializes");
-    let mut value = Vec::with_capacity(4 + meta.len() + message.len());
-    value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-    value.extend_from_slice(&meta);
-    for chunk in message.chunks() {
-        value.extend_from_slice(chunk);
-    }
-    value
-}
-
-fn decode(value: &[u8]) -> Option<(Entry, &[u8])> {
-    let len = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
-    let meta = value.get(4..4 + len)?;
-    Some((serde_json::from_slice(meta).ok()?, &value[4 + len..]))
 }

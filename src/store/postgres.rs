@@ -39,6 +39,22 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX key_entries_by_expiry ON key_entries (expires);
      CREATE TABLE key_secrets (fingerprint text PRIMARY KEY, sealed bytea NOT NULL);
      CREATE TABLE kek_canary (id integer PRIMARY KEY CHECK (id = 1), sealed bytea NOT NULL);",
+    // 2: the retry spool, whose copies members claim, and the members with their
+    // heartbeats.
+    "CREATE TABLE spool (
+         id bigserial PRIMARY KEY,
+         meta text NOT NULL,
+         next_attempt_ms bigint NOT NULL,
+         lease_owner text,
+         message bytea NOT NULL);
+     CREATE INDEX spool_by_due ON spool (next_attempt_ms);
+     CREATE TABLE members (
+         id text PRIMARY KEY,
+         hostname text NOT NULL,
+         version text NOT NULL,
+         policy_hash text NOT NULL,
+         started timestamptz NOT NULL,
+         heartbeat timestamptz NOT NULL);",
 ];
 
 /// What the KEK canary seals: nothing secret. Opening it proves that a member's KEK is
@@ -81,6 +97,22 @@ impl From<deadpool_postgres::PoolError> for PgError {
             other => PgError::Unavailable(other.to_string()),
         }
     }
+}
+
+/// The shared store when `[store]` names one: connected, its schema brought up to
+/// date, and with `sealer`, this member's key-encryption key checked against it.
+pub fn shared(
+    config: &StoreConfig,
+    sealer: Option<&Sealer>,
+) -> Result<Option<Arc<Postgres>>, PgError> {
+    if config.backend != crate::config::Backend::Postgres {
+        return Ok(None);
+    }
+    let pg = Postgres::connect(config)?;
+    if let Some(sealer) = sealer {
+        pg.check_kek(sealer)?;
+    }
+    Ok(Some(pg))
 }
 
 /// The pool, on its runtime.
@@ -162,6 +194,23 @@ impl Postgres {
             });
         rx.recv()
             .map_err(|_| PgError::Unavailable("the database request was abandoned".into()))?
+    }
+
+    /// [`Postgres::run`] for async code: the caller's task waits without holding its
+    /// thread.
+    pub async fn run_async<T, F, Fut>(&self, request: F) -> Result<T, PgError>
+    where
+        F: FnOnce(Pool) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, PgError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .spawn(async move { request(pool).await })
+            .await
+            .map_err(|e| PgError::Unavailable(format!("the database request failed: {e}")))?
     }
 
     /// The schema version the database is at (0 for an empty database).

@@ -116,24 +116,17 @@ pub trait KeyStore: Send + Sync {
     fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError>;
 }
 
-/// The key cache `[store]` names: the `keys` tree of `db` (sled), or the shared
-/// PostgreSQL store, its schema brought up to date. With `sealer`, this gateway's
-/// key-encryption key, refuses a shared store whose secrets it does not open.
+/// The key cache `[store]` names: the shared store when there is one (see
+/// [`crate::store::postgres::shared`]), else the `keys` tree of `db`.
 pub fn open_configured(
     config: &crate::config::Config,
     db: &sled::Db,
-    sealer: Option<&crate::keys::secrets::Sealer>,
+    shared: Option<std::sync::Arc<crate::store::postgres::Postgres>>,
 ) -> Result<std::sync::Arc<dyn KeyStore>, KeyStoreError> {
     let lookup_ttl = config.keys.lookup_ttl.0;
-    Ok(match config.store.backend {
-        crate::config::Backend::Sled => std::sync::Arc::new(SledKeyStore::open(db, lookup_ttl)?),
-        crate::config::Backend::Postgres => {
-            let pg = crate::store::postgres::Postgres::connect(&config.store)?;
-            if let Some(sealer) = sealer {
-                pg.check_kek(sealer)?;
-            }
-            std::sync::Arc::new(postgres::PgKeyStore::new(pg, lookup_ttl))
-        }
+    Ok(match shared {
+        None => std::sync::Arc::new(SledKeyStore::open(db, lookup_ttl)?),
+        Some(pg) => std::sync::Arc::new(postgres::PgKeyStore::new(pg, lookup_ttl)),
     })
 }
 

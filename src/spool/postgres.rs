@@ -1,0 +1,253 @@
+//! The spool in the shared PostgreSQL store: every member's copies in one table, so a
+//! copy outlives the member that spooled it.
+//!
+//! A member's retrier **claims** the due copies it is about to attempt (`UPDATE ... FOR
+//! UPDATE SKIP LOCKED`, so two members never claim one copy) by writing its member id
+//! into them. A claim holds while its member's heartbeat is younger than `[store]
+//! member_timeout` (see [`crate::cluster`]); a copy claimed by a member that died is
+//! claimed again by another once that member's heartbeat is stale. The attempt's result
+//! is written only while the claim is still the member's own.
+//!
+//! What this cannot promise: a member that dies after the next hop accepted a copy and
+//! before it recorded that leaves the copy to be delivered again by another member. SMTP
+//! has no way to ask a next hop whether it already has a message; that window, a few
+//! milliseconds per delivery, is the one a single gateway's crash leaves too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Entry, SpoolError};
+use crate::mail::message::Message;
+use crate::store::postgres::{PgError, Postgres};
+
+/// The most copies one pass of a member's retrier claims: the others get the rest.
+const CLAIM_BATCH: i64 = 16;
+
+#[derive(Clone)]
+pub struct PgSpool {
+    pg: Arc<Postgres>,
+    /// This member's id: the owner of its claims.
+    member: String,
+    member_timeout: Duration,
+}
+
+fn meta(entry: &Entry) -> String {
+    serde_json::to_string(entry).expect("an entry always serializes")
+}
+
+fn decode(id: i64, meta: &str) -> Result<(u64, Entry), SpoolError> {
+    let key = id as u64;
+    serde_json::from_str(meta)
+        .map(|entry| (key, entry))
+        .map_err(|_| SpoolError::Corrupt(key))
+}
+
+fn body(message: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    for chunk in message.chunks() {
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+impl PgSpool {
+    pub fn new(pg: Arc<Postgres>, member: String, member_timeout: Duration) -> PgSpool {
+        PgSpool {
+            pg,
+            member,
+            member_timeout,
+        }
+    }
+
+    pub fn count(&self) -> Result<usize, SpoolError> {
+        let count = self.pg.run(|pool| async move {
+            let client = pool.get().await?;
+            Ok(client
+                .query_one("SELECT count(*) FROM spool", &[])
+                .await?
+                .get::<_, i64>(0))
+        })?;
+        Ok(count as usize)
+    }
+
+    /// Stores entries in one transaction; its commit is the durable copy.
+    pub async fn hold(&self, entries: Vec<(Entry, Message)>) -> Result<(), SpoolError> {
+        let rows: Vec<(String, i64, Vec<u8>)> = entries
+            .iter()
+            .map(|(entry, message)| (meta(entry), entry.next_attempt_ms as i64, body(message)))
+            .collect();
+        self.pg
+            .run_async(move |pool| async move {
+                let mut client = pool.get().await?;
+                let transaction = client.transaction().await?;
+                for (meta, next, message) in &rows {
+                    transaction
+                        .execute(
+                            "INSERT INTO spool (meta, next_attempt_ms, message) VALUES ($1, $2, $3)",
+                            &[meta, next, message],
+                        )
+                        .await?;
+                }
+                transaction.commit().await?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every entry, oldest first, with its key.
+    pub fn entries(&self) -> Result<Vec<(u64, Entry)>, SpoolError> {
+        let rows = self.pg.run(|pool| async move {
+            let client = pool.get().await?;
+            Ok(client
+                .query("SELECT id, meta FROM spool ORDER BY id", &[])
+                .await?
+                .iter()
+                .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)))
+                .collect::<Vec<_>>())
+        })?;
+        rows.iter().map(|(id, meta)| decode(*id, meta)).collect()
+    }
+
+    /// Claims up to [`CLAIM_BATCH`] copies due at `now_ms` that no other live member
+    /// holds. A member's retrier runs one pass at a time and lets go of every copy it
+    /// claimed before the pass ends, so a copy still claimed by this member at the next
+    /// pass is one whose attempt failed half way (the database went away): it is taken
+    /// again.
+    pub async fn claim_due(&self, now_ms: u64) -> Result<Vec<(u64, Entry)>, SpoolError> {
+        let member = self.member.clone();
+        let timeout_ms = self.member_timeout.as_millis() as i64;
+        let rows = self
+            .pg
+            .run_async(move |pool| async move {
+                let client = pool.get().await?;
+                let rows = client
+                    .query(
+                        "UPDATE spool SET lease_owner = $1
+                         WHERE id IN (
+                             SELECT s.id FROM spool s
+                             WHERE s.next_attempt_ms <= $2
+                               AND (s.lease_owner IS NULL OR s.lease_owner = $1 OR NOT EXISTS (
+                                   SELECT 1 FROM members m WHERE m.id = s.lease_owner
+                                   AND m.heartbeat > now() - ($3::bigint * interval '1 millisecond')))
+                             ORDER BY s.id LIMIT $4
+                             FOR UPDATE SKIP LOCKED)
+                         RETURNING id, meta",
+                        &[&member, &(now_ms as i64), &timeout_ms, &CLAIM_BATCH],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|(id, meta)| decode(*id, meta))
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|(key, _)| *key);
+        Ok(claimed)
+    }
+
+    /// Lets go of a claimed copy that was not attempted (its next hop rests).
+    pub async fn release(&self, key: u64) -> Result<(), SpoolError> {
+        let member = self.member.clone();
+        self.pg
+            .run_async(move |pool| async move {
+                let client = pool.get().await?;
+                client
+                    .execute(
+                        "UPDATE spool SET lease_owner = NULL WHERE id = $1 AND lease_owner = $2",
+                        &[&(key as i64), &member],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn message(&self, key: u64) -> Result<Message, SpoolError> {
+        let body = self
+            .pg
+            .run_async(move |pool| async move {
+                let client = pool.get().await?;
+                Ok(client
+                    .query_opt("SELECT message FROM spool WHERE id = $1", &[&(key as i64)])
+                    .await?
+                    .map(|row| row.get::<_, Vec<u8>>(0)))
+            })
+            .await?
+            .ok_or(SpoolError::Corrupt(key))?;
+        Ok(Message::new(Bytes::from(body)))
+    }
+
+    /// Records an attempt's result in one transaction, while the claim is still ours:
+    /// the entry `updated` (its claim let go), or gone, and a DSN entry if there is one.
+    pub async fn settle(
+        &self,
+        key: u64,
+        updated: Option<Entry>,
+        dsn: Option<(Entry, Message)>,
+    ) -> Result<(), SpoolError> {
+        let member = self.member.clone();
+        let updated = updated.map(|entry| (meta(&entry), entry.next_attempt_ms as i64));
+        let dsn = dsn
+            .map(|(entry, message)| (meta(&entry), entry.next_attempt_ms as i64, body(&message)));
+        let kept = self
+            .pg
+            .run_async(move |pool| async move {
+                let mut client = pool.get().await?;
+                let transaction = client.transaction().await?;
+                let id = key as i64;
+                let changed = match &updated {
+                    None => {
+                        transaction
+                            .execute(
+                                "DELETE FROM spool WHERE id = $1 AND lease_owner = $2",
+                                &[&id, &member],
+                            )
+                            .await?
+                    }
+                    Some((meta, next)) => {
+                        transaction
+                            .execute(
+                                "UPDATE spool SET meta = $3, next_attempt_ms = $4, lease_owner = NULL
+                                 WHERE id = $1 AND lease_owner = $2",
+                                &[&id, &member, meta, next],
+                            )
+                            .await?
+                    }
+                };
+                if changed == 0 {
+                    // Another member took the copy over: this one was thought dead.
+                    return Ok(false);
+                }
+                if let Some((meta, next, message)) = &dsn {
+                    transaction
+                        .execute(
+                            "INSERT INTO spool (meta, next_attempt_ms, message) VALUES ($1, $2, $3)",
+                            &[meta, next, message],
+                        )
+                        .await?;
+                }
+                transaction.commit().await?;
+                Ok(true)
+            })
+            .await?;
+        if kept {
+            Ok(())
+        } else {
+            Err(SpoolError::ClaimLost(key))
+        }
+    }
+}
+
+impl From<PgError> for SpoolError {
+    fn from(e: PgError) -> SpoolError {
+        SpoolError::Shared(e)
+    }
+}

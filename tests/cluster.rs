@@ -400,3 +400,83 @@ async fn postgres_stopped_and_started_under_load_loses_and_duplicates_nothing() 
     assert!(log.contains("this member holds them"), "{log}");
     drop(a_serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_gateway_migrates_into_the_cluster_with_its_keys_and_spool() {
+    let pg = PgServer::start();
+    let sink = Sink::start().await;
+    let refusing = Arc::new(AtomicBool::new(true));
+    let flag = refusing.clone();
+    sink.set(move |b| {
+        b.rcpt_reply = Arc::new(move |rcpt: &str| {
+            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
+                "451 4.2.0 mailbox busy".into()
+            } else {
+                "250 2.1.5 OK".into()
+            }
+        })
+    });
+    // A member's config without its [store] section: a gateway on sled.
+    let gateway = relaying_member(&pg, &sink, &[5u8; 32]);
+    let clustered = std::fs::read_to_string(&gateway.config).unwrap();
+    let alone = clustered[..clustered.find("[store]").unwrap()].to_string();
+    std::fs::write(&gateway.config, &alone).unwrap();
+
+    let carol = GpgHome::new();
+    carol.make_key("Carol <carol@example.org>", "ed25519", "cv25519", "encr");
+    let file = gateway.file("carol.asc", carol.run(&["--armor", "--export"], None));
+    gateway.keys_expect(&["import", path_str(&file)], 0);
+    let user = GpgHome::new();
+    let (_, sub) = user.make_key("User <user@example.com>", "ed25519", "cv25519", "encr");
+    let file = gateway.file("user.asc", user.sckm_export(&sub));
+    gateway.keys_expect(&["import-sckm", path_str(&file)], 0);
+    let before = gateway.list_json();
+
+    let mut serve = Serve::start(&gateway);
+    let mut client = Client::connect(serve.addr("outbound")).await;
+    let message = outgoing("later@example.org", "moved@example.com", "Moved.");
+    let reply = client
+        .send_mail(
+            "user@example.com",
+            &["now@example.org", "later@example.org"],
+            &message,
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.quit().await;
+    assert_eq!(serve.sigterm(), Some(0), "{}", serve.log());
+
+    std::fs::write(&gateway.config, &clustered).unwrap();
+    let out = gateway.sealgate_expect(
+        "store",
+        &["migrate", "--from", "sled", "--to", "postgres"],
+        0,
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("copied 2 key cache entries (1 with SCKM secrets)")
+            && said.contains("moved 1 spooled copies"),
+        "{said}"
+    );
+    assert_eq!(
+        gateway.list_json(),
+        before,
+        "every entry and time as it was"
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM spool"), "1");
+
+    refusing.store(false, Ordering::SeqCst);
+    let serve = Serve::start(&gateway);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg.sql("SELECT count(*) FROM spool") != "0" {
+        assert!(std::time::Instant::now() < deadline, "{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let later = sink
+        .received()
+        .iter()
+        .filter(|r| r.recipients.contains(&"later@example.org".to_string()))
+        .count();
+    assert_eq!(later, 1);
+    drop(serve);
+}

@@ -55,6 +55,13 @@ impl SledSpool {
         Ok(Message::new(Bytes::copy_from_slice(body)))
     }
 
+    /// Removes an entry and waits until that is on disk (`store migrate` moved it).
+    pub async fn remove(&self, key: u64) -> Result<(), SpoolError> {
+        self.tree.remove(key.to_be_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
     /// Records an attempt's result atomically, and waits until it is on disk: the entry
     /// `updated` (with `message`), or gone, and a DSN entry if there is one.
     pub async fn settle(

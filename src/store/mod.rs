@@ -8,6 +8,7 @@
 //! 0600, whatever the umask ([`private_dir`], [`private_file`]); the binary also sets
 //! its umask to 077, so that what sled creates is owner-only as well.
 
+pub mod migrate;
 pub mod postgres;
 
 use std::fs::{DirBuilder, File, OpenOptions};

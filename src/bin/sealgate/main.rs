@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod explain;
 mod keytable;
 mod org;
@@ -55,19 +56,18 @@ enum Command {
     /// The gateways that share this one's PostgreSQL store.
     Cluster {
         #[command(subcommand)]
-        command: ClusterCommand,
+        command: cluster::ClusterCommand,
+    },
+    /// Where this gateway keeps its state.
+    Store {
+        #[command(subcommand)]
+        command: cluster::StoreCommand,
     },
     /// Look at what the policy in policy_dir does.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-}
-
-#[derive(Subcommand)]
-enum ClusterCommand {
-    /// The members, their last heartbeat, version and policy hash, and the spool depth.
-    Status,
 }
 
 #[derive(Subcommand)]
@@ -233,9 +233,8 @@ fn main() -> ExitCode {
         Command::Keys { command } => keys(&config, command),
         Command::Org { command } => org::run(&config, command),
         Command::Transfer { command } => transfer::run(&config, command),
-        Command::Cluster {
-            command: ClusterCommand::Status,
-        } => cluster_status(&config),
+        Command::Cluster { command } => cluster::run(&config, command),
+        Command::Store { command } => cluster::store(&config, command),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -304,7 +303,7 @@ fn check(config: &Config) -> ExitCode {
         }
     }
     if config.store.backend == sealgate::config::Backend::Postgres {
-        println!("{}", store_state(config));
+        println!("{}", cluster::store_state(config));
     }
     // Reachability is reported, not judged: a next hop may be down for a moment
     // while the config is right.
@@ -327,74 +326,6 @@ fn check(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
-    }
-}
-
-/// `cluster status`: read from the shared store itself, so that it works on any member
-/// (or a machine that only has the config), whether or not `serve` runs.
-fn cluster_status(config: &Config) -> ExitCode {
-    use sealgate::store::postgres::Postgres;
-    if config.store.backend != sealgate::config::Backend::Postgres {
-        eprintln!(
-            "sealgate: not in a cluster: [store] backend = \"sled\" keeps everything on this machine"
-        );
-        return ExitCode::FAILURE;
-    }
-    let status = Postgres::open(&config.store)
-        .and_then(|pg| sealgate::cluster::status(&pg, config.store.member_timeout.0));
-    let (members, depth) = match status {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("sealgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rfc3339 = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    println!("MEMBER\tVERSION\tPOLICY\tSTARTED\tLAST HEARTBEAT\tSTATE");
-    for member in &members {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            member.id,
-            member.version,
-            member.policy_hash,
-            rfc3339(member.started),
-            rfc3339(member.heartbeat),
-            if member.alive { "alive" } else { "dead" }
-        );
-    }
-    let live: std::collections::BTreeSet<&str> = members
-        .iter()
-        .filter(|m| m.alive)
-        .map(|m| m.policy_hash.as_str())
-        .collect();
-    if live.len() > 1 {
-        println!(
-            "warning: the live members run different policies ({} hashes)",
-            live.len()
-        );
-    }
-    println!("spool: {depth} copies");
-    ExitCode::SUCCESS
-}
-
-/// Whether the shared store answers, and its schema version; `check` only looks.
-fn store_state(config: &Config) -> String {
-    use sealgate::store::postgres::{Postgres, SCHEMA_VERSION};
-    let version = Postgres::open(&config.store).and_then(|pg| pg.schema_version());
-    match version {
-        Ok(0) => format!(
-            "[store] postgres: answers; no schema yet (the first serve makes version {SCHEMA_VERSION})"
-        ),
-        Ok(version) if version == SCHEMA_VERSION => {
-            format!("[store] postgres: answers; schema version {version}")
-        }
-        Ok(version) => format!(
-            "[store] postgres: warning: schema version {version}, this sealgate's is {SCHEMA_VERSION} (serve migrates an older one, refuses a newer one)"
-        ),
-        Err(e) => format!("[store] postgres: warning: {e}"),
     }
 }
 

@@ -180,6 +180,28 @@ impl SledKeyStore {
         value
     }
 
+    /// Every entry with its material, and every sealed secret: all there is, for
+    /// `store migrate`.
+    #[allow(clippy::type_complexity)]
+    pub fn everything(
+        &self,
+    ) -> Result<(Vec<(KeyEntry, Vec<u8>)>, Vec<(String, Vec<u8>)>), KeyStoreError> {
+        let mut entries = Vec::new();
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            entries.push(Self::decode(&key, &value)?);
+        }
+        let mut secrets = Vec::new();
+        for item in self.secrets.iter() {
+            let (fingerprint, sealed) = item?;
+            secrets.push((
+                String::from_utf8_lossy(&fingerprint).into_owned(),
+                sealed.to_vec(),
+            ));
+        }
+        Ok((entries, secrets))
+    }
+
     fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyEntry>, KeyStoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(prefix) {

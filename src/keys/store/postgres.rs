@@ -69,6 +69,56 @@ async fn upsert(
     Ok(())
 }
 
+impl PgKeyStore {
+    /// Stores an entry exactly as another store had it, times included, unless the
+    /// shared store has one for its address and key already (which it keeps). Says
+    /// whether it was stored.
+    pub fn insert_as_is(
+        &self,
+        entry: &KeyEntry,
+        material: &[u8],
+        sealed_secret: Option<&[u8]>,
+    ) -> Result<bool, KeyStoreError> {
+        let (entry, material) = (entry.clone(), material.to_vec());
+        let secret = sealed_secret.map(<[u8]>::to_vec);
+        Ok(self.pg.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let transaction = client.transaction().await?;
+            transaction
+                .execute(
+                    "INSERT INTO key_addresses (address) VALUES ($1) ON CONFLICT (address) DO NOTHING",
+                    &[&entry.address],
+                )
+                .await?;
+            let stored = transaction
+                .execute(
+                    "INSERT INTO key_entries (address, fingerprint, meta, material, expires)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (address, fingerprint) DO NOTHING",
+                    &[
+                        &entry.address,
+                        &entry.fingerprint,
+                        &encode(&entry),
+                        &material,
+                        &entry.expires,
+                    ],
+                )
+                .await?
+                == 1;
+            if let Some(secret) = &secret {
+                transaction
+                    .execute(
+                        "INSERT INTO key_secrets (fingerprint, sealed) VALUES ($1, $2)
+                         ON CONFLICT (fingerprint) DO NOTHING",
+                        &[&entry.fingerprint, secret],
+                    )
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(stored)
+        })?)
+    }
+}
+
 impl KeyStore for PgKeyStore {
     fn put(&self, mut candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
         let lookup_ttl = self.lookup_ttl;

@@ -17,26 +17,24 @@
 //! `cargo test --all-targets` runs it) the same code runs at a tiny scale, so that CI
 //! proves the benchmark still works without paying for it.
 //!
-//! The SMTP client is written here rather than taken from `tests/support/mod.rs`: it must
-//! cost as little as possible, so that it is not what gets measured, and it only needs
-//! reply codes.
+//! The SMTP client and the throughput loop are in `benches/common/`, shared with the
+//! store benchmark.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/sink.rs"]
 mod sink;
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sealgate::config::Config;
 use sealgate::mail::Direction;
 use sealgate::server::Server;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
+use common::{Client, Cpu, RCPT, Run, dot_stuff, message, throughput, timed, transaction, verdict};
 use sink::Sink;
 
 const MIB: usize = 1024 * 1024;
@@ -81,10 +79,6 @@ const SMOKE: Scale = Scale {
     large_runs: 1,
     idle_sessions: 20,
 };
-
-/// No single transaction of the benchmark should come anywhere near this; it only keeps
-/// a broken gateway from hanging CI.
-const TRANSACTION_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -142,14 +136,14 @@ async fn run(scale: &Scale) {
     );
     let warm_up = scale.sessions * 5;
     for addr in [sink.addr, gateway] {
-        throughput(addr, warm_up, scale.sessions, &small, "self").await;
+        throughput(addr, RCPT, warm_up, scale.sessions, &small, "self").await;
         expected += warm_up;
     }
     let (mut direct, mut through) = (Run::default(), Run::default());
     let per_round = scale.messages / scale.rounds;
     for _ in 0..scale.rounds {
-        direct.add(throughput(sink.addr, per_round, scale.sessions, &small, "self").await);
-        through.add(throughput(gateway, per_round, scale.sessions, &small, "self").await);
+        direct.add(throughput(sink.addr, RCPT, per_round, scale.sessions, &small, "self").await);
+        through.add(throughput(gateway, RCPT, per_round, scale.sessions, &small, "self").await);
         expected += 2 * per_round;
     }
     direct.print("direct ");
@@ -175,8 +169,8 @@ async fn run(scale: &Scale) {
     );
     let (mut direct_time, mut gateway_time) = (Duration::MAX, Duration::MAX);
     for _ in 0..scale.large_runs {
-        direct_time = direct_time.min(timed(transaction(sink.addr, &large_stuffed)).await);
-        gateway_time = gateway_time.min(timed(transaction(gateway, &large_stuffed)).await);
+        direct_time = direct_time.min(timed(transaction(sink.addr, RCPT, &large_stuffed)).await);
+        gateway_time = gateway_time.min(timed(transaction(gateway, RCPT, &large_stuffed)).await);
         expected += 2;
     }
     let mb_per_s = |d: Duration| scale.large_size as f64 / d.as_secs_f64() / 1e6;
@@ -267,192 +261,6 @@ keys = false
     )
 }
 
-/// One throughput run, or several added up.
-#[derive(Default)]
-struct Run {
-    messages: usize,
-    elapsed: Duration,
-    /// Per message, sorted.
-    latencies: Vec<Duration>,
-    /// CPU time the measured process used during the run.
-    cpu: Option<Cpu>,
-}
-
-impl Run {
-    fn add(&mut self, other: Run) {
-        self.cpu = match (self.cpu.take(), other.cpu) {
-            (Some(a), Some(b)) => Some(Cpu {
-                user: a.user + b.user,
-                system: a.system + b.system,
-            }),
-            (None, cpu) if self.messages == 0 => cpu,
-            _ => None,
-        };
-        self.messages += other.messages;
-        self.elapsed += other.elapsed;
-        self.latencies.extend(other.latencies);
-        self.latencies.sort();
-    }
-
-    fn rate(&self) -> f64 {
-        self.messages as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn print_cpu(&self, name: &str) {
-        let micros = |d: Duration| d.as_secs_f64() * 1e6 / self.messages as f64;
-        match &self.cpu {
-            Some(cpu) => println!(
-                "   {name}: {:6.0} µs (user {:4.0} µs, system {:4.0} µs)",
-                micros(cpu.user + cpu.system),
-                micros(cpu.user),
-                micros(cpu.system),
-            ),
-            None => println!("   {name}: n/a (no /proc)"),
-        }
-    }
-
-    fn percentile(&self, p: usize) -> f64 {
-        let i = (self.latencies.len() * p / 100).min(self.latencies.len() - 1);
-        self.latencies[i].as_secs_f64() * 1e3
-    }
-
-    fn print(&self, name: &str) {
-        println!(
-            "   {name}: {:6} messages in {:7.3} s = {:8.0} msg/s   latency p50 {:6.2} ms, p99 {:6.2} ms",
-            self.messages,
-            self.elapsed.as_secs_f64(),
-            self.rate(),
-            self.percentile(50),
-            self.percentile(99),
-        );
-    }
-}
-
-/// Sends `count` messages from `sessions` parallel workers, each opening a new
-/// connection per message, and measures the CPU time of process `pid` meanwhile.
-async fn throughput(
-    addr: SocketAddr,
-    count: usize,
-    sessions: usize,
-    stuffed: &Arc<Vec<u8>>,
-    pid: &str,
-) -> Run {
-    let taken = Arc::new(AtomicUsize::new(0));
-    let cpu_before = Cpu::of(pid);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..sessions)
-        .map(|_| {
-            let (taken, stuffed) = (taken.clone(), stuffed.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while taken.fetch_add(1, Ordering::Relaxed) < count {
-                    let sent = Instant::now();
-                    transaction(addr, &stuffed).await;
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(count);
-    for worker in workers {
-        latencies.extend(worker.await.expect("worker"));
-    }
-    let elapsed = started.elapsed();
-    let cpu = cpu_before.zip(Cpu::of(pid)).map(|(a, b)| b.since(&a));
-    latencies.sort();
-    Run {
-        messages: count,
-        elapsed,
-        latencies,
-        cpu,
-    }
-}
-
-async fn timed(work: impl std::future::Future<Output = ()>) -> Duration {
-    let started = Instant::now();
-    work.await;
-    started.elapsed()
-}
-
-/// One connection, one message; panics on any reply but the expected one.
-async fn transaction(addr: SocketAddr, stuffed: &[u8]) {
-    let attempt = async {
-        let mut client = Client::connect(addr).await?;
-        client.send_mail(stuffed).await?;
-        client.command("QUIT\r\n", 221).await
-    };
-    match tokio::time::timeout(TRANSACTION_LIMIT, attempt).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("transaction with {addr}: {e}"),
-        Err(_) => panic!("transaction with {addr} took longer than {TRANSACTION_LIMIT:?}"),
-    }
-}
-
-/// A lock-step SMTP client that knows reply codes and nothing else.
-struct Client {
-    stream: BufReader<TcpStream>,
-    /// The last reply line read, for error messages.
-    line: Vec<u8>,
-}
-
-impl Client {
-    /// Connects and reads the 220 greeting.
-    async fn connect(addr: SocketAddr) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let mut client = Client {
-            stream: BufReader::new(stream),
-            line: Vec::with_capacity(128),
-        };
-        client.expect(220, "greeting").await?;
-        Ok(client)
-    }
-
-    /// EHLO, MAIL, RCPT, DATA and the message (already dot-stuffed, final dot included).
-    async fn send_mail(&mut self, stuffed: &[u8]) -> io::Result<()> {
-        self.command("EHLO client.bench\r\n", 250).await?;
-        self.command("MAIL FROM:<bench@example.com>\r\n", 250)
-            .await?;
-        self.command("RCPT TO:<rcpt@example.org>\r\n", 250).await?;
-        self.command("DATA\r\n", 354).await?;
-        self.stream.get_mut().write_all(stuffed).await?;
-        self.expect(250, "end of DATA").await
-    }
-
-    async fn command(&mut self, line: &str, want: u16) -> io::Result<()> {
-        self.stream.get_mut().write_all(line.as_bytes()).await?;
-        self.expect(want, line.trim_end()).await
-    }
-
-    /// Reads one reply, which may span several lines, and checks its code.
-    async fn expect(&mut self, want: u16, after: &str) -> io::Result<()> {
-        loop {
-            self.line.clear();
-            if self.stream.read_until(b'\n', &mut self.line).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("connection closed; expected {want} after {after}"),
-                ));
-            }
-            if self.line.get(3) == Some(&b'-') {
-                continue;
-            }
-            let code = std::str::from_utf8(self.line.get(..3).unwrap_or_default())
-                .ok()
-                .and_then(|c| c.parse::<u16>().ok());
-            return if code == Some(want) {
-                Ok(())
-            } else {
-                Err(io::Error::other(format!(
-                    "expected {want} after {after}, got {:?}",
-                    String::from_utf8_lossy(&self.line).trim_end()
-                )))
-            };
-        }
-    }
-}
-
 /// Part 3: the real binary in its own process, so that its memory and CPU time are its
 /// own.
 async fn separate_process(
@@ -526,7 +334,7 @@ async fn separate_process(
     let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
     let before = Status::read(&pid);
     let cpu_before = Cpu::of(&pid);
-    let elapsed = timed(transaction(addr, large_stuffed)).await;
+    let elapsed = timed(transaction(addr, RCPT, large_stuffed)).await;
     let cpu = cpu_before.zip(Cpu::of(&pid)).map(|(a, b)| b.since(&a));
     let after = Status::read(&pid);
     let increase = after.hwm.saturating_sub(before.hwm);
@@ -559,7 +367,7 @@ async fn separate_process(
     // the gateway's cost apart from the client's and the sink's.
     drop(sessions);
     println!("   throughput as in part 1, through this process, in one round:");
-    let through = throughput(addr, scale.messages, scale.sessions, small, &pid).await;
+    let through = throughput(addr, RCPT, scale.messages, scale.sessions, small, &pid).await;
     through.print("gateway");
     println!(
         "   ratio to part 1's direct rate: {:.2}",
@@ -641,88 +449,6 @@ impl Status {
     }
 }
 
-/// CPU time a process has used, from `/proc/<pid>/stat`, in 10 ms ticks.
-struct Cpu {
-    user: Duration,
-    system: Duration,
-}
-
-impl Cpu {
-    /// So far; `None` where there is no `/proc`.
-    fn of(pid: &str) -> Option<Cpu> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The fields after the command name, which may itself contain spaces and ')'.
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-        // utime and stime are fields 14 and 15; `fields` starts at field 3. USER_HZ is
-        // 100 on every Linux ABI; asking for it would need libc for one constant.
-        let ticks = |i: usize| {
-            Some(Duration::from_millis(
-                fields.get(i)?.parse::<u64>().ok()? * 10,
-            ))
-        };
-        Some(Cpu {
-            user: ticks(11)?,
-            system: ticks(12)?,
-        })
-    }
-
-    fn since(&self, earlier: &Cpu) -> Cpu {
-        Cpu {
-            user: self.user.saturating_sub(earlier.user),
-            system: self.system.saturating_sub(earlier.system),
-        }
-    }
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
-
-/// A plain-text message of exactly `size` bytes with CRLF line ends. Some lines start
-/// with a dot, so that dot-stuffing is exercised both ways.
-fn message(size: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(
-        b"From: <bench@example.com>\r\nTo: <rcpt@example.org>\r\n\
-          Subject: sealgate relay benchmark\r\nMessage-ID: <bench@example.com>\r\n\r\n",
-    );
-    assert!(size >= out.len() + 2, "a message needs at least its header");
-    for line in 0.. {
-        // 78 characters and CRLF, as RFC 5322 recommends; the last line takes the rest.
-        let room = size - out.len();
-        let last = room < 82;
-        let len = if last { room - 2 } else { 78 };
-        let start = out.len();
-        out.extend((0..len).map(|i| b'a' + ((line + i) % 26) as u8));
-        if line % 40 == 0 && len > 0 {
-            out[start] = b'.';
-        }
-        out.extend_from_slice(b"\r\n");
-        if last {
-            break;
-        }
-    }
-    out
-}
-
-/// The message as it goes on the wire after DATA: dot-stuffed, with the final dot.
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 1000 + 8);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
 }

@@ -2,6 +2,7 @@
 //! port the system picked, started and stopped by the test. Never a server that
 //! happens to be running. PostgreSQL refuses to run as root, so when the tests do, the
 //! server runs as the `postgres` user that Debian's package creates.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

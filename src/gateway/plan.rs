@@ -118,12 +118,12 @@ impl Planner {
 
     /// At RCPT: refuses the recipient when the envelope alone decides so; otherwise
     /// remembers it for DATA, with its key lookup under way if it needs one.
-    pub fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
+    pub async fn screen(&self, plan: &mut Plan, recipient: &str) -> Result<(), Reply> {
         let now = OffsetDateTime::now_utc();
         // A cache that cannot answer (the shared store is down) is a lookup that
         // failed: the rule's lookup_offline decides after DATA, and no verdict is
         // reached here on keys that may be there.
-        let (entries, cache_failed) = match self.entries(&plan.id, recipient) {
+        let (entries, cache_failed) = match self.entries(&plan.id, recipient).await {
             Ok(entries) => (entries, false),
             Err(_) => (Vec::new(), true),
         };
@@ -188,7 +188,11 @@ impl Planner {
                 .unwrap_or_else(|e| Err(format!("the lookup task failed: {e}")));
             // What the lookup found is in the cache now; a cache failure here counts
             // as a failed lookup, so that no rule sends in clear because of it.
-            match found.and_then(|()| self.entries(id, &r.address)) {
+            let found = match found {
+                Ok(()) => self.entries(id, &r.address).await,
+                Err(reason) => Err(reason),
+            };
+            match found {
                 Ok(entries) => r.entries = entries,
                 Err(reason) => {
                     tracing::info!(%id, recipient = %r.address, %reason, "key lookup failed");
@@ -250,11 +254,11 @@ impl Planner {
     /// The recipient's cache entries. A cache failure is never "no key", which could
     /// send in clear what a rule would have encrypted: the caller counts it as a failed
     /// lookup, and the rule's lookup_offline decides.
-    fn entries(&self, id: &str, recipient: &str) -> Result<Vec<KeyEntry>, String> {
+    async fn entries(&self, id: &str, recipient: &str) -> Result<Vec<KeyEntry>, String> {
         let Some(address) = address::normalize(recipient) else {
             return Ok(Vec::new());
         };
-        self.keys.find(&address).map_err(|e| {
+        self.keys.find_async(&address).await.map_err(|e| {
             tracing::error!(%id, %recipient, error = %e, "key cache lookup failed");
             format!("the key cache is unavailable: {e}")
         })

@@ -293,7 +293,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             // The policy may refuse on the envelope alone. Not the client's fault, so
             // not counted as an error.
             let planner = &self.shared.gateway.planner;
-            if let Err(refusal) = planner.screen(&mut transaction.plan, &address) {
+            if let Err(refusal) = planner.screen(&mut transaction.plan, &address).await {
                 self.conn.queue(&refusal);
                 return Ok(Flow::Continue);
             }

@@ -97,6 +97,15 @@ pub trait KeyStore: Send + Sync {
     fn put(&self, candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError>;
     /// The entries for one (normalised) address, expired ones included.
     fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError>;
+    /// [`KeyStore::find`] for async code: a store that waits on the network (the
+    /// shared store) lets the caller's task wait without holding its thread. A local
+    /// store answers at once.
+    fn find_async<'a>(
+        &'a self,
+        address: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<KeyEntry>, KeyStoreError>> {
+        Box::pin(std::future::ready(self.find(address)))
+    }
     /// The key material of one entry.
     fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError>;
     /// The sealed secret of an SCKM key.

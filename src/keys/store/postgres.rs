@@ -41,6 +41,26 @@ fn encode(entry: &KeyEntry) -> String {
     serde_json::to_string(entry).expect("an entry always serializes")
 }
 
+/// The entries of one address: the query of every RCPT, prepared once per connection.
+fn find(
+    address: String,
+) -> impl FnOnce(
+    deadpool_postgres::Pool,
+) -> futures::future::BoxFuture<'static, Result<Vec<KeyEntry>, PgError>> {
+    move |pool| {
+        Box::pin(async move {
+            let client = pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT meta FROM key_entries WHERE address = $1 ORDER BY fingerprint",
+                )
+                .await?;
+            let rows = client.query(&statement, &[&address]).await?;
+            entries(&rows)
+        })
+    }
+}
+
 /// Entries from rows whose first column is the entry's JSON.
 fn entries(rows: &[tokio_postgres::Row]) -> Result<Vec<KeyEntry>, PgError> {
     rows.iter().map(|row| decode(row.get(0))).collect()
@@ -179,28 +199,27 @@ impl KeyStore for PgKeyStore {
     }
 
     fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
-        let address = address.to_string();
-        Ok(self.pg.run(move |pool| async move {
-            let client = pool.get().await?;
-            let rows = client
-                .query(
-                    "SELECT meta FROM key_entries WHERE address = $1 ORDER BY fingerprint",
-                    &[&address],
-                )
-                .await?;
-            entries(&rows)
-        })?)
+        Ok(self.pg.run(find(address.to_string()))?)
+    }
+
+    fn find_async<'a>(
+        &'a self,
+        address: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<KeyEntry>, KeyStoreError>> {
+        Box::pin(async move { Ok(self.pg.run_async(find(address.to_string())).await?) })
     }
 
     fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError> {
         let (address, fingerprint) = (address.to_string(), fingerprint.to_string());
         Ok(self.pg.run(move |pool| async move {
             let client = pool.get().await?;
-            let row = client
-                .query_opt(
+            let statement = client
+                .prepare_cached(
                     "SELECT material FROM key_entries WHERE address = $1 AND fingerprint = $2",
-                    &[&address, &fingerprint],
                 )
+                .await?;
+            let row = client
+                .query_opt(&statement, &[&address, &fingerprint])
                 .await?;
             Ok(row.map(|row| row.get(0)))
         })?)
@@ -210,12 +229,10 @@ impl KeyStore for PgKeyStore {
         let fingerprint = fingerprint.to_string();
         Ok(self.pg.run(move |pool| async move {
             let client = pool.get().await?;
-            let row = client
-                .query_opt(
-                    "SELECT sealed FROM key_secrets WHERE fingerprint = $1",
-                    &[&fingerprint],
-                )
+            let statement = client
+                .prepare_cached("SELECT sealed FROM key_secrets WHERE fingerprint = $1")
                 .await?;
+            let row = client.query_opt(&statement, &[&fingerprint]).await?;
             Ok(row.map(|row| row.get(0)))
         })?)
     }

@@ -480,3 +480,60 @@ async fn a_sled_gateway_migrates_into_the_cluster_with_its_keys_and_spool() {
     assert_eq!(later, 1);
     drop(serve);
 }
+
+#[test]
+fn the_members_are_one_gateway_to_their_transfer_peers() {
+    let pg = PgServer::start();
+    let kek = [4u8; 32];
+    let (a, b) = (member(&pg, &kek), member(&pg, &kek));
+    let cluster_cert = a.sealgate_expect("transfer", &["cert"], 0).stdout;
+    assert_eq!(
+        b.sealgate_expect("transfer", &["cert"], 0).stdout,
+        cluster_cert,
+        "one transport certificate for the cluster"
+    );
+
+    // A gateway of its own, on sled, sends Carol's key to the cluster.
+    let peer = Mailroom::new();
+    let carol = GpgHome::new();
+    carol.make_key("Carol <carol@example.org>", "ed25519", "cv25519", "encr");
+    let file = peer.file("carol.asc", carol.run(&["--armor", "--export"], None));
+    peer.keys_expect(&["import", path_str(&file)], 0);
+    let to_cluster = peer.file("cluster.pem", &cluster_cert);
+    peer.sealgate_expect(
+        "transfer",
+        &["trust", path_str(&to_cluster), "--name", "cluster"],
+        0,
+    );
+    let peer_cert = a.file(
+        "peer.pem",
+        peer.sealgate_expect("transfer", &["cert"], 0).stdout,
+    );
+    // Trusted on A; the bundle is imported on B.
+    a.sealgate_expect(
+        "transfer",
+        &["trust", path_str(&peer_cert), "--name", "site"],
+        0,
+    );
+    assert!(text(&b.sealgate_expect("transfer", &["peers"], 0).stdout).contains("site"));
+    let bundle = peer.keys_expect(&["export", "--to", "cluster"], 0).stdout;
+    let bundle = b.file("bundle.pem", bundle);
+    let out = b.keys_expect(&["import-bundle", path_str(&bundle)], 0);
+    assert!(
+        text(&out.stdout).contains("bundle 1 from site"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        entry(&a.list_json(), "carol@example.org")["source"],
+        "admin"
+    );
+    // The same bundle on A is a replay: the cluster remembers it.
+    let again = a.file("bundle.pem", std::fs::read(&bundle).unwrap());
+    let out = a.keys_expect(&["import-bundle", path_str(&again)], 1);
+    assert!(
+        text(&out.stderr).contains("replayed"),
+        "{}",
+        text(&out.stderr)
+    );
+}

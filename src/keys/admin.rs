@@ -465,7 +465,7 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
             // No server: the database is ours for the moment.
             let db = crate::store::open(data_dir)?;
             let org = OrgStore::open(&db).map_err(ClientError::Org)?;
-            let transfer = TransferStore::open(&db)?;
+
             let sealer = match &request {
                 Request::ImportSckm { .. } => Some(Sealer::open(data_dir)?),
                 Request::Org { request } if request.needs_secrets() => {
@@ -478,6 +478,7 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
             };
             let shared = crate::store::postgres::shared(&config.store, sealer.as_ref())
                 .map_err(super::store::KeyStoreError::from)?;
+            let transfer = TransferStore::open_configured(&db, shared.clone())?;
             let store = super::store::open_configured(config, &db, shared)?;
             let cx = Context {
                 keys: store.as_ref(),

@@ -10,8 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use support::cli::{BIN, Mailroom, Serve, Setup, entry, path_str, run_with_timeout, send, text};
 use support::keys::{GpgHome, autocrypt_header};
@@ -220,18 +219,7 @@ async fn a_killed_members_spooled_copies_are_delivered_once_by_the_others() {
     // The next hop takes one recipient now and, slowly, refuses the other for the
     // moment: the retrier's passes take long enough to be caught holding claims.
     let sink = Sink::start().await;
-    let refusing = Arc::new(AtomicBool::new(true));
-    let flag = refusing.clone();
-    sink.set(move |b| {
-        b.rcpt_reply = Arc::new(move |rcpt: &str| {
-            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(100));
-                "451 4.2.0 mailbox busy".into()
-            } else {
-                "250 2.1.5 OK".into()
-            }
-        })
-    });
+    let refusing = sink.refuse_for_now("later@example.org", Duration::from_millis(100));
     let kek = [9u8; 32];
     let a = relaying_member(&pg, &sink, &kek);
     let mut a_serve = Serve::start(&a);
@@ -311,17 +299,7 @@ async fn postgres_stopped_and_started_under_load_loses_and_duplicates_nothing() 
     let sink = Sink::start().await;
     // later@ is refused for now: each message leaves a copy to hold while the database
     // comes and goes.
-    let refusing = Arc::new(AtomicBool::new(true));
-    let flag = refusing.clone();
-    sink.set(move |b| {
-        b.rcpt_reply = Arc::new(move |rcpt: &str| {
-            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
-                "451 4.2.0 mailbox busy".into()
-            } else {
-                "250 2.1.5 OK".into()
-            }
-        })
-    });
+    let refusing = sink.refuse_for_now("later@example.org", Duration::from_millis(0));
     let a = relaying_member(&pg, &sink, &[3u8; 32]);
     let a_serve = Serve::start(&a);
     let addr = a_serve.addr("outbound");
@@ -405,17 +383,7 @@ async fn postgres_stopped_and_started_under_load_loses_and_duplicates_nothing() 
 async fn a_sled_gateway_migrates_into_the_cluster_with_its_keys_and_spool() {
     let pg = PgServer::start();
     let sink = Sink::start().await;
-    let refusing = Arc::new(AtomicBool::new(true));
-    let flag = refusing.clone();
-    sink.set(move |b| {
-        b.rcpt_reply = Arc::new(move |rcpt: &str| {
-            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
-                "451 4.2.0 mailbox busy".into()
-            } else {
-                "250 2.1.5 OK".into()
-            }
-        })
-    });
+    let refusing = sink.refuse_for_now("later@example.org", Duration::from_millis(0));
     // A member's config without its [store] section: a gateway on sled.
     let gateway = relaying_member(&pg, &sink, &[5u8; 32]);
     let clustered = std::fs::read_to_string(&gateway.config).unwrap();

@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sealgate::config::SpoolConfig;
@@ -18,17 +17,7 @@ async fn a_spooled_copy_survives_kill_9_and_arrives_exactly_once() {
     // The next hop takes one recipient now and refuses the other for the moment, so the
     // transaction ends half delivered: the rest must go to the spool before the 250.
     let sink = Sink::start().await;
-    let refusing = Arc::new(AtomicBool::new(true));
-    let flag = refusing.clone();
-    sink.set(move |b| {
-        b.rcpt_reply = Arc::new(move |rcpt: &str| {
-            if rcpt == "later@example.org" && flag.load(Ordering::SeqCst) {
-                "451 4.2.0 mailbox busy".into()
-            } else {
-                "250 2.1.5 OK".into()
-            }
-        })
-    });
+    let refusing = sink.refuse_for_now("later@example.org", Duration::ZERO);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

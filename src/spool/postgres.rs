@@ -52,6 +52,23 @@ fn body(message: &Message) -> Vec<u8> {
     out
 }
 
+/// A new entry: its JSON, when it is due, and the message.
+type Row = (String, i64, Vec<u8>);
+
+async fn insert(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    row: &Row,
+) -> Result<(), PgError> {
+    let (meta, next, message) = row;
+    transaction
+        .execute(
+            "INSERT INTO spool (meta, next_attempt_ms, message) VALUES ($1, $2, $3)",
+            &[meta, next, message],
+        )
+        .await?;
+    Ok(())
+}
+
 impl PgSpool {
     pub fn new(pg: Arc<Postgres>, member: String, member_timeout: Duration) -> PgSpool {
         PgSpool {
@@ -74,7 +91,7 @@ impl PgSpool {
 
     /// Stores entries in one transaction; its commit is the durable copy.
     pub async fn hold(&self, entries: Vec<(Entry, Message)>) -> Result<(), SpoolError> {
-        let rows: Vec<(String, i64, Vec<u8>)> = entries
+        let rows: Vec<Row> = entries
             .iter()
             .map(|(entry, message)| (meta(entry), entry.next_attempt_ms as i64, body(message)))
             .collect();
@@ -82,13 +99,8 @@ impl PgSpool {
             .run_async(move |pool| async move {
                 let mut client = pool.get().await?;
                 let transaction = client.transaction().await?;
-                for (meta, next, message) in &rows {
-                    transaction
-                        .execute(
-                            "INSERT INTO spool (meta, next_attempt_ms, message) VALUES ($1, $2, $3)",
-                            &[meta, next, message],
-                        )
-                        .await?;
+                for row in &rows {
+                    insert(&transaction, row).await?;
                 }
                 transaction.commit().await?;
                 Ok(())
@@ -212,27 +224,20 @@ impl PgSpool {
                             )
                             .await?
                     }
-                    Some((meta, next)) => {
-                        transaction
-                            .execute(
-                                "UPDATE spool SET meta = $3, next_attempt_ms = $4, lease_owner = NULL
+                    Some((meta, next)) => transaction
+                        .execute(
+                            "UPDATE spool SET meta = $3, next_attempt_ms = $4, lease_owner = NULL
                                  WHERE id = $1 AND lease_owner = $2",
-                                &[&id, &member, meta, next],
-                            )
-                            .await?
-                    }
+                            &[&id, &member, meta, next],
+                        )
+                        .await?,
                 };
                 if changed == 0 {
                     // Another member took the copy over: this one was thought dead.
                     return Ok(false);
                 }
-                if let Some((meta, next, message)) = &dsn {
-                    transaction
-                        .execute(
-                            "INSERT INTO spool (meta, next_attempt_ms, message) VALUES ($1, $2, $3)",
-                            &[meta, next, message],
-                        )
-                        .await?;
+                if let Some(row) = &dsn {
+                    insert(&transaction, row).await?;
                 }
                 transaction.commit().await?;
                 Ok(true)

@@ -138,22 +138,18 @@ impl PgServer {
 
     /// Creates database `name`; returns its URL.
     pub fn create_database(&self, name: &str) -> String {
-        run(Command::new(program("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "sealgate",
-                "-p",
-                &self.port.to_string(),
-            ])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
-            .arg(format!("CREATE DATABASE {name}")));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
         self.url(name)
     }
 
     /// Runs `sql` in the tests' database; returns psql's unaligned output.
     pub fn sql(&self, sql: &str) -> String {
+        self.psql("sealgate", sql)
+    }
+
+    /// Runs `sql` in `database` with psql; returns its unaligned output, trimmed.
+    fn psql(&self, database: &str, sql: &str) -> String {
+        let port = self.port.to_string();
         let out = run(Command::new(program("psql"))
             .args([
                 "-h",
@@ -161,9 +157,11 @@ impl PgServer {
                 "-U",
                 "sealgate",
                 "-p",
-                &self.port.to_string(),
+                &port,
+                "-d",
+                database,
             ])
-            .args(["-d", "sealgate", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]));
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql]));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,6 +97,24 @@ impl Sink {
 
     pub fn set(&self, change: impl FnOnce(&mut Behaviour)) {
         change(&mut self.behaviour.lock().unwrap());
+    }
+
+    /// Refuses `rcpt` for the moment (`451 4.2.0`, after `delay`) while the flag it
+    /// returns is true; accepts every other recipient. Clear the flag to let it through.
+    pub fn refuse_for_now(&self, rcpt: &'static str, delay: Duration) -> Arc<AtomicBool> {
+        let refusing = Arc::new(AtomicBool::new(true));
+        let flag = refusing.clone();
+        self.set(move |b| {
+            b.rcpt_reply = Arc::new(move |to: &str| {
+                if to == rcpt && flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(delay);
+                    "451 4.2.0 mailbox busy".into()
+                } else {
+                    "250 2.1.5 OK".into()
+                }
+            })
+        });
+        refusing
     }
 
     pub fn received(&self) -> Vec<Received> {

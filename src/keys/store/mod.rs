@@ -125,6 +125,17 @@ pub trait KeyStore: Send + Sync {
     fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError>;
 }
 
+/// One line per purged entry, whichever store purged it.
+fn log_purged(entry: &KeyEntry) {
+    tracing::info!(
+        address = %entry.address,
+        fingerprint = %entry.fingerprint,
+        source = entry.source.as_str(),
+        expired = %entry.expires.map(|e| e.to_string()).unwrap_or_default(),
+        "key cache: purged expired entry"
+    );
+}
+
 /// The key cache `[store]` names: the shared store when there is one (see
 /// [`crate::store::postgres::shared`]), else the `keys` tree of `db`.
 pub fn open_configured(
@@ -335,13 +346,7 @@ impl KeyStore for SledKeyStore {
         for entry in &expired {
             self.tree
                 .remove(Self::key(&entry.address, &entry.fingerprint))?;
-            tracing::info!(
-                address = %entry.address,
-                fingerprint = %entry.fingerprint,
-                source = entry.source.as_str(),
-                expired = %entry.expires.map(|e| e.to_string()).unwrap_or_default(),
-                "key cache: purged expired entry"
-            );
+            log_purged(entry);
         }
         if !expired.is_empty() {
             self.tree.flush()?;

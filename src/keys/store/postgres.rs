@@ -332,15 +332,7 @@ impl KeyStore for PgKeyStore {
                 .await?;
             entries(&rows)
         })?;
-        for entry in &expired {
-            tracing::info!(
-                address = %entry.address,
-                fingerprint = %entry.fingerprint,
-                source = entry.source.as_str(),
-                expired = %entry.expires.map(|e| e.to_string()).unwrap_or_default(),
-                "key cache: purged expired entry"
-            );
-        }
+        expired.iter().for_each(super::log_purged);
         Ok(expired)
     }
 }

@@ -399,6 +399,9 @@ async fn a_sled_gateway_migrates_into_the_cluster_with_its_keys_and_spool() {
     let file = gateway.file("user.asc", user.sckm_export(&sub));
     gateway.keys_expect(&["import-sckm", path_str(&file)], 0);
     let before = gateway.list_json();
+    gateway.sealgate_expect("org", &["init"], 0);
+    let org_key = gateway.sealgate_expect("org", &["export"], 0).stdout;
+    let transport = gateway.sealgate_expect("transfer", &["cert"], 0).stdout;
 
     let mut serve = Serve::start(&gateway);
     let mut client = Client::connect(serve.addr("outbound")).await;
@@ -426,10 +429,23 @@ async fn a_sled_gateway_migrates_into_the_cluster_with_its_keys_and_spool() {
             && said.contains("moved 1 spooled copies"),
         "{said}"
     );
+    assert!(
+        said.contains("copied the organization's keys")
+            && said.contains("copied the transport certificate"),
+        "{said}"
+    );
     assert_eq!(
         gateway.list_json(),
         before,
         "every entry and time as it was"
+    );
+    assert_eq!(
+        gateway.sealgate_expect("org", &["export"], 0).stdout,
+        org_key
+    );
+    assert_eq!(
+        gateway.sealgate_expect("transfer", &["cert"], 0).stdout,
+        transport
     );
     assert_eq!(pg.sql("SELECT count(*) FROM spool"), "1");
 
@@ -504,4 +520,44 @@ fn the_members_are_one_gateway_to_their_transfer_peers() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn the_members_share_one_organization_key_and_certificate() {
+    let pg = PgServer::start();
+    let kek = [6u8; 32];
+    let (a, b) = (member(&pg, &kek), member(&pg, &kek));
+    a.sealgate_expect("org", &["init"], 0);
+    a.sealgate_expect(
+        "org",
+        &[
+            "cert",
+            "init",
+            "--subject",
+            "CN=Example Org CA,O=Example Org",
+        ],
+        0,
+    );
+    let on_a = a.sealgate_expect("org", &["export"], 0).stdout;
+    assert!(
+        text(&on_a).contains("BEGIN PGP PUBLIC KEY BLOCK"),
+        "{}",
+        text(&on_a)
+    );
+    assert_eq!(b.sealgate_expect("org", &["export"], 0).stdout, on_a);
+    // B issues a CRL with the CA made on A (its key opens with the shared KEK), and the
+    // numbers go on across members.
+    let first = b.sealgate_expect("org", &["cert", "crl"], 0).stdout;
+    let second = a.sealgate_expect("org", &["cert", "crl"], 0).stdout;
+    let number = |crl: &[u8]| {
+        let crl = a.file("crl.pem", crl);
+        text(&support::keys::openssl(&[
+            "crl",
+            "-noout",
+            "-crlnumber",
+            "-in",
+            path_str(&crl),
+        ]))
+    };
+    assert_ne!(number(&first), number(&second), "{}", number(&first));
 }

@@ -464,7 +464,6 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
         Err(_) => {
             // No server: the database is ours for the moment.
             let db = crate::store::open(data_dir)?;
-            let org = OrgStore::open(&db).map_err(ClientError::Org)?;
 
             let sealer = match &request {
                 Request::ImportSckm { .. } => Some(Sealer::open(data_dir)?),
@@ -478,6 +477,7 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
             };
             let shared = crate::store::postgres::shared(&config.store, sealer.as_ref())
                 .map_err(super::store::KeyStoreError::from)?;
+            let org = OrgStore::open_configured(&db, shared.clone()).map_err(ClientError::Org)?;
             let transfer = TransferStore::open_configured(&db, shared.clone())?;
             let store = super::store::open_configured(config, &db, shared)?;
             let cx = Context {

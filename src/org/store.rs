@@ -12,12 +12,15 @@ use time::OffsetDateTime;
 
 use crate::keys::secrets::{Sealer, SecretError};
 use crate::store::base64_bytes;
+use crate::store::records::Records;
 
 /// Why the org store failed. The gateway's own problem (disk, database, KEK).
 #[derive(Debug, thiserror::Error)]
 pub enum OrgStoreError {
     #[error("org store database: {0}")]
     Db(#[from] sled::Error),
+    #[error("org store: {0}")]
+    Records(#[from] crate::store::records::RecordsError),
     #[error("org store entry {0:?} does not decode")]
     Corrupt(String),
     #[error(transparent)]
@@ -59,10 +62,10 @@ pub struct IssuedCert {
     pub revoked: Option<OffsetDateTime>,
 }
 
-/// The `org` tree.
+/// The `org` tree: in sled on one gateway, in the shared store in a cluster.
 #[derive(Clone)]
 pub struct OrgStore {
-    tree: sled::Tree,
+    tree: Records,
 }
 
 /// What a sealed secret is bound to (the GCM associated data): a sealed org secret
@@ -73,8 +76,16 @@ fn binding(what: &str, fingerprint: &str) -> String {
 
 impl OrgStore {
     pub fn open(db: &sled::Db) -> Result<OrgStore, OrgStoreError> {
+        OrgStore::open_configured(db, None)
+    }
+
+    /// The shared store's, when there is one, else the `org` tree of `db`.
+    pub fn open_configured(
+        db: &sled::Db,
+        shared: Option<std::sync::Arc<crate::store::postgres::Postgres>>,
+    ) -> Result<OrgStore, OrgStoreError> {
         Ok(OrgStore {
-            tree: db.open_tree("org")?,
+            tree: Records::open(db, shared, "org")?,
         })
     }
 
@@ -98,8 +109,7 @@ impl OrgStore {
 
     fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, OrgStoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(prefix) {
-            let (key, value) = item?;
+        for (key, value) in self.tree.scan_prefix(prefix)? {
             out.push(
                 serde_json::from_slice(&value).map_err(|_| {
                     OrgStoreError::Corrupt(String::from_utf8_lossy(&key).into_owned())
@@ -126,8 +136,8 @@ impl OrgStore {
         secret: &[u8],
     ) -> Result<(), OrgStoreError> {
         let sealed = sealer.seal(&binding("key", fingerprint), secret);
-        for item in self.tree.scan_prefix(b"certified\0") {
-            self.tree.remove(item?.0)?;
+        for (key, _) in self.tree.scan_prefix(b"certified\0")? {
+            self.tree.remove(key)?;
         }
         self.tree.insert("key", public)?;
         self.tree.insert("key-secret", sealed)?;
@@ -187,16 +197,7 @@ impl OrgStore {
 
     /// The next CRL number (each CRL gets a larger one).
     pub fn next_crl_number(&self) -> Result<u64, OrgStoreError> {
-        let next = self
-            .tree
-            .update_and_fetch("crl-number", |old| {
-                let n = old
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map_or(0, u64::from_be_bytes);
-                Some((n + 1).to_be_bytes().to_vec())
-            })?
-            .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
-            .map_or(1, u64::from_be_bytes);
+        let next = self.tree.increment("crl-number")?;
         Ok(next)
     }
 
@@ -253,7 +254,7 @@ impl OrgStore {
 
     pub fn set_next_renewal(&self, at: OffsetDateTime) -> Result<(), OrgStoreError> {
         self.tree
-            .insert("renew-next", &at.unix_timestamp().to_be_bytes())?;
+            .insert("renew-next", at.unix_timestamp().to_be_bytes())?;
         Ok(())
     }
 
@@ -268,7 +269,7 @@ impl OrgStore {
     pub fn touch(&self, address: &str, now: OffsetDateTime) -> Result<(), OrgStoreError> {
         self.tree.insert(
             format!("active\0{address}"),
-            &now.unix_timestamp().to_be_bytes(),
+            now.unix_timestamp().to_be_bytes(),
         )?;
         Ok(())
     }

@@ -166,7 +166,7 @@ impl Server {
             ),
             _ => Spool::open(&db, config.spool.clone())?,
         };
-        let org = OrgStore::open(&db)?;
+        let org = OrgStore::open_configured(&db, shared.clone())?;
         let transfer = TransferStore::open_configured(&db, shared.clone())?;
         let admin = admin::bind(&config.data_dir).map_err(|source| StartError::Admin {
             path: config.data_dir.join(admin::SOCKET),

@@ -2,7 +2,8 @@
 //! a cluster. Its key cache and sealed secrets are copied into the shared store exactly
 //! as they are, every time kept (a mailflow key still expires 180 days after it was
 //! harvested here); an entry the shared store already has is left as the shared store
-//! has it. Its spooled copies are **moved**: each leaves the sled spool once the shared
+//! has it. Its organization state and its transport identity with its peers are copied
+//! too, unless the cluster has its own already (a cluster speaks with one voice). Its spooled copies are **moved**: each leaves the sled spool once the shared
 //! store has committed it, so that no copy is delivered by both.
 //!
 //! The gateway must be stopped (the sled database is locked while it serves), and its
@@ -14,6 +15,8 @@ use crate::keys::store::SledKeyStore;
 use crate::keys::store::postgres::PgKeyStore;
 use crate::spool::postgres::PgSpool;
 use crate::spool::sled::SledSpool;
+use crate::store::records::Records;
+use crate::transfer::TransferStore;
 
 /// What was copied.
 #[derive(Debug, Default)]
@@ -23,6 +26,12 @@ pub struct Report {
     pub kept: usize,
     pub secrets: usize,
     pub spooled: usize,
+    /// Records of the organization's keys copied (none when the cluster has its own).
+    pub org_records: usize,
+    /// The organization state here was left out: the cluster has an org key already.
+    pub org_kept: bool,
+    /// The transport identity and peers were copied.
+    pub transfer: bool,
 }
 
 /// Copies the sled database under `config.data_dir` into the shared store `[store]`
@@ -63,6 +72,26 @@ pub fn sled_to_postgres(config: &Config) -> Result<Report, String> {
             report.kept += 1;
         }
     }
+
+    let local_org = Records::open(&db, None, "org").map_err(|e| e.to_string())?;
+    let shared_org = Records::open(&db, Some(pg.clone()), "org").map_err(|e| e.to_string())?;
+    let org = local_org.scan_prefix(b"").map_err(|e| e.to_string())?;
+    let cluster_has_org = shared_org.get("key").map_err(|e| e.to_string())?.is_some()
+        || shared_org.get("ca").map_err(|e| e.to_string())?.is_some();
+    if cluster_has_org {
+        report.org_kept = !org.is_empty();
+    } else {
+        for (key, value) in org {
+            shared_org.insert(key, value).map_err(|e| e.to_string())?;
+            report.org_records += 1;
+        }
+    }
+    let transfer = TransferStore::open(&db).map_err(|e| e.to_string())?;
+    let shared_transfer =
+        TransferStore::open_configured(&db, Some(pg.clone())).map_err(|e| e.to_string())?;
+    report.transfer = transfer
+        .copy_into(&shared_transfer)
+        .map_err(|e| e.to_string())?;
 
     let local = SledSpool::open(&db).map_err(|e| e.to_string())?;
     // Held by nobody: the first member's retrier to come claims them.

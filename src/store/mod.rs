@@ -10,6 +10,7 @@
 
 pub mod migrate;
 pub mod postgres;
+pub mod records;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

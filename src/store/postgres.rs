@@ -62,6 +62,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE transfer_peers (fingerprint text PRIMARY KEY, record text NOT NULL);
      CREATE TABLE transfer_received (fingerprint text PRIMARY KEY, record text NOT NULL);
      CREATE TABLE transfer_sequence (id integer PRIMARY KEY CHECK (id = 1), value bigint NOT NULL);",
+    // 4: small trees of records the members share: the organization's keys and what
+    // they vouched for.
+    "CREATE TABLE records (
+         tree text NOT NULL, key bytea NOT NULL, value bytea NOT NULL,
+         PRIMARY KEY (tree, key));",
 ];
 
 /// What the KEK canary seals: nothing secret. Opening it proves that a member's KEK is

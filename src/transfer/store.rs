@@ -346,6 +346,56 @@ impl TransferStore {
     }
 }
 
+impl TransferStore {
+    /// Copies this gateway's transfer records (sled) into `shared`, for `store migrate`,
+    /// unless the shared store has a transport identity already: then the cluster's
+    /// stays, and nothing is copied. Says whether it copied.
+    pub fn copy_into(&self, shared: &TransferStore) -> Result<bool, TransferError> {
+        let (Backend::Sled(tree), Backend::Postgres(pg)) = (&self.backend, &shared.backend) else {
+            return Err(TransferError::Internal(
+                "transfer records are copied from sled into the shared store".into(),
+            ));
+        };
+        if shared.stored_identity()?.is_some() {
+            return Ok(false);
+        }
+        let Some(identity) = self.stored_identity()? else {
+            return Ok(false);
+        };
+        for (kind, prefix) in [(Record::Peer, "peer\0"), (Record::Received, "received\0")] {
+            for item in tree.scan_prefix(prefix) {
+                let (key, value) = item.map_err(db_error)?;
+                let fingerprint = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                shared.put(kind, &fingerprint, value.to_vec())?;
+            }
+        }
+        let sequence = tree
+            .get("sequence")
+            .map_err(db_error)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes) as i64;
+        pg.run(move |pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO transfer_sequence (id, value) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET value = GREATEST(transfer_sequence.value, $1)",
+                    &[&sequence],
+                )
+                .await?;
+            client
+                .execute(
+                    "INSERT INTO transfer_identity (id, cert, sealed) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&identity.cert, &identity.sealed],
+                )
+                .await?;
+            Ok(())
+        })?;
+        Ok(true)
+    }
+}
+
 fn db_error(e: sled::Error) -> TransferError {
     TransferError::Internal(format!("transfer store database: {e}"))
 }

@@ -45,6 +45,20 @@ pub fn store(config: &Config, command: StoreCommand) -> ExitCode {
                 "copied {} key cache entries ({} with SCKM secrets); kept {} the shared store had; moved {} spooled copies",
                 report.entries, report.secrets, report.kept, report.spooled
             );
+            if report.org_records > 0 {
+                println!(
+                    "copied the organization's keys ({} records)",
+                    report.org_records
+                );
+            }
+            if report.org_kept {
+                println!(
+                    "warning: the cluster has an organization key already; this gateway's was not copied"
+                );
+            }
+            if report.transfer {
+                println!("copied the transport certificate and the trusted peers");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -24,11 +24,76 @@ pub struct PgKeyStore {
     pg: Arc<Postgres>,
     /// `[keys] lookup_ttl`.
     lookup_ttl: Duration,
+    /// The material that the last lookups of an address read with its entries.
+    read_with: Arc<ReadWith>,
+}
+
+/// Key material read together with the entries of an address, kept for a moment.
+///
+/// A message's transaction looks its recipients up at RCPT and asks for the material of
+/// the key it encrypts to a few milliseconds later: that second round trip to the
+/// database is saved by keeping what the first read, in the state it had then (the
+/// entry and its material from one row). Kept [`READ_WITH_FOR`] at most, and dropped
+/// when this member changes the address. A change another member makes to a key's
+/// material in that moment (a refreshed key, same fingerprint) is seen at the next
+/// lookup; whether a key may be used at all is always decided on fresh entries.
+#[derive(Default)]
+struct ReadWith {
+    material: std::sync::Mutex<std::collections::HashMap<(String, String), Kept>>,
+}
+
+/// Material kept, and since when.
+type Kept = (std::time::Instant, Arc<Vec<u8>>);
+
+/// How long material read with the entries is kept.
+const READ_WITH_FOR: Duration = Duration::from_secs(30);
+/// The most kept; past it, the memory starts over.
+const READ_WITH_MAX: usize = 10_000;
+
+impl ReadWith {
+    fn keep(&self, address: &str, rows: &[(KeyEntry, Vec<u8>)]) {
+        let mut kept = self.material.lock().expect("material lock");
+        if kept.len() >= READ_WITH_MAX {
+            kept.clear();
+        }
+        let now = std::time::Instant::now();
+        for (entry, material) in rows {
+            kept.insert(
+                (address.to_string(), entry.fingerprint.clone()),
+                (now, Arc::new(material.clone())),
+            );
+        }
+    }
+
+    fn get(&self, address: &str, fingerprint: &str) -> Option<Arc<Vec<u8>>> {
+        let kept = self.material.lock().expect("material lock");
+        kept.get(&(address.to_string(), fingerprint.to_string()))
+            .filter(|(at, _)| at.elapsed() < READ_WITH_FOR)
+            .map(|(_, material)| material.clone())
+    }
+
+    fn forget(&self, address: Option<&str>) {
+        let mut kept = self.material.lock().expect("material lock");
+        match address {
+            Some(address) => kept.retain(|(a, _), _| a != address),
+            None => kept.clear(),
+        }
+    }
 }
 
 impl PgKeyStore {
     pub fn new(pg: Arc<Postgres>, lookup_ttl: Duration) -> PgKeyStore {
-        PgKeyStore { pg, lookup_ttl }
+        PgKeyStore {
+            pg,
+            lookup_ttl,
+            read_with: Arc::default(),
+        }
+    }
+
+    /// The entries of `address`, keeping the material read with them.
+    fn kept(&self, address: &str, rows: Vec<(KeyEntry, Vec<u8>)>) -> Vec<KeyEntry> {
+        self.read_with.keep(address, &rows);
+        rows.into_iter().map(|(entry, _)| entry).collect()
     }
 }
 
@@ -41,22 +106,26 @@ fn encode(entry: &KeyEntry) -> String {
     serde_json::to_string(entry).expect("an entry always serializes")
 }
 
-/// The entries of one address: the query of every RCPT, prepared once per connection.
+/// The entries of one address with their material: the query of every RCPT, prepared
+/// once per connection.
+#[allow(clippy::type_complexity)]
 fn find(
     address: String,
 ) -> impl FnOnce(
     deadpool_postgres::Pool,
-) -> futures::future::BoxFuture<'static, Result<Vec<KeyEntry>, PgError>> {
+) -> futures::future::BoxFuture<'static, Result<Vec<(KeyEntry, Vec<u8>)>, PgError>> {
     move |pool| {
         Box::pin(async move {
             let client = pool.get().await?;
             let statement = client
                 .prepare_cached(
-                    "SELECT meta FROM key_entries WHERE address = $1 ORDER BY fingerprint",
+                    "SELECT meta, material FROM key_entries WHERE address = $1 ORDER BY fingerprint",
                 )
                 .await?;
             let rows = client.query(&statement, &[&address]).await?;
-            entries(&rows)
+            rows.iter()
+                .map(|row| Ok((decode(row.get(0))?, row.get(1))))
+                .collect()
         })
     }
 }
@@ -141,6 +210,7 @@ impl PgKeyStore {
 
 impl KeyStore for PgKeyStore {
     fn put(&self, mut candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
+        self.read_with.forget(Some(&candidate.address));
         let lookup_ttl = self.lookup_ttl;
         let secret = candidate.sealed_secret.take();
         Ok(self.pg.run(move |pool| async move {
@@ -199,17 +269,24 @@ impl KeyStore for PgKeyStore {
     }
 
     fn find(&self, address: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
-        Ok(self.pg.run(find(address.to_string()))?)
+        let rows = self.pg.run(find(address.to_string()))?;
+        Ok(self.kept(address, rows))
     }
 
     fn find_async<'a>(
         &'a self,
         address: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<Vec<KeyEntry>, KeyStoreError>> {
-        Box::pin(async move { Ok(self.pg.run_async(find(address.to_string())).await?) })
+        Box::pin(async move {
+            let rows = self.pg.run_async(find(address.to_string())).await?;
+            Ok(self.kept(address, rows))
+        })
     }
 
     fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        if let Some(material) = self.read_with.get(address, fingerprint) {
+            return Ok(Some(material.as_ref().clone()));
+        }
         let (address, fingerprint) = (address.to_string(), fingerprint.to_string());
         Ok(self.pg.run(move |pool| async move {
             let client = pool.get().await?;
@@ -255,6 +332,7 @@ impl KeyStore for PgKeyStore {
         fingerprint: &str,
         material: Option<&[u8]>,
     ) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        self.read_with.forget(None);
         let fingerprint = fingerprint.to_string();
         let material = material.map(<[u8]>::to_vec);
         Ok(self.pg.run(move |pool| async move {
@@ -280,6 +358,7 @@ impl KeyStore for PgKeyStore {
     }
 
     fn delete(&self, address_or_fingerprint: &str) -> Result<Vec<KeyEntry>, KeyStoreError> {
+        self.read_with.forget(None);
         let selector = Selector::parse(address_or_fingerprint);
         Ok(self.pg.run(move |pool| async move {
             let mut client = pool.get().await?;

@@ -40,6 +40,8 @@ pub struct Member {
 pub struct Membership {
     pg: Arc<Postgres>,
     id: String,
+    /// `[store] member_timeout`.
+    timeout: Duration,
 }
 
 impl Membership {
@@ -48,6 +50,7 @@ impl Membership {
         pg: Arc<Postgres>,
         hostname: &str,
         policy_hash: &str,
+        timeout: Duration,
     ) -> Result<Membership, PgError> {
         let id = {
             use rand::RngCore;
@@ -77,12 +80,36 @@ impl Membership {
             Ok(())
         })?;
         tracing::info!(member = %id, "cluster: joined the shared store");
-        Ok(Membership { pg, id })
+        Ok(Membership { pg, id, timeout })
     }
 
     /// This member's id: the owner of the spooled copies it claims.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether this member does the cluster's chores now (purging expired cache
+    /// entries, renewing the organization's certifications): the live member that
+    /// started first. When it dies, the next one takes over; while the database cannot
+    /// say, nobody does.
+    pub async fn leads(&self) -> bool {
+        let (id, timeout_ms) = (self.id.clone(), self.timeout.as_millis() as i64);
+        let eldest = self
+            .pg
+            .run_async(move |pool| async move {
+                let client = pool.get().await?;
+                Ok(client
+                    .query_opt(
+                        "SELECT id FROM members
+                         WHERE heartbeat > now() - ($1::bigint * interval '1 millisecond')
+                         ORDER BY started, id LIMIT 1",
+                        &[&timeout_ms],
+                    )
+                    .await?
+                    .map(|row| row.get::<_, String>(0)))
+            })
+            .await;
+        matches!(eldest, Ok(Some(eldest)) if eldest == id)
     }
 
     /// Writes a heartbeat (and the policy hash, which changes on reload).

@@ -561,3 +561,32 @@ fn the_members_share_one_organization_key_and_certificate() {
     };
     assert_ne!(number(&first), number(&second), "{}", number(&first));
 }
+
+#[tokio::test]
+async fn one_member_leads_the_chores_and_the_next_takes_over_when_it_dies() {
+    use sealgate::cluster::Membership;
+    let pg = PgServer::start();
+    let config = sealgate::config::Config::parse(
+        &format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nmember_timeout = \"3s\"\n",
+            pg.default_url()
+        ),
+        std::path::Path::new("sealgate.toml"),
+    )
+    .unwrap();
+    let shared = sealgate::store::postgres::Postgres::connect(&config.store).unwrap();
+    let timeout = config.store.member_timeout.0;
+    let first = Membership::join(shared.clone(), "first", "none", timeout).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = Membership::join(shared.clone(), "second", "none", timeout).unwrap();
+    assert!(first.leads().await, "the member that started first leads");
+    assert!(!second.leads().await);
+    // The first stops writing heartbeats; the second goes on, and leads once the first
+    // counts as dead.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        second.beat(None).await.unwrap();
+    }
+    assert!(second.leads().await);
+    assert!(!first.leads().await);
+}

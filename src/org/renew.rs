@@ -175,16 +175,27 @@ pub fn unverified(
     Ok(count)
 }
 
-/// Runs the job at start and then every `[org] renew_every`, until `shutdown`.
+/// Runs the job at start and then every `[org] renew_every`, until `shutdown`; in a
+/// cluster, only on the member that leads (see [`crate::cluster::Membership::leads`]).
 pub async fn periodically(
     store: OrgStore,
     keys: std::sync::Arc<dyn crate::keys::KeyStore>,
     sealer: std::sync::Arc<Sealer>,
     config: std::sync::Arc<Config>,
+    membership: Option<crate::cluster::Membership>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let every = config.org.renew_every.0;
     loop {
+        // In a cluster, the member that leads renews for all.
+        if let Some(member) = &membership
+            && !member.leads().await
+        {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => continue,
+            }
+        }
         let (s, k, z, c) = (store.clone(), keys.clone(), sealer.clone(), config.clone());
         let ran = tokio::task::spawn_blocking(move || {
             let now = OffsetDateTime::now_utc();

@@ -150,6 +150,7 @@ impl Server {
                 pg.clone(),
                 &config.hostname,
                 &crate::cluster::policy_hash(&config.policy_dir),
+                config.store.member_timeout.0,
             )?),
         };
         let spool = match (&shared, &membership) {
@@ -315,8 +316,12 @@ impl Server {
             config.hostname.clone(),
             shared.shutdown.clone(),
         ));
-        tracker.spawn(purge_periodically(keys.clone(), shared.shutdown.clone()));
-        if let Some(member) = membership {
+        tracker.spawn(purge_periodically(
+            keys.clone(),
+            membership.clone(),
+            shared.shutdown.clone(),
+        ));
+        if let Some(member) = membership.clone() {
             tracker.spawn(member.run(config.policy_dir.clone(), shared.shutdown.clone()));
         }
         tracker.spawn(reloader.watch(shared.shutdown.clone()));
@@ -325,6 +330,7 @@ impl Server {
             keys.clone(),
             sealer.clone(),
             config.clone(),
+            membership,
             shared.shutdown.clone(),
         ));
         let served = admin::Served {
@@ -454,18 +460,30 @@ async fn connection(
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Purges expired key cache entries now and then every [`PURGE_EVERY`].
-async fn purge_periodically(keys: Arc<dyn KeyStore>, shutdown: CancellationToken) {
+async fn purge_periodically(
+    keys: Arc<dyn KeyStore>,
+    membership: Option<crate::cluster::Membership>,
+    shutdown: CancellationToken,
+) {
     loop {
-        let store = keys.clone();
-        let purged =
-            tokio::task::spawn_blocking(move || store.purge(time::OffsetDateTime::now_utc())).await;
-        match purged {
-            Ok(Ok(removed)) if !removed.is_empty() => {
-                tracing::info!(removed = removed.len(), "key cache purged");
+        // In a cluster, one member purges: the one that leads.
+        let leads = match &membership {
+            None => true,
+            Some(member) => member.leads().await,
+        };
+        if leads {
+            let store = keys.clone();
+            let purged =
+                tokio::task::spawn_blocking(move || store.purge(time::OffsetDateTime::now_utc()))
+                    .await;
+            match purged {
+                Ok(Ok(removed)) if !removed.is_empty() => {
+                    tracing::info!(removed = removed.len(), "key cache purged");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "key cache purge failed"),
+                Err(e) => tracing::error!(error = %e, "key cache purge task failed"),
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "key cache purge failed"),
-            Err(e) => tracing::error!(error = %e, "key cache purge task failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -41,8 +41,12 @@
 //!   negative cache; MX hosts with the implicit and null MX; the resolvers.
 //! - [`config`]: `sealgate.toml` and the built-in defaults, validated; errors name
 //!   `path:line`. [`config::units`] parses the sizes and durations in it.
-//! - [`store`]: the sled database under `data_dir`; [`tls`]: STARTTLS certificates for
-//!   the listeners, and the opportunistic client towards MX hosts.
+//! - [`store`]: the sled database under `data_dir`, and in a cluster the shared
+//!   PostgreSQL store ([`store::postgres`]: pool, migrations, the KEK check;
+//!   [`store::records`]: small trees kept in either; [`store::migrate`]).
+//!   [`cluster`]: membership of a cluster, heartbeats, who does the chores.
+//! - [`tls`]: STARTTLS certificates for the listeners, and the opportunistic client
+//!   towards MX hosts.
 //!
 //! The binary (`src/bin/sealgate/`) parses the command line and runs a verb; it holds
 //! what only the command line needs: `policy explain`'s front end, the `keys list`

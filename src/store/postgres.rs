@@ -8,7 +8,7 @@
 //! as it waits for sled's disk; it never waits on its own runtime, so it cannot
 //! deadlock it.
 //!
-//! The schema is versioned: [`MIGRATIONS`] run at start-up, in order, in one
+//! The schema is versioned: the migrations run at start-up, in order, in one
 //! transaction, by whichever member gets the version row's lock first. The SQL is plain
 //! (no advisory locks, no stored procedures, no extensions) so that PostgreSQL-wire
 //! engines such as CockroachDB could serve later.

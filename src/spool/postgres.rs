@@ -123,7 +123,7 @@ impl PgSpool {
         rows.iter().map(|(id, meta)| decode(*id, meta)).collect()
     }
 
-    /// Claims up to [`CLAIM_BATCH`] copies due at `now_ms` that no other live member
+    /// Claims a batch (`CLAIM_BATCH`) of copies due at `now_ms` that no other live member
     /// holds. A member's retrier runs one pass at a time and lets go of every copy it
     /// claimed before the pass ends, so a copy still claimed by this member at the next
     /// pass is one whose attempt failed half way (the database went away): it is taken

@@ -301,3 +301,48 @@ fn keys_commands_reach_a_running_server_through_its_admin_socket() {
         &keys.pem_fingerprint,
     );
 }
+
+#[test]
+fn sealgate_config_is_honoured_and_an_empty_or_new_cache_says_which_it_is() {
+    let setup = setup();
+    let key = keys(&setup);
+    let bare = tempfile::tempdir().unwrap();
+    let sealgate = |args: &[&str]| {
+        Command::new(support::cli::BIN)
+            .args(args)
+            .current_dir(bare.path())
+            .env(sealgate::config::CONFIG_ENV, &setup.config)
+            .output()
+            .unwrap()
+    };
+    // No --config, and no sealgate.toml here: the file SEALGATE_CONFIG names is used.
+    let out = sealgate(&["check"]);
+    assert!(
+        text(&out.stdout).contains(path_str(&setup.config)),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = sealgate(&["keys", "import", path_str(&key.pgp)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let data_dir = setup.data_dir.display().to_string();
+    assert!(
+        text(&out.stderr).contains("making a new one") && text(&out.stderr).contains(&data_dir),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        setup.data_dir.join("db").exists(),
+        "the configured data_dir was used"
+    );
+
+    // An empty listing names the data_dir and config it looked at.
+    let out = sealgate(&["keys", "list", "nobody@example.net"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("no key in the cache matches")
+            && stdout.contains(&data_dir)
+            && stdout.contains(path_str(&setup.config)),
+        "{stdout}"
+    );
+}

@@ -27,6 +27,10 @@ pub use sections::{
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "sealgate.toml";
+/// The file read when neither `--config` nor [`DEFAULT_CONFIG_FILE`] is there.
+pub const SYSTEM_CONFIG_FILE: &str = "/etc/sealgate/sealgate.toml";
+/// The environment variable that names the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "SEALGATE_CONFIG";
 
 /// A config problem, always tied to the file (and line, where there is one) that has it.
 #[derive(Debug, thiserror::Error)]
@@ -266,10 +270,10 @@ impl Config {
     /// Reads `--config FILE` if given, else `./sealgate.toml` if it exists, else the
     /// built-in defaults.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let path = match explicit {
-            Some(path) => path.to_path_buf(),
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
-            None => return Ok(Config::defaults()),
+        let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+        let found = Config::find(explicit, from_env.as_deref().map(Path::new), |p| p.exists());
+        let Some(path) = found else {
+            return Ok(Config::defaults());
         };
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
             path: path.display().to_string(),
@@ -277,6 +281,24 @@ impl Config {
             message: format!("cannot read the config file: {e}"),
         })?;
         Config::parse(&text, &path)
+    }
+
+    /// Which config file to read: `--config FILE`; else `$SEALGATE_CONFIG` (which must
+    /// then exist: a typo there must not fall back to other settings); else
+    /// `./sealgate.toml`; else `/etc/sealgate/sealgate.toml`; else none (the built-in
+    /// defaults). `exists` says whether a file is there.
+    pub fn find(
+        explicit: Option<&Path>,
+        from_env: Option<&Path>,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Option<PathBuf> {
+        if let Some(path) = explicit.or(from_env) {
+            return Some(path.to_path_buf());
+        }
+        [DEFAULT_CONFIG_FILE, SYSTEM_CONFIG_FILE]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|path| exists(path))
     }
 
     /// Parses and validates config text that came from `path`.

@@ -180,3 +180,30 @@ fn a_postgres_store_needs_one_url_and_never_shows_it() {
     assert!(!err.to_string().contains("s3cret"), "{err}");
     assert!(err.message.contains("not a PostgreSQL URL"), "{err}");
 }
+
+#[test]
+fn the_config_file_is_found_in_the_order_an_admin_expects() {
+    let there =
+        |files: &'static [&'static str]| move |p: &Path| files.iter().any(|f| Path::new(f) == p);
+    let explicit = Path::new("/srv/gw.toml");
+    let env = Path::new("/run/gw.toml");
+    assert_eq!(
+        Config::find(Some(explicit), Some(env), there(&["sealgate.toml"])),
+        Some(explicit.to_path_buf())
+    );
+    // The environment's file is taken even when it is missing: loading it then fails,
+    // rather than falling back to other settings.
+    assert_eq!(
+        Config::find(None, Some(env), there(&["sealgate.toml"])),
+        Some(env.to_path_buf())
+    );
+    assert_eq!(
+        Config::find(None, None, there(&["sealgate.toml", SYSTEM_CONFIG_FILE])),
+        Some(PathBuf::from("sealgate.toml"))
+    );
+    assert_eq!(
+        Config::find(None, None, there(&[SYSTEM_CONFIG_FILE])),
+        Some(PathBuf::from(SYSTEM_CONFIG_FILE))
+    );
+    assert_eq!(Config::find(None, None, there(&[])), None);
+}

@@ -8,11 +8,8 @@ use sealgate::keys::{Allowed, KeyEntry, Source};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// The table, or a note that the cache (or the selection) is empty.
+/// The table (the caller says so when there is nothing to show).
 pub fn render(entries: &[KeyEntry], now: OffsetDateTime, allowed: Allowed) -> String {
-    if entries.is_empty() {
-        return "no key in the cache matches\n".into();
-    }
     let header = [
         "ADDRESS",
         "KIND",

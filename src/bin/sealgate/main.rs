@@ -24,7 +24,8 @@ use sealgate::server::reload::Reloader;
 #[derive(Parser)]
 #[command(name = "sealgate", version, about = "An SMTP encryption gateway")]
 struct Cli {
-    /// The config file; without it, ./sealgate.toml if present, else built-in defaults.
+    /// The config file; without it, $SEALGATE_CONFIG, else ./sealgate.toml, else
+    /// /etc/sealgate/sealgate.toml, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -385,6 +386,20 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
         }
     };
     let is_list = matches!(request, admin::Request::List);
+    let imports = matches!(
+        request,
+        admin::Request::Import { .. } | admin::Request::ImportSckm { .. }
+    );
+    if imports
+        && config.store.backend == sealgate::config::Backend::Sled
+        && !config.data_dir.join("db").exists()
+    {
+        // Importing in the wrong folder would quietly fill a new database nobody uses.
+        eprintln!(
+            "note: no database here yet; making a new one ({})",
+            whereabouts(config)
+        );
+    }
     let response = match admin::request(config, request) {
         Ok(response) => response,
         Err(e) => {
@@ -413,6 +428,10 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
                 "{}",
                 serde_json::to_string_pretty(&response.entries).expect("entries serialize")
             );
+        } else if response.entries.is_empty() {
+            // Which cache that was: an empty list from the wrong folder must not pass
+            // for the gateway's own.
+            println!("no key in the cache matches ({})", whereabouts(config));
         } else {
             print!(
                 "{}",
@@ -429,6 +448,18 @@ fn keys(config: &Config, command: KeysCommand) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Which data_dir and config file a verb used, for the admin who wonders.
+fn whereabouts(config: &Config) -> String {
+    format!(
+        "data_dir {}, config {}",
+        config.data_dir.display(),
+        config
+            .source
+            .as_ref()
+            .map_or("built-in defaults".to_string(), |p| p.display().to_string())
+    )
 }
 
 fn serve(config: Config) -> ExitCode {

@@ -75,16 +75,15 @@ pub fn sled_to_postgres(config: &Config) -> Result<Report, String> {
 
     let local_org = Records::open(&db, None, "org").map_err(|e| e.to_string())?;
     let shared_org = Records::open(&db, Some(pg.clone()), "org").map_err(|e| e.to_string())?;
-    let org = local_org.scan_prefix(b"").map_err(|e| e.to_string())?;
     let cluster_has_org = shared_org.get("key").map_err(|e| e.to_string())?.is_some()
         || shared_org.get("ca").map_err(|e| e.to_string())?.is_some();
     if cluster_has_org {
-        report.org_kept = !org.is_empty();
+        report.org_kept = !local_org
+            .scan_prefix(b"")
+            .map_err(|e| e.to_string())?
+            .is_empty();
     } else {
-        for (key, value) in org {
-            shared_org.insert(key, value).map_err(|e| e.to_string())?;
-            report.org_records += 1;
-        }
+        report.org_records = local_org.copy_all(&shared_org).map_err(|e| e.to_string())?;
     }
     let transfer = TransferStore::open(&db).map_err(|e| e.to_string())?;
     let shared_transfer =

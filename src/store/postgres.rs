@@ -55,15 +55,8 @@ const MIGRATIONS: &[&str] = &[
          policy_hash text NOT NULL,
          started timestamptz NOT NULL,
          heartbeat timestamptz NOT NULL);",
-    // 3: key transfer: the cluster's one transport identity, its peers, the sequence
-    // of the bundles it makes and the last bundle accepted from each signer.
-    "CREATE TABLE transfer_identity (
-         id integer PRIMARY KEY CHECK (id = 1), cert bytea NOT NULL, sealed bytea NOT NULL);
-     CREATE TABLE transfer_peers (fingerprint text PRIMARY KEY, record text NOT NULL);
-     CREATE TABLE transfer_received (fingerprint text PRIMARY KEY, record text NOT NULL);
-     CREATE TABLE transfer_sequence (id integer PRIMARY KEY CHECK (id = 1), value bigint NOT NULL);",
-    // 4: small trees of records the members share: the organization's keys and what
-    // they vouched for.
+    // 3: small trees of records the members share: the organization's keys and what
+    // they vouched for, and key transfer's identity, peers and sequence.
     "CREATE TABLE records (
          tree text NOT NULL, key bytea NOT NULL, value bytea NOT NULL,
          PRIMARY KEY (tree, key));",

@@ -1,6 +1,7 @@
 //! A small key-value tree that lives in sled on one gateway and in the shared store in a
-//! cluster: what the organization's state is kept in, so that the members share one
-//! Organization key, one certificate and one record of certifications.
+//! cluster: what the organization's state and key transfer's records are kept in, so
+//! that the members share one Organization key and certificate, one transport identity
+//! and one list of peers.
 //!
 //! In PostgreSQL it is the `records` table, keyed by (tree, key); keys are bytes, as in
 //! sled, so that prefix scans work the same (an index range, not a pattern).
@@ -100,6 +101,44 @@ impl Records {
                 })?)
             }
         }
+    }
+
+    /// Stores `value` at `key` unless a value is there; says whether it stored it. Of
+    /// two members that race to make the same record, one wins and both see it.
+    pub fn insert_new(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<bool, RecordsError> {
+        match self {
+            Records::Sled(tree) => Ok(tree
+                .compare_and_swap(key.as_ref(), None::<&[u8]>, Some(value.as_ref()))?
+                .is_ok()),
+            Records::Postgres { pg, tree } => {
+                let (tree, key, value) = (*tree, key.as_ref().to_vec(), value.as_ref().to_vec());
+                Ok(pg.run(move |pool| async move {
+                    let client = pool.get().await?;
+                    Ok(client
+                        .execute(
+                            "INSERT INTO records (tree, key, value) VALUES ($1, $2, $3)
+                             ON CONFLICT (tree, key) DO NOTHING",
+                            &[&tree, &key, &value],
+                        )
+                        .await?
+                        == 1)
+                })?)
+            }
+        }
+    }
+
+    /// Copies every record into `to` (`store migrate`); returns how many.
+    pub fn copy_all(&self, to: &Records) -> Result<usize, RecordsError> {
+        let records = self.scan_prefix(b"")?;
+        for (key, value) in &records {
+            to.insert(key, value)?;
+        }
+        to.flush()?;
+        Ok(records.len())
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), RecordsError> {

@@ -3,10 +3,10 @@
 //! bundle this gateway made, and the last bundle accepted from each signer (to refuse
 //! replays).
 //!
-//! On one gateway it is the `transfer` tree of the sled database (keys `identity`,
-//! `identity-secret`, `sequence`, `peer\0FPR`, `received\0FPR`). In a cluster it is in
-//! the shared store (`transfer_*` tables), so that the members are one gateway to their
-//! peers: one transport certificate, one list of peers, one sequence.
+//! It is the `transfer` tree of [`Records`]: in sled on one gateway, in the shared store
+//! in a cluster, so that the members are one gateway to their peers (one transport
+//! certificate, one list of peers, one sequence). Keys: `identity` (JSON: the
+//! certificate and the sealed key together), `sequence`, `peer\0FPR`, `received\0FPR`.
 
 use std::sync::Arc;
 
@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 use super::identity::Identity;
 use super::{Peer, TransferError};
 use crate::keys::secrets::Sealer;
-use crate::store::postgres::{PgError, Postgres};
+use crate::store::base64_bytes;
+use crate::store::postgres::Postgres;
+use crate::store::records::{Records, RecordsError};
 
 /// The last bundle accepted from one signer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,21 +29,19 @@ pub struct Received {
     pub at: OffsetDateTime,
 }
 
-/// Where the transfer records are.
+/// The transfer records.
 #[derive(Clone)]
 pub struct TransferStore {
-    backend: Backend,
+    records: Records,
 }
 
-#[derive(Clone)]
-enum Backend {
-    Sled(sled::Tree),
-    Postgres(Arc<Postgres>),
-}
-
-/// The transport certificate (DER) and its key, sealed, as stored.
+/// The transport certificate (DER) and its key, sealed: one record, so that a member
+/// never sees one without the other.
+#[derive(Serialize, Deserialize)]
 struct StoredIdentity {
+    #[serde(with = "base64_bytes")]
     cert: Vec<u8>,
+    #[serde(with = "base64_bytes")]
     sealed: Vec<u8>,
 }
 
@@ -50,32 +50,12 @@ fn binding(fingerprint: &str) -> String {
     format!("transfer-identity:{fingerprint}")
 }
 
-/// The records kept by signer fingerprint.
-#[derive(Clone, Copy)]
-enum Record {
-    Peer,
-    Received,
+fn peer_key(fingerprint: &str) -> String {
+    format!("peer\0{fingerprint}")
 }
 
-impl Record {
-    fn name(self) -> &'static str {
-        match self {
-            Record::Peer => "peer",
-            Record::Received => "received",
-        }
-    }
-
-    fn table(self) -> &'static str {
-        match self {
-            Record::Peer => "transfer_peers",
-            Record::Received => "transfer_received",
-        }
-    }
-
-    /// Its key in the sled tree.
-    fn key(self, fingerprint: &str) -> Vec<u8> {
-        format!("{}\0{fingerprint}", self.name()).into_bytes()
-    }
+fn received_key(fingerprint: &str) -> String {
+    format!("received\0{fingerprint}")
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, TransferError> {
@@ -90,9 +70,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl TransferStore {
     /// The `transfer` tree of `db`.
     pub fn open(db: &sled::Db) -> Result<TransferStore, TransferError> {
-        Ok(TransferStore {
-            backend: Backend::Sled(db.open_tree("transfer").map_err(db_error)?),
-        })
+        TransferStore::open_configured(db, None)
     }
 
     /// The shared store's, when there is one, else the `transfer` tree of `db`.
@@ -100,95 +78,16 @@ impl TransferStore {
         db: &sled::Db,
         shared: Option<Arc<Postgres>>,
     ) -> Result<TransferStore, TransferError> {
-        match shared {
-            None => TransferStore::open(db),
-            Some(pg) => Ok(TransferStore {
-                backend: Backend::Postgres(pg),
-            }),
-        }
+        Ok(TransferStore {
+            records: Records::open(db, shared, "transfer")?,
+        })
     }
 
-    /// One record (JSON) by signer fingerprint.
-    fn get(&self, kind: Record, fingerprint: &str) -> Result<Option<Vec<u8>>, TransferError> {
-        match &self.backend {
-            Backend::Sled(tree) => Ok(tree
-                .get(kind.key(fingerprint))
-                .map_err(db_error)?
-                .map(|v| v.to_vec())),
-            Backend::Postgres(pg) => {
-                let fingerprint = fingerprint.to_string();
-                Ok(pg.run(move |pool| async move {
-                    let client = pool.get().await?;
-                    let sql = format!("SELECT record FROM {} WHERE fingerprint = $1", kind.table());
-                    Ok(client
-                        .query_opt(&sql, &[&fingerprint])
-                        .await?
-                        .map(|row| row.get::<_, String>(0).into_bytes()))
-                })?)
-            }
-        }
-    }
-
-    fn put(&self, kind: Record, fingerprint: &str, record: Vec<u8>) -> Result<(), TransferError> {
-        match &self.backend {
-            Backend::Sled(tree) => {
-                tree.insert(kind.key(fingerprint), record)
-                    .map_err(db_error)?;
-                tree.flush().map_err(db_error)?;
-                Ok(())
-            }
-            Backend::Postgres(pg) => {
-                let fingerprint = fingerprint.to_string();
-                let record = String::from_utf8(record).expect("JSON is UTF-8");
-                Ok(pg.run(move |pool| async move {
-                    let client = pool.get().await?;
-                    let table = kind.table();
-                    client
-                        .execute(
-                            &format!(
-                                "INSERT INTO {table} (fingerprint, record) VALUES ($1, $2)
-                                 ON CONFLICT (fingerprint) DO UPDATE SET record = EXCLUDED.record"
-                            ),
-                            &[&fingerprint, &record],
-                        )
-                        .await?;
-                    Ok(())
-                })?)
-            }
-        }
-    }
-
-    /// This gateway's transport certificate (DER) and its sealed key, if it has them.
     fn stored_identity(&self) -> Result<Option<StoredIdentity>, TransferError> {
-        match &self.backend {
-            Backend::Sled(tree) => {
-                let Some(cert) = tree.get("identity").map_err(db_error)? else {
-                    return Ok(None);
-                };
-                let Some(sealed) = tree.get("identity-secret").map_err(db_error)? else {
-                    return Err(TransferError::Internal(
-                        "the transport certificate is stored without its key".into(),
-                    ));
-                };
-                Ok(Some(StoredIdentity {
-                    cert: cert.to_vec(),
-                    sealed: sealed.to_vec(),
-                }))
-            }
-            Backend::Postgres(pg) => Ok(pg.run(|pool| async move {
-                let client = pool.get().await?;
-                Ok(client
-                    .query_opt(
-                        "SELECT cert, sealed FROM transfer_identity WHERE id = 1",
-                        &[],
-                    )
-                    .await?
-                    .map(|row| StoredIdentity {
-                        cert: row.get(0),
-                        sealed: row.get(1),
-                    }))
-            })?),
-        }
+        self.records
+            .get("identity")?
+            .map(|bytes| decode("identity", &bytes))
+            .transpose()
     }
 
     /// This gateway's transport identity, if it has one.
@@ -209,7 +108,7 @@ impl TransferStore {
     }
 
     /// This gateway's transport identity, made and stored on first use. In a cluster,
-    /// the first member to make one wins, and the others use it.
+    /// the first member to store one wins, and the others use it.
     pub fn identity_or_create(
         &self,
         sealer: &Sealer,
@@ -221,37 +120,16 @@ impl TransferStore {
         }
         let identity = Identity::generate(hostname, now)?;
         let secret: Zeroizing<Vec<u8>> = identity.key_pkcs8()?;
-        let sealed = sealer.seal(&binding(identity.fingerprint()), &secret);
-        match &self.backend {
-            Backend::Sled(tree) => {
-                // The key first: a certificate is never stored without it.
-                tree.insert("identity-secret", sealed).map_err(db_error)?;
-                tree.insert("identity", identity.cert_der())
-                    .map_err(db_error)?;
-                tree.flush().map_err(db_error)?;
-            }
-            Backend::Postgres(pg) => {
-                let cert = identity.cert_der().to_vec();
-                pg.run(move |pool| async move {
-                    let client = pool.get().await?;
-                    client
-                        .execute(
-                            "INSERT INTO transfer_identity (id, cert, sealed) VALUES (1, $1, $2)
-                             ON CONFLICT (id) DO NOTHING",
-                            &[&cert, &sealed],
-                        )
-                        .await?;
-                    Ok(())
-                })?;
-                // Another member may have made one a moment earlier: that one counts.
-                let stored = self.identity(sealer)?.ok_or_else(|| {
-                    TransferError::Internal("the transport identity was not stored".into())
-                })?;
-                if stored.fingerprint() != identity.fingerprint() {
-                    return Ok(stored);
-                }
-            }
+        let stored = StoredIdentity {
+            cert: identity.cert_der().to_vec(),
+            sealed: sealer.seal(&binding(identity.fingerprint()), &secret),
+        };
+        if !self.records.insert_new("identity", encode(&stored))? {
+            return self.identity(sealer)?.ok_or_else(|| {
+                TransferError::Internal("the transport identity vanished as it was made".into())
+            });
         }
+        self.records.flush()?;
         tracing::info!(
             fingerprint = identity.fingerprint(),
             "transfer: made this gateway's transport certificate"
@@ -261,78 +139,36 @@ impl TransferStore {
 
     /// The next bundle sequence number; each bundle this gateway makes has a higher one.
     pub fn next_sequence(&self) -> Result<u64, TransferError> {
-        match &self.backend {
-            Backend::Sled(tree) => {
-                let next = tree
-                    .update_and_fetch("sequence", |old| {
-                        let last = old
-                            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-                            .map_or(0, u64::from_be_bytes);
-                        Some((last + 1).to_be_bytes().to_vec())
-                    })
-                    .map_err(db_error)?
-                    .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
-                    .map(u64::from_be_bytes)
-                    .expect("the update always stores eight bytes");
-                tree.flush().map_err(db_error)?;
-                Ok(next)
-            }
-            Backend::Postgres(pg) => {
-                let next: i64 = pg.run(|pool| async move {
-                    let client = pool.get().await?;
-                    Ok(client
-                        .query_one(
-                            "INSERT INTO transfer_sequence (id, value) VALUES (1, 1)
-                             ON CONFLICT (id) DO UPDATE SET value = transfer_sequence.value + 1
-                             RETURNING value",
-                            &[],
-                        )
-                        .await?
-                        .get(0))
-                })?;
-                Ok(next as u64)
-            }
-        }
+        let next = self.records.increment("sequence")?;
+        self.records.flush()?;
+        Ok(next)
     }
 
     pub fn peers(&self) -> Result<Vec<Peer>, TransferError> {
-        let records: Vec<Vec<u8>> = match &self.backend {
-            Backend::Sled(tree) => {
-                let mut out = Vec::new();
-                for item in tree.scan_prefix(b"peer\0") {
-                    out.push(item.map_err(db_error)?.1.to_vec());
-                }
-                out
-            }
-            Backend::Postgres(pg) => pg.run(|pool| async move {
-                let client = pool.get().await?;
-                Ok(client
-                    .query(
-                        "SELECT record FROM transfer_peers ORDER BY fingerprint",
-                        &[],
-                    )
-                    .await?
-                    .iter()
-                    .map(|row| row.get::<_, String>(0).into_bytes())
-                    .collect())
-            })?,
-        };
-        records.iter().map(|r| decode("peer", r)).collect()
+        self.records
+            .scan_prefix(b"peer\0")?
+            .iter()
+            .map(|(_, value)| decode("peer", value))
+            .collect()
     }
 
     pub fn peer(&self, fingerprint: &str) -> Result<Option<Peer>, TransferError> {
-        self.get(Record::Peer, fingerprint)?
+        self.records
+            .get(peer_key(fingerprint))?
             .map(|r| decode("peer", &r))
             .transpose()
     }
 
     pub fn put_peer(&self, peer: &Peer) -> Result<(), TransferError> {
-        self.put(Record::Peer, &peer.fingerprint, encode(peer))
+        self.records
+            .insert(peer_key(&peer.fingerprint), encode(peer))?;
+        Ok(self.records.flush()?)
     }
 
     /// The last bundle accepted from the signer `fingerprint`.
     pub fn received(&self, fingerprint: &str) -> Result<Option<Received>, TransferError> {
-        self.get(Record::Received, fingerprint)?
+        self.records
+            .get(received_key(fingerprint))?
             .map(|r| decode("received", &r))
             .transpose()
     }
@@ -342,66 +178,25 @@ impl TransferStore {
         fingerprint: &str,
         received: &Received,
     ) -> Result<(), TransferError> {
-        self.put(Record::Received, fingerprint, encode(received))
+        self.records
+            .insert(received_key(fingerprint), encode(received))?;
+        Ok(self.records.flush()?)
     }
-}
 
-impl TransferStore {
-    /// Copies this gateway's transfer records (sled) into `shared`, for `store migrate`,
-    /// unless the shared store has a transport identity already: then the cluster's
-    /// stays, and nothing is copied. Says whether it copied.
+    /// Copies these records into `shared` (`store migrate`), unless it has a transport
+    /// identity already: then the cluster's stays, and nothing is copied. Says whether
+    /// it copied.
     pub fn copy_into(&self, shared: &TransferStore) -> Result<bool, TransferError> {
-        let (Backend::Sled(tree), Backend::Postgres(pg)) = (&self.backend, &shared.backend) else {
-            return Err(TransferError::Internal(
-                "transfer records are copied from sled into the shared store".into(),
-            ));
-        };
-        if shared.stored_identity()?.is_some() {
+        if shared.identity_cert()?.is_some() || self.identity_cert()?.is_none() {
             return Ok(false);
         }
-        let Some(identity) = self.stored_identity()? else {
-            return Ok(false);
-        };
-        for (kind, prefix) in [(Record::Peer, "peer\0"), (Record::Received, "received\0")] {
-            for item in tree.scan_prefix(prefix) {
-                let (key, value) = item.map_err(db_error)?;
-                let fingerprint = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                shared.put(kind, &fingerprint, value.to_vec())?;
-            }
-        }
-        let sequence = tree
-            .get("sequence")
-            .map_err(db_error)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes) as i64;
-        pg.run(move |pool| async move {
-            let client = pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO transfer_sequence (id, value) VALUES (1, $1)
-                     ON CONFLICT (id) DO UPDATE SET value = GREATEST(transfer_sequence.value, $1)",
-                    &[&sequence],
-                )
-                .await?;
-            client
-                .execute(
-                    "INSERT INTO transfer_identity (id, cert, sealed) VALUES (1, $1, $2)
-                     ON CONFLICT (id) DO NOTHING",
-                    &[&identity.cert, &identity.sealed],
-                )
-                .await?;
-            Ok(())
-        })?;
+        self.records.copy_all(&shared.records)?;
         Ok(true)
     }
 }
 
-fn db_error(e: sled::Error) -> TransferError {
-    TransferError::Internal(format!("transfer store database: {e}"))
-}
-
-impl From<PgError> for TransferError {
-    fn from(e: PgError) -> TransferError {
-        TransferError::Internal(e.to_string())
+impl From<RecordsError> for TransferError {
+    fn from(e: RecordsError) -> TransferError {
+        TransferError::Internal(format!("transfer store: {e}"))
     }
 }

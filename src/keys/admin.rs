@@ -112,6 +112,15 @@ pub struct Response {
     pub output: String,
 }
 
+/// What a verb of `org` or `transfer` gives back: lines for the admin (standard error
+/// when it failed), and what goes to standard output as it is (a key, a certificate, a
+/// bundle, a report).
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub messages: Vec<String>,
+    pub output: String,
+}
+
 /// What requests work on.
 pub struct Context<'a> {
     pub keys: &'a dyn KeyStore,
@@ -140,9 +149,7 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 sealer: cx.sealer,
                 config: cx.config,
             };
-            return answered(
-                crate::org::admin::execute(&org, request, now).map(|a| (a.messages, a.output)),
-            );
+            return answered(crate::org::admin::execute(&org, request, now));
         }
         Request::Transfer { request } => {
             let transfer = TransferContext {
@@ -151,10 +158,7 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 sealer: cx.sealer,
                 hostname: &cx.config.hostname,
             };
-            return answered(
-                crate::transfer::admin::execute(&transfer, request, now)
-                    .map(|a| (a.messages, a.output)),
-            );
+            return answered(crate::transfer::admin::execute(&transfer, request, now));
         }
         Request::List => match store.list() {
             Ok(mut entries) => {
@@ -229,9 +233,9 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
 
 /// The response to a verb that answers with lines for the admin and an output, or fails
 /// with one error.
-fn answered(result: Result<(Vec<String>, String), impl std::fmt::Display>) -> Response {
+fn answered(result: Result<Answer, impl std::fmt::Display>) -> Response {
     match result {
-        Ok((messages, output)) => Response {
+        Ok(Answer { messages, output }) => Response {
             messages,
             output,
             ..Response::default()

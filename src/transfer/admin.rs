@@ -14,6 +14,8 @@ use super::identity::{self, Identity};
 use super::store::Received;
 use super::{Peer, TransferError, TransferStore, display_fingerprint, import};
 use crate::keys::KeyStore;
+use crate::keys::admin::Answer;
+use crate::keys::entry::Selector;
 use crate::keys::material;
 use crate::keys::secrets::Sealer;
 
@@ -46,14 +48,6 @@ impl TransferRequest {
     pub fn needs_secrets(&self) -> bool {
         !matches!(self, TransferRequest::Peers)
     }
-}
-
-/// Lines for the admin (stderr when the request failed), and what goes to standard
-/// output (a certificate, a bundle, the list of peers).
-#[derive(Debug, Default)]
-pub struct Answer {
-    pub messages: Vec<String>,
-    pub output: String,
 }
 
 /// What the requests work on.
@@ -223,15 +217,15 @@ fn peers_table(peers: &[Peer]) -> String {
 
 /// The trusted peer named `to` (by name or fingerprint).
 fn find_peer(store: &TransferStore, to: &str) -> Result<Peer, TransferError> {
-    let wanted: String = to
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_uppercase();
+    // A fingerprint as openssl or gpg prints it, or plain, as `keys list` takes one.
+    let wanted = match Selector::parse(to) {
+        Some(Selector::Fingerprint(fingerprint)) => Some(fingerprint),
+        _ => None,
+    };
     store
         .peers()?
         .into_iter()
-        .find(|p| p.name == to || p.fingerprint == wanted)
+        .find(|p| p.name == to || wanted.as_ref() == Some(&p.fingerprint))
         .ok_or_else(|| {
             TransferError::Refused(format!(
                 "no trusted peer is called {to:?} (see transfer peers), and no such certificate file exists"

@@ -32,7 +32,7 @@ impl Gateway {
         }
     }
 
-    fn run(&self, request: TransferRequest) -> Result<super::admin::Answer, TransferError> {
+    fn run(&self, request: TransferRequest) -> Result<crate::keys::admin::Answer, TransferError> {
         let cx = TransferContext {
             store: &self.transfer,
             keys: &self.keys,
@@ -54,7 +54,7 @@ impl Gateway {
         .unwrap();
     }
 
-    fn import(&self, bundle: &[u8]) -> Result<super::admin::Answer, TransferError> {
+    fn import(&self, bundle: &[u8]) -> Result<crate::keys::admin::Answer, TransferError> {
         self.run(TransferRequest::Import {
             data: b64(bundle),
             trust_once: false,

@@ -4,7 +4,7 @@
 use sequoia_openpgp as openpgp;
 use time::OffsetDateTime;
 
-use super::{OrgAnswer, OrgContext, describe};
+use super::{Answer, OrgContext, describe};
 use crate::keys::material;
 use crate::org::ca::{Ca, CaError};
 use crate::org::{OrgError, renew};
@@ -24,7 +24,7 @@ pub(super) fn cert_import(
     key: String,
     passphrase: Option<String>,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     use base64::Engine;
     let decode = |data: String| {
         base64::engine::general_purpose::STANDARD
@@ -41,7 +41,7 @@ pub(super) fn cert_init(
     subject: &str,
     days: Option<u32>,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     const TEN_YEARS: time::Duration = time::Duration::days(3652);
     let not_after = match days {
         Some(days) => now + time::Duration::days(days.into()),
@@ -72,7 +72,7 @@ pub(super) fn install_ca(
     ca: Ca,
     mut messages: Vec<String>,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     let users: Vec<String> = cx.keys.list()?.into_iter().map(|e| e.address).collect();
     if let Some(shared) = ca
         .emails()
@@ -94,9 +94,9 @@ pub(super) fn install_ca(
     ));
     let report = renew::run(cx.store, cx.keys, cx.sealer()?, cx.config, now)?;
     messages.extend(describe(&report));
-    Ok(OrgAnswer {
+    Ok(Answer {
         messages,
-        ..OrgAnswer::default()
+        ..Answer::default()
     })
 }
 
@@ -105,7 +105,7 @@ pub(super) fn cert_revoke(
     cx: &OrgContext,
     target: &str,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     let address = crate::keys::address::normalize(target);
     let serial: String = target
         .chars()
@@ -130,15 +130,15 @@ pub(super) fn cert_revoke(
         )));
     }
     messages.push("publish the new CRL: sealgate org cert crl > crl.pem".into());
-    Ok(OrgAnswer {
+    Ok(Answer {
         messages,
-        ..OrgAnswer::default()
+        ..Answer::default()
     })
 }
 
 /// The CRL of the org certificate in force, PEM: every certificate it issued that was
 /// revoked. Valid for a week; write it again (say, daily) where partners fetch it.
-pub(super) fn cert_crl(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer, OrgError> {
+pub(super) fn cert_crl(cx: &OrgContext, now: OffsetDateTime) -> Result<Answer, OrgError> {
     let ca = renew::stored_ca(cx.store, cx.sealer()?)?.ok_or_else(no_ca)?;
     let issuer = material::x509_fingerprint(ca.cert_der());
     let mut revoked = Vec::new();
@@ -155,9 +155,9 @@ pub(super) fn cert_crl(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer
     let der = ca
         .crl(&revoked, number, now, now + time::Duration::days(7))
         .map_err(ca_error)?;
-    Ok(OrgAnswer {
+    Ok(Answer {
         output: pem("X509 CRL", &der),
-        ..OrgAnswer::default()
+        ..Answer::default()
     })
 }
 
@@ -175,7 +175,7 @@ pub(super) fn smime_export(
     cx: &OrgContext,
     address: &str,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     let cert = cx
         .store
         .issued()?
@@ -193,8 +193,8 @@ pub(super) fn smime_export(
     {
         output.push_str(&pem("CERTIFICATE", &ca));
     }
-    Ok(OrgAnswer {
+    Ok(Answer {
         output,
-        ..OrgAnswer::default()
+        ..Answer::default()
     })
 }

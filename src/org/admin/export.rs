@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::certificate::smime_export;
-use super::{OrgAnswer, OrgContext};
+use super::{Answer, OrgContext};
 use crate::org::{OrgError, key, renew};
 
 /// `keys export ADDRESS`: the user's current key with the org certification, armored.
@@ -18,7 +18,7 @@ pub(super) fn keys_export(
     address: &str,
     smime: bool,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     let Some(address) = crate::keys::address::normalize(address) else {
         return Err(OrgError::Refused(format!("{address:?} is not an address")));
     };
@@ -45,7 +45,7 @@ pub(super) fn keys_export(
     }
     // Only public material leaves: an SCKM entry's material is its public cert.
     let armored = cert.armored().to_vec().expect("a cert serializes");
-    Ok(OrgAnswer {
+    Ok(Answer {
         messages,
         output: String::from_utf8(armored).expect("armor is ASCII"),
     })
@@ -84,7 +84,7 @@ pub struct PublishedKey {
 
 /// The certified key of every internal user the org vouches for (the newest, when a
 /// user has several): only certified ones, since publishing says the org stands by them.
-pub(super) fn published(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer, OrgError> {
+pub(super) fn published(cx: &OrgContext, now: OffsetDateTime) -> Result<Answer, OrgError> {
     use base64::Engine;
     let mut newest: std::collections::BTreeMap<String, crate::keys::KeyEntry> =
         std::collections::BTreeMap::new();
@@ -133,7 +133,7 @@ pub(super) fn published(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswe
             });
         }
     }
-    Ok(OrgAnswer {
+    Ok(Answer {
         messages,
         output: serde_json::to_string(&keys).expect("keys serialize"),
     })

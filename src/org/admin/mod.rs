@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use super::{OrgError, OrgStore, key, renew};
 use crate::config::Config;
 use crate::keys::KeyStore;
+use crate::keys::admin::Answer;
 use crate::keys::material;
 use crate::keys::secrets::Sealer;
 
@@ -76,14 +77,6 @@ impl OrgRequest {
     }
 }
 
-/// What an org request gives back: lines for the admin (stderr when it failed), and
-/// what goes to standard output (a key, a status report).
-#[derive(Debug, Default)]
-pub struct OrgAnswer {
-    pub messages: Vec<String>,
-    pub output: String,
-}
-
 /// What the operations work on.
 pub struct OrgContext<'a> {
     pub store: &'a OrgStore,
@@ -115,7 +108,7 @@ pub fn execute(
     cx: &OrgContext,
     request: OrgRequest,
     now: OffsetDateTime,
-) -> Result<OrgAnswer, OrgError> {
+) -> Result<Answer, OrgError> {
     match request {
         OrgRequest::Init {
             name,
@@ -155,17 +148,17 @@ pub fn execute(
             } else {
                 public
             };
-            Ok(OrgAnswer {
+            Ok(Answer {
                 output: String::from_utf8(key::armored(&cert, secret)).expect("armor is ASCII"),
-                ..OrgAnswer::default()
+                ..Answer::default()
             })
         }
         OrgRequest::Status => status(cx, now),
         OrgRequest::Renew => {
             let report = renew::run(cx.store, cx.keys, cx.sealer()?, cx.config, now)?;
-            Ok(OrgAnswer {
+            Ok(Answer {
                 messages: describe(&report),
-                ..OrgAnswer::default()
+                ..Answer::default()
             })
         }
         OrgRequest::KeysExport { address, smime } => keys_export(cx, &address, smime, now),
@@ -199,7 +192,7 @@ fn refuse_replacing(cx: &OrgContext, replace: bool) -> Result<(), OrgError> {
 }
 
 /// Stores `cert` as the org key (sealing its secret) and certifies every user at once.
-fn install(cx: &OrgContext, cert: &Cert, now: OffsetDateTime) -> Result<OrgAnswer, OrgError> {
+fn install(cx: &OrgContext, cert: &Cert, now: OffsetDateTime) -> Result<Answer, OrgError> {
     let fpr = cert.fingerprint().to_hex();
     let public = cert.to_vec().expect("a cert serializes");
     let secret = zeroize::Zeroizing::new(cert.as_tsk().to_vec().expect("a cert serializes"));
@@ -208,9 +201,9 @@ fn install(cx: &OrgContext, cert: &Cert, now: OffsetDateTime) -> Result<OrgAnswe
     let report = renew::run(cx.store, cx.keys, cx.sealer()?, cx.config, now)?;
     messages.extend(describe(&report));
     messages.push("keep a backup of it: sealgate org export --secret > org-backup.asc".into());
-    Ok(OrgAnswer {
+    Ok(Answer {
         messages,
-        ..OrgAnswer::default()
+        ..Answer::default()
     })
 }
 
@@ -243,7 +236,7 @@ fn describe(report: &renew::Report) -> Vec<String> {
 
 /// `org status`: the report on standard output, warnings (which `check` prints too) as
 /// messages.
-fn status(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer, OrgError> {
+fn status(cx: &OrgContext, now: OffsetDateTime) -> Result<Answer, OrgError> {
     let mut out = String::new();
     let mut messages = Vec::new();
     let date = |t: OffsetDateTime| t.date().to_string();
@@ -322,7 +315,7 @@ fn status(cx: &OrgContext, now: OffsetDateTime) -> Result<OrgAnswer, OrgError> {
         "renewal: every {}, next {next}\n",
         humantime::format_duration(cx.config.org.renew_every.0)
     ));
-    Ok(OrgAnswer {
+    Ok(Answer {
         output: out,
         messages,
     })

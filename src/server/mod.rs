@@ -155,13 +155,13 @@ impl Server {
         };
         let spool = match (&shared, &membership) {
             (Some(pg), Some(member)) => Spool::new(
-                crate::spool::Storage::Postgres {
-                    shared: crate::spool::postgres::PgSpool::new(
+                crate::spool::Storage {
+                    local: crate::spool::sled::SledSpool::open(&db)?,
+                    shared: Some(crate::spool::postgres::PgSpool::new(
                         pg.clone(),
                         member.id().to_string(),
                         config.store.member_timeout.0,
-                    ),
-                    local: crate::spool::sled::SledSpool::open(&db)?,
+                    )),
                 },
                 config.spool.clone(),
             ),

@@ -80,18 +80,14 @@ pub enum SpoolError {
     ClaimLost(u64),
 }
 
-/// Where the entries are.
+/// Where the entries are: this gateway's sled spool, and in a cluster the members'
+/// shared spool beside it. A member holds in its own spool only the copies the shared
+/// store could not take (it was down): those are durable too, and it delivers them
+/// itself.
 #[derive(Clone)]
-pub enum Storage {
-    /// One gateway: the sled database under `data_dir`.
-    Sled(sled::SledSpool),
-    /// In a cluster: the shared spool, and this member's own sled spool for the copies
-    /// the shared store could not take (it was down): those are durable too, and this
-    /// member delivers them itself.
-    Postgres {
-        shared: postgres::PgSpool,
-        local: sled::SledSpool,
-    },
+pub struct Storage {
+    pub local: sled::SledSpool,
+    pub shared: Option<postgres::PgSpool>,
 }
 
 /// Where one entry is.
@@ -120,10 +116,11 @@ pub fn now_ms() -> u64 {
 
 impl Spool {
     pub fn open(db: &::sled::Db, config: SpoolConfig) -> Result<Spool, SpoolError> {
-        Ok(Spool::new(
-            Storage::Sled(sled::SledSpool::open(db)?),
-            config,
-        ))
+        let storage = Storage {
+            local: sled::SledSpool::open(db)?,
+            shared: None,
+        };
+        Ok(Spool::new(storage, config))
     }
 
     pub fn new(storage: Storage, config: SpoolConfig) -> Spool {
@@ -146,10 +143,8 @@ impl Spool {
     /// Number of entries held (those of the shared store counted as 0 when it cannot
     /// say).
     pub fn len(&self) -> usize {
-        match &self.storage {
-            Storage::Sled(spool) => spool.count(),
-            Storage::Postgres { shared, local } => shared.count().unwrap_or(0) + local.count(),
-        }
+        let shared = self.storage.shared.as_ref();
+        self.storage.local.count() + shared.map_or(0, |shared| shared.count().unwrap_or(0))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -185,86 +180,73 @@ impl Spool {
     /// committed to the shared store). In a cluster whose shared store fails, they are
     /// held in this member's own spool instead.
     pub async fn hold(&self, entries: Vec<(Entry, Message)>) -> Result<(), SpoolError> {
-        match &self.storage {
-            Storage::Sled(spool) => spool.hold(entries).await,
-            Storage::Postgres { shared, local } => match shared.hold(entries.clone()).await {
-                Ok(()) => Ok(()),
+        if let Some(shared) = &self.storage.shared {
+            match shared.hold(entries.clone()).await {
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, copies = entries.len(), "spool: the shared store cannot take the copies; this member holds them");
-                    local.hold(entries).await
                 }
-            },
+            }
         }
+        self.storage.local.hold(entries).await
     }
 
     /// Every entry, oldest first, with its key (in a cluster, the shared ones first,
     /// none of them when the shared store cannot say).
     pub fn entries(&self) -> Vec<(u64, Entry)> {
-        match &self.storage {
-            Storage::Sled(spool) => spool.entries(),
-            Storage::Postgres { shared, local } => {
-                let mut all = shared.entries().unwrap_or_default();
-                all.extend(local.entries());
-                all
-            }
-        }
+        let mut all = match &self.storage.shared {
+            Some(shared) => shared.entries().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        all.extend(self.storage.local.entries());
+        all
     }
 
-    /// The entries due at `now` for this retrier: every due one on sled; in a cluster,
-    /// a batch claimed for this member from the shared store, and this member's own.
+    /// The entries due at `now` for this retrier: in a cluster, a batch claimed for
+    /// this member from the shared spool; and every due one of its own.
     async fn due(&self, now: u64) -> Vec<(Key, Entry)> {
-        let local_due = |spool: &sled::SledSpool| {
-            spool
+        let mut due = Vec::new();
+        if let Some(shared) = &self.storage.shared {
+            match shared.claim_due(now).await {
+                Ok(claimed) => {
+                    due.extend(claimed.into_iter().map(|(key, e)| (Key::Shared(key), e)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "spool: cannot claim due copies from the shared store");
+                }
+            }
+        }
+        due.extend(
+            self.storage
+                .local
                 .entries()
                 .into_iter()
                 .filter(|(_, e)| e.next_attempt_ms <= now)
-                .map(|(key, e)| (Key::Local(key), e))
-                .collect::<Vec<_>>()
-        };
-        match &self.storage {
-            Storage::Sled(spool) => local_due(spool),
-            Storage::Postgres { shared, local } => {
-                let mut due = match shared.claim_due(now).await {
-                    Ok(claimed) => claimed
-                        .into_iter()
-                        .map(|(key, e)| (Key::Shared(key), e))
-                        .collect(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "spool: cannot claim due copies from the shared store");
-                        Vec::new()
-                    }
-                };
-                due.extend(local_due(local));
-                due
-            }
-        }
+                .map(|(key, e)| (Key::Local(key), e)),
+        );
+        due
     }
 
-    fn local(&self) -> &sled::SledSpool {
-        match &self.storage {
-            Storage::Sled(spool) | Storage::Postgres { local: spool, .. } => spool,
-        }
-    }
-
-    fn shared(&self) -> Option<&postgres::PgSpool> {
-        match &self.storage {
-            Storage::Sled(_) => None,
-            Storage::Postgres { shared, .. } => Some(shared),
-        }
+    /// The shared spool, which a [`Key::Shared`] comes from.
+    fn shared(&self) -> &postgres::PgSpool {
+        self.storage
+            .shared
+            .as_ref()
+            .expect("only the shared spool hands out shared keys")
     }
 
     async fn message(&self, key: Key) -> Result<Message, SpoolError> {
-        match (key, self.shared()) {
-            (Key::Shared(id), Some(shared)) => shared.message(id).await,
-            (Key::Local(id), _) | (Key::Shared(id), None) => self.local().message(id),
+        match key {
+            Key::Shared(id) => self.shared().message(id).await,
+            Key::Local(id) => self.storage.local.message(id),
         }
     }
 
-    /// Leaves an entry that was not attempted as it was.
+    /// Leaves an entry that was not attempted as it was (a shared one's claim let go).
     async fn leave(&self, key: Key) -> Result<(), SpoolError> {
-        match (key, self.shared()) {
-            (Key::Shared(id), Some(shared)) => shared.release(id).await,
-            _ => Ok(()),
+        match key {
+            Key::Shared(id) => self.shared().release(id).await,
+            Key::Local(_) => Ok(()),
         }
     }
 
@@ -277,12 +259,11 @@ impl Spool {
         message: &Message,
         dsn: Option<(Entry, Message)>,
     ) -> Result<(), SpoolError> {
-        match (key, self.shared()) {
-            (Key::Shared(id), Some(shared)) => shared.settle(id, updated, dsn).await,
-            (Key::Local(id), _) | (Key::Shared(id), None) => {
-                self.local()
-                    .settle(id, updated.map(|e| (e, message)), dsn)
-                    .await
+        match key {
+            Key::Shared(id) => self.shared().settle(id, updated, dsn).await,
+            Key::Local(id) => {
+                let updated = updated.map(|e| (e, message));
+                self.storage.local.settle(id, updated, dsn).await
             }
         }
     }

@@ -21,8 +21,8 @@ mod sections;
 pub mod units;
 
 pub use sections::{
-    Backend, InboundDsn, Limits, LookupConfig, OrgConfig, PolicyConfig, RelayConfig, SpoolConfig,
-    StoreConfig,
+    Backend, InboundDsn, Limits, LogConfig, LogFormat, LookupConfig, MetricsConfig, OrgConfig,
+    PolicyConfig, RelayConfig, SpoolConfig, StoreConfig, TraceConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -115,6 +115,9 @@ struct FileConfig {
     policy: PolicyConfig,
     org: OrgConfig,
     store: StoreConfig,
+    metrics: MetricsConfig,
+    trace: TraceConfig,
+    log: LogConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -257,6 +260,12 @@ pub struct Config {
     pub org: OrgConfig,
     /// `[store]`: sled under `data_dir`, or a shared PostgreSQL database.
     pub store: StoreConfig,
+    /// `[metrics]`: the Prometheus and health-check listener, if any.
+    pub metrics: MetricsConfig,
+    /// `[trace]`: the X-Sealgate-Trace field.
+    pub trace: TraceConfig,
+    /// `[log]`: text or JSON lines.
+    pub log: LogConfig,
     /// STARTTLS is offered on both listeners when this is set.
     pub tls: Option<TlsFiles>,
 }
@@ -515,6 +524,9 @@ impl Config {
             spool: file.spool,
             org: file.org,
             store: file.store,
+            metrics: file.metrics,
+            trace: file.trace,
+            log: file.log,
             limits,
             policy: file.policy,
             tls,

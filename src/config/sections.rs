@@ -1,6 +1,7 @@
 //! The sections of `sealgate.toml` that are read as they are written, with their
-//! built-in defaults: `[policy]`, `[lookup]`, `[relay]`, `[spool]`, `[org]` and
-//! `[limits]`. Their values are checked while they are deserialized ([`super::units`]).
+//! built-in defaults: `[policy]`, `[lookup]`, `[relay]`, `[spool]`, `[org]`, `[limits]`,
+//! `[store]`, `[metrics]`, `[trace]` and `[log]`. Their values are checked while they are
+//! deserialized ([`super::units`]).
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -295,4 +296,42 @@ impl StoreConfig {
             (None, None) => Err("[store] backend = \"postgres\" needs url or url_file".into()),
         }
     }
+}
+
+/// `[metrics]`: the HTTP listener for Prometheus (`/metrics`) and health checks
+/// (`/healthz`). Off unless `listen` is set: it tells whoever can reach it how much mail
+/// flows, so it belongs on loopback or a management network.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[trace]`: what sealgate writes into the mail it hands on about what it did.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraceConfig {
+    /// Adds one `X-Sealgate-Trace` field to every message handed on: the queue id, the
+    /// direction, the rules that decided, the action per recipient and the key ids
+    /// used. For mail-flow tests; it tells the next hop (and, outbound, the world) how
+    /// the policy treated the message.
+    pub header: bool,
+}
+
+/// `[log]`: how log lines are written (to standard error).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }

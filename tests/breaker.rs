@@ -147,7 +147,7 @@ async fn send(outbound: SocketAddr) -> Reply {
 /// Asserts that `reply` is the breaker's `451 4.4.1`, naming `minutes`.
 fn assert_resting(reply: &Reply, minutes: &str) {
     assert_eq!((reply.code, reply.status()), (451, "4.4.1"), "{reply:?}");
-    let expected = format!("4.4.1 next hop unavailable; will retry in {minutes}");
+    let expected = format!("4.4.1 next hop unavailable; try again in {minutes}");
     assert_eq!(reply.text, expected);
 }
 
@@ -361,7 +361,7 @@ async fn both_directions_share_the_breaker_of_one_next_hop() {
     let resting = relays.get(Direction::Inbound).deliver(&tx).await;
     assert_eq!(
         resting.reply.to_string(),
-        "451 4.4.1 next hop unavailable; will retry in 1 minute"
+        "451 4.4.1 next hop unavailable; try again in 1 minute"
     );
     assert_eq!(hop.accepted(), 1, "the other direction made no connection");
     assert!(relays.get(Direction::Inbound).resting().is_some());

@@ -256,7 +256,7 @@ async fn when_every_mx_host_rests_the_reply_says_when_it_will_be_retried() {
 
     let reply = send(&mx.gw, &["bob@dead.example"]).await;
     assert_eq!(
-        reply.text, "4.4.1 next hop unavailable; will retry in 1 minute",
+        reply.text, "4.4.1 next hop unavailable; try again in 1 minute",
         "{reply:?}"
     );
     assert_eq!(reply.code, 451);

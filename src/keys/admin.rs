@@ -82,6 +82,14 @@ pub enum Request {
     Transfer {
         request: crate::transfer::admin::TransferRequest,
     },
+    /// `sealgate spool ...`.
+    Spool {
+        request: crate::spool::admin::SpoolRequest,
+    },
+    /// `sealgate relay ...`.
+    Relay {
+        request: crate::relay::admin::RelayRequest,
+    },
 }
 
 impl Request {
@@ -96,6 +104,8 @@ impl Request {
             Request::Purge => "purge",
             Request::Org { .. } => "org",
             Request::Transfer { .. } => "transfer",
+            Request::Spool { .. } => "spool",
+            Request::Relay { .. } => "relay",
         }
     }
 }
@@ -159,6 +169,9 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 hostname: &cx.config.hostname,
             };
             return answered(crate::transfer::admin::execute(&transfer, request, now));
+        }
+        Request::Spool { .. } | Request::Relay { .. } => {
+            unreachable!("spool and relay requests are served by serve_running and serve_stopped")
         }
         Request::List => match store.list() {
             Ok(mut entries) => {
@@ -233,7 +246,7 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
 
 /// The response to a verb that answers with lines for the admin and an output, or fails
 /// with one error.
-fn answered(result: Result<Answer, impl std::fmt::Display>) -> Response {
+pub fn answered(result: Result<Answer, impl std::fmt::Display>) -> Response {
     match result {
         Ok(Answer { messages, output }) => Response {
             messages,
@@ -361,6 +374,8 @@ pub struct Served {
     pub org: OrgStore,
     pub transfer: TransferStore,
     pub config: Arc<Config>,
+    pub spool: crate::spool::Spool,
+    pub relays: crate::relay::Relays,
 }
 
 /// Serves admin requests on `listener` until `shutdown`, then removes the socket file.
@@ -403,6 +418,23 @@ async fn answer(stream: tokio::net::UnixStream, served: Served) -> std::io::Resu
         .read_until(b'\n', &mut line)
         .await?;
     let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(Request::Spool { request }) => {
+            tracing::info!(request = "spool", "admin request");
+            let cx = crate::spool::admin::SpoolContext {
+                spool: &served.spool,
+                config: &served.config,
+                running: true,
+            };
+            answered(crate::spool::admin::execute(&cx, request).await)
+        }
+        Ok(Request::Relay { request }) => {
+            tracing::info!(request = "relay", "admin request");
+            answered(crate::relay::admin::execute(
+                &served.relays,
+                &served.config,
+                request,
+            ))
+        }
         Ok(request) => {
             tracing::info!(request = request.name(), "admin request");
             tokio::task::spawn_blocking(move || {
@@ -446,6 +478,10 @@ pub enum ClientError {
     Org(crate::org::OrgStoreError),
     #[error(transparent)]
     Transfer(#[from] crate::transfer::TransferError),
+    #[error(transparent)]
+    Spool(crate::spool::SpoolError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Runs a request for the CLI: through the running server's socket if there is one,
@@ -467,7 +503,15 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
         }
         Err(_) => {
             // No server: the database is ours for the moment.
+            if let Request::Relay { request } = &request {
+                return Ok(answered(Ok::<_, ClientError>(
+                    crate::relay::admin::not_running(request),
+                )));
+            }
             let db = crate::store::open(data_dir)?;
+            if let Request::Spool { request } = request {
+                return spool_stopped(config, &db, request);
+            }
 
             let sealer = match &request {
                 Request::ImportSckm { .. } => Some(Sealer::open(data_dir)?),
@@ -496,4 +540,32 @@ pub fn request(config: &Config, request: Request) -> Result<Response, ClientErro
             Ok(response)
         }
     }
+}
+
+/// A `spool` verb on the database of a gateway that does not run.
+fn spool_stopped(
+    config: &Config,
+    db: &sled::Db,
+    request: crate::spool::admin::SpoolRequest,
+) -> Result<Response, ClientError> {
+    use crate::spool::{Spool, Storage, postgres::PgSpool, sled::SledSpool};
+    let shared = crate::store::postgres::shared(&config.store, None)
+        .map_err(super::store::KeyStoreError::from)?;
+    let local = SledSpool::open(db).map_err(ClientError::Spool)?;
+    // The CLI claims nothing, so its member name is never written.
+    let shared =
+        shared.map(|pg| PgSpool::new(pg, "sealgate-cli".into(), config.store.member_timeout.0));
+    let spool = Spool::new(Storage { local, shared }, config.spool.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ClientError::Runtime)?;
+    let cx = crate::spool::admin::SpoolContext {
+        spool: &spool,
+        config,
+        running: false,
+    };
+    let response = answered(runtime.block_on(crate::spool::admin::execute(&cx, request)));
+    db.flush().map_err(super::store::KeyStoreError::from)?;
+    Ok(response)
 }

@@ -3,7 +3,7 @@
 //!
 //! When a next hop as a whole fails (the connection is refused, times out or is dropped,
 //! or the server says 421), it is left alone for a while: new transactions get
-//! `451 4.4.1 ... will retry in N minutes` at once, without a connection attempt. The
+//! `451 4.4.1 ... try again in N minutes` at once, without a connection attempt. The
 //! first failure rests it only for `[relay] first_probe`, because a restart or a
 //! network blip is the common case; when the probe after that fails too, it rests for
 //! `[relay] retry_after`. Once a rest is over, exactly one transaction at a time probes
@@ -120,6 +120,16 @@ impl Breaker {
 
     pub fn status(&self) -> Status {
         self.lock().status(Instant::now())
+    }
+
+    /// Ends a rest now (`sealgate relay reset`): the admin knows the next hop is back.
+    /// Returns whether it rested or was being probed.
+    pub fn reset(&self) -> bool {
+        let was_marked = self.lock().succeed();
+        if was_marked {
+            tracing::info!(next_hop = %self.next_hop, "next hop available again (reset by the admin)");
+        }
+        was_marked
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -278,6 +288,47 @@ impl Breakers {
         let breaker = Arc::new(Breaker::new(next_hop, &self.config));
         map.insert(next_hop.to_string(), breaker.clone());
         breaker
+    }
+}
+
+impl Breakers {
+    /// Every next hop with a breaker, by name, and its status.
+    pub fn statuses(&self) -> Vec<(String, Status)> {
+        let breakers: Vec<Arc<Breaker>> = self
+            .by_next_hop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut statuses: Vec<(String, Status)> = breakers
+            .iter()
+            .map(|b| (b.next_hop.clone(), b.status()))
+            .collect();
+        statuses.sort_by(|a, b| a.0.cmp(&b.0));
+        statuses
+    }
+
+    /// Ends the rest of `next_hop`, or of every next hop; returns those that rested.
+    /// `None` when `next_hop` has no breaker (sealgate never sent it mail).
+    pub fn reset(&self, next_hop: Option<&str>) -> Option<Vec<String>> {
+        let breakers: Vec<Arc<Breaker>> = {
+            let map = self
+                .by_next_hop
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match next_hop {
+                Some(name) => vec![map.get(name)?.clone()],
+                None => map.values().cloned().collect(),
+            }
+        };
+        let mut reset: Vec<String> = breakers
+            .iter()
+            .filter(|b| b.reset())
+            .map(|b| b.next_hop.clone())
+            .collect();
+        reset.sort();
+        Some(reset)
     }
 }
 

@@ -8,6 +8,7 @@
 //! failed alone for a while. The outcome keeps temporary apart from permanent, because
 //! that decides whether anyone should retry.
 
+pub mod admin;
 pub mod breaker;
 mod client;
 mod dir;
@@ -231,6 +232,11 @@ impl Relays {
         self.inbound.mx = Some(mx.clone());
         self.outbound.mx = Some(mx);
         self
+    }
+
+    /// The circuit breakers both directions share.
+    pub fn breakers(&self) -> &Breakers {
+        &self.inbound.breakers
     }
 
     pub fn get(&self, direction: crate::mail::Direction) -> &Relay {

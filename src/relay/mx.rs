@@ -12,7 +12,7 @@
 //!   its way is not offered to another host either: the message may have arrived.
 //! - Each host address has its own circuit breaker, named "ip:port" in the relay's
 //!   [`Breakers`]; a resting address is skipped without a connection. When every
-//!   address rests, the recipients get `451 4.4.1 ... will retry in N minutes`.
+//!   address rests, the recipients get `451 4.4.1 ... try again in N minutes`.
 //! - DNS decides before any host when it can: a domain that does not exist or has a
 //!   null MX is a 5xx, a lookup that failed is `451 4.4.3`.
 //!

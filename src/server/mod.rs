@@ -339,6 +339,8 @@ impl Server {
             org,
             transfer,
             config: config.clone(),
+            spool: shared.gateway.spool.clone(),
+            relays: shared.gateway.relays.clone(),
         };
         tracker.spawn(admin::serve(admin, served, shared.shutdown.clone()));
         for (listener, direction) in [

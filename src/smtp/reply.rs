@@ -237,14 +237,24 @@ pub fn next_hop_unavailable(detail: &str) -> Reply {
     )
 }
 
+/// What a DSN says of a copy the admin deleted from the retry spool (`sealgate spool
+/// delete`).
+pub const DELETED_BY_ADMIN: Reply = Reply::fixed(
+    550,
+    [5, 0, 0],
+    "deleted from the retry spool by the mail administrator",
+);
+
 /// The next hop failed recently and is left alone until `minutes` from now (the
-/// circuit breaker): no connection is attempted.
+/// circuit breaker): no connection is attempted. The text asks the client to come back:
+/// sealgate keeps nothing of a message it answers with this, so "will retry" would be
+/// a promise it does not keep.
 pub fn next_hop_resting(minutes: u64) -> Reply {
     let unit = if minutes == 1 { "minute" } else { "minutes" };
     Reply::new(
         451,
         Some([4, 4, 1]),
-        format!("next hop unavailable; will retry in {minutes} {unit}"),
+        format!("next hop unavailable; try again in {minutes} {unit}"),
     )
 }
 
@@ -336,5 +346,5 @@ pub fn null_mx(domain: &str) -> Reply {
 /// The MX lookup for the recipient's domain failed (SERVFAIL, a timeout): the next
 /// hop cannot be known now (RFC 3463 X.4.3: routing server failure).
 pub fn mx_lookup_failed(detail: &str) -> Reply {
-    Reply::new(451, Some([4, 4, 3]), format!("{detail}; will retry"))
+    Reply::new(451, Some([4, 4, 3]), format!("{detail}; try again later"))
 }

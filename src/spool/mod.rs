@@ -11,11 +11,13 @@
 //! PostgreSQL store of a cluster ([`postgres`]), where every member's retrier claims the
 //! copies it attempts.
 
+pub mod admin;
 pub mod dsn;
 pub mod postgres;
 pub mod sled;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -90,11 +92,42 @@ pub struct Storage {
     pub shared: Option<postgres::PgSpool>,
 }
 
-/// Where one entry is.
-#[derive(Debug, Clone, Copy)]
-enum Key {
+/// Where one entry is: its name for the admin (`spool show L1F`), stable for as long
+/// as the entry is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// In this gateway's sled spool.
     Local(u64),
+    /// In the cluster's shared spool.
     Shared(u64),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Local(n) => write!(f, "L{n:X}"),
+            Key::Shared(n) => write!(f, "S{n:X}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Key {
+    type Err = ();
+
+    /// Reads what [`Key`]'s `Display` writes; the letter in either case.
+    fn from_str(text: &str) -> Result<Key, ()> {
+        let text = text.trim();
+        let (kind, hex) = text.split_at_checked(1).ok_or(())?;
+        if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(());
+        }
+        let n = u64::from_str_radix(hex, 16).map_err(|_| ())?;
+        match kind {
+            "L" | "l" => Ok(Key::Local(n)),
+            "S" | "s" => Ok(Key::Shared(n)),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The spool and its retrier.
@@ -106,6 +139,12 @@ pub struct Spool {
     /// the gateway reads it: it lets an observer wait for the retrier instead of
     /// guessing at its timing. A clone of the spool shares it.
     passes: watch::Sender<u64>,
+    /// The local entries the retrier is attempting now. The admin's `spool delete` and
+    /// `spool retry` leave them alone: the attempt's result would undo the change (or
+    /// a deleted copy would go out anyway). Shared entries have their claims instead.
+    busy: Arc<Mutex<HashSet<u64>>>,
+    /// Wakes the retrier before its next tick (`spool retry`).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn now_ms() -> u64 {
@@ -128,6 +167,8 @@ impl Spool {
             storage,
             config: Arc::new(config),
             passes: watch::channel(0).0,
+            busy: Arc::default(),
+            wake: Arc::default(),
         }
     }
 
@@ -193,13 +234,36 @@ impl Spool {
 
     /// Every entry, oldest first, with its key (in a cluster, the shared ones first,
     /// none of them when the shared store cannot say).
-    pub fn entries(&self) -> Vec<(u64, Entry)> {
-        let mut all = match &self.storage.shared {
-            Some(shared) => shared.entries().unwrap_or_default(),
+    pub fn entries(&self) -> Vec<(Key, Entry)> {
+        self.listed().unwrap_or_else(|_| {
+            self.storage
+                .local
+                .entries()
+                .into_iter()
+                .map(|(key, e)| (Key::Local(key), e))
+                .collect()
+        })
+    }
+
+    /// Every entry, oldest first, with its key; an error when the shared store cannot
+    /// say (the admin must not take a partial list for the whole).
+    pub fn listed(&self) -> Result<Vec<(Key, Entry)>, SpoolError> {
+        let mut all: Vec<(Key, Entry)> = match &self.storage.shared {
+            Some(shared) => shared
+                .entries()?
+                .into_iter()
+                .map(|(key, e)| (Key::Shared(key), e))
+                .collect(),
             None => Vec::new(),
         };
-        all.extend(self.storage.local.entries());
-        all
+        all.extend(
+            self.storage
+                .local
+                .entries()
+                .into_iter()
+                .map(|(key, e)| (Key::Local(key), e)),
+        );
+        Ok(all)
     }
 
     /// The entries due at `now` for this retrier: in a cluster, a batch claimed for
@@ -225,6 +289,90 @@ impl Spool {
                 .map(|(key, e)| (Key::Local(key), e)),
         );
         due
+    }
+
+    /// Marks a local entry busy and reads it, unless the admin holds it or it is gone.
+    fn claim_local(&self, id: u64) -> Option<(Busy, Entry)> {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        if busy.contains(&id) {
+            return None;
+        }
+        let entry = self.storage.local.entry(id)?;
+        busy.insert(id);
+        Some((
+            Busy {
+                set: self.busy.clone(),
+                id,
+            },
+            entry,
+        ))
+    }
+
+    /// One entry, if it is held.
+    pub async fn find(&self, key: Key) -> Result<Option<Entry>, SpoolError> {
+        match key {
+            Key::Local(id) => Ok(self.storage.local.entry(id)),
+            Key::Shared(id) => match &self.storage.shared {
+                Some(shared) => shared.entry(id).await,
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The message of an entry.
+    pub async fn message_of(&self, key: Key) -> Result<Message, SpoolError> {
+        self.message(key).await
+    }
+
+    /// The admin's change to one entry, made only while nothing attempts it: `change`
+    /// is given the entry and its message as they are now, and says what becomes of
+    /// it (a new record, or gone) and the DSN to hold beside, if any.
+    pub async fn change(
+        &self,
+        key: Key,
+        change: impl FnOnce(&Entry, &Message) -> Change,
+    ) -> Result<Changed, SpoolError> {
+        match key {
+            Key::Local(id) => {
+                let Some((_busy, entry)) = self.claim_local(id) else {
+                    return Ok(match self.storage.local.entry(id) {
+                        Some(_) => Changed::Busy,
+                        None => Changed::Gone,
+                    });
+                };
+                let message = self.storage.local.message(id)?;
+                let Change { updated, dsn } = change(&entry, &message);
+                match updated {
+                    Some(entry) => {
+                        self.storage.local.update(id, &entry).await?;
+                    }
+                    None => self.storage.local.settle(id, None, dsn).await?,
+                }
+                Ok(Changed::Done)
+            }
+            Key::Shared(id) => {
+                let Some(shared) = &self.storage.shared else {
+                    return Ok(Changed::Gone);
+                };
+                let Some(entry) = shared.entry(id).await? else {
+                    return Ok(Changed::Gone);
+                };
+                let message = shared.message(id).await?;
+                let Change { updated, dsn } = change(&entry, &message);
+                if shared.change_unclaimed(id, &entry, updated, dsn).await? {
+                    Ok(Changed::Done)
+                } else if shared.entry(id).await?.is_some() {
+                    Ok(Changed::Busy)
+                } else {
+                    Ok(Changed::Gone)
+                }
+            }
+        }
+    }
+
+    /// Wakes the retrier for a pass now, rather than at its next tick.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// The shared spool, which a [`Key::Shared`] comes from.
@@ -289,7 +437,16 @@ impl Spool {
         let mut attempted = 0;
         let mut resting = 0;
         for (key, entry) in &due {
-            match self.retry_one(*key, entry, relays, hostname).await {
+            // A local entry is marked busy while it is attempted, and read again under
+            // that mark: the admin may have deleted or changed it since the list.
+            let (_busy, entry) = match key {
+                Key::Local(id) => match self.claim_local(*id) {
+                    Some((busy, fresh)) => (Some(busy), fresh),
+                    None => continue,
+                },
+                Key::Shared(_) => (None, entry.clone()),
+            };
+            match self.retry_one(*key, &entry, relays, hostname).await {
                 Ok(Retried::Yes) => attempted += 1,
                 Ok(Retried::Resting) => resting += 1,
                 Err(e) => {
@@ -458,6 +615,7 @@ impl Spool {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
+                _ = self.wake.notified() => {}
             }
             self.retry_due(&relays, &hostname).await;
         }
@@ -513,6 +671,39 @@ pub fn settle(recipients: &[String], outcomes: &[Outcome], how: Attempt) -> Sett
         }
     }
     settled
+}
+
+/// What the admin's [`Spool::change`] makes of an entry.
+pub struct Change {
+    /// The entry's new record, or `None` to remove it.
+    pub updated: Option<Entry>,
+    /// A DSN to hold in its place (only when it is removed).
+    pub dsn: Option<(Entry, Message)>,
+}
+
+/// Whether the admin's change was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Done,
+    /// The retrier (this gateway's, or a cluster member's) is attempting the entry now.
+    Busy,
+    /// No such entry (any more).
+    Gone,
+}
+
+/// A local entry marked busy; the mark goes with it.
+struct Busy {
+    set: Arc<Mutex<HashSet<u64>>>,
+    id: u64,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// What became of one due entry in a pass of the retrier.

@@ -251,6 +251,84 @@ impl PgSpool {
     }
 }
 
+/// A copy no live member has claimed (so the admin may change it): unclaimed, or
+/// claimed by a member whose heartbeat is older than `$2` milliseconds.
+const UNCLAIMED: &str = "(s.lease_owner IS NULL OR NOT EXISTS (
+    SELECT 1 FROM members m WHERE m.id = s.lease_owner
+    AND m.heartbeat > now() - ($2::bigint * interval '1 millisecond')))";
+
+impl PgSpool {
+    /// One entry, if it is held.
+    pub async fn entry(&self, key: u64) -> Result<Option<Entry>, SpoolError> {
+        let meta = self
+            .pg
+            .run_async(move |pool| async move {
+                let client = pool.get().await?;
+                Ok(client
+                    .query_opt("SELECT meta FROM spool WHERE id = $1", &[&(key as i64)])
+                    .await?
+                    .map(|row| row.get::<_, String>(0)))
+            })
+            .await?;
+        meta.map(|meta| decode(key as i64, &meta).map(|(_, entry)| entry))
+            .transpose()
+    }
+
+    /// The admin's change to an entry no member is attempting and that is still as
+    /// `seen`: `updated` replaces it (its record; the message stays), or with `None` it
+    /// is removed, and a DSN entry is added beside it, in one transaction. `false` when
+    /// it is gone, claimed or changed since.
+    pub async fn change_unclaimed(
+        &self,
+        key: u64,
+        seen: &Entry,
+        updated: Option<Entry>,
+        dsn: Option<(Entry, Message)>,
+    ) -> Result<bool, SpoolError> {
+        let timeout_ms = self.member_timeout.as_millis() as i64;
+        let seen = meta(seen);
+        let updated = updated.map(|entry| (meta(&entry), entry.next_attempt_ms as i64));
+        let dsn = dsn
+            .map(|(entry, message)| (meta(&entry), entry.next_attempt_ms as i64, body(&message)));
+        let changed = self
+            .pg
+            .run_async(move |pool| async move {
+                let mut client = pool.get().await?;
+                let transaction = client.transaction().await?;
+                let id = key as i64;
+                let changed = match &updated {
+                    None => {
+                        let sql = format!(
+                            "DELETE FROM spool s WHERE s.id = $1 AND s.meta = $3 AND {UNCLAIMED}"
+                        );
+                        transaction
+                            .execute(&sql, &[&id, &timeout_ms, &seen])
+                            .await?
+                    }
+                    Some((meta, next)) => {
+                        let sql = format!(
+                            "UPDATE spool s SET meta = $4, next_attempt_ms = $5, lease_owner = NULL
+                             WHERE s.id = $1 AND s.meta = $3 AND {UNCLAIMED}"
+                        );
+                        transaction
+                            .execute(&sql, &[&id, &timeout_ms, &seen, meta, next])
+                            .await?
+                    }
+                };
+                if changed == 0 {
+                    return Ok(false);
+                }
+                if let Some(row) = &dsn {
+                    insert(&transaction, row).await?;
+                }
+                transaction.commit().await?;
+                Ok(true)
+            })
+            .await?;
+        Ok(changed)
+    }
+}
+
 impl From<PgError> for SpoolError {
     fn from(e: PgError) -> SpoolError {
         SpoolError::Shared(e)

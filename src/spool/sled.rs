@@ -46,6 +46,26 @@ impl SledSpool {
             .collect()
     }
 
+    /// One entry, if it is held.
+    pub fn entry(&self, key: u64) -> Option<Entry> {
+        let value = self.tree.get(key.to_be_bytes()).ok()??;
+        Some(decode(&value)?.0)
+    }
+
+    /// Replaces an entry's record, keeping its message, and waits until that is on
+    /// disk. Nothing is written when it is gone.
+    pub async fn update(&self, key: u64, entry: &Entry) -> Result<bool, SpoolError> {
+        let Some(value) = self.tree.get(key.to_be_bytes())? else {
+            return Ok(false);
+        };
+        let (_, body) = decode(&value).ok_or(SpoolError::Corrupt(key))?;
+        let message = Message::new(Bytes::copy_from_slice(body));
+        self.tree
+            .insert(key.to_be_bytes(), encode(entry, &message))?;
+        self.db.flush_async().await?;
+        Ok(true)
+    }
+
     pub fn message(&self, key: u64) -> Result<Message, SpoolError> {
         let value = self
             .tree

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod cluster;
 mod explain;
 mod keytable;
+mod operations;
 mod org;
 mod probe;
 mod transfer;
@@ -63,6 +64,16 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: cluster::StoreCommand,
+    },
+    /// The retry spool: copies of accepted mail that a next hop has yet to take.
+    Spool {
+        #[command(subcommand)]
+        command: operations::SpoolCommand,
+    },
+    /// The next hops, and the rests the circuit breaker gives those that failed.
+    Relay {
+        #[command(subcommand)]
+        command: operations::RelayCommand,
     },
     /// Look at what the policy in policy_dir does.
     Policy {
@@ -236,6 +247,8 @@ fn main() -> ExitCode {
         Command::Transfer { command } => transfer::run(&config, command),
         Command::Cluster { command } => cluster::run(&config, command),
         Command::Store { command } => cluster::store(&config, command),
+        Command::Spool { command } => operations::spool(&config, command),
+        Command::Relay { command } => operations::relay(&config, command),
         Command::Policy {
             command:
                 PolicyCommand::Explain {

@@ -575,7 +575,7 @@ impl Treatment {
             direction,
             client_ip: "192.0.2.1".parse().unwrap(),
             helo: "mx.example.net".into(),
-            tls: false,
+            tls: None,
             esmtp: true,
             mail_from: from.into(),
             params: MailParams::default(),

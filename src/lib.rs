@@ -66,5 +66,6 @@ pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod transfer;

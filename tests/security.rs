@@ -420,8 +420,10 @@ async fn trace_logging_never_prints_decrypted_content() {
     let log = setup.dir.path().join("serve.log");
     let mut serve = std::process::Command::new(BIN)
         .args(["serve", "--config", path_str(&setup.config)])
-        // Even when the storage engine's trace output is asked for by name.
-        .env("SEALGATE_LOG", "trace,sled=trace")
+        // Every crate at trace (RUST_LOG's bare level is every crate's), even the
+        // storage engine asked for by name.
+        .env_remove("SEALGATE_LOG")
+        .env("RUST_LOG", "trace,sled=trace")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();

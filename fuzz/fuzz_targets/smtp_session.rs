@@ -272,7 +272,7 @@ fuzz_target!(|data: &[u8]| {
     let peer: SocketAddr = peer.parse().expect("an address");
     let output = world.runtime.block_on(async {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let mut session = Session::new(server, &world.shared, direction, peer, false);
+        let mut session = Session::new(server, &world.shared, direction, peer, None);
         session.greet();
         let (mut from_gateway, mut to_gateway) = tokio::io::split(client);
         let send = async {

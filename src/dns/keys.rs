@@ -207,12 +207,14 @@ impl KeyLookup {
         let key = recipient.cache_key();
         if self.negative.contains(&key, Instant::now()) {
             tracing::debug!(address = %key, "key lookup: negative cache hit");
+            crate::telemetry::lookup("cached_no_key");
             return Found::NoKey;
         }
         let now = OffsetDateTime::now_utc();
         match self.fresh_entries(&recipient.normalized, now) {
             Ok(entries) if !entries.is_empty() => {
                 tracing::debug!(address = %key, "key lookup: key cache hit");
+                crate::telemetry::lookup("cached");
                 return Found::Keys(entries);
             }
             Ok(_) => {}
@@ -221,6 +223,7 @@ impl KeyLookup {
 
         let domain = recipient.domain.to_ascii();
         if self.failing.contains(&domain, Instant::now()) {
+            crate::telemetry::lookup("unavailable");
             return Found::Unavailable(format!(
                 "a key lookup in {} failed moments ago; not asked again yet",
                 domain.trim_end_matches('.'),
@@ -258,6 +261,7 @@ impl KeyLookup {
                         keys = entries.len(),
                         "key lookup: found"
                     );
+                    crate::telemetry::lookup("found");
                     Found::Keys(entries)
                 }
                 Err(e) => self.unavailable(&key, format!("key store: {e}")),
@@ -277,12 +281,14 @@ impl KeyLookup {
             records = %summary,
             "key lookup: no key"
         );
+        crate::telemetry::lookup("not_found");
         self.negative.insert(key, Instant::now());
         Found::NoKey
     }
 
     fn unavailable(&self, address: &str, reason: String) -> Found {
         tracing::info!(address, %reason, "key lookup: unavailable");
+        crate::telemetry::lookup("unavailable");
         Found::Unavailable(reason)
     }
 

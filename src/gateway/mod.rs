@@ -10,6 +10,7 @@
 
 pub mod marks;
 pub mod plan;
+pub mod report;
 pub mod transform;
 
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct Gateway {
 
 /// One group's next-hop transaction and what became of it.
 struct Handed {
+    /// The group's recipients, as indexes into the envelope's.
+    indices: Vec<usize>,
     tx: Outgoing,
     delivery: Delivery,
     /// sealgate refused the group itself (policy, failed encryption); the next hop
@@ -87,12 +90,41 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(%id, error = %e, "the transform task failed");
                 log_verdicts(id, envelope, &verdicts, &[]);
-                return reply::local_error("internal error");
+                let reply = reply::local_error("internal error");
+                let done = report::done(&verdicts, &[], &[]);
+                let outcomes = vec![format!("sealgate {}", brief(&reply)); done.len()];
+                report::Report {
+                    id,
+                    envelope,
+                    size: message.len(),
+                    done: &done,
+                    outcomes: &outcomes,
+                    tls_out: &[],
+                    reply: &reply,
+                    elapsed: started.elapsed(),
+                }
+                .record();
+                return reply;
             }
         };
         // Logged once the transform knows what was done, not only what was asked.
         log_verdicts(id, envelope, &verdicts, &carried.done);
-        let groups = carried.groups;
+        let mut decrypted_with = vec![None; envelope.recipients.len()];
+        for group in &carried.groups {
+            if let Some(key) = group.label.strip_prefix("decrypted-") {
+                for &i in &group.recipients {
+                    decrypted_with[i] = Some(key.to_string());
+                }
+            }
+        }
+        let done = report::done(&verdicts, &carried.done, &decrypted_with);
+        let mut groups = carried.groups;
+        if self.planner.config.trace.header {
+            for group in groups.iter_mut().filter(|g| g.refusal.is_none()) {
+                let field = report::trace_field(id, envelope, &group.recipients, &done);
+                group.message.prepend(field);
+            }
+        }
 
         let handed = futures::future::join_all(groups.into_iter().map(|group| {
             let tx = Outgoing {
@@ -106,14 +138,17 @@ impl Gateway {
                 message: group.message,
                 id: id.to_string(),
             };
+            let indices = group.recipients;
             async move {
                 match group.refusal {
                     Some(reply) => Handed {
+                        indices,
                         delivery: Delivery::all(tx.recipients.len(), reply),
                         tx,
                         refused: true,
                     },
                     None => Handed {
+                        indices,
                         delivery: relay.deliver(&tx).await,
                         tx,
                         refused: false,
@@ -180,24 +215,34 @@ impl Gateway {
             }
         }
 
-        let next_hop_replies: Vec<String> = handed
-            .iter()
-            .map(|h| h.delivery.reply.to_string())
-            .collect();
-        tracing::info!(
-            %id,
-            direction = %envelope.direction,
-            client = %envelope.client_ip,
-            from = %envelope.mail_from,
-            to = ?envelope.recipients,
-            size = message.len(),
-            groups = handed.len(),
-            next_hop = %relay.next_hop(),
-            next_hop_reply = ?next_hop_replies,
-            reply = %reply,
-            ms = started.elapsed().as_millis() as u64,
-            "transaction"
-        );
+        // Per recipient, what it came to: the next hop's word, or ours; and for a
+        // failure among acceptances, whether it waits in the spool or became a DSN.
+        let mut outcomes = vec![String::new(); envelope.recipients.len()];
+        let mut tls_out = vec![false; envelope.recipients.len()];
+        let partial = reply.is_positive() && accepted < total;
+        for h in &handed {
+            for (&i, outcome) in h.indices.iter().zip(&h.delivery.outcomes) {
+                let by = if h.refused { "sealgate " } else { "" };
+                outcomes[i] = match outcome {
+                    Outcome::Completed => brief(&h.delivery.reply),
+                    Outcome::Temporary(r) if partial => format!("{by}{} spooled", brief(r)),
+                    Outcome::Permanent(r) if partial => format!("{by}{} DSN", brief(r)),
+                    Outcome::Temporary(r) | Outcome::Permanent(r) => format!("{by}{}", brief(r)),
+                };
+                tls_out[i] = h.delivery.tls && !h.refused;
+            }
+        }
+        report::Report {
+            id,
+            envelope,
+            size: message.len(),
+            done: &done,
+            outcomes: &outcomes,
+            tls_out: &tls_out,
+            reply: &reply,
+            elapsed: started.elapsed(),
+        }
+        .record();
         reply
     }
 
@@ -243,6 +288,7 @@ impl Gateway {
             tx,
             delivery,
             refused,
+            ..
         } in handed
         {
             let how = if *refused {
@@ -329,16 +375,25 @@ impl Gateway {
     }
 }
 
-/// One line per recipient: the rule that decided, what its verdict asked for (with the
-/// key to encrypt to), and as `action` what was done (`done[i]`; empty when the
-/// transform did not run).
+/// A reply's code and enhanced status ("250 2.0.0"), for the transaction line: the
+/// texts are in the lines of the next hop's own log.
+fn brief(reply: &Reply) -> String {
+    format!("{} {}", reply.code, reply.status())
+}
+
+/// At debug level, one line per recipient: the rule that decided, what its verdict
+/// asked for (with the key to encrypt to), and as `action` what was done (`done[i]`;
+/// empty when the transform did not run). The `transaction` line says it all at info.
 fn log_verdicts(id: &str, envelope: &Envelope, verdicts: &[Verdict], done: &[String]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     for (i, (recipient, verdict)) in envelope.recipients.iter().zip(verdicts).enumerate() {
         let key = match &verdict.treatment {
             Treatment::Encrypt(key) => key.fingerprint.as_str(),
             _ => "",
         };
-        tracing::info!(
+        tracing::debug!(
             %id,
             direction = %envelope.direction,
             %recipient,

@@ -319,6 +319,7 @@ impl Transform {
                 Ok((plain, fingerprint, form)) => {
                     let signature = form.map_or("none", |f| f.as_str());
                     tracing::info!(%id, recipient = %rcpt, format = kind.as_str(), key = %fingerprint, signature, "decrypted");
+                    crate::telemetry::decryption(kind.as_str(), true);
                     done[i] = format!("decrypted {}", kind.as_str());
                     let status = status(verdict, &done[i]);
                     groups.push(Group {
@@ -334,6 +335,7 @@ impl Transform {
                 }
                 Err(error) => {
                     tracing::info!(%id, recipient = %rcpt, format = kind.as_str(), %error, "not decrypted: delivered as it arrived");
+                    crate::telemetry::decryption(kind.as_str(), false);
                     done[i] = format!("not decrypted ({error})");
                     put(
                         &mut buckets.passed,
@@ -370,6 +372,7 @@ impl Transform {
             Ok(encrypted) => {
                 let content = (kind == KeyKind::Smime).then_some(content.as_str());
                 tracing::info!(%id, recipients = ?rcpts, format = kind.as_str(), content, keys = ?fingerprints, "encrypting");
+                crate::telemetry::encryption(kind.as_str(), true);
                 Group {
                     label: kind.as_str().into(),
                     recipients,
@@ -381,6 +384,7 @@ impl Transform {
                 // Fail closed: a recipient with a key never gets the message in clear
                 // because encryption failed; the client is told to try again.
                 tracing::error!(%id, recipients = ?rcpts, format = kind.as_str(), keys = ?fingerprints, %error, "encryption failed");
+                crate::telemetry::encryption(kind.as_str(), false);
                 Group {
                     label: "refused".into(),
                     recipients,

@@ -197,6 +197,10 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
         }
         Request::Purge => match store.purge(now) {
             Ok(removed) => {
+                tracing::info!(
+                    removed = removed.len(),
+                    "keys: expired entries purged by the admin"
+                );
                 response
                     .messages
                     .push(format!("purged {} expired entries", removed.len()));
@@ -210,6 +214,9 @@ pub fn execute(cx: &Context, request: Request, now: OffsetDateTime) -> Response 
                 response.failed = true;
             }
             Ok(removed) => {
+                for entry in &removed {
+                    tracing::info!(address = %entry.address, fingerprint = %entry.fingerprint, source = entry.source.as_str(), "keys: deleted by the admin");
+                }
                 response
                     .messages
                     .push(format!("deleted {} entries", removed.len()));
@@ -344,6 +351,7 @@ fn import(
                     return;
                 }
             };
+            tracing::info!(file = %file.name, %address, %fingerprint, result = %what, "keys: imported by the admin");
             response
                 .messages
                 .push(format!("{}: {address} {fingerprint} {what}", file.name));

@@ -34,8 +34,9 @@ pub struct Envelope {
     pub client_ip: IpAddr,
     /// The name the client gave in EHLO or HELO.
     pub helo: String,
-    /// Whether the session ran over TLS (Received: "with ESMTPS").
-    pub tls: bool,
+    /// The session's TLS version and cipher suite ("TLSv1_3 TLS13_AES_256_GCM_SHA384"),
+    /// `None` in the clear (Received: "with ESMTPS" or "with ESMTP").
+    pub tls: Option<String>,
     /// Whether the client said EHLO rather than HELO.
     pub esmtp: bool,
     /// The reverse path; empty for the null sender `<>` (bounces, DSNs).

@@ -125,7 +125,11 @@ pub fn received_header(
     now: time::OffsetDateTime,
 ) -> String {
     // The protocol names of RFC 3848 and RFC 6531.
-    let protocol = match (envelope.params.smtputf8, envelope.esmtp, envelope.tls) {
+    let protocol = match (
+        envelope.params.smtputf8,
+        envelope.esmtp,
+        envelope.tls.is_some(),
+    ) {
         (true, _, false) => "UTF8SMTP",
         (true, _, true) => "UTF8SMTPS",
         (false, true, false) => "ESMTP",
@@ -189,7 +193,7 @@ mod tests {
             direction: Direction::Outbound,
             client_ip: "127.0.0.1".parse().unwrap(),
             helo: "mta.example.com (evil)\r\n".into(),
-            tls: true,
+            tls: Some("TLSv1_3 TLS13_AES_128_GCM_SHA256".into()),
             esmtp: true,
             mail_from: "a@example.com".into(),
             params: MailParams::default(),

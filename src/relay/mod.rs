@@ -76,6 +76,8 @@ pub struct Delivery {
     pub outcomes: Vec<Outcome>,
     /// The reply to the end of DATA, or the reply that ended the attempt.
     pub reply: Reply,
+    /// The transaction went over TLS (with MX delivery: to every domain's host).
+    pub tls: bool,
 }
 
 impl Delivery {
@@ -85,6 +87,7 @@ impl Delivery {
         Delivery {
             outcomes: vec![outcome; count],
             reply,
+            tls: false,
         }
     }
 }
@@ -158,6 +161,12 @@ impl Relay {
     /// Like [`Relay::deliver`], but a resting next hop is reported to the caller rather
     /// than answered for each recipient: the spool's retrier then leaves its entry be.
     pub async fn try_deliver(&self, tx: &Outgoing) -> Result<Delivery, Resting> {
+        let delivery = self.try_deliver_to_hop(tx).await?;
+        crate::telemetry::next_hop_reply(&delivery.reply);
+        Ok(delivery)
+    }
+
+    async fn try_deliver_to_hop(&self, tx: &Outgoing) -> Result<Delivery, Resting> {
         match &self.hop {
             NextHop::Smtp(addr) => {
                 let breaker = self.breakers.get(addr);

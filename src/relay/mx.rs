@@ -167,7 +167,10 @@ impl Mx {
                     for (&i, outcome) in pending.iter().zip(delivery.outcomes) {
                         outcomes[i] = Some(outcome);
                     }
-                    return Ok(finish(outcomes, delivery.reply));
+                    return Ok(Delivery {
+                        tls: delivery.tls,
+                        ..finish(outcomes, delivery.reply)
+                    });
                 }
                 HostOutcome::Undecided { reason, refused } => {
                     tracing::info!(
@@ -275,6 +278,7 @@ fn shorter(a: Resting, b: Resting) -> Resting {
 fn merge(count: usize, domains: &[(String, Vec<usize>)], parts: Vec<Delivery>) -> Delivery {
     let mut outcomes = vec![None; count];
     let mut replies = Vec::with_capacity(parts.len());
+    let tls = !parts.is_empty() && parts.iter().all(|part| part.tls);
     for ((_, indices), part) in domains.iter().zip(parts) {
         let reply = part.reply;
         let mut part_outcomes = part.outcomes.into_iter();
@@ -298,7 +302,11 @@ fn merge(count: usize, domains: &[(String, Vec<usize>)], parts: Vec<Delivery>) -
         .cloned()
         .or_else(|| replies.into_iter().next())
         .unwrap_or_else(|| reply::local_error("no recipients"));
-    Delivery { outcomes, reply }
+    Delivery {
+        outcomes,
+        reply,
+        tls,
+    }
 }
 
 /// One domain's outcomes, every recipient still without one getting `reply`.
@@ -307,7 +315,11 @@ fn finish(outcomes: Vec<Option<Outcome>>, reply: Reply) -> Delivery {
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Outcome::from_reply(reply.clone())))
         .collect();
-    Delivery { outcomes, reply }
+    Delivery {
+        outcomes,
+        reply,
+        tls: false,
+    }
 }
 
 /// What the recipients of `domain` get when DNS decides.
@@ -371,6 +383,7 @@ mod tests {
         let x = Delivery {
             outcomes: vec![Outcome::Completed, Outcome::Permanent(gone.clone())],
             reply: reply::OK,
+            tls: true,
         };
         // A part that rested comes without outcomes.
         let y = Delivery::all(0, later.clone());

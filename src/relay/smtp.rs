@@ -209,7 +209,7 @@ pub async fn attempt(
     };
     let (delivery, reach) = delivery(result.map_err(|lost| lost.broken), outcomes);
     let outcome = match undecided {
-        None => HostOutcome::Decided(delivery),
+        None => HostOutcome::Decided(Delivery { tls, ..delivery }),
         Some(reason) => HostOutcome::Undecided {
             reason,
             refused: delivery
@@ -243,6 +243,7 @@ fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> (D
                     .map(|o| o.unwrap_or_else(|| Outcome::from_reply(reply.clone())))
                     .collect(),
                 reply,
+                tls: false,
             };
             (delivery, reach)
         }
@@ -259,6 +260,7 @@ fn delivery(result: Result<Reply, Broken>, outcomes: Vec<Option<Outcome>>) -> (D
                     })
                     .collect(),
                 reply,
+                tls: false,
             };
             (delivery, Reach::Unavailable)
         }

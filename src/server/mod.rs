@@ -63,6 +63,10 @@ pub enum StartError {
     Transfer(#[from] crate::transfer::TransferError),
     #[error(transparent)]
     Shared(#[from] crate::store::postgres::PgError),
+    /// The `[metrics] listen` address is taken or not ours, or the recorder cannot be
+    /// installed. The admin's to fix.
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Metrics { addr: SocketAddr, reason: String },
     /// The admin socket cannot be created (permissions, path too long for a socket).
     #[error("cannot create the admin socket {path}: {source}")]
     Admin {
@@ -102,6 +106,10 @@ pub struct Server {
     admin: tokio::net::UnixListener,
     /// Reloads the policy on SIGHUP and when its files change.
     reloader: Arc<reload::Reloader>,
+    /// The shared store of a cluster, for the health check.
+    pg: Option<Arc<crate::store::postgres::Postgres>>,
+    /// The `[metrics] listen` listener and the recorder it renders.
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
 }
 
 impl Server {
@@ -174,6 +182,17 @@ impl Server {
             source,
         })?;
         let admin_sealer = sealer.clone();
+        let metrics = match config.metrics.listen {
+            None => None,
+            Some(addr) => {
+                let failed = |reason: String| StartError::Metrics { addr, reason };
+                let handle = crate::telemetry::install().map_err(failed)?;
+                let listener = crate::telemetry::http::bind(addr)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                Some((listener, handle))
+            }
+        };
         let config = Arc::new(config);
         let transform = Arc::new(Transform {
             keys: keys.clone(),
@@ -259,6 +278,8 @@ impl Server {
             membership,
             admin,
             reloader,
+            pg: shared,
+            metrics,
         })
     }
 
@@ -298,6 +319,8 @@ impl Server {
             membership,
             admin,
             reloader,
+            pg,
+            metrics,
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
@@ -309,6 +332,10 @@ impl Server {
             outbound_next_hop = %config.outbound.next_hop,
             spooled = shared.gateway.spool.len(),
             tls = config.tls.is_some(),
+            // /metrics and /healthz, when [metrics] listen is set.
+            metrics = %metrics.as_ref().map_or("off".into(), |(listener, _)| {
+                listener.local_addr().map_or("?".into(), |a| a.to_string())
+            }),
             "sealgate is serving"
         );
         tracker.spawn(shared.gateway.spool.clone().run(
@@ -343,6 +370,17 @@ impl Server {
             relays: shared.gateway.relays.clone(),
         };
         tracker.spawn(admin::serve(admin, served, shared.shutdown.clone()));
+        if let Some((listener, handle)) = metrics {
+            let observed = crate::telemetry::http::Observed {
+                handle,
+                spool: shared.gateway.spool.clone(),
+                relays: shared.gateway.relays.clone(),
+                db: db.clone(),
+                shared: pg,
+                shutdown: shared.shutdown.clone(),
+            };
+            tracker.spawn(crate::telemetry::http::serve(listener, observed));
+        }
         for (listener, direction) in [
             (inbound, Direction::Inbound),
             (outbound, Direction::Outbound),
@@ -431,6 +469,7 @@ async fn connection(
     shared: Arc<Shared>,
     _ticket: Ticket,
 ) {
+    let _open = OpenConnection::new(direction);
     let _ = stream.set_nodelay(true);
     if !shared.config.client_allowed(direction, peer.ip()) {
         tracing::warn!(%direction, %peer, "client not in allowed_clients");
@@ -438,7 +477,7 @@ async fn connection(
         return;
     }
     tracing::debug!(%direction, %peer, "connection");
-    let mut session = Session::new(stream, &shared, direction, peer, false);
+    let mut session = Session::new(stream, &shared, direction, peer, None);
     session.greet();
     let End::StartTls(stream) = session.run().await else {
         return;
@@ -448,13 +487,39 @@ async fn connection(
         tokio::time::timeout(shared.config.idle_timeout(), acceptor.accept(stream)).await;
     match handshake {
         Ok(Ok(tls)) => {
+            let (_, connection) = tls.get_ref();
+            let agreed = format!(
+                "{} {}",
+                connection
+                    .protocol_version()
+                    .map_or("TLS".into(), |v| format!("{v:?}")),
+                connection
+                    .negotiated_cipher_suite()
+                    .map_or("?".into(), |s| format!("{:?}", s.suite()))
+            );
             // A fresh session: RFC 3207 requires forgetting everything from before TLS.
-            let _ = Session::new(tls, &shared, direction, peer, true)
+            let _ = Session::new(tls, &shared, direction, peer, Some(agreed))
                 .run()
                 .await;
         }
         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Counts a connection as open on its listener for as long as it lives.
+struct OpenConnection(Direction);
+
+impl OpenConnection {
+    fn new(direction: Direction) -> OpenConnection {
+        crate::telemetry::connections(direction, 1.0);
+        OpenConnection(direction)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::telemetry::connections(self.0, -1.0);
     }
 }
 

@@ -61,13 +61,16 @@ pub struct Session<'a, S> {
     shared: &'a Shared,
     direction: Direction,
     peer: SocketAddr,
-    /// True once TLS is up; STARTTLS is then neither offered nor accepted.
-    tls: bool,
+    /// The TLS version and cipher once TLS is up; STARTTLS is then neither offered nor
+    /// accepted.
+    tls: Option<String>,
     /// The EHLO/HELO name and whether it was EHLO.
     helo: Option<(String, bool)>,
     transaction: Option<Transaction>,
     /// Replies that were the client's fault; too many end the session.
     errors: usize,
+    /// The command being answered, as much of it as a log line needs.
+    command: String,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
@@ -76,7 +79,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         shared: &'a Shared,
         direction: Direction,
         peer: SocketAddr,
-        tls: bool,
+        tls: Option<String>,
     ) -> Self {
         Session {
             conn: Conn::new(stream, shared.config.idle_timeout()),
@@ -87,6 +90,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             helo: None,
             transaction: None,
             errors: 0,
+            command: String::new(),
         }
     }
 
@@ -136,9 +140,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             Ok(Err(e)) => return Err(e),
         };
         let line = match line {
-            Line::TooLong => return self.refuse(&reply::LINE_TOO_LONG).await,
+            Line::TooLong => {
+                self.command = "(a line too long)".into();
+                return self.refuse(&reply::LINE_TOO_LONG).await;
+            }
             Line::Command(line) => line,
         };
+        self.command = loggable(&line);
         if line.contains(&0) {
             return self.refuse(&reply::NUL_IN_COMMAND).await;
         }
@@ -196,7 +204,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 "ENHANCEDSTATUSCODES".into(),
                 "SMTPUTF8".into(),
             ];
-            if self.shared.tls.is_some() && !self.tls {
+            if self.shared.tls.is_some() && self.tls.is_none() {
                 extensions.push("STARTTLS".into());
             }
             reply::ehlo(&config.hostname, host, &extensions)
@@ -281,6 +289,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         }
         if transaction.recipients.len() >= max_recipients {
             // Not counted as an error: the client is expected to send the rest later.
+            self.log_refusal(&reply::TOO_MANY_RECIPIENTS);
             self.conn.queue(&reply::TOO_MANY_RECIPIENTS);
             return Ok(Flow::Continue);
         }
@@ -294,6 +303,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             // not counted as an error.
             let planner = &self.shared.gateway.planner;
             if let Err(refusal) = planner.screen(&mut transaction.plan, &address).await {
+                self.log_refusal(&refusal);
                 self.conn.queue(&refusal);
                 return Ok(Flow::Continue);
             }
@@ -343,7 +353,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             direction: self.direction,
             client_ip: self.peer.ip(),
             helo,
-            tls: self.tls,
+            tls: self.tls.clone(),
             esmtp,
             mail_from: transaction.mail_from,
             params: transaction.params,
@@ -370,7 +380,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         if self.shared.tls.is_none() {
             return self.refuse(&reply::NOT_IMPLEMENTED).await;
         }
-        if self.tls {
+        if self.tls.is_some() {
             return self.refuse(&reply::TLS_ACTIVE).await;
         }
         self.conn.queue(&reply::START_TLS);
@@ -381,6 +391,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     /// Sends a refusal that was the client's fault, and ends the session once there
     /// have been too many.
     async fn refuse(&mut self, reply: &Reply) -> std::io::Result<Flow> {
+        self.log_refusal(reply);
         self.errors += 1;
         self.conn.queue(reply);
         if self.errors >= self.config().limits.max_errors.get() {
@@ -390,6 +401,22 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         Ok(Flow::Continue)
     }
 
+    /// One line for a command refused before the message was handed on: what the
+    /// transaction line is for an answered DATA. The id is the transaction's, when one
+    /// was begun.
+    fn log_refusal(&self, reply: &Reply) {
+        let id = self.transaction.as_ref().map_or("-", |t| t.plan.id());
+        tracing::info!(
+            %id,
+            direction = %self.direction,
+            client = %self.peer.ip(),
+            command = %self.command,
+            reply = %reply,
+            "refused"
+        );
+        crate::telemetry::refused(self.direction, reply);
+    }
+
     /// Sends a last reply and ends the session.
     async fn close_with(&mut self, reply: &Reply) -> std::io::Result<Flow> {
         self.conn.queue(reply);
@@ -397,6 +424,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         self.conn.flush().await?;
         Ok(Flow::Close)
     }
+}
+
+/// The first 120 characters of a command line, for the log: whatever the client sent,
+/// no control character reaches the log (a CR or an escape sequence could forge a line
+/// or drive the terminal of whoever reads it).
+fn loggable(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(120)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// The MAIL parameter we do not offer, if the client used one. Accepted are SIZE=,

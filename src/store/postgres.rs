@@ -219,6 +219,15 @@ impl Postgres {
     }
 
     /// The schema version the database is at (0 for an empty database).
+    /// Whether the database answers now (for `/healthz`).
+    pub async fn ping(&self) -> Result<(), PgError> {
+        self.run_async(|pool| async move {
+            pool.get().await?.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+        .await
+    }
+
     pub fn schema_version(&self) -> Result<i64, PgError> {
         self.run(|pool| async move {
             let client = pool.get().await?;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod cluster;
 mod explain;
 mod keytable;
+mod logging;
 mod operations;
 mod org;
 mod probe;
@@ -189,12 +190,6 @@ fn main() -> ExitCode {
         sealgate::crypto::quiet_error_backtraces();
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -202,6 +197,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The log is the gateway's; the other verbs answer on stdout and stderr, and log
+    // only what goes wrong unless asked.
+    let default_level = match cli.command {
+        Command::Serve => "info",
+        _ => "warn",
+    };
+    logging::install(config.log.format, default_level);
     match cli.command {
         Command::Check => check(&config),
         Command::Serve => serve(config),
@@ -266,20 +268,6 @@ fn main() -> ExitCode {
             explain::run(&config, direction, &from, &to, &message, json)
         }
     }
-}
-
-/// What is logged: `SEALGATE_LOG` (tracing's filter syntax), or `info`. Whatever it
-/// says, the storage engine stays at `warn`: at debug and trace, sled prints what it
-/// writes, byte by byte, and that includes decrypted mail waiting in the spool. No
-/// level may log message content or secrets.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALGATE_LOG")
-        // hickory logs every failed question at WARN, at length; sealgate says what a
-        // failed lookup means itself.
-        .unwrap_or_else(|_| {
-            "info,hickory_proto=error,hickory_resolver=error,hickory_net=error".into()
-        });
-    filter.add_directive("sled=warn".parse().expect("a valid directive"))
 }
 
 /// The config was valid (or it would not have loaded); now every policy file.

@@ -208,6 +208,14 @@ fn may_carry_keys(message: &Message) -> bool {
 
 fn log(id: &str, report: &Report) {
     for (address, fingerprint, put) in &report.stored {
+        crate::telemetry::harvested(match put {
+            Put::Added => "added",
+            Put::Refreshed => "updated",
+            Put::Replaced(_) => "replaced",
+            Put::Revoked => "revoked",
+            Put::Pending(_) => "pending",
+            Put::Ignored(_) => "ignored",
+        });
         match put {
             Put::Pending(established) => tracing::warn!(
                 %id,
@@ -223,6 +231,7 @@ fn log(id: &str, report: &Report) {
         }
     }
     for reason in &report.refused {
+        crate::telemetry::harvested("refused");
         tracing::info!(%id, %reason, "key not harvested");
     }
 }

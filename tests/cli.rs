@@ -107,6 +107,67 @@ fn check_names_the_line_of_a_limit_out_of_range() {
     }
 }
 
+/// Issue 17: check stopped at the first error, so fixing a file took one run per
+/// mistake.
+#[test]
+fn check_reports_every_config_error_at_once_errors_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "bad.toml",
+        "internal_domains = [\"@example.com\", \"user@example.org\", \"*.example.net\"]\n\
+         \n[limits]\nidle_timeout = \"soon\"\n\
+         \n[inbound]\nlisten = \"nowhere\"\nnext_hop = \"mx\"\n\
+         \n[outbound]\nallowed_clients = [\"10.0.0.0/33\", \"bogus\"]\n",
+    );
+    let path = config.to_str().unwrap();
+    let out = run(dir.path(), &["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        format!("{path}:1: internal_domains: \"user@example.org\" is an address"),
+        format!("{path}:1: internal_domains: \"*.example.net\" is a pattern"),
+        format!("{path}:4: "),
+        format!("{path}:7: [inbound] listen = \"nowhere\""),
+        format!("{path}:8: [inbound] next_hop = \"mx\""),
+        format!("{path}:11: [outbound] allowed_clients: \"10.0.0.0/33\""),
+        format!("{path}:11: [outbound] allowed_clients: \"bogus\""),
+        format!("{path}:1: warning: internal_domains: \"@example.com\" is read as \"example.com\""),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, start) in lines.iter().zip(&expected) {
+        assert!(
+            line.starts_with(start.as_str()),
+            "{line:?} is not {start:?}:\n{stderr}"
+        );
+    }
+    assert!(lines[2].contains("soon"), "{stderr}");
+}
+
+#[test]
+fn check_shows_how_an_internal_domain_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "domains.toml",
+        &format!(
+            "internal_domains = [\" Example.COM. \"]\n{}",
+            ephemeral_config(dir.path())
+        ),
+    );
+    let path = config.to_str().unwrap();
+    let out = run(dir.path(), &["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{path}:1: warning: internal_domains: \" Example.COM. \" is read as \"example.com\""
+        )),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn config_option_goes_before_or_after_the_verb() {
     let dir = tempfile::tempdir().unwrap();

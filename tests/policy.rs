@@ -249,6 +249,55 @@ async fn envelope_rules_refuse_at_rcpt_and_the_rest_is_delivered() {
     assert_eq!(got[0].recipients, ["friend@example.net"]);
 }
 
+/// Issue 17: the no-key refusal said "no usable key" to a sender whose recipient has
+/// an OpenPGP key when the rule wants S/MIME; and a rule could not say what to do.
+#[tokio::test]
+async fn the_no_key_refusal_names_what_is_missing_or_says_what_the_rule_says() {
+    let rules = r#"
+[[rule]]
+name = "org-smime"
+chain = "outbound"
+recipient = "example.org"
+action = "encrypt"
+format = "smime"
+
+[[rule]]
+name = "partners"
+chain = "outbound"
+recipient = "partner.example"
+action = "encrypt"
+no_key = "defer"
+no_key_text = "partners get encrypted mail only; ask it@example.com to add their key"
+
+[[rule]]
+name = "rest"
+chain = "outbound"
+action = "pass"
+"#;
+    let sink = Sink::start().await;
+    let (_dir, gw, _) = gateway_with_policy(&sink, &[("10-no-key.toml", rules)], "").await;
+    let _bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
+    let mut client = Client::connect(gw.outbound).await;
+    client.cmd_expect("EHLO client.test", 250).await;
+    check(&mut client, "MAIL FROM:<alice@example.com>", 250, "2.1.0").await;
+    // Bob has an OpenPGP key, and the rule wants S/MIME.
+    let reply = check(&mut client, "RCPT TO:<bob@example.org>", 550, "5.7.1").await;
+    assert_eq!(
+        reply.text,
+        "5.7.1 encryption required, but there is no usable S/MIME certificate for bob@example.org"
+    );
+    // The rule's own words, with the code no_key = "defer" gives.
+    let reply = check(&mut client, "RCPT TO:<buyer@partner.example>", 451, "4.7.1").await;
+    assert_eq!(
+        reply.text,
+        "4.7.1 partners get encrypted mail only; ask it@example.com to add their key"
+    );
+    check(&mut client, "RCPT TO:<friend@example.net>", 250, "2.1.5").await;
+    data_accepted(&mut client, &mail("hello")).await;
+    let got = settles_at(&gw, &sink, 1).await;
+    assert_eq!(got[0].recipients, ["friend@example.net"]);
+}
+
 #[tokio::test]
 async fn content_rules_reject_the_whole_message_when_every_recipient_is_refused() {
     let rules = r#"

@@ -172,6 +172,14 @@ async fn permanent_refusal_of_one_group_sends_a_dsn_to_the_sender() {
         .expect("a DSN with the null sender");
     assert_eq!(dsn.recipients, ["sender@example.com"]);
     let text = String::from_utf8_lossy(&dsn.data);
+    // Issue 17: the DSN's own Message-ID is in the configured hostname, not the
+    // machine's name.
+    let headers = text.split("\r\n\r\n").next().unwrap();
+    let message_id = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .unwrap_or_else(|| panic!("the DSN has a Message-ID: {text}"));
+    assert!(message_id.ends_with("@gw.test>"), "{message_id}");
     assert!(text.contains("multipart/report"), "{text}");
     assert!(
         text.contains("report-type=delivery-status")

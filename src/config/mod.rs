@@ -2,8 +2,10 @@
 //! validation that turns it into a [`Config`] the rest of the gateway can trust.
 //!
 //! Every error an admin can make is reported as `path:line: message`, so that the line
-//! can be found without reading the source. Values are checked while they are
-//! deserialized (see [`units`]), which is what gives each error its line.
+//! can be found without reading the source, and every error in a file is reported at
+//! once ([`ConfigErrors`]), so that one `sealgate check` shows all there is to fix.
+//! Single values are checked while they are deserialized (see [`units`]), which is
+//! what gives each error its line; the rest is checked by `validate`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use units::LookupTtl;
 
 mod sections;
 pub mod units;
+mod validate;
 
 pub use sections::{
     Backend, InboundDsn, Limits, LogConfig, LogFormat, LookupConfig, MetricsConfig, OrgConfig,
@@ -43,6 +46,46 @@ pub struct ConfigError {
     /// What is wrong, in the admin's terms.
     pub message: String,
 }
+
+/// A value sealgate reads, but not as it is written (`"@example.com"` in
+/// `internal_domains` is read as `example.com`): the admin should write it the way it
+/// is read. `check` shows these; `serve` logs them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}:{line}: warning: {message}")]
+pub struct ConfigWarning {
+    pub path: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Why a config file was refused: every error found in it, in line order, and the
+/// warnings found besides. Never without an error.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl ConfigErrors {
+    fn one(error: ConfigError) -> ConfigErrors {
+        ConfigErrors {
+            errors: vec![error],
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigErrors {
+    /// One problem a line: the errors, then the warnings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let errors = self.errors.iter().map(ToString::to_string);
+        let warnings = self.warnings.iter().map(ToString::to_string);
+        let lines: Vec<String> = errors.chain(warnings).collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 /// Where one direction hands its mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +143,9 @@ impl NextHop {
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
-    internal_domains: Option<Vec<String>>,
+    internal_domains: Option<Vec<Spanned<String>>>,
     policy_dir: Option<PathBuf>,
-    hostname: Option<String>,
+    hostname: Option<Spanned<String>>,
     inbound: FileListener,
     outbound: FileListener,
     keys: FileKeys,
@@ -125,7 +168,7 @@ struct FileConfig {
 struct FileListener {
     listen: Option<Spanned<String>>,
     next_hop: Option<Spanned<NextHop>>,
-    allowed_clients: Option<Vec<IpNet>>,
+    allowed_clients: Option<Vec<Spanned<String>>>,
     trusted_authserv_ids: Option<Spanned<Vec<String>>>,
     allow_untrusted_routing: Option<Spanned<bool>>,
 }
@@ -268,26 +311,35 @@ pub struct Config {
     pub log: LogConfig,
     /// STARTTLS is offered on both listeners when this is set.
     pub tls: Option<TlsFiles>,
+    /// What was read, but not as written; the config is valid with them.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Config {
     /// The built-in defaults: everything on one machine, delivering into `data/delivered/`.
     pub fn defaults() -> Config {
-        Config::from_file(FileConfig::default(), None, "").expect("the built-in defaults are valid")
+        validate::check(
+            FileConfig::default(),
+            None,
+            validate::Problems::new(None, ""),
+        )
+        .expect("the built-in defaults are valid")
     }
 
     /// Reads `--config FILE` if given, else `./sealgate.toml` if it exists, else the
     /// built-in defaults.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
         let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
         let found = Config::find(explicit, from_env.as_deref().map(Path::new), |p| p.exists());
         let Some(path) = found else {
             return Ok(Config::defaults());
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            line: 1,
-            message: format!("cannot read the config file: {e}"),
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigErrors::one(ConfigError {
+                path: path.display().to_string(),
+                line: 1,
+                message: format!("cannot read the config file: {e}"),
+            })
         })?;
         Config::parse(&text, &path)
     }
@@ -310,227 +362,21 @@ impl Config {
             .find(|path| exists(path))
     }
 
-    /// Parses and validates config text that came from `path`.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            line: e.span().map_or(1, |span| line_of(text, span.start)),
-            message: e.message().trim().to_string(),
-        })?;
-        Config::from_file(file, Some(path), text)
-    }
-
-    fn from_file(file: FileConfig, path: Option<&Path>, text: &str) -> Result<Config, ConfigError> {
-        let error_at = |span: std::ops::Range<usize>, message: String| ConfigError {
-            path: path.map_or("(built-in defaults)".into(), |p| p.display().to_string()),
-            line: line_of(text, span.start),
-            message,
+    /// Parses and validates config text that came from `path`: the config, or every
+    /// problem found.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let Some((file, read)) = read_file(text, path, &mut errors) else {
+            return Err(ConfigErrors {
+                errors,
+                warnings: Vec::new(),
+            });
         };
-        let data_dir = file.data_dir.unwrap_or_else(|| PathBuf::from("data"));
-        if file.org.renew_every.0 * 2 > file.org.certification_validity.0
-            || file.org.renew_every.0.is_zero()
-        {
-            // A job that runs less often than half the validity would let
-            // certifications lapse between two runs.
-            let at = text.find("renew_every").unwrap_or(0);
-            return Err(error_at(
-                at..at,
-                format!(
-                    "[org] renew_every = {:?} must be more than 0 and at most half of certification_validity = {:?}",
-                    humantime::format_duration(file.org.renew_every.0).to_string(),
-                    humantime::format_duration(file.org.certification_validity.0).to_string()
-                ),
-            ));
+        let mut problems = validate::Problems::new(Some(path), &read);
+        for error in errors {
+            problems.error_on(error.line, error.message);
         }
-        if file.store.backend == Backend::Postgres {
-            let at = text.find("[store]").unwrap_or(0);
-            if file.store.url.is_some() == file.store.url_file.is_some() {
-                return Err(error_at(
-                    at..at,
-                    "[store] backend = \"postgres\" needs one of url and url_file".into(),
-                ));
-            }
-            if file.store.member_timeout.0 < 3 * crate::cluster::HEARTBEAT_EVERY {
-                return Err(error_at(
-                    at..at,
-                    format!(
-                        "[store] member_timeout must be at least {:?}: three heartbeats",
-                        3 * crate::cluster::HEARTBEAT_EVERY
-                    ),
-                ));
-            }
-            if let Some(url) = &file.store.url {
-                // The error names the fault, never the URL: it may hold a password.
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                    return Err(error_at(
-                        at..at,
-                        format!("[store] url is not a PostgreSQL URL: {e}"),
-                    ));
-                }
-            }
-        }
-        let listener = |section: FileListener, direction: Direction, default_port: u16| {
-            let listen = match section.listen {
-                None => SocketAddr::from(([127, 0, 0, 1], default_port)),
-                Some(listen) => listen.get_ref().parse().map_err(|_| {
-                    error_at(
-                        listen.span(),
-                        format!(
-                            "[{direction}] listen = {:?} is not \"ip:port\"",
-                            listen.get_ref()
-                        ),
-                    )
-                })?,
-            };
-            let next_hop = match section.next_hop {
-                None => NextHop::Dir(data_dir.join("delivered").join(direction.as_str())),
-                Some(hop) => {
-                    if direction == Direction::Inbound && *hop.get_ref() == NextHop::Mx {
-                        // Inbound mail is for internal users, whose MX is this gateway:
-                        // looking it up would send the mail back here.
-                        return Err(error_at(
-                            hop.span(),
-                            "[inbound] next_hop = \"mx\" is for outbound mail only; \
-                             name the internal mail server as \"host:port\""
-                                .into(),
-                        ));
-                    }
-                    hop.into_inner()
-                }
-            };
-            let allowed_clients = match (direction, section.allowed_clients) {
-                (Direction::Outbound, None) => {
-                    vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
-                }
-                (_, list) => list.unwrap_or_default(),
-            };
-            if direction == Direction::Outbound {
-                let spans = [
-                    section
-                        .trusted_authserv_ids
-                        .as_ref()
-                        .map(|s| ("trusted_authserv_ids", s.span())),
-                    section
-                        .allow_untrusted_routing
-                        .as_ref()
-                        .map(|s| ("allow_untrusted_routing", s.span())),
-                ];
-                if let Some((key, span)) = spans.into_iter().flatten().next() {
-                    return Err(error_at(
-                        span,
-                        format!("[outbound] {key} is for inbound mail only; set it in [inbound]"),
-                    ));
-                }
-            }
-            Ok(ListenerConfig {
-                listen,
-                next_hop,
-                allowed_clients,
-                trusted_authserv_ids: section
-                    .trusted_authserv_ids
-                    .map(|ids| {
-                        ids.into_inner()
-                            .into_iter()
-                            .map(|id| id.trim().to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                allow_untrusted_routing: section
-                    .allow_untrusted_routing
-                    .is_some_and(|allow| allow.into_inner()),
-            })
-        };
-        let inbound = listener(file.inbound, Direction::Inbound, 2525)?;
-        let outbound = listener(file.outbound, Direction::Outbound, 2587)?;
-
-        let non_empty = |field: Option<Spanned<String>>| field.filter(|f| !f.get_ref().is_empty());
-        let tls = match (non_empty(file.tls.cert), non_empty(file.tls.key)) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let files = TlsFiles {
-                    cert: PathBuf::from(cert.get_ref()),
-                    key: PathBuf::from(key.get_ref()),
-                };
-                crate::tls::server_config(&files)
-                    .map_err(|e| error_at(cert.span(), format!("[tls] cannot be used: {e}")))?;
-                Some(files)
-            }
-            (None, Some(key)) => {
-                return Err(error_at(
-                    key.span(),
-                    "[tls] key is set but cert is not".into(),
-                ));
-            }
-            (Some(cert), None) => {
-                return Err(error_at(
-                    cert.span(),
-                    "[tls] cert is set but key is not".into(),
-                ));
-            }
-        };
-
-        let limits = file.limits;
-        let adk = match file.crypto.additional_decryption_key {
-            Some(path) if !path.get_ref().is_empty() => {
-                Some(load_adk(path.get_ref()).map_err(|e| {
-                    error_at(
-                        path.span(),
-                        format!("[crypto] additional_decryption_key: {e}"),
-                    )
-                })?)
-            }
-            _ => None,
-        };
-        let crypto = CryptoConfig {
-            protect_subject: file.crypto.protect_subject,
-            additional_decryption_key: adk,
-            smime_authenticated_encryption: file.crypto.smime_authenticated_encryption,
-        };
-        let smime_trust = match &file.keys.smime_trust {
-            Some(path) if !path.get_ref().is_empty() => {
-                let read = std::fs::read(path.get_ref())
-                    .map_err(|e| format!("cannot read {}: {e}", path.get_ref()))
-                    .and_then(|pem| crate::keys::harvest::trust::SmimeTrust::from_pem(&pem));
-                Some(std::sync::Arc::new(read.map_err(|e| {
-                    error_at(path.span(), format!("[keys] smime_trust: {e}"))
-                })?))
-            }
-            _ => None,
-        };
-        let keys = KeysConfig {
-            lookup_ttl: file.keys.lookup_ttl,
-            encrypt_to_mailflow_keys: file.keys.encrypt_to_mailflow_keys,
-            encrypt_to_unvalidated_smime: file.keys.encrypt_to_unvalidated_smime
-                || smime_trust.is_none(),
-            smime_trust,
-        };
-        Ok(Config {
-            source: path.map(Path::to_path_buf),
-            internal_domains: InternalDomains::new(
-                file.internal_domains
-                    .unwrap_or_else(|| vec!["example.com".into()]),
-            ),
-            policy_dir: file.policy_dir.unwrap_or_else(|| PathBuf::from("policies")),
-            hostname: file
-                .hostname
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            data_dir,
-            inbound,
-            outbound,
-            keys,
-            lookup: file.lookup,
-            crypto,
-            relay: file.relay,
-            spool: file.spool,
-            org: file.org,
-            store: file.store,
-            metrics: file.metrics,
-            trace: file.trace,
-            log: file.log,
-            limits,
-            policy: file.policy,
-            tls,
-        })
+        validate::check(file, Some(path), problems)
     }
 
     /// The listener of one direction.
@@ -566,20 +412,57 @@ impl Config {
     }
 }
 
-/// Reads the additional decryption key: one OpenPGP cert that can encrypt now.
-fn load_adk(path: &str) -> Result<sequoia_openpgp::Cert, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let mut certs = crate::keys::material::parse_pgp(&bytes).map_err(|e| format!("{path}: {e}"))?;
-    if certs.len() != 1 {
-        return Err(format!(
-            "{path} holds {} keys; name a file with exactly one",
-            certs.len()
-        ));
+/// At most this many values that cannot be read are reported from one file: past
+/// them, the file is further off than a list of errors helps with.
+const MAX_READ_ERRORS: usize = 50;
+
+/// Reads the file format, recording in `errors` each value that cannot be read. serde
+/// stops at the first; so that `check` lists them all, the line of each is blanked
+/// (the lines keep their numbers) and the file is read again. A syntax error ends
+/// this (what follows it may be misread), and so does a bad value whose line cannot
+/// be blanked alone. Returns the file format and the text it was read from, which is
+/// what its spans point into; `None` when nothing could be read.
+fn read_file(
+    text: &str,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(FileConfig, String)> {
+    let is_toml = |text: &str| toml::from_str::<toml::Table>(text).is_ok();
+    let mut text = text.to_string();
+    loop {
+        let e = match toml::from_str::<FileConfig>(&text) {
+            Ok(file) => return Some((file, text)),
+            Err(e) => e,
+        };
+        errors.push(ConfigError {
+            path: path.display().to_string(),
+            line: e.span().map_or(1, |span| line_of(&text, span.start)),
+            // One problem, one line.
+            message: e.message().trim().replace('\n', "; "),
+        });
+        if errors.len() >= MAX_READ_ERRORS || !is_toml(&text) {
+            return None;
+        }
+        text = e
+            .span()
+            .and_then(|span| without_line(&text, span))
+            .filter(|blanked| is_toml(blanked))?;
     }
-    let cert = certs.remove(0);
-    crate::crypto::pgp::encrypt(b"", std::slice::from_ref(&cert))
-        .map_err(|e| format!("{path}: cannot be encrypted to: {e}"))?;
-    Ok(cert.strip_secret_key_material())
+}
+
+/// `text` with the line that `span` lies on emptied, when the span lies on one line
+/// and that line is neither empty nor a table's header (`[inbound]`), without which
+/// the keys under it would land in the table before.
+fn without_line(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let start = text[..span.start].rfind('\n').map_or(0, |at| at + 1);
+    let end = text[span.start..]
+        .find('\n')
+        .map_or(text.len(), |at| span.start + at);
+    let line = text[start..end].trim();
+    if span.end > end || line.is_empty() || line.starts_with('[') {
+        return None;
+    }
+    Some(format!("{}{}", &text[..start], &text[end..]))
 }
 
 /// The 1-based line that byte `offset` of `text` is on.

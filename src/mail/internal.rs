@@ -2,19 +2,26 @@
 //! internal recipients only), the policy (`recipient_is`) and `policy explain` all ask,
 //! so that they cannot disagree.
 
-/// The domains whose users are ours (`internal_domains`), lower-case, without a
-/// trailing dot.
+/// The domains whose users are ours (`internal_domains`), in the form of
+/// [`super::domain::Domain::ascii`]: lower case, IDNs in A-labels, no trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalDomains(Vec<String>);
 
 impl InternalDomains {
+    /// Domains read with [`super::domain::read`], which is where the config refuses
+    /// what is not a domain. Text it would refuse is kept lower-cased here: it matches
+    /// no real address, which is what such an entry can mean.
     pub fn new(domains: impl IntoIterator<Item = impl AsRef<str>>) -> InternalDomains {
-        InternalDomains(
-            domains
-                .into_iter()
-                .map(|d| d.as_ref().trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
-        )
+        let mut ours: Vec<String> = Vec::new();
+        for text in domains {
+            let text = text.as_ref();
+            let domain =
+                super::domain::read(text).map_or_else(|_| text.trim().to_lowercase(), |d| d.ascii);
+            if !ours.contains(&domain) {
+                ours.push(domain);
+            }
+        }
+        InternalDomains(ours)
     }
 
     /// The domains, as configured (normalised).
@@ -22,10 +29,15 @@ impl InternalDomains {
         &self.0
     }
 
-    /// Whether `domain` (any case, with or without a trailing dot) is one of ours.
+    /// Whether `domain` (any case, with or without a trailing dot, an IDN in A-labels
+    /// or in UTF-8) is one of ours.
     pub fn contains_domain(&self, domain: &str) -> bool {
         let domain = domain.trim_end_matches('.');
-        self.0.iter().any(|d| d.eq_ignore_ascii_case(domain))
+        if domain.is_ascii() {
+            return self.0.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        }
+        // An SMTPUTF8 client writes an IDN in UTF-8; ours are kept in A-labels.
+        idna::domain_to_ascii(domain).is_ok_and(|ascii| self.0.contains(&ascii))
     }
 
     /// Whether mail to `address` is for one of our users: its domain is one of ours,
@@ -52,5 +64,15 @@ mod tests {
         assert!(!ours.is_internal("postmaster@example.org"));
         assert!(!ours.is_internal("alice@sub.example.com"));
         assert!(!ours.is_internal("alice"));
+    }
+
+    #[test]
+    fn an_idn_is_ours_in_either_form() {
+        let ours = InternalDomains::new(["Bücher.Example", "bücher.example"]);
+        assert_eq!(ours.domains(), ["xn--bcher-kva.example"]);
+        assert!(ours.is_internal("anna@bücher.example"));
+        assert!(ours.is_internal("anna@BÜCHER.example"));
+        assert!(ours.is_internal("anna@xn--bcher-kva.example"));
+        assert!(!ours.is_internal("anna@bucher.example"));
     }
 }

@@ -1,9 +1,10 @@
 //! The values every stage of the gateway shares, with no I/O: which way a message
 //! travels, its envelope, the message itself, its MIME structure as far as encryption
-//! cares, and the one rule of who is internal.
+//! cares, domain names as the config gives them, and the one rule of who is internal.
 
 pub mod authentication;
 pub mod decrypted;
+pub mod domain;
 pub mod envelope;
 pub mod internal;
 pub mod message;

@@ -13,6 +13,10 @@ use crate::smtp::reply::Reply;
 /// Regexes in rules are bounded, so a careless pattern cannot eat memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// The longest reply text a rule may set: with the code and status in front, the
+/// reply line stays well within RFC 5321's 512 octets.
+const MAX_REPLY_TEXT: usize = 200;
+
 /// One field's value, read into what the rule needs; errors are plain messages.
 pub struct Field<'a> {
     pub value: &'a Value,
@@ -179,6 +183,30 @@ impl Field<'_> {
                 Ok((name.to_string(), value.to_string()))
             })
             .collect()
+    }
+
+    /// The text of an SMTP reply, as `no_key_text` gives it: one line of printable
+    /// ASCII (RFC 5321's textstring; a line break would end the reply early, and other
+    /// control characters reach the client's logs and screens), and short enough to
+    /// stay one line.
+    pub fn reply_text(&self) -> Read<String> {
+        let text = self.string()?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("the text is empty".into());
+        }
+        if let Some(c) = text.chars().find(|c| !(' '..='~').contains(c)) {
+            return Err(format!(
+                "{c:?} is not allowed: an SMTP reply is one line of printable ASCII"
+            ));
+        }
+        if text.len() > MAX_REPLY_TEXT {
+            return Err(format!(
+                "the text is {} characters long; at most {MAX_REPLY_TEXT} are allowed",
+                text.len()
+            ));
+        }
+        Ok(text.to_string())
     }
 
     /// `reply = "550 5.7.1 text"`: a 4xx or 5xx code, an enhanced status code of the

@@ -2,7 +2,7 @@
 //! that can never match, actions that have no effect, and rejects that cannot be
 //! decided at RCPT time because an earlier rule needs the message.
 
-use super::rule::{Action, Locality, Origin, Rule};
+use super::rule::{Action, Locality, NoKey, Origin, Rule};
 use super::{Chain, Policy};
 use crate::mail::Direction;
 
@@ -45,15 +45,21 @@ fn chain_warnings(chain: &Chain, out: &mut Vec<(Origin, String)>) {
         let then = &rule.then;
         let encrypt_only = then.format.is_some()
             || then.no_key.is_some()
+            || then.no_key_text.is_some()
             || then.lookup_offline.is_some()
             || then.encrypt_again.is_some()
             || then.use_mailflow_keys.is_some()
             || then.smime_authenticated_encryption.is_some();
         if !rule.continues && encrypt_only && action.is_some_and(|a| a != Action::Encrypt) {
             warn(format!(
-                "format, no_key, lookup_offline, encrypt_again, use_mailflow_keys and smime_authenticated_encryption have no effect with action = \"{}\"",
+                "format, no_key, no_key_text, lookup_offline, encrypt_again, use_mailflow_keys and smime_authenticated_encryption have no effect with action = \"{}\"",
                 action.map_or("pass", Action::as_str)
             ));
+        }
+        if !rule.continues && then.no_key_text.is_some() && then.no_key == Some(NoKey::SendClear) {
+            warn(
+                "no_key_text has no effect with no_key = \"send_clear\": nothing is refused".into(),
+            );
         }
         if !rule.continues && *then == Default::default() {
             warn("sets no action: matching recipients get the message as it is (write action = \"pass\" to say so)".into());

@@ -349,6 +349,7 @@ impl FileReader<'_> {
                 "no_key" => field
                     .one_of(&["reject", "send_clear", "defer"])
                     .map(|s| then.no_key = Some(no_key(&s))),
+                "no_key_text" => field.reply_text().map(|t| then.no_key_text = Some(t)),
                 "lookup_offline" => field
                     .one_of(&["defer", "send_clear"])
                     .map(|s| then.lookup_offline = Some(lookup_offline(&s))),

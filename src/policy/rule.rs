@@ -143,6 +143,9 @@ pub struct Actions {
     pub action: Option<Action>,
     pub format: Option<Format>,
     pub no_key: Option<NoKey>,
+    /// The text of the no-key refusal (`no_key = "reject"` or `"defer"`) instead of
+    /// sealgate's own; the code stays. Printable ASCII, checked at load time.
+    pub no_key_text: Option<String>,
     /// What to do when the recipient's key lookup could not be answered.
     pub lookup_offline: Option<LookupOffline>,
     /// Encrypt a message that is already encrypted (off unless a rule says so).
@@ -168,6 +171,7 @@ impl Actions {
         set(&mut self.action, &later.action);
         set(&mut self.format, &later.format);
         set(&mut self.no_key, &later.no_key);
+        set(&mut self.no_key_text, &later.no_key_text);
         set(&mut self.lookup_offline, &later.lookup_offline);
         set(&mut self.encrypt_again, &later.encrypt_again);
         set(&mut self.reply, &later.reply);

@@ -141,12 +141,13 @@ impl Verdict {
                     None => match actions.no_key.unwrap_or_default() {
                         NoKey::SendClear => verdict.note = Some("no usable key: sent in clear"),
                         NoKey::Reject => {
-                            verdict.treatment =
-                                Treatment::Refuse(reply::encryption_required(cx.recipient));
+                            let refusal = reply::encryption_required(cx.recipient, missing(format));
+                            verdict.treatment = Treatment::Refuse(in_rule_words(refusal, actions));
                             verdict.note = Some("no usable key: rejected");
                         }
                         NoKey::Defer => {
-                            verdict.treatment = Treatment::Refuse(reply::no_key_yet(cx.recipient));
+                            let refusal = reply::no_key_yet(cx.recipient, missing(format));
+                            verdict.treatment = Treatment::Refuse(in_rule_words(refusal, actions));
                             verdict.note = Some("no usable key: deferred");
                         }
                     },
@@ -180,6 +181,25 @@ impl Verdict {
             Treatment::Refuse(reply) if reply.is_temporary() => "defer".into(),
             Treatment::Refuse(_) => "reject".into(),
         }
+    }
+}
+
+/// What the recipient lacks when no key of `format` is usable: the refusal names it,
+/// so that "no S/MIME certificate" is not mistaken for "no key at all" by a sender
+/// whose recipient has an OpenPGP key.
+fn missing(format: Format) -> reply::MissingKey {
+    match format {
+        Format::Auto => reply::MissingKey::Any,
+        Format::Pgp => reply::MissingKey::Pgp,
+        Format::Smime => reply::MissingKey::Smime,
+    }
+}
+
+/// The no-key refusal in the rule's `no_key_text`, when it has one.
+fn in_rule_words(refusal: Reply, actions: &super::rule::Actions) -> Reply {
+    match &actions.no_key_text {
+        Some(text) => reply::no_key_in_rule_words(refusal, text),
+        None => refusal,
     }
 }
 

@@ -293,13 +293,46 @@ pub fn local_error(detail: &str) -> Reply {
 /// `action = "reject"` without a `reply` of its own.
 pub const REJECTED_BY_POLICY: Reply = Reply::fixed(550, [5, 7, 1], "rejected by policy");
 
-/// A rule requires encryption (`no_key = "reject"`) and the recipient has no usable key.
-pub fn encryption_required(recipient: &str) -> Reply {
+/// What a recipient lacks for a rule that requires encryption: a key of the kind
+/// the rule's `format` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKey {
+    /// `format = "auto"`: no key of either kind.
+    Any,
+    /// `format = "pgp"`.
+    Pgp,
+    /// `format = "smime"`.
+    Smime,
+}
+
+impl MissingKey {
+    fn words(self) -> &'static str {
+        match self {
+            MissingKey::Any => "usable key",
+            MissingKey::Pgp => "usable OpenPGP key",
+            MissingKey::Smime => "usable S/MIME certificate",
+        }
+    }
+}
+
+/// A rule requires encryption (`no_key = "reject"`) and the recipient has no usable key
+/// of the kind it asks for.
+pub fn encryption_required(recipient: &str, missing: MissingKey) -> Reply {
     Reply::new(
         550,
         Some([5, 7, 1]),
-        format!("encryption required, but there is no usable key for {recipient}"),
+        format!(
+            "encryption required, but there is no {} for {recipient}",
+            missing.words()
+        ),
     )
+}
+
+/// A no-key refusal in the words of the rule's `no_key_text` (checked when the rule
+/// was loaded: printable ASCII, one line): the code and status of `refusal` stay, so
+/// that the client still knows whether to try again.
+pub fn no_key_in_rule_words(refusal: Reply, text: &str) -> Reply {
+    Reply::new(refusal.code, refusal.esc, text.to_string())
 }
 
 /// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
@@ -312,12 +345,16 @@ pub fn lookup_unavailable(recipient: &str) -> Reply {
     )
 }
 
-/// A rule requires encryption (`no_key = "defer"`) and no key is known yet.
-pub fn no_key_yet(recipient: &str) -> Reply {
+/// A rule requires encryption (`no_key = "defer"`) and no key of the kind it asks for
+/// is known yet.
+pub fn no_key_yet(recipient: &str, missing: MissingKey) -> Reply {
     Reply::new(
         451,
         Some([4, 7, 1]),
-        format!("encryption required and no usable key for {recipient} yet; try again later"),
+        format!(
+            "encryption required and no {} for {recipient} yet; try again later",
+            missing.words()
+        ),
     )
 }
 

@@ -77,6 +77,7 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
     );
     let postmaster = format!("MAILER-DAEMON@{}", report.hostname);
     MessageBuilder::new()
+        .message_id(message_id(report))
         .from(("Mail Delivery System", postmaster.as_str()))
         .to(report.sender)
         .subject("Undelivered Mail Returned to Sender")
@@ -89,9 +90,60 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The DSN's Message-ID, in our `hostname`: left to itself, mail-builder would use
+/// the machine's name, which may be a container's id or an internal name. The
+/// transaction id says which message it reports on; the random part keeps apart two
+/// DSNs about one message (one at once, one when the spool gives up).
+fn message_id(report: &Report<'_>) -> String {
+    format!(
+        "{}.{:016x}.dsn@{}",
+        report.id,
+        rand::random::<u64>(),
+        report.hostname
+    )
+}
+
 /// A part sent as it is. message/delivery-status must not be base64-encoded, and the
 /// returned headers should stay readable.
 fn verbatim(content_type: &'static str, body: Vec<u8>) -> MimePart<'static> {
     let encoding = if body.is_ascii() { "7bit" } else { "8bit" };
     MimePart::new(ContentType::new(content_type), body).transfer_encoding(encoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_id_is_in_our_hostname() {
+        let failure = Failure {
+            recipient: "gone@example.org".into(),
+            reply: Reply::new(550, Some([5, 1, 1]), "no such user"),
+            remote: true,
+        };
+        let report = Report {
+            hostname: "gw.example.net",
+            next_hop: "mx.example.org:25",
+            sender: "alice@example.net",
+            id: "18F3A2B4C5D60001",
+            arrival: time::OffsetDateTime::UNIX_EPOCH,
+            failures: std::slice::from_ref(&failure),
+            original_headers: b"Subject: hi\r\n",
+        };
+        let ids: Vec<String> = (0..2)
+            .map(|_| {
+                let dsn = String::from_utf8(build(&report)).unwrap();
+                let id = dsn
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: "))
+                    .unwrap_or_else(|| panic!("no Message-ID in {dsn}"));
+                id.to_string()
+            })
+            .collect();
+        for id in &ids {
+            assert!(id.starts_with("<18F3A2B4C5D60001."), "{id}");
+            assert!(id.ends_with(".dsn@gw.example.net>"), "{id}");
+        }
+        assert_ne!(ids[0], ids[1], "two DSNs about one message");
+    }
 }

@@ -192,8 +192,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}");
+        Err(refused) => {
+            // Every problem, errors first: one run shows all there is to fix.
+            eprintln!("{refused}");
             return ExitCode::FAILURE;
         }
     };
@@ -277,6 +278,9 @@ fn check(config: &Config) -> ExitCode {
         .as_ref()
         .map_or("built-in defaults".to_string(), |p| p.display().to_string());
     println!("{source}: OK");
+    for warning in &config.warnings {
+        println!("{warning}");
+    }
     if let Some(warning) = sealgate::store::exposure(&config.data_dir) {
         println!("{source}: warning: {warning}");
     }
@@ -471,6 +475,10 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A value read otherwise than written is worth fixing, but no reason not to serve.
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "config");
+    }
     let probed = config.clone();
     runtime.block_on(async {
         // Installed before the listeners and the admin socket exist: a supervisor that

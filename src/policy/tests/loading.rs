@@ -98,3 +98,64 @@ fn the_shipped_policy_loads_clean() {
     assert!(built_in.policy.is_some());
     assert_eq!(built_in.warnings().count(), 1);
 }
+
+#[test]
+fn no_key_text_must_be_one_short_line_of_printable_ascii() {
+    let rule = |text: &str| {
+        format!("[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\nno_key_text = {text}\n")
+    };
+    let loaded = load(&rule("\"  ask IT for the recipient's certificate  \""));
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let policy = loaded.policy.unwrap();
+    assert_eq!(
+        policy.outbound.rules[0].then.no_key_text.as_deref(),
+        Some("ask IT for the recipient's certificate")
+    );
+    for (text, words) in [
+        (r#""line one\r\n250 OK""#, "printable ASCII"),
+        (r#""bell\u0007""#, "printable ASCII"),
+        (r#""tab\there""#, "printable ASCII"),
+        (
+            r#""Zertifikat fehlt: bitte an die IT wenden, Grüße""#,
+            "printable ASCII",
+        ),
+        (r#""   ""#, "empty"),
+        (&format!("\"{}\"", "x".repeat(201)), "at most 200"),
+        ("true", "expected a string"),
+    ] {
+        let loaded = load(&rule(text));
+        assert!(loaded.policy.is_none(), "{text} was accepted");
+        let errors: Vec<String> = loaded.errors().map(|p| p.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("policies/50-test.toml:4: no_key_text: "),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains(words), "{text}: {errors:?}");
+    }
+    assert!(
+        load(&rule(&format!("\"{}\"", "x".repeat(200))))
+            .policy
+            .is_some()
+    );
+}
+
+#[test]
+fn no_key_text_without_a_refusal_to_word_is_a_warning() {
+    let loaded = load(
+        "[[rule]]\nchain = \"outbound\"\nrecipient = \"partner.example\"\naction = \"encrypt\"\nno_key = \"send_clear\"\nno_key_text = \"never said\"\n\n\
+         [[rule]]\nchain = \"outbound\"\naction = \"pass\"\nno_key_text = \"never said\"\n",
+    );
+    assert!(loaded.policy.is_some());
+    let warnings: Vec<String> = loaded.warnings().map(|p| p.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("policies/50-test.toml:1: warning: no_key_text has no effect with no_key = \"send_clear\""),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("policies/50-test.toml:8: warning: ")
+            && warnings[1].contains("no_key_text"),
+        "{warnings:?}"
+    );
+}

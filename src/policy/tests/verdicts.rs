@@ -95,6 +95,78 @@ fn no_key_outcomes() {
     assert_eq!(v.rule.as_deref(), Some("e"));
 }
 
+/// Issue 17: "no usable key" when the rule wants S/MIME and the recipient has an
+/// OpenPGP key sent senders looking for a key that was there.
+#[test]
+fn the_no_key_refusal_names_the_kind_of_key_the_rule_wants() {
+    use KeyKind::*;
+    let rule =
+        |extra: &str| format!("[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\n{extra}\n");
+    let refusal =
+        |text: &str, entries: &[KeyEntry]| match verdict(text, entries, false, None).treatment {
+            Treatment::Refuse(reply) => reply,
+            other => panic!("{other:?}"),
+        };
+    let pgp_only = [entry(Pgp, Source::Admin, "P1")];
+    let smime_only = [entry(Smime, Source::Admin, "S1")];
+    let reply = refusal(&rule("format = \"smime\""), &pgp_only);
+    assert_eq!(
+        reply.to_string(),
+        "550 5.7.1 encryption required, but there is no usable S/MIME certificate for r@x.example"
+    );
+    let reply = refusal(&rule("format = \"pgp\""), &smime_only);
+    assert_eq!(
+        reply.to_string(),
+        "550 5.7.1 encryption required, but there is no usable OpenPGP key for r@x.example"
+    );
+    let reply = refusal(&rule(""), &[]);
+    assert_eq!(
+        reply.to_string(),
+        "550 5.7.1 encryption required, but there is no usable key for r@x.example"
+    );
+    let reply = refusal(&rule("format = \"smime\"\nno_key = \"defer\""), &pgp_only);
+    assert_eq!(
+        reply.to_string(),
+        "451 4.7.1 encryption required and no usable S/MIME certificate for r@x.example yet; try again later"
+    );
+}
+
+#[test]
+fn a_rule_words_its_no_key_refusal_and_the_code_stays() {
+    let rule = |no_key: &str| {
+        format!(
+            "[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\n{no_key}\nno_key_text = \"write to it@example.com for a certificate\"\n"
+        )
+    };
+    for (no_key, status) in [
+        ("", "550 5.7.1"),
+        ("no_key = \"reject\"", "550 5.7.1"),
+        ("no_key = \"defer\"", "451 4.7.1"),
+    ] {
+        let Treatment::Refuse(reply) = verdict(&rule(no_key), &[], false, None).treatment else {
+            panic!("{no_key}: not refused")
+        };
+        assert_eq!(
+            reply.to_string(),
+            format!("{status} write to it@example.com for a certificate"),
+            "{no_key}"
+        );
+    }
+    // A failed lookup is not "no key": its own reply, whatever the rule's text.
+    let v = verdict_after_lookup(&rule(""), &[], false, None, true);
+    let Treatment::Refuse(reply) = v.treatment else {
+        panic!("{v:?}")
+    };
+    assert_eq!(reply.status(), "4.4.3");
+    assert!(reply.text.contains("key lookup"), "{reply}");
+    // A continue rule's text carries over to the rule that decides.
+    let carried = "[[rule]]\nchain = \"outbound\"\nno_key_text = \"no key, no mail\"\ncontinue = true\n\n[[rule]]\nchain = \"outbound\"\naction = \"encrypt\"\n";
+    let Treatment::Refuse(reply) = verdict(carried, &[], false, None).treatment else {
+        panic!("not refused")
+    };
+    assert_eq!(reply.to_string(), "550 5.7.1 no key, no mail");
+}
+
 #[test]
 fn key_choice_format_and_mailflow() {
     use KeyKind::*;

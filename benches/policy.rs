@@ -174,7 +174,7 @@ fn main() {
                 allowed: sealgate::keys::Allowed::NO_MAILFLOW,
                 authenticated_encryption: Default::default(),
                 already_encrypted: data.then_some(false),
-                lookup_failed: false,
+                lookup: Default::default(),
             };
             let expected = if data { case.at_data } else { case.at_rcpt };
             let decision = check(chain, case, content, expected);

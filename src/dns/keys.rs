@@ -18,6 +18,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::dnssec::DnssecStatus;
 use super::negative::{DEFAULT_CAPACITY, NegativeCache};
 use super::resolver::{Answer, DnsResolver, TrustAnchor, Validation};
 use super::{DnsError, resolver};
@@ -39,6 +40,10 @@ pub enum Found {
     /// Nothing was learnt (SERVFAIL, timeout, network, bogus DNSSEC, key store error):
     /// the policy's `lookup_offline` decides. Never remembered.
     Unavailable(String),
+    /// Nothing was learnt, and nothing can be until an admin acts: the lookup needed
+    /// DNSSEC, its answer failed, and the resolver is known not to validate (it strips
+    /// DNSSEC; see [`super::dnssec`]). Not an outage: the policy's `no_key` decides.
+    CannotValidate(String),
 }
 
 /// Key lookups for recipients, with the negative cache and the key cache they fill.
@@ -60,6 +65,9 @@ pub struct KeyLookup {
     failing: NegativeCache,
     /// Where found keys go.
     keys: Arc<dyn KeyStore>,
+    /// What the probes found about the resolver's DNSSEC: whether a failed lookup that
+    /// needed it is an outage or the resolver's lasting inability.
+    dnssec: Arc<DnssecStatus>,
 }
 
 /// A recipient as DNS sees it.
@@ -181,12 +189,19 @@ impl KeyLookup {
             negative: NegativeCache::new(config.negative_ttl.0, DEFAULT_CAPACITY),
             failing: NegativeCache::new(config.failure_rest.0, DEFAULT_CAPACITY),
             keys,
+            dnssec: Arc::new(DnssecStatus::new()),
         }
     }
 
-    /// The resolvers, for MX resolution ([`DnsResolver::mx_hosts`]).
+    /// The resolvers, for MX resolution ([`DnsResolver::mx_hosts`]) and the DNSSEC probe.
     pub fn resolver(&self) -> &DnsResolver {
         &self.resolver
+    }
+
+    /// What is known about the resolver's DNSSEC: the task that probes it records its
+    /// findings here.
+    pub fn dnssec(&self) -> Arc<DnssecStatus> {
+        self.dnssec.clone()
     }
 
     /// Whether `address` had no key at its last lookup, less than `negative_ttl` ago: a
@@ -222,19 +237,21 @@ impl KeyLookup {
         }
 
         let domain = recipient.domain.to_ascii();
-        if self.failing.contains(&domain, Instant::now()) {
-            crate::telemetry::lookup("unavailable");
-            return Found::Unavailable(format!(
-                "a key lookup in {} failed moments ago; not asked again yet",
-                domain.trim_end_matches('.'),
-            ));
-        }
         let insecure = self.insecure_domains.contains(&domain);
         let validation = if insecure {
             Validation::None
         } else {
             Validation::Dnssec
         };
+        if self.failing.contains(&domain, Instant::now()) {
+            return self.unanswered(
+                validation,
+                format!(
+                    "a key lookup in {} failed moments ago; not asked again yet",
+                    domain.trim_end_matches('.'),
+                ),
+            );
+        }
         let (pgp, smime) = tokio::join!(
             self.harvest(&recipient, KeyKind::Pgp, validation, now),
             self.harvest(&recipient, KeyKind::Smime, validation, now),
@@ -273,7 +290,17 @@ impl KeyLookup {
             .collect();
         if !failures.is_empty() {
             self.failing.insert(domain, Instant::now());
-            return self.unavailable(&key, failures.join("; "));
+            let found = self.unanswered(validation, failures.join("; "));
+            match &found {
+                Found::CannotValidate(reason) => {
+                    tracing::info!(address = %key, %reason, "key lookup: cannot validate");
+                }
+                Found::Unavailable(reason) => {
+                    tracing::info!(address = %key, %reason, "key lookup: unavailable");
+                }
+                Found::Keys(_) | Found::NoKey => {}
+            }
+            return found;
         }
         tracing::info!(
             address = %key,
@@ -290,6 +317,19 @@ impl KeyLookup {
         tracing::info!(address, %reason, "key lookup: unavailable");
         crate::telemetry::lookup("unavailable");
         Found::Unavailable(reason)
+    }
+
+    /// A DNS question that went unanswered: an outage, unless the lookup needed DNSSEC
+    /// and the resolver is known not to validate, which no retry cures. Tells the two
+    /// apart for the policy; the rule stays its to apply.
+    fn unanswered(&self, validation: Validation, reason: String) -> Found {
+        if validation == Validation::Dnssec && self.dnssec.cannot_validate() {
+            crate::telemetry::lookup("cannot_validate");
+            Found::CannotValidate(format!("{reason}; the resolver cannot validate DNSSEC"))
+        } else {
+            crate::telemetry::lookup("unavailable");
+            Found::Unavailable(reason)
+        }
     }
 
     /// The entries an earlier lookup stored for `address` that are still fresh: not

@@ -3,6 +3,8 @@
 //!
 //! - [`resolver`]: the resolvers built from `[lookup]` (one validates DNSSEC, one does
 //!   not), and how an answer is read: records, no data, no domain, bogus, or failed.
+//! - [`dnssec`]: whether the resolver lets key records be validated (a resolver that
+//!   strips DNSSEC does not), as probed at start-up and every ten minutes.
 //! - [`keys`]: [`KeyLookup`], a recipient's key lookup, whose finds go into the key
 //!   cache with source `lookup`; `negative.rs` remembers the recipients without a key.
 //! - [`mx`]: [`MxHost`]s of a domain in preference order, with RFC 5321's implicit MX
@@ -11,11 +13,13 @@
 //! hickory-resolver does the DNS and the DNSSEC validation; nothing here parses DNS
 //! messages.
 
+pub mod dnssec;
 pub mod keys;
 pub mod mx;
 mod negative;
 pub mod resolver;
 
+pub use dnssec::{DnssecProbe, DnssecStatus};
 pub use keys::{Found, KeyLookup};
 pub use mx::MxHost;
 pub use resolver::{DnsResolver, TrustAnchor};

@@ -11,15 +11,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
+use futures::StreamExt;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::DnsHandle;
 use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
-use hickory_resolver::proto::dnssec::{Algorithm, PublicKeyBuf, TrustAnchors};
-use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::dnssec::{Algorithm, Proof, PublicKeyBuf, TrustAnchors};
+use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::{LowerName, Name, Record, RecordType};
-use hickory_resolver::{ResolverBuilder, TokioResolver};
+use hickory_resolver::{
+    NameServerPool, PoolContext, ResolverBuilder, TlsConfig, TokioResolver, system_conf,
+};
 
 use super::DnsError;
+use super::dnssec::DnssecProbe;
 use crate::config::LookupConfig;
 
 /// A DNSSEC trust anchor beyond the root's: a zone whose DNSKEY is trusted as it is,
@@ -70,6 +77,11 @@ pub struct DnsResolver {
     plain: TokioResolver,
     /// `[lookup] timeout`: how long one question may take, retries included.
     timeout: Duration,
+    /// The nameservers and options both resolvers were built from: the DNSSEC probe
+    /// asks them directly, past the resolvers' caches and validation, to see what they
+    /// send back (see [`DnsResolver::probe_dnssec`]).
+    servers: ResolverConfig,
+    options: ResolverOpts,
 }
 
 impl DnsResolver {
@@ -103,12 +115,17 @@ impl DnsResolver {
         anchors: Option<Arc<TrustAnchors>>,
     ) -> Result<DnsResolver, DnsError> {
         let timeout = config.timeout.0;
-        let mut validating = builder(&config.nameservers, timeout)?;
+        let (servers, options) = setup(&config.nameservers, timeout)?;
+        let builder = || {
+            TokioResolver::builder_with_config(servers.clone(), TokioRuntimeProvider::default())
+                .with_options(options.clone())
+        };
+        let mut validating = builder();
         validating.options_mut().validate = true;
         if let Some(anchors) = anchors {
             validating = validating.with_trust_anchor(anchors);
         }
-        let mut plain = builder(&config.nameservers, timeout)?;
+        let mut plain = builder();
         plain.options_mut().validate = false;
         let build = |b: ResolverBuilder<TokioRuntimeProvider>| {
             b.build()
@@ -118,6 +135,8 @@ impl DnsResolver {
             validating: build(validating)?,
             plain: build(plain)?,
             timeout,
+            servers,
+            options,
         })
     }
 
@@ -170,16 +189,87 @@ impl DnsResolver {
         }
     }
 
-    /// Whether the resolvers pass DNSSEC records through, so that key records can be
-    /// validated: asks for the root's DNSKEY through the validating resolver. A
-    /// resolver that strips them (no DO bit) makes every key lookup fail, outside
-    /// `insecure_domains`.
-    pub async fn probe_dnssec(&self) -> Result<(), String> {
-        match self.query(&Name::root(), RecordType::DNSKEY, Validation::Dnssec).await {
-            Answer::Records(_) => Ok(()),
-            Answer::Failed(reason) => Err(reason),
-            _ => Err("the root's DNSKEY does not validate: the resolver does not pass DNSSEC records on (DO bit)".into()),
+    /// Whether key records can be validated through these resolvers (see
+    /// [`super::dnssec`]). First the nameservers are asked for the root's SOA with the
+    /// DO bit, directly: an answer without any RRSIG is the mark of a resolver that
+    /// strips DNSSEC. Then the root's DNSKEY is asked for through the validating
+    /// resolver, afresh: it must come out secure from the trust anchors. Never takes
+    /// much longer than twice `[lookup] timeout`.
+    pub async fn probe_dnssec(&self) -> DnssecProbe {
+        match tokio::time::timeout(self.timeout, self.root_soa_signed()).await {
+            Err(_) => {
+                return DnssecProbe::Unanswered(format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ));
+            }
+            Ok(Err(reason)) => return DnssecProbe::Unanswered(reason),
+            Ok(Ok(false)) => return DnssecProbe::Strips,
+            Ok(Ok(true)) => {}
         }
+        // An earlier probe's answer, good or bad, must not stand in for this one.
+        self.validating
+            .clear_lookup_cache(Name::root(), RecordType::DNSKEY);
+        match self
+            .query(&Name::root(), RecordType::DNSKEY, Validation::Dnssec)
+            .await
+        {
+            Answer::Records(records) if records.iter().all(|r| r.proof == Proof::Secure) => {
+                DnssecProbe::Validates
+            }
+            Answer::Records(records) => DnssecProbe::DoesNotValidate(format!(
+                "the root's DNSKEY came back {}",
+                records
+                    .iter()
+                    .map(|r| r.proof)
+                    .find(|p| *p != Proof::Secure)
+                    .unwrap_or(Proof::Indeterminate)
+            )),
+            Answer::Bogus => {
+                DnssecProbe::DoesNotValidate("the root's DNSKEY failed validation".into())
+            }
+            Answer::NoData | Answer::NxDomain => {
+                DnssecProbe::DoesNotValidate("the root's DNSKEY came back empty".into())
+            }
+            Answer::Failed(reason) => DnssecProbe::Unanswered(reason),
+        }
+    }
+
+    /// Asks the nameservers for the root's SOA with the DO bit, without the resolvers
+    /// (their caches, and the validator that would turn a missing signature into an
+    /// error and hide what was sent): `Ok(true)` when the answer carries an RRSIG,
+    /// `Ok(false)` when it has the SOA and no RRSIG. The SOA, not the DNSKEY: its
+    /// signed answer is small enough for any UDP path.
+    async fn root_soa_signed(&self) -> Result<bool, String> {
+        let tls = TlsConfig::new().map_err(|e| e.to_string())?;
+        let context = Arc::new(PoolContext::new(self.options.clone(), tls));
+        let pool = NameServerPool::from_config(
+            self.servers.name_servers().to_vec(),
+            context,
+            TokioRuntimeProvider::default(),
+        );
+        let mut options = DnsRequestOptions::default();
+        options.recursion_desired = true;
+        options.use_edns = true;
+        options.edns_set_dnssec_ok = true;
+        let query = Query::query(Name::root(), RecordType::SOA);
+        let response = pool
+            .lookup(query, options)
+            .next()
+            .await
+            .ok_or("no response")?
+            .map_err(|e| e.to_string())?;
+        if response.metadata.response_code != ResponseCode::NoError {
+            return Err(format!(
+                "the root's SOA: server answered {}",
+                response.metadata.response_code
+            ));
+        }
+        let has = |rtype| response.answers.iter().any(|r| r.record_type() == rtype);
+        if !has(RecordType::SOA) {
+            return Err("the answer for the root's SOA holds no SOA".into());
+        }
+        Ok(has(RecordType::RRSIG))
     }
 }
 
@@ -203,13 +293,14 @@ fn negative(code: ResponseCode) -> Answer {
     }
 }
 
-/// A resolver builder over `nameservers`, or the system's when there are none.
-fn builder(
+/// The nameservers to ask, `nameservers` or the system's when there are none, and the
+/// options both resolvers share.
+fn setup(
     nameservers: &[SocketAddr],
     timeout: Duration,
-) -> Result<ResolverBuilder<TokioRuntimeProvider>, DnsError> {
-    let mut builder = if nameservers.is_empty() {
-        TokioResolver::builder_tokio()
+) -> Result<(ResolverConfig, ResolverOpts), DnsError> {
+    let (config, mut options) = if nameservers.is_empty() {
+        system_conf::read_system_conf()
             .map_err(|e| DnsError::Setup(format!("cannot read the system resolver config: {e}")))?
     } else {
         let servers = nameservers
@@ -222,12 +313,11 @@ fn builder(
                 NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
             })
             .collect();
-        TokioResolver::builder_with_config(
+        (
             ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
+            ResolverOpts::default(),
         )
     };
-    let options = builder.options_mut();
     // Each try gets half the time, so that one lost UDP datagram still leaves room for
     // a second try; the caller bounds the whole question by `timeout`.
     options.timeout = (timeout / 2).max(Duration::from_millis(50));
@@ -236,7 +326,18 @@ fn builder(
     options.edns0 = true;
     // Mail is routed by DNS only, as Postfix does by default (smtp_host_lookup = dns).
     options.use_hosts_file = ResolveHosts::Never;
-    Ok(builder)
+    Ok((config, options))
+}
+
+/// The resolvers `[lookup]` names, for an admin: "DNS resolver 192.0.2.53:53", or
+/// "DNS resolver (system, /etc/resolv.conf)".
+pub fn describe(config: &LookupConfig) -> String {
+    if config.nameservers.is_empty() {
+        "DNS resolver (system, /etc/resolv.conf)".to_string()
+    } else {
+        let servers: Vec<String> = config.nameservers.iter().map(|s| s.to_string()).collect();
+        format!("DNS resolver {}", servers.join(", "))
+    }
 }
 
 /// `domain` as a fully qualified DNS name: IDNA to ASCII, lower case, with the root's dot.

@@ -24,7 +24,7 @@ use crate::keys::{KeyEntry, KeyStore, address};
 use crate::mail::Direction;
 use crate::mail::message::Message;
 use crate::mail::mime;
-use crate::policy::verdict::Circumstances;
+use crate::policy::verdict::{Circumstances, Lookup};
 use crate::policy::{Content, Evaluation, Facts, Live, Policy, Treatment, Verdict};
 use crate::smtp::reply::Reply;
 
@@ -33,9 +33,28 @@ pub trait KeyFinder: Send + Sync + 'static {
     /// Whether a recent lookup for `address` found no key (so no query is needed).
     fn known_absent(&self, address: &str) -> bool;
 
-    /// Looks up `address`. `Err` (with the reason) when the lookup could not be
-    /// answered: SERVFAIL, timeout, no resolver. Bounded in time by the finder.
-    fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), String>>;
+    /// Looks up `address`. `Err` when the lookup could not be answered: SERVFAIL,
+    /// timeout, no resolver, or a resolver that cannot validate DNSSEC. Bounded in time
+    /// by the finder.
+    fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), Unanswered>>;
+}
+
+/// A key lookup that could not be answered: how (for the verdict) and why (for the log).
+#[derive(Debug, Clone)]
+pub struct Unanswered {
+    /// [`Lookup::Unavailable`] or [`Lookup::CannotValidate`].
+    pub lookup: Lookup,
+    pub reason: String,
+}
+
+impl Unanswered {
+    /// An outage: a retry may find the key.
+    pub fn unavailable(reason: impl Into<String>) -> Unanswered {
+        Unanswered {
+            lookup: Lookup::Unavailable,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl KeyFinder for crate::dns::KeyLookup {
@@ -43,11 +62,15 @@ impl KeyFinder for crate::dns::KeyLookup {
         self.is_negative_cached(address)
     }
 
-    fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), String>> {
+    fn find(self: Arc<Self>, address: String) -> BoxFuture<'static, Result<(), Unanswered>> {
         Box::pin(async move {
             match KeyLookup::find(&self, &address).await {
                 Found::Keys(_) | Found::NoKey => Ok(()),
-                Found::Unavailable(reason) => Err(reason),
+                Found::Unavailable(reason) => Err(Unanswered::unavailable(reason)),
+                Found::CannotValidate(reason) => Err(Unanswered {
+                    lookup: Lookup::CannotValidate,
+                    reason,
+                }),
             }
         })
     }
@@ -62,8 +85,8 @@ impl KeyFinder for NoResolver {
         false
     }
 
-    fn find(self: Arc<Self>, _address: String) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async move { Err(self.0.clone()) })
+    fn find(self: Arc<Self>, _address: String) -> BoxFuture<'static, Result<(), Unanswered>> {
+        Box::pin(async move { Err(Unanswered::unavailable(self.0.clone())) })
     }
 }
 
@@ -100,8 +123,9 @@ struct Screened {
     entries: Vec<KeyEntry>,
     /// The key lookup started at RCPT, until DATA collects it. A transaction dropped
     /// before DATA detaches it: it still fills the cache for next time.
-    lookup: Option<JoinHandle<Result<(), String>>>,
-    lookup_failed: bool,
+    pending: Option<JoinHandle<Result<(), Unanswered>>>,
+    /// How the key lookup (or the key cache) answered.
+    lookup: Lookup,
 }
 
 impl Planner {
@@ -135,15 +159,15 @@ impl Planner {
         let has_key = entries
             .iter()
             .any(|e| e.usable_for_encryption(now, allowed));
-        let lookup = (chain.wants_lookup(&evaluation, internal, has_key) && !cache_failed)
+        let pending = (chain.wants_lookup(&evaluation, internal, has_key) && !cache_failed)
             .then(|| self.start_lookup(recipient))
             .flatten();
         // With a lookup under way, what the cache says now may change: decided later.
-        if lookup.is_none()
+        if pending.is_none()
             && !cache_failed
             && let Evaluation::Decided(decision) = evaluation
         {
-            let cx = self.context(recipient, &entries, now, None, false);
+            let cx = self.context(recipient, &entries, now, None, Lookup::Answered);
             let verdict = Verdict::new(chain, &decision, &cx);
             if let Treatment::Refuse(reply) = verdict.treatment {
                 tracing::info!(
@@ -163,14 +187,18 @@ impl Planner {
             address: recipient.to_string(),
             internal,
             entries,
-            lookup,
-            lookup_failed: cache_failed,
+            pending,
+            lookup: if cache_failed {
+                Lookup::Unavailable
+            } else {
+                Lookup::Answered
+            },
         });
         Ok(())
     }
 
     /// Starts a key lookup, unless lookups are off or a recent one came back empty.
-    fn start_lookup(&self, recipient: &str) -> Option<JoinHandle<Result<(), String>>> {
+    fn start_lookup(&self, recipient: &str) -> Option<JoinHandle<Result<(), Unanswered>>> {
         let finder = self.finder.as_ref()?;
         (!finder.known_absent(recipient))
             .then(|| tokio::spawn(finder.clone().find(recipient.to_string())))
@@ -180,23 +208,28 @@ impl Planner {
     /// Waits for the key lookups started at RCPT first.
     pub async fn verdicts(&self, plan: &mut Plan, message: &Message, id: &str) -> Vec<Verdict> {
         for r in &mut plan.recipients {
-            let Some(lookup) = r.lookup.take() else {
+            let Some(pending) = r.pending.take() else {
                 continue;
             };
-            let found = lookup
-                .await
-                .unwrap_or_else(|e| Err(format!("the lookup task failed: {e}")));
+            let found = pending.await.unwrap_or_else(|e| {
+                Err(Unanswered::unavailable(format!(
+                    "the lookup task failed: {e}"
+                )))
+            });
             // What the lookup found is in the cache now; a cache failure here counts
             // as a failed lookup, so that no rule sends in clear because of it.
             let found = match found {
-                Ok(()) => self.entries(id, &r.address).await,
-                Err(reason) => Err(reason),
+                Ok(()) => self
+                    .entries(id, &r.address)
+                    .await
+                    .map_err(Unanswered::unavailable),
+                Err(unanswered) => Err(unanswered),
             };
             match found {
                 Ok(entries) => r.entries = entries,
-                Err(reason) => {
+                Err(Unanswered { lookup, reason }) => {
                     tracing::info!(%id, recipient = %r.address, %reason, "key lookup failed");
-                    r.lookup_failed = true;
+                    r.lookup = lookup;
                 }
             }
         }
@@ -217,7 +250,7 @@ impl Planner {
                     Evaluation::NeedsContent => unreachable!("every condition is known after DATA"),
                 };
                 let verdict = |already| {
-                    let cx = self.context(&r.address, &r.entries, now, already, r.lookup_failed);
+                    let cx = self.context(&r.address, &r.entries, now, already, r.lookup);
                     Verdict::new(chain, &decision, &cx)
                 };
                 let first = verdict(already);
@@ -238,7 +271,7 @@ impl Planner {
         entries: &'a [KeyEntry],
         now: OffsetDateTime,
         already_encrypted: Option<bool>,
-        lookup_failed: bool,
+        lookup: Lookup,
     ) -> Circumstances<'a> {
         Circumstances {
             recipient,
@@ -247,7 +280,7 @@ impl Planner {
             allowed: self.config.allowed_keys(),
             authenticated_encryption: self.config.crypto.smime_authenticated_encryption,
             already_encrypted,
-            lookup_failed,
+            lookup,
         }
     }
 

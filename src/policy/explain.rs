@@ -105,7 +105,7 @@ pub fn explain(
                 authenticated_encryption,
                 already_encrypted,
                 // explain reads the cache only; it does not look keys up.
-                lookup_failed: false,
+                lookup: Default::default(),
             };
             let at_rcpt = chain.evaluate(&facts, None);
             let has_key = r

@@ -5,7 +5,7 @@
 
 use time::OffsetDateTime;
 
-use super::rule::{Action, AuthenticatedEncryption, Format, LookupOffline, NoKey, Tags};
+use super::rule::{Action, Actions, AuthenticatedEncryption, Format, LookupOffline, NoKey, Tags};
 use super::{Chain, Decision};
 use crate::keys::{Allowed, KeyEntry, KeyKind, Source};
 use crate::mail::Direction;
@@ -55,9 +55,23 @@ pub struct Circumstances<'a> {
     pub authenticated_encryption: AuthenticatedEncryption,
     /// Whether the message is already encrypted; `None` before DATA.
     pub already_encrypted: Option<bool>,
-    /// The recipient's key lookup could not be answered (SERVFAIL, timeout, no
-    /// resolver), so "no key" is not known to be true.
-    pub lookup_failed: bool,
+    /// How the recipient's key lookup ended, when one was made.
+    pub lookup: Lookup,
+}
+
+/// How a recipient's key lookup ended, as far as the verdict cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lookup {
+    /// Answered, or none was made: the cache entries are what is known.
+    #[default]
+    Answered,
+    /// Not answered this time (SERVFAIL, timeout, no resolver, the key cache down), so
+    /// "no key" is not known to be true: the rule's `lookup_offline` decides.
+    Unavailable,
+    /// Not answered, and no lookup can be until an admin acts: the gateway's resolver
+    /// strips DNSSEC (or otherwise cannot validate), so no key record can be trusted. A
+    /// retry cannot help, so this is no outage: the rule's `no_key` decides, at once.
+    CannotValidate,
 }
 
 impl Verdict {
@@ -117,40 +131,11 @@ impl Verdict {
                             key.kind == KeyKind::Smime && authenticated.allows(key.reads_aes_gcm);
                         verdict.treatment = Treatment::Encrypt(key);
                     }
-                    // Whether a key exists is not known. Unless the rule says what to
-                    // do then, a rule that requires encryption defers, and one that
-                    // would send in clear without a key sends in clear.
-                    None if cx.lookup_failed => {
-                        let offline = actions.lookup_offline.unwrap_or(
-                            match actions.no_key.unwrap_or_default() {
-                                NoKey::SendClear => LookupOffline::SendClear,
-                                NoKey::Reject | NoKey::Defer => LookupOffline::Defer,
-                            },
-                        );
-                        match offline {
-                            LookupOffline::SendClear => {
-                                verdict.note = Some("key lookup failed: sent in clear");
-                            }
-                            LookupOffline::Defer => {
-                                verdict.treatment =
-                                    Treatment::Refuse(reply::lookup_unavailable(cx.recipient));
-                                verdict.note = Some("key lookup failed: deferred");
-                            }
-                        }
+                    None => {
+                        let (treatment, note) = without_key(actions, format, cx);
+                        verdict.treatment = treatment;
+                        verdict.note = Some(note);
                     }
-                    None => match actions.no_key.unwrap_or_default() {
-                        NoKey::SendClear => verdict.note = Some("no usable key: sent in clear"),
-                        NoKey::Reject => {
-                            let refusal = reply::encryption_required(cx.recipient, missing(format));
-                            verdict.treatment = Treatment::Refuse(in_rule_words(refusal, actions));
-                            verdict.note = Some("no usable key: rejected");
-                        }
-                        NoKey::Defer => {
-                            let refusal = reply::no_key_yet(cx.recipient, missing(format));
-                            verdict.treatment = Treatment::Refuse(in_rule_words(refusal, actions));
-                            verdict.note = Some("no usable key: deferred");
-                        }
-                    },
                 }
             }
         }
@@ -184,6 +169,65 @@ impl Verdict {
     }
 }
 
+/// What happens to a recipient that a rule wants encrypted when no usable key was
+/// chosen, with the note for the log: the one place where `no_key`, `lookup_offline` and
+/// how the key lookup ended meet.
+fn without_key(actions: &Actions, format: Format, cx: &Circumstances) -> (Treatment, &'static str) {
+    let no_key = actions.no_key.unwrap_or_default();
+    match cx.lookup {
+        // Whether a key exists is not known. Unless the rule says what to do then, a
+        // rule that requires encryption defers, and one that would send in clear
+        // without a key sends in clear.
+        Lookup::Unavailable => {
+            let offline = actions.lookup_offline.unwrap_or(match no_key {
+                NoKey::SendClear => LookupOffline::SendClear,
+                NoKey::Reject | NoKey::Defer => LookupOffline::Defer,
+            });
+            match offline {
+                LookupOffline::SendClear => (Treatment::Pass, "key lookup failed: sent in clear"),
+                LookupOffline::Defer => (
+                    Treatment::Refuse(reply::lookup_unavailable(cx.recipient)),
+                    "key lookup failed: deferred",
+                ),
+            }
+        }
+        // No key can be found until the resolver is fixed: as if there were none, so
+        // that the sender hears the rule's answer now, not a 451 for days; the reply
+        // says why. `lookup_offline` is for outages, and this is none.
+        Lookup::CannotValidate => match no_key {
+            NoKey::SendClear => (
+                Treatment::Pass,
+                "resolver cannot validate DNSSEC: sent in clear",
+            ),
+            NoKey::Reject => (
+                Treatment::Refuse(reply::encryption_required_without_dnssec(cx.recipient)),
+                "resolver cannot validate DNSSEC: rejected",
+            ),
+            NoKey::Defer => (
+                Treatment::Refuse(reply::no_key_yet_without_dnssec(cx.recipient)),
+                "resolver cannot validate DNSSEC: deferred",
+            ),
+        },
+        Lookup::Answered => match no_key {
+            NoKey::SendClear => (Treatment::Pass, "no usable key: sent in clear"),
+            NoKey::Reject => (
+                Treatment::Refuse(in_rule_words(
+                    reply::encryption_required(cx.recipient, missing(format)),
+                    actions,
+                )),
+                "no usable key: rejected",
+            ),
+            NoKey::Defer => (
+                Treatment::Refuse(in_rule_words(
+                    reply::no_key_yet(cx.recipient, missing(format)),
+                    actions,
+                )),
+                "no usable key: deferred",
+            ),
+        },
+    }
+}
+
 /// What the recipient lacks when no key of `format` is usable: the refusal names it,
 /// so that "no S/MIME certificate" is not mistaken for "no key at all" by a sender
 /// whose recipient has an OpenPGP key.
@@ -196,7 +240,7 @@ fn missing(format: Format) -> reply::MissingKey {
 }
 
 /// The no-key refusal in the rule's `no_key_text`, when it has one.
-fn in_rule_words(refusal: Reply, actions: &super::rule::Actions) -> Reply {
+fn in_rule_words(refusal: Reply, actions: &Actions) -> Reply {
     match &actions.no_key_text {
         Some(text) => reply::no_key_in_rule_words(refusal, text),
         None => refusal,

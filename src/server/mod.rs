@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use self::admission::{Admission, Refusal, Ticket};
 use crate::config::Config;
-use crate::dns::KeyLookup;
+use crate::dns::{DnsResolver, DnssecStatus, KeyLookup, dnssec};
 use crate::gateway::Gateway;
 use crate::gateway::plan::{KeyFinder, NoResolver, Planner};
 use crate::gateway::transform::Transform;
@@ -110,6 +110,8 @@ pub struct Server {
     pg: Option<Arc<crate::store::postgres::Postgres>>,
     /// The `[metrics] listen` listener and the recorder it renders.
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    /// With key lookup on: probes whether the resolver validates DNSSEC.
+    dnssec: Option<DnssecWatch>,
 }
 
 impl Server {
@@ -225,10 +227,18 @@ impl Server {
             live.clone(),
             config.policy_dir.clone(),
         ));
+        let mut dnssec = None;
         let finder: Option<Arc<dyn KeyFinder>> = config.lookup.keys.then(|| {
             let cache: Arc<dyn KeyStore> = keys.clone();
             match KeyLookup::new(&config.lookup, config.keys.lookup_ttl.0, cache) {
-                Ok(lookup) => Arc::new(lookup) as Arc<dyn KeyFinder>,
+                Ok(lookup) => {
+                    dnssec = Some(DnssecWatch {
+                        resolver: lookup.resolver().clone(),
+                        status: lookup.dnssec(),
+                        described: crate::dns::resolver::describe(&config.lookup),
+                    });
+                    Arc::new(lookup) as Arc<dyn KeyFinder>
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "no DNS resolver: key lookups fail, and rules that require encryption defer");
                     Arc::new(NoResolver(e.to_string()))
@@ -280,6 +290,7 @@ impl Server {
             reloader,
             pg: shared,
             metrics,
+            dnssec,
         })
     }
 
@@ -321,6 +332,7 @@ impl Server {
             reloader,
             pg,
             metrics,
+            dnssec,
         } = self;
         let config = shared.config.clone();
         let tracker = TaskTracker::new();
@@ -352,6 +364,9 @@ impl Server {
             tracker.spawn(member.run(config.policy_dir.clone(), shared.shutdown.clone()));
         }
         tracker.spawn(reloader.watch(shared.shutdown.clone()));
+        if let Some(dnssec) = dnssec {
+            tracker.spawn(dnssec.run(shared.shutdown.clone()));
+        }
         tracker.spawn(crate::org::renew::periodically(
             org.clone(),
             keys.clone(),
@@ -520,6 +535,38 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         crate::telemetry::connections(self.0, -1.0);
+    }
+}
+
+/// The task that probes whether the resolver validates DNSSEC: at start-up, then every
+/// [`dnssec::PROBE_EVERY`]. It logs the first finding and every change, and key lookup
+/// reads the findings from the status they share.
+struct DnssecWatch {
+    resolver: DnsResolver,
+    status: Arc<DnssecStatus>,
+    /// The resolver as the admin configured it, for the log.
+    described: String,
+}
+
+impl DnssecWatch {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut at_start = true;
+        loop {
+            // Not at bind: a resolver that does not answer must not hold up start-up.
+            // Until the first finding, a failed lookup counts as an outage.
+            let probe = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                probe = self.resolver.probe_dnssec() => probe,
+            };
+            if self.status.record(&probe) || at_start {
+                probe.log(&self.described, at_start);
+            }
+            at_start = false;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(dnssec::PROBE_EVERY) => {}
+            }
+        }
     }
 }
 

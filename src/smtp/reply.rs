@@ -358,6 +358,34 @@ pub fn no_key_yet(recipient: &str, missing: MissingKey) -> Reply {
     )
 }
 
+// While the gateway's resolver cannot validate DNSSEC (it strips the signatures), no
+// key can be looked up until an admin fixes it: the rule's `no_key` answers at once, and
+// the text says that the fault is this gateway's, so that nobody looks for it at the
+// recipient's end.
+
+/// A rule requires encryption (`no_key = "reject"`), the recipient has no key in the
+/// cache, and none can be looked up: the resolver cannot validate DNSSEC.
+pub fn encryption_required_without_dnssec(recipient: &str) -> Reply {
+    Reply::new(
+        550,
+        Some([5, 7, 1]),
+        format!(
+            "encryption required, but no key for {recipient} can be looked up: this gateway's DNS resolver cannot validate DNSSEC"
+        ),
+    )
+}
+
+/// The same with `no_key = "defer"`: deferred as the rule asks, with the reason.
+pub fn no_key_yet_without_dnssec(recipient: &str) -> Reply {
+    Reply::new(
+        451,
+        Some([4, 7, 1]),
+        format!(
+            "encryption required, and no key for {recipient} can be looked up until this gateway's DNS resolver validates DNSSEC; try again later"
+        ),
+    )
+}
+
 // What MX delivery (`next_hop = "mx"`) answers when DNS decides before any MX host can.
 
 /// The recipient's domain does not exist, or has neither MX nor address (RFC 3463

@@ -11,10 +11,15 @@
 //!
 //! Faults are set per name (and everything below it): SERVFAIL, or no answer at all.
 //! Every question that reaches the server is counted, faults included.
+//!
+//! [`DnsServer::strip_dnssec`] makes the server behave like the resolvers that strip
+//! DNSSEC (the systemd-resolved stub, Docker's embedded DNS): it ignores the DO bit, so
+//! its answers carry no RRSIG, NSEC or DNSKEY-signature records. A root zone (`Zone::new(".")`)
+//! held here lets a resolver that trusts the real root's keys ask for them.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +29,7 @@ use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::proto::dnssec::crypto::EcdsaSigningKey;
 use hickory_server::proto::dnssec::rdata::DNSKEY;
 use hickory_server::proto::dnssec::{Algorithm, DnssecSigner, PublicKey, SigningKey};
-use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::op::{Header, HeaderCounts, Message, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
 use hickory_server::proto::rr::rdata::{A, AAAA, MX, NS, OPENPGPKEY, SMIMEA, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -165,6 +170,8 @@ struct Control {
     /// The questions, as "name TYPE", for a failing test's message.
     asked: Mutex<Vec<String>>,
     faults: Mutex<Vec<(LowerName, Fault)>>,
+    /// Answer as if the question had no DO bit: no DNSSEC records in any answer.
+    strip_dnssec: AtomicBool,
 }
 
 /// Routes each question to the zone that holds it.
@@ -217,6 +224,12 @@ impl RequestHandler for Handler {
             .find(|(under, _)| under.zone_of(&name))
             .map(|(_, fault)| *fault);
         match fault {
+            None if self.control.strip_dnssec.load(Ordering::SeqCst) => {
+                let request = without_dnssec_ok(request);
+                self.catalog(&name, rtype)
+                    .handle_request::<R, T>(&request, response_handle)
+                    .await
+            }
             None => {
                 self.catalog(&name, rtype)
                     .handle_request::<R, T>(request, response_handle)
@@ -320,9 +333,16 @@ impl DnsServer {
             .push((LowerName::new(&fqdn(name)), fault));
     }
 
+    /// From now on, answers as a resolver that strips DNSSEC does: the DO bit of every
+    /// question is ignored, so no answer carries signatures.
+    pub fn strip_dnssec(&self) {
+        self.control.strip_dnssec.store(true, Ordering::SeqCst);
+    }
+
     /// Answers normally again.
     pub fn heal(&self) {
         self.control.faults.lock().unwrap().clear();
+        self.control.strip_dnssec.store(false, Ordering::SeqCst);
     }
 
     /// The DNSKEY of each signed zone, for the resolver to trust.
@@ -347,6 +367,17 @@ impl DnsServer {
     pub async fn stop(mut self) {
         let _ = self.server.shutdown_gracefully().await;
     }
+}
+
+/// The request as it would be without the DO bit (EDNS kept: the stripping resolvers
+/// speak EDNS, they only drop what DNSSEC adds).
+fn without_dnssec_ok(request: &Request) -> Request {
+    let mut message = Message::from_vec(request.as_slice()).expect("a request that parsed once");
+    if let Some(edns) = message.edns.as_mut() {
+        edns.set_dnssec_ok(false);
+    }
+    let bytes = message.to_vec().expect("re-encode the request");
+    Request::from_bytes(bytes, request.src(), request.protocol()).expect("re-read the request")
 }
 
 /// Adds an NS record to each zone's parent zone (the nearest zone above it that is

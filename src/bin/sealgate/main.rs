@@ -314,7 +314,7 @@ fn check(config: &Config) -> ExitCode {
     // Reachability is reported, not judged: a next hop may be down for a moment
     // while the config is right.
     if let Ok(runtime) = tokio::runtime::Runtime::new() {
-        for probe in runtime.block_on(probe::probe_all(config)) {
+        for probe in runtime.block_on(probe::probe_all(config, probe::Dnssec::Probe)) {
             match probe.result {
                 Ok(state) => println!("{}: {state}", probe.what),
                 Err(reason) => println!("{}: warning: {reason}", probe.what),
@@ -501,7 +501,7 @@ fn serve(config: Config) -> ExitCode {
         // Said once at start-up, without holding it up. (Here, not in the library: a
         // test's gateway must not make connections of its own to its next hop.)
         tokio::spawn(async move {
-            for probe in probe::probe_all(&probed).await {
+            for probe in probe::probe_all(&probed, probe::Dnssec::Skip).await {
                 match probe.result {
                     Ok(state) => tracing::info!(what = %probe.what, %state, "reachable"),
                     Err(reason) => tracing::warn!(what = %probe.what, %reason, "probe failed"),

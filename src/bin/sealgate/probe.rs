@@ -1,14 +1,17 @@
-//! Whether the next hops and the DNS resolvers can be reached: said by `sealgate
-//! check` and logged at start-up, so that an admin sees a wrong address or a dead
-//! server before the first message does. A failed probe is a warning, never an error:
-//! a next hop may be down for a moment while the config is right.
+//! Whether the next hops and the DNS resolvers can be reached, and whether the
+//! resolver lets key records be validated: said by `sealgate check` and logged at
+//! start-up, so that an admin sees a wrong address or a dead server before the first
+//! message does. A failed probe is a warning, never an error: a next hop may be down
+//! for a moment while the config is right. (`serve` leaves DNSSEC to the server, which
+//! keeps probing it and acts on what it finds.)
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use sealgate::config::{Config, NextHop};
-use sealgate::dns::DnsResolver;
+use sealgate::dns::resolver::describe;
+use sealgate::dns::{DnsResolver, DnssecProbe};
 use sealgate::mail::Direction;
 
 /// How long one probe may take.
@@ -22,8 +25,18 @@ pub struct Probe {
     pub result: Result<String, String>,
 }
 
+/// Whether to probe the resolver's DNSSEC too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dnssec {
+    /// `sealgate check`: once, here.
+    Probe,
+    /// `serve`: the server probes it itself, at start-up and then periodically, and
+    /// acts on what it finds.
+    Skip,
+}
+
 /// Probes both next hops and, when anything uses DNS, the resolvers.
-pub async fn probe_all(config: &Config) -> Vec<Probe> {
+pub async fn probe_all(config: &Config, dnssec: Dnssec) -> Vec<Probe> {
     let mut probes = Vec::new();
     for direction in [Direction::Inbound, Direction::Outbound] {
         let hop = &config.listener(direction).next_hop;
@@ -34,18 +47,8 @@ pub async fn probe_all(config: &Config) -> Vec<Probe> {
     }
     let uses_dns = config.lookup.keys || config.outbound.next_hop == NextHop::Mx;
     if uses_dns {
-        let what = if config.lookup.nameservers.is_empty() {
-            "DNS resolver (system, /etc/resolv.conf)".to_string()
-        } else {
-            let servers: Vec<String> = config
-                .lookup
-                .nameservers
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            format!("DNS resolver {}", servers.join(", "))
-        };
-        let result = match DnsResolver::new(&config.lookup) {
+        let resolver = DnsResolver::new(&config.lookup);
+        let result = match &resolver {
             Err(e) => Err(e.to_string()),
             Ok(resolver) => match tokio::time::timeout(PROBE_TIMEOUT, resolver.probe()).await {
                 Ok(Ok(())) => Ok("answers".to_string()),
@@ -53,16 +56,17 @@ pub async fn probe_all(config: &Config) -> Vec<Probe> {
                 Err(_) => Err("no answer within 3 s".to_string()),
             },
         };
-        probes.push(Probe { what, result });
-        if config.lookup.keys {
-            let result = match DnsResolver::new(&config.lookup) {
+        probes.push(Probe {
+            what: describe(&config.lookup),
+            result,
+        });
+        if config.lookup.keys && dnssec == Dnssec::Probe {
+            let result = match &resolver {
                 Err(e) => Err(e.to_string()),
                 Ok(resolver) => {
                     match tokio::time::timeout(PROBE_TIMEOUT, resolver.probe_dnssec()).await {
-                        Ok(Ok(())) => Ok("validates: key records can be checked".to_string()),
-                        Ok(Err(reason)) => Err(format!(
-                            "{reason}; key lookups will fail except in [lookup] insecure_domains"
-                        )),
+                        Ok(DnssecProbe::Validates) => Ok(DnssecProbe::Validates.explain()),
+                        Ok(other) => Err(other.explain()),
                         Err(_) => Err("no answer within 3 s".to_string()),
                     }
                 }

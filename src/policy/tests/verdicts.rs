@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use super::{decided, facts, policy};
 use crate::keys::{KeyEntry, KeyKind, Source};
-use crate::policy::verdict::{Circumstances, Treatment, Verdict};
+use crate::policy::verdict::{Circumstances, Lookup, Treatment, Verdict};
 
 fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
     let now = OffsetDateTime::now_utc();
@@ -35,7 +35,7 @@ fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
 }
 
 fn verdict(text: &str, entries: &[KeyEntry], mailflow: bool, encrypted: Option<bool>) -> Verdict {
-    verdict_after_lookup(text, entries, mailflow, encrypted, false)
+    verdict_after_lookup(text, entries, mailflow, encrypted, Lookup::Answered)
 }
 
 fn verdict_after_lookup(
@@ -43,7 +43,7 @@ fn verdict_after_lookup(
     entries: &[KeyEntry],
     mailflow: bool,
     encrypted: Option<bool>,
-    lookup_failed: bool,
+    lookup: Lookup,
 ) -> Verdict {
     let p = policy(text);
     // The chain the rules are on.
@@ -66,7 +66,7 @@ fn verdict_after_lookup(
             },
             authenticated_encryption: Default::default(),
             already_encrypted: encrypted,
-            lookup_failed,
+            lookup,
         },
     )
 }
@@ -153,7 +153,7 @@ fn a_rule_words_its_no_key_refusal_and_the_code_stays() {
         );
     }
     // A failed lookup is not "no key": its own reply, whatever the rule's text.
-    let v = verdict_after_lookup(&rule(""), &[], false, None, true);
+    let v = verdict_after_lookup(&rule(""), &[], false, None, Lookup::Unavailable);
     let Treatment::Refuse(reply) = v.treatment else {
         panic!("{v:?}")
     };
@@ -302,7 +302,8 @@ fn lookup_offline_outcomes() {
     let rule = |extra: &str| {
         format!("[[rule]]\nname = \"e\"\nchain = \"outbound\"\naction = \"encrypt\"\n{extra}\n")
     };
-    let offline = |extra: &str| verdict_after_lookup(&rule(extra), &[], false, None, true);
+    let offline =
+        |extra: &str| verdict_after_lookup(&rule(extra), &[], false, None, Lookup::Unavailable);
     // A rule that requires encryption defers: a key may exist.
     for extra in ["", "no_key = \"reject\"", "no_key = \"defer\""] {
         let v = offline(extra);
@@ -328,7 +329,66 @@ fn lookup_offline_outcomes() {
     assert_eq!(v.note, Some("key lookup failed: sent in clear"));
     // A key in the cache is used whatever the lookup did.
     let key = entry(KeyKind::Pgp, Source::Admin, "K");
-    let v = verdict_after_lookup(&rule(""), &[key], false, None, true);
+    let v = verdict_after_lookup(&rule(""), &[key], false, None, Lookup::Unavailable);
+    assert!(matches!(v.treatment, Treatment::Encrypt(_)), "{v:?}");
+}
+
+/// While the resolver cannot validate DNSSEC, a failed lookup is no outage: `no_key`
+/// answers at once, `lookup_offline` does not apply, and the reply says why.
+#[test]
+fn a_resolver_that_cannot_validate_lets_no_key_decide() {
+    let rule = |extra: &str| {
+        format!("[[rule]]\nname = \"e\"\nchain = \"outbound\"\naction = \"encrypt\"\n{extra}\n")
+    };
+    let blind =
+        |extra: &str| verdict_after_lookup(&rule(extra), &[], false, None, Lookup::CannotValidate);
+    let refusal = |v: &Verdict| match &v.treatment {
+        Treatment::Refuse(reply) => reply.clone(),
+        other => panic!("{other:?}"),
+    };
+    // The default no_key, "reject": refused for good, at once, whatever lookup_offline
+    // says (it is about outages).
+    for extra in [
+        "",
+        "no_key = \"reject\"",
+        "lookup_offline = \"defer\"",
+        "lookup_offline = \"send_clear\"",
+    ] {
+        let v = blind(extra);
+        let reply = refusal(&v);
+        assert_eq!(
+            (reply.code, reply.status()),
+            (550, "5.7.1".to_string()),
+            "{extra}"
+        );
+        assert!(reply.text.contains("r@x.example"), "{reply}");
+        assert!(
+            reply.text.contains("resolver cannot validate DNSSEC"),
+            "{reply}"
+        );
+        assert_eq!(v.note, Some("resolver cannot validate DNSSEC: rejected"));
+    }
+    // "defer" defers, as the rule asks, saying why.
+    let v = blind("no_key = \"defer\"");
+    let reply = refusal(&v);
+    assert_eq!((reply.code, reply.status()), (451, "4.7.1".to_string()));
+    assert!(reply.text.contains("validates DNSSEC"), "{reply}");
+    assert_eq!(v.note, Some("resolver cannot validate DNSSEC: deferred"));
+    // "send_clear" sends in clear, even with lookup_offline = "defer".
+    for extra in [
+        "no_key = \"send_clear\"",
+        "no_key = \"send_clear\"\nlookup_offline = \"defer\"",
+    ] {
+        let v = blind(extra);
+        assert_eq!(v.treatment, Treatment::Pass, "{extra}");
+        assert_eq!(
+            v.note,
+            Some("resolver cannot validate DNSSEC: sent in clear")
+        );
+    }
+    // A key in the cache is used whatever the resolver does.
+    let key = entry(KeyKind::Pgp, Source::Admin, "K");
+    let v = verdict_after_lookup(&rule(""), &[key], false, None, Lookup::CannotValidate);
     assert!(matches!(v.treatment, Treatment::Encrypt(_)), "{v:?}");
 }
 
@@ -350,7 +410,7 @@ fn aes_gcm_for_smime_as_the_setting_the_rule_and_the_harvested_capabilities_say(
                 allowed: crate::keys::Allowed::EVERY_SOURCE,
                 authenticated_encryption: default,
                 already_encrypted: Some(false),
-                lookup_failed: false,
+                lookup: Default::default(),
             },
         );
         assert!(matches!(v.treatment, Treatment::Encrypt(_)), "{v:?}");

@@ -20,8 +20,13 @@ use support::{Client, Sink};
 /// A member: its own config and data_dir, the shared store, and `kek` as its
 /// key-encryption key (every member of a cluster needs the same one).
 fn member(pg: &PgServer, kek: &[u8; 32]) -> Mailroom {
+    member_with(pg, kek, "")
+}
+
+/// [`member`] with `extra` appended to its config (more sections).
+fn member_with(pg: &PgServer, kek: &[u8; 32], extra: &str) -> Mailroom {
     let room = Mailroom::with(&format!(
-        "[keys]\nencrypt_to_mailflow_keys = true\n\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        "[keys]\nencrypt_to_mailflow_keys = true\n\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n\n{extra}",
         pg.default_url()
     ));
     std::fs::create_dir_all(&room.data_dir).unwrap();
@@ -586,4 +591,32 @@ async fn one_member_leads_the_chores_and_the_next_takes_over_when_it_dies() {
     }
     assert!(second.leads().await);
     assert!(!first.leads().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_503_while_the_shared_store_is_away() {
+    let pg = PgServer::start();
+    let a = member_with(&pg, &[1u8; 32], "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let serve = Serve::start(&a);
+    let metrics = serve.addr("metrics");
+    assert_eq!(
+        support::http(metrics, "GET", "/healthz").await,
+        (200, "ok\n".into())
+    );
+    pg.stop();
+    let (status, body) = support::http(metrics, "GET", "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the shared store does not answer"), "{body}");
+    // The metrics still answer: they are what an admin looks at in an outage.
+    let (status, _) = support::http(metrics, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    pg.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if support::http(metrics, "GET", "/healthz").await.0 == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

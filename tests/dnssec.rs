@@ -133,8 +133,10 @@ async fn a_resolver_that_strips_dnssec_gets_the_rules_answer_at_once() {
     assert_eq!(split_received(&got[0].data).1, message);
     support::log::wait_for(
         |l| {
-            l.contains("recipient=bob@keys.example")
-                && l.contains("resolver cannot validate DNSSEC: sent in clear")
+            l.contains(" transaction ")
+                && l.contains(
+                    "<bob@keys.example> passed (resolver cannot validate DNSSEC: sent in clear)",
+                )
         },
         Duration::from_secs(10),
     )

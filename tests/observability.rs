@@ -9,10 +9,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Client;
 use support::cli::{Mailroom, Serve, path_str, send};
 use support::keys::GpgHome;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Client, http};
 
 /// An outbound message from an internal user.
 fn outgoing(to: &str, message_id: &str, extra_header: &str) -> Vec<u8> {
@@ -20,25 +19,6 @@ fn outgoing(to: &str, message_id: &str, extra_header: &str) -> Vec<u8> {
         "From: User <user@example.com>\r\nTo: {to}\r\nSubject: Numbers\r\nMessage-ID: <{message_id}>\r\n{extra_header}\r\nThe numbers are 4 8 15 16 23 42.\r\n"
     )
     .into_bytes()
-}
-
-/// One HTTP/1.1 request to the metrics listener: the status code and the body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
 }
 
 /// The value of the sample of `name` whose labels include `labels`; `None` when there

@@ -188,7 +188,7 @@ fn ask(policy: &Policy) {
                         allowed: ALLOWED,
                         authenticated_encryption: AuthenticatedEncryption::WhenCapable,
                         already_encrypted: Some(content.encrypted.is_some()),
-                        lookup_failed: false,
+                        lookup: sealgate::policy::verdict::Lookup::Answered,
                     },
                 );
                 check_marks(message, &verdict);

@@ -8,7 +8,11 @@
 //! 2. one large message, both ways;
 //! 3. the real `sealgate` binary as a child process: its memory with hundreds of open
 //!    sessions, then while it relays the large message (from `/proc/<pid>/status`);
-//!    then part 1's throughput once more, with the gateway's own CPU time per message.
+//!    then part 1's throughput once more, with the gateway's own CPU time per message;
+//! 4. the same child on the paths it exists for, each beside the direct baseline in the
+//!    same run: PGP-encrypted outbound to a cv25519 key and decrypted inbound with an
+//!    RSA-3072 SCKM key, at 4 KiB and 100 KiB, with the gateway's CPU per message; and
+//!    the peak memory each path adds for one 25 MiB message.
 //!
 //! The CPU figures matter on a small machine: client, sink and gateway share its cores,
 //! so what the gateway spends is taken from the other two.
@@ -22,6 +26,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "relay/paths.rs"]
+mod paths;
 #[path = "../tests/support/sink.rs"]
 mod sink;
 
@@ -56,6 +62,8 @@ struct Scale {
     large_runs: usize,
     /// Sessions held open against the child process for the memory figure.
     idle_sessions: usize,
+    /// Messages in each run of part 4 at 4 KiB (a quarter of it at 100 KiB).
+    path_messages: usize,
 }
 
 /// What the issue asks for.
@@ -67,6 +75,7 @@ const BENCH: Scale = Scale {
     large_size: 25 * MIB,
     large_runs: 3,
     idle_sessions: 500,
+    path_messages: 2000,
 };
 
 /// Enough to run every code path in a couple of seconds.
@@ -78,6 +87,7 @@ const SMOKE: Scale = Scale {
     large_size: MIB,
     large_runs: 1,
     idle_sessions: 20,
+    path_messages: 8,
 };
 
 fn main() {
@@ -191,7 +201,7 @@ async fn run(scale: &Scale) {
 
     // 3. Memory, in a process of its own.
     println!();
-    separate_process(
+    expected += separate_process(
         scale,
         &sink,
         dir.path(),
@@ -200,7 +210,6 @@ async fn run(scale: &Scale) {
         direct.rate(),
     )
     .await;
-    expected += 1 + scale.messages;
 
     let _ = stop.send(());
     server.await.expect("in-process gateway task");
@@ -213,9 +222,10 @@ async fn run(scale: &Scale) {
     // Through the gateway, a message gains a Received: header in front and nothing else.
     let large_ones: Vec<_> = received
         .iter()
-        .filter(|r| r.data.len() >= large.len())
+        .filter(|r| r.data.len() >= large.len() && r.recipients == [common::RCPT])
         .collect();
-    assert_eq!(large_ones.len(), 2 * scale.large_runs + 1);
+    // Part 2's, part 3's, and part 4's plain memory row.
+    assert_eq!(large_ones.len(), 2 * scale.large_runs + 2);
     assert!(
         large_ones.iter().all(|r| r.data.ends_with(&large)),
         "a large message was changed on its way"
@@ -261,8 +271,8 @@ keys = false
     )
 }
 
-/// Part 3: the real binary in its own process, so that its memory and CPU time are its
-/// own.
+/// Parts 3 and 4: the real binary in its own process, so that its memory and CPU time
+/// are its own. Returns how many transactions the sink got.
 async fn separate_process(
     scale: &Scale,
     sink: &Sink,
@@ -270,7 +280,7 @@ async fn separate_process(
     large_stuffed: &[u8],
     small: &Arc<Vec<u8>>,
     direct_rate: f64,
-) {
+) -> usize {
     let [inbound, outbound] = free_ports();
     let config_path = dir.join("child.toml");
     std::fs::write(
@@ -284,6 +294,7 @@ async fn separate_process(
         ),
     )
     .expect("write the child's config");
+    let keys = paths::Keys::make(dir, &config_path);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .arg("--config")
         .arg(&config_path)
@@ -375,6 +386,19 @@ async fn separate_process(
     );
     through.print_cpu("CPU of the gateway process alone per message");
 
+    println!();
+    let inbound = SocketAddr::from(([127, 0, 0, 1], inbound));
+    let in_part_4 = paths::run(
+        scale.path_messages,
+        scale.large_size,
+        sink,
+        addr,
+        inbound,
+        &pid,
+        &keys,
+    )
+    .await;
+
     let asked = Instant::now();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -390,6 +414,7 @@ async fn separate_process(
         asked.elapsed().as_secs_f64() * 1e3
     );
     assert!(status.success(), "the gateway exited with {status}");
+    1 + scale.messages + in_part_4
 }
 
 /// Waits for the child's outbound listener to greet, or panics if it exits or takes too

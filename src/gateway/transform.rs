@@ -231,8 +231,7 @@ impl Transform {
                     true => SmimeContent::Gcm,
                     false => SmimeContent::Cbc,
                 };
-                let mut group =
-                    self.encrypt_group(envelope, &tagged.to_vec(), members, kind, content, id);
+                let mut group = self.encrypt_group(envelope, &tagged, members, kind, content, id);
                 if group.refusal.is_none() {
                     group.message =
                         marks::apply(&group.message, &Tags::default(), status.as_deref());
@@ -353,7 +352,7 @@ impl Transform {
     fn encrypt_group(
         &self,
         envelope: &Envelope,
-        raw: &[u8],
+        message: &Message,
         members: Vec<Member>,
         kind: KeyKind,
         content: SmimeContent,
@@ -368,7 +367,7 @@ impl Transform {
             .iter()
             .map(|&i| envelope.recipients[i].as_str())
             .collect();
-        match self.encrypt(raw, &members, kind, content) {
+        match self.encrypt(message, &members, kind, content) {
             Ok(encrypted) => {
                 let content = (kind == KeyKind::Smime).then_some(content.as_str());
                 tracing::info!(%id, recipients = ?rcpts, format = kind.as_str(), content, keys = ?fingerprints, "encrypting");
@@ -399,13 +398,12 @@ impl Transform {
     /// PGP/MIME or S/MIME wrapping.
     fn encrypt(
         &self,
-        raw: &[u8],
+        message: &Message,
         members: &[Member],
         kind: KeyKind,
         content: SmimeContent,
     ) -> Result<Vec<u8>, TransformError> {
         let protect = self.config.crypto.protect_subject;
-        let entity = mime::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
         let material = members
             .iter()
             .map(|(_, entry)| self.material(entry))
@@ -424,10 +422,24 @@ impl Transform {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 certs.extend(self.config.crypto.additional_decryption_key.clone());
-                let armored = pgp::encrypt(&entity, &certs)?;
-                mime::pgp_mime(raw, &armored, protect).ok_or(TransformError::Build("PGP/MIME"))
+                // The body is read where it lies, never joined: only the header is
+                // copied (to cut it), and the message is held once more, encrypted.
+                let (head, body) = message.split_head();
+                let entity_head =
+                    mime::inner_entity(&head, protect).ok_or(TransformError::Unparseable)?;
+                let armored_len = (entity_head.len() + body.len()) / 3 * 4 * 26 / 25 + 1024;
+                let mut wrapped = mime::PgpMime::open(&head, protect, armored_len)
+                    .ok_or(TransformError::Build("PGP/MIME"))?;
+                let mut plaintext: Vec<&[u8]> = vec![&entity_head];
+                plaintext.extend(body.chunks().iter().map(|chunk| &chunk[..]));
+                pgp::encrypt_into(wrapped.body(), &plaintext, &certs)?;
+                Ok(wrapped.close())
             }
             KeyKind::Smime => {
+                // The CMS builder takes the content in one piece.
+                let raw = message.to_vec();
+                let raw = &raw[..];
+                let entity = mime::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
                 let certs = members
                     .iter()
                     .zip(&material)

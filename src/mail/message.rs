@@ -71,6 +71,19 @@ impl Message {
         Message { chunks }
     }
 
+    /// The header block with the empty line that ends it (copied), and the body after
+    /// it (shared, not copied). A message without an empty line is all header.
+    pub fn split_head(&self) -> (Vec<u8>, Message) {
+        let mut head = self.header_block(usize::MAX);
+        if head.len() + 2 > self.len() {
+            return (self.to_vec(), Message::default());
+        }
+        // header_block stopped at an empty line: the CRLF of that line follows.
+        head.extend_from_slice(b"\r\n");
+        let body = self.with_head(head.len(), Vec::new());
+        (head, body)
+    }
+
     /// The header block (up to, not including, the empty line), at most `limit` bytes.
     /// Copies no more than that: the search for the empty line goes chunk by chunk.
     pub fn header_block(&self, limit: usize) -> Vec<u8> {

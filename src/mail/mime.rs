@@ -53,10 +53,16 @@ impl<'a> Cut<'a> {
     /// out unseen, a Subject stayed outside protected headers, and fields we add after
     /// the outer ones ended up in the body.
     pub fn new(raw: &'a [u8]) -> Option<Cut<'a>> {
-        let message = MessageParser::default().parse(raw)?;
+        // mail-parser is given the header block only (up to the first empty line, past
+        // which no reader takes the header on): it decides where the header ends from
+        // the header alone, and the body, which it would parse into parts and decode
+        // (base64 attachments and all) for nothing, can be megabytes.
+        let empty_line = first_empty_line(raw);
+        let header = &raw[..empty_line.map_or(raw.len(), |(_, after)| after)];
+        let message = MessageParser::default().parse(header)?;
         let root = message.parts.first()?;
-        let parsed_body = (root.raw_body_offset() as usize).min(raw.len());
-        let (header_end, body_start) = match first_empty_line(raw) {
+        let parsed_body = (root.raw_body_offset() as usize).min(header.len());
+        let (header_end, body_start) = match empty_line {
             Some((line, after)) if line < parsed_body => (line, after),
             _ => (parsed_body, parsed_body),
         };
@@ -142,8 +148,22 @@ fn is_content_field(name: &str) -> bool {
 const PROTECTED: [&str; 6] = ["subject", "from", "to", "cc", "date", "message-id"];
 
 /// How the message is already encrypted, if it is.
+///
+/// The top-level Content-Type decides, and only inline PGP needs the body: the whole
+/// message is parsed (its parts decoded, base64 attachments and all) only when it may
+/// hold an armored block, that is when the armor line is in it as it is, or when its
+/// text is base64 (where the line is not to be seen until it is decoded). Every
+/// message passes here, so this is most of what a plain message costs to look at.
 pub fn encrypted(raw: &[u8]) -> Option<Encrypted> {
-    encrypted_in(&MessageParser::default().parse(raw)?)
+    let headers = MessageParser::default().parse_headers(raw)?;
+    let may_be_inline = memchr::memmem::find(raw, PGP_BEGIN.as_bytes()).is_some()
+        || headers
+            .header_raw("Content-Transfer-Encoding")
+            .is_some_and(|cte| cte.trim().eq_ignore_ascii_case("base64"));
+    if may_be_inline {
+        return encrypted_in(&MessageParser::default().parse(raw)?);
+    }
+    encrypted_in(&headers)
 }
 
 /// [`encrypted`], for a message already parsed.
@@ -267,10 +287,7 @@ pub(super) fn boundary(content: &[u8]) -> String {
     let mut n = 0u32;
     loop {
         let candidate = format!("=-sealgate-{:08x}-{n}", rand::random::<u32>());
-        if !content
-            .windows(candidate.len())
-            .any(|w| w == candidate.as_bytes())
-        {
+        if memchr::memmem::find(content, candidate.as_bytes()).is_none() {
             return candidate;
         }
         n += 1;
@@ -279,9 +296,31 @@ pub(super) fn boundary(content: &[u8]) -> String {
 
 /// The PGP/MIME message (RFC 3156 §4) carrying `armored`.
 pub fn pgp_mime(raw: &[u8], armored: &[u8], protect: bool) -> Option<Vec<u8>> {
-    let mut out = outer_fields(raw, protect)?;
-    let b = boundary(armored);
-    out.extend_from_slice(
+    let mut wrapped = PgpMime::open(raw, protect, armored.len())?;
+    wrapped.body().extend_from_slice(armored);
+    Some(wrapped.close())
+}
+
+/// A PGP/MIME message being written: the outer fields and the version part first, then
+/// the armored message straight into it ([`PgpMime::body`]), then the closing boundary.
+pub struct PgpMime {
+    out: Vec<u8>,
+    boundary: String,
+}
+
+impl PgpMime {
+    /// The message up to where the armored block goes, for `raw`'s header (the body is
+    /// not read), with room for `armored_len` bytes more.
+    ///
+    /// The boundary is not looked for in what follows: it starts with `=-`, which ASCII
+    /// armor cannot hold (base64 has no `-`; its `=` ends a line or starts the checksum
+    /// line, whose next character is base64; the BEGIN and END lines start with `-`).
+    pub fn open(raw: &[u8], protect: bool, armored_len: usize) -> Option<PgpMime> {
+        let fields = outer_fields(raw, protect)?;
+        let b = format!("=-sealgate-{:08x}-0", rand::random::<u32>());
+        let mut out = Vec::with_capacity(fields.len() + 600 + armored_len);
+        out.extend_from_slice(&fields);
+        out.extend_from_slice(
         format!(
             "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"{b}\"\r\n\r\n\
              This is an OpenPGP/MIME encrypted message (RFC 3156).\r\n\
@@ -295,13 +334,24 @@ pub fn pgp_mime(raw: &[u8], armored: &[u8], protect: bool) -> Option<Vec<u8>> {
              Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
         )
         .as_bytes(),
-    );
-    out.extend_from_slice(armored);
-    if !armored.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+        );
+        Some(PgpMime { out, boundary: b })
     }
-    out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    Some(out)
+
+    /// Where the armored message goes.
+    pub fn body(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// The message, its last part closed.
+    pub fn close(mut self) -> Vec<u8> {
+        if !self.out.ends_with(b"\r\n") {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.out
+            .extend_from_slice(format!("\r\n--{}--\r\n", self.boundary).as_bytes());
+        self.out
+    }
 }
 
 /// The CMS structure an application/pkcs7-mime part carries, as its `smime-type`

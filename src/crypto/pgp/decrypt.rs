@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use openpgp::crypto::SessionKey;
+use openpgp::crypto::{Decryptor, SessionKey};
 use openpgp::packet::key::{SecretParts, UnspecifiedRole};
 use openpgp::packet::{Key, PKESK, Packet, SEIP, SKESK, Tag};
 use openpgp::parse::stream::{
@@ -112,6 +112,9 @@ enum Stage {
 }
 
 fn open_inner(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, CryptoError> {
+    // Dearmored once, here: both passes below would otherwise each read the armor.
+    let binary = super::armor::dearmor_message(message);
+    let message = &binary[..];
     let policy = legacy_policy();
     let keys = decryption_keys(keys, &policy);
     match container(message) {
@@ -386,10 +389,10 @@ fn session_keys(
             None => true,
         });
         for candidate in candidates {
-            let Ok(mut keypair) = candidate.key.clone().into_keypair() else {
+            let Some(mut decryptor) = decryptor(&candidate.key) else {
                 continue;
             };
-            if let Some((algo, session_key)) = pkesk.decrypt(&mut keypair, sym_algo) {
+            if let Some((algo, session_key)) = pkesk.decrypt(&mut *decryptor, sym_algo) {
                 if accept(algo, &session_key, candidate) {
                     return Stage::Opened;
                 }
@@ -401,6 +404,16 @@ fn session_keys(
         }
     }
     failed
+}
+
+/// What decrypts a PKESK with `key`: for RSA, OpenSSL with the whole key
+/// ([`super::rsa`]), else sequoia's keypair.
+fn decryptor(key: &Key<SecretParts, UnspecifiedRole>) -> Option<Box<dyn Decryptor>> {
+    #[cfg(feature = "crypto-openssl")]
+    if let Some(rsa) = super::rsa::CrtRsa::new(key) {
+        return Some(Box::new(rsa));
+    }
+    Some(Box::new(key.clone().into_keypair().ok()?))
 }
 
 /// Sequoia's streaming decryptor calls this once per encryption layer, and once the

@@ -9,6 +9,7 @@ use openpgp::policy::StandardPolicy;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
 use sequoia_openpgp as openpgp;
 
+use super::armor::ArmorWriter;
 use super::encryption_keys;
 use crate::crypto::CryptoError;
 
@@ -22,6 +23,21 @@ use crate::crypto::CryptoError;
 /// keys included) or without a usable encryption subkey is a [`CryptoError::Key`]:
 /// encrypting to the others only would silently leave a recipient out.
 pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoError> {
+    let mut out = Vec::with_capacity(plaintext.len() / 3 * 4 + plaintext.len() / 24 + 1024);
+    encrypt_into(&mut out, &[plaintext], recipients)?;
+    Ok(out)
+}
+
+/// [`encrypt`], the armored message appended to `out` as it is made, and the plaintext
+/// given in pieces (an entity's header and the message's body chunks, never joined):
+/// a large message is then held once as it came and once encrypted, and never as a
+/// joined plaintext, a binary ciphertext and an armored one besides. On an error,
+/// `out` holds a part of a message, to be thrown away.
+pub fn encrypt_into(
+    out: &mut Vec<u8>,
+    plaintext: &[&[u8]],
+    recipients: &[Cert],
+) -> Result<(), CryptoError> {
     if recipients.is_empty() {
         return Err(CryptoError::Key("no recipient keys".into()));
     }
@@ -37,41 +53,18 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoE
         );
     }
 
-    let mut binary = Vec::with_capacity(plaintext.len() + 1024);
-    let message = Message::new(&mut binary);
+    let mut armor = ArmorWriter::new(out);
+    let message = Message::new(&mut armor);
     let message = Encryptor::for_recipients(message, keys)
         .build()
         .map_err(internal)?;
     let mut literal = LiteralWriter::new(message).build().map_err(internal)?;
-    literal.write_all(plaintext).map_err(internal_io)?;
-    literal.finalize().map_err(internal)?;
-    Ok(armor_message(&binary))
-}
-
-/// ASCII armor (RFC 9580 §6.2) with the CRLF line ends mail needs, in one base64 pass.
-/// Sequoia's armor writer ends lines with LF, and running it and then converting line
-/// ends cost more than the encryption itself (see benches/crypto.rs). The CRC24 footer
-/// is written although RFC 9580 no longer asks for it: without it, GnuPG 2.2 reads the
-/// END line as more base64 when the last data line is a full one.
-fn armor_message(binary: &[u8]) -> Vec<u8> {
-    use base64::Engine;
-    const LINE: usize = 64;
-    // Slice-by-16: the bytewise table cost more than the base64 encoding.
-    const CRC24: crc::Crc<u32, crc::Table<16>> =
-        crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_24_OPENPGP);
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let encoded = engine.encode(binary);
-    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / LINE * 2 + 80);
-    out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
-    for line in encoded.as_bytes().chunks(LINE) {
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
+    for piece in plaintext {
+        literal.write_all(piece).map_err(internal_io)?;
     }
-    let checksum = CRC24.checksum(binary).to_be_bytes();
-    out.push(b'=');
-    out.extend_from_slice(engine.encode(&checksum[1..]).as_bytes());
-    out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
-    out
+    literal.finalize().map_err(internal)?;
+    armor.finish();
+    Ok(())
 }
 
 fn internal(e: anyhow::Error) -> CryptoError {

@@ -14,10 +14,12 @@
 //!
 //! # Layout
 //!
-//! - `encrypt`: encryption to recipients' certs, and the ASCII armor around it.
+//! - `encrypt`: encryption to recipients' certs.
+//! - `armor`: the ASCII armor around a message, both ways.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
 //! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
 //!   and SEIPDv2 in EAX): their framing around RustCrypto's OCB and EAX.
+//! - `rsa`: RSA session-key decryption with the whole (CRT) private key.
 //! - `signatures`: the signatures of a signed and encrypted message, kept in forms the
 //!   recipient's client can verify.
 //! - `import`: SCKM import, and the stored (TSK) form of its keys.
@@ -25,16 +27,19 @@
 //!   encrypted to), and what a key may be used for.
 
 mod aed;
+mod armor;
 mod decrypt;
 mod encrypt;
 mod import;
 mod policy;
+#[cfg(feature = "crypto-openssl")]
+mod rsa;
 mod signatures;
 #[cfg(test)]
 mod tests;
 
 pub use decrypt::{MAX_PKESKS, Opened, decrypt, decrypt_with_limit, open, open_with_limit};
-pub use encrypt::encrypt;
+pub use encrypt::{encrypt, encrypt_into};
 pub use import::{SckmKey, import_sckm, merge_held, parse_tsks, secret_keys, serialize_tsk};
 pub use policy::{EncryptionKeys, encryption_keys, legacy_policy};
 pub use signatures::Signed;

@@ -6,6 +6,8 @@
 //! Parsing is mail-parser's; this module only cuts the message at the offsets it
 //! reports and puts header fields back together, byte for byte where they are kept.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -205,21 +207,36 @@ pub fn encrypted_in(message: &mail_parser::Message<'_>) -> Option<Encrypted> {
 
 /// The ciphertext inside an encrypted message: the armored block of PGP/MIME or inline
 /// PGP, or the DER/BER of S/MIME.
-pub fn ciphertext(raw: &[u8], kind: Encrypted) -> Option<Vec<u8>> {
+pub fn ciphertext(raw: &[u8], kind: Encrypted) -> Option<Cow<'_, [u8]>> {
     let message = MessageParser::default().parse(raw)?;
     match kind {
         Encrypted::PgpMime => {
             let children = message.parts.first()?.sub_parts()?;
             let payload = message.part(*children.get(1)?)?;
-            Some(payload.contents().to_vec())
+            Some(in_place(payload))
         }
         Encrypted::InlinePgp => {
             let text = message.body_text(0)?;
             let start = text.find(PGP_BEGIN)?;
             let end = start + text[start..].find(PGP_END)? + PGP_END.len();
-            Some(text[start..end].as_bytes().to_vec())
+            Some(Cow::Owned(text[start..end].as_bytes().to_vec()))
         }
-        Encrypted::Smime => Some(message.parts.first()?.contents().to_vec()),
+        Encrypted::Smime => Some(in_place(message.parts.first()?)),
+    }
+}
+
+/// A part's content, where it lies in the message when it needed no decoding (the
+/// armored block of PGP/MIME nearly always): a large message is not copied for it.
+fn in_place<'x>(part: &mail_parser::MessagePart<'x>) -> Cow<'x, [u8]> {
+    use mail_parser::PartType;
+    match &part.body {
+        PartType::Text(Cow::Borrowed(text)) | PartType::Html(Cow::Borrowed(text)) => {
+            Cow::Borrowed(text.as_bytes())
+        }
+        PartType::Binary(Cow::Borrowed(bytes)) | PartType::InlineBinary(Cow::Borrowed(bytes)) => {
+            Cow::Borrowed(bytes)
+        }
+        _ => Cow::Owned(part.contents().to_vec()),
     }
 }
 
@@ -404,7 +421,16 @@ pub fn smime_enveloped(
 /// line ends) and a bare CR each become CRLF. A bare CR left in a decrypted header is
 /// no line end to mail-parser, but the relay sends it on as one: the next hop would
 /// read a field we never saw (a forged `X-Sealgate`).
-pub fn crlf(text: &[u8]) -> Vec<u8> {
+pub fn crlf(text: &[u8]) -> Cow<'_, [u8]> {
+    // Mostly there is nothing to change (MIME entities are CRLF already): then the
+    // text is not copied.
+    let clean = memchr::memchr2_iter(b'\r', b'\n', text).all(|at| match text[at] {
+        b'\r' => text.get(at + 1) == Some(&b'\n'),
+        _ => at > 0 && text[at - 1] == b'\r',
+    });
+    if clean {
+        return Cow::Borrowed(text);
+    }
     let mut out = Vec::with_capacity(text.len() + text.len() / 32);
     let mut bytes = text.iter().copied().peekable();
     while let Some(b) = bytes.next() {
@@ -417,7 +443,7 @@ pub fn crlf(text: &[u8]) -> Vec<u8> {
             _ => out.push(b),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -472,7 +498,10 @@ mod tests {
         );
         assert!(!text.contains("Secret plans"));
         assert_eq!(encrypted(&wrapped), Some(Encrypted::PgpMime));
-        assert_eq!(ciphertext(&wrapped, Encrypted::PgpMime).unwrap(), armored);
+        assert_eq!(
+            &*ciphertext(&wrapped, Encrypted::PgpMime).unwrap(),
+            &armored[..]
+        );
 
         let inner = inner_entity(PLAIN, true).unwrap();
         let restored = decrypted(&wrapped, Encrypted::PgpMime, &inner, "pgp; key=ABC").unwrap();
@@ -563,8 +592,8 @@ mod tests {
         .unwrap();
         assert_eq!(encrypted(&smime), Some(Encrypted::Smime));
         assert_eq!(
-            ciphertext(&smime, Encrypted::Smime).unwrap(),
-            b"\x30\x03\x02\x01\x00"
+            &*ciphertext(&smime, Encrypted::Smime).unwrap(),
+            &b"\x30\x03\x02\x01\x00"[..]
         );
         assert!(
             String::from_utf8_lossy(&smime).contains("Subject: Secret plans"),
@@ -597,7 +626,7 @@ mod tests {
         );
         assert!(text.contains("Subject: ...\r\n") && !text.contains("Secret plans"));
         assert_eq!(encrypted(&wrapped), Some(Encrypted::Smime));
-        assert_eq!(ciphertext(&wrapped, Encrypted::Smime).unwrap(), der);
+        assert_eq!(&*ciphertext(&wrapped, Encrypted::Smime).unwrap(), &der[..]);
         let inner = inner_entity(PLAIN, true).unwrap();
         let restored = decrypted(&wrapped, Encrypted::Smime, &inner, "smime; key=K").unwrap();
         let text = String::from_utf8_lossy(&restored);
@@ -612,6 +641,6 @@ mod tests {
             Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; name=\"smime.p7m\"\n\
             Content-Transfer-Encoding: base64\n\nMAMCAQA=\n";
         assert_eq!(encrypted(openssl), Some(Encrypted::Smime));
-        assert_eq!(ciphertext(openssl, Encrypted::Smime).unwrap(), der);
+        assert_eq!(&*ciphertext(openssl, Encrypted::Smime).unwrap(), &der[..]);
     }
 }

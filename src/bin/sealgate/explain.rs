@@ -35,7 +35,7 @@ pub fn run(
         }
     };
     // Files saved by mail clients often have bare LF line ends; SMTP has CRLF.
-    let raw = sealgate::mail::mime::crlf(&raw);
+    let raw = sealgate::mail::mime::crlf(&raw).into_owned();
     let all = Needs {
         headers: true,
         structure: true,

@@ -484,7 +484,7 @@ fn ca_and_signed_mail(dir: &std::path::Path) -> Vec<u8> {
             "user@example.com",
         ],
     );
-    crate::mail::mime::crlf(&signed)
+    crate::mail::mime::crlf(&signed).into_owned()
 }
 
 #[test]

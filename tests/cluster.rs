@@ -620,3 +620,72 @@ async fn healthz_answers_503_while_the_shared_store_is_away() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_verbs_act_on_the_clusters_shared_spool() {
+    let pg = PgServer::start();
+    let sink = Sink::start().await;
+    let refusing = sink.refuse_for_now("later@example.org", Duration::ZERO);
+    let a = relaying_member(&pg, &sink, &[5u8; 32]);
+    // Only the admin's verbs move the spool here: no retry of its own for an hour.
+    let config = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("first_retry = \"200ms\"", "first_retry = \"1h\"")
+        .replace("max_retry = \"500ms\"", "max_retry = \"2h\"");
+    std::fs::write(&a.config, config).unwrap();
+    let serve = Serve::start(&a);
+    let ids = ["s1@example.com".to_string(), "s2@example.com".to_string()];
+    send_now_and_later(serve.addr("outbound"), &ids).await;
+
+    let out = a.sealgate_expect("spool", &["list", "--json"], 0);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let spool_id = |i: usize| listed[i]["id"].as_str().unwrap().to_string();
+    let (first, second) = (spool_id(0), spool_id(1));
+    assert!(
+        first.starts_with('S') && second.starts_with('S'),
+        "in the shared spool: {listed:?}"
+    );
+    assert_eq!(
+        listed[0]["recipients"],
+        serde_json::json!(["later@example.org"])
+    );
+
+    // Deleted: gone from the shared spool, and the sender told.
+    let out = a.sealgate_expect("spool", &["delete", &first], 0);
+    assert!(
+        text(&out.stdout).contains("a DSN goes to <user@example.com>"),
+        "{}",
+        text(&out.stdout)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sink
+        .received()
+        .iter()
+        .any(|r| r.mail_from.is_empty() && r.recipients == ["user@example.com"])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DSN: {}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Retried at once once the next hop takes it.
+    refusing.store(false, Ordering::SeqCst);
+    let out = a.sealgate_expect("spool", &["retry", &second], 0);
+    assert!(
+        text(&out.stdout).contains(&format!("{second}: done")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM spool"), "0");
+    let later = sink
+        .received()
+        .iter()
+        .filter(|r| r.recipients == ["later@example.org"])
+        .count();
+    assert_eq!(later, 1, "only the copy not deleted went out");
+    a.sealgate_expect("spool", &["show", &first], 1);
+}

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_postgres::types::ToSql;
 
 use super::{Entry, SpoolError};
 use crate::mail::message::Message;
@@ -205,35 +206,54 @@ impl PgSpool {
         updated: Option<Entry>,
         dsn: Option<(Entry, Message)>,
     ) -> Result<(), SpoolError> {
-        let member = self.member.clone();
+        let guard = Guard::ClaimedBy(self.member.clone());
+        if self.rewrite(key, guard, updated, dsn).await? {
+            Ok(())
+        } else {
+            // Another member took the copy over: this one was thought dead.
+            Err(SpoolError::ClaimLost(key))
+        }
+    }
+
+    /// The entry `key` replaced by `updated` (its record; the message stays; any claim
+    /// let go), or with `None` removed, and a DSN entry added beside it, in one
+    /// transaction, if `guard` holds. `false` when it did not (or the entry is gone).
+    async fn rewrite(
+        &self,
+        key: u64,
+        guard: Guard,
+        updated: Option<Entry>,
+        dsn: Option<(Entry, Message)>,
+    ) -> Result<bool, SpoolError> {
         let updated = updated.map(|entry| (meta(&entry), entry.next_attempt_ms as i64));
         let dsn = dsn
             .map(|(entry, message)| (meta(&entry), entry.next_attempt_ms as i64, body(&message)));
-        let kept = self
+        let changed = self
             .pg
             .run_async(move |pool| async move {
                 let mut client = pool.get().await?;
                 let transaction = client.transaction().await?;
                 let id = key as i64;
-                let changed = match &updated {
-                    None => {
-                        transaction
-                            .execute(
-                                "DELETE FROM spool WHERE id = $1 AND lease_owner = $2",
-                                &[&id, &member],
-                            )
-                            .await?
-                    }
-                    Some((meta, next)) => transaction
-                        .execute(
-                            "UPDATE spool SET meta = $3, next_attempt_ms = $4, lease_owner = NULL
-                                 WHERE id = $1 AND lease_owner = $2",
-                            &[&id, &member, meta, next],
-                        )
-                        .await?,
+                let (condition, mut params): (String, Vec<&(dyn ToSql + Sync)>) = match &guard {
+                    Guard::ClaimedBy(member) => ("s.lease_owner = $2".into(), vec![&id, member]),
+                    Guard::Unclaimed { seen, timeout_ms } => (
+                        format!("s.meta = $3 AND {UNCLAIMED}"),
+                        vec![&id, timeout_ms, seen],
+                    ),
                 };
-                if changed == 0 {
-                    // Another member took the copy over: this one was thought dead.
+                let sql = match &updated {
+                    None => format!("DELETE FROM spool s WHERE s.id = $1 AND {condition}"),
+                    Some((meta, next)) => {
+                        let (m, n) = (params.len() + 1, params.len() + 2);
+                        params.push(meta);
+                        params.push(next);
+                        format!(
+                            "UPDATE spool s SET meta = ${m}, next_attempt_ms = ${n}, lease_owner = NULL
+                             WHERE s.id = $1 AND {condition}"
+                        )
+                    }
+                };
+                if transaction.execute(&sql, &params).await? == 0 {
                     return Ok(false);
                 }
                 if let Some(row) = &dsn {
@@ -243,12 +263,17 @@ impl PgSpool {
                 Ok(true)
             })
             .await?;
-        if kept {
-            Ok(())
-        } else {
-            Err(SpoolError::ClaimLost(key))
-        }
+        Ok(changed)
     }
+}
+
+/// Which copies a change may touch.
+enum Guard {
+    /// Claimed by this member: the retrier's attempt.
+    ClaimedBy(String),
+    /// Claimed by no live member, and still as `seen` (its record, as JSON): the admin's
+    /// change. A member is live while its heartbeat is younger than `timeout_ms`.
+    Unclaimed { seen: String, timeout_ms: i64 },
 }
 
 /// A copy no live member has claimed (so the admin may change it): unclaimed, or
@@ -285,47 +310,11 @@ impl PgSpool {
         updated: Option<Entry>,
         dsn: Option<(Entry, Message)>,
     ) -> Result<bool, SpoolError> {
-        let timeout_ms = self.member_timeout.as_millis() as i64;
-        let seen = meta(seen);
-        let updated = updated.map(|entry| (meta(&entry), entry.next_attempt_ms as i64));
-        let dsn = dsn
-            .map(|(entry, message)| (meta(&entry), entry.next_attempt_ms as i64, body(&message)));
-        let changed = self
-            .pg
-            .run_async(move |pool| async move {
-                let mut client = pool.get().await?;
-                let transaction = client.transaction().await?;
-                let id = key as i64;
-                let changed = match &updated {
-                    None => {
-                        let sql = format!(
-                            "DELETE FROM spool s WHERE s.id = $1 AND s.meta = $3 AND {UNCLAIMED}"
-                        );
-                        transaction
-                            .execute(&sql, &[&id, &timeout_ms, &seen])
-                            .await?
-                    }
-                    Some((meta, next)) => {
-                        let sql = format!(
-                            "UPDATE spool s SET meta = $4, next_attempt_ms = $5, lease_owner = NULL
-                             WHERE s.id = $1 AND s.meta = $3 AND {UNCLAIMED}"
-                        );
-                        transaction
-                            .execute(&sql, &[&id, &timeout_ms, &seen, meta, next])
-                            .await?
-                    }
-                };
-                if changed == 0 {
-                    return Ok(false);
-                }
-                if let Some(row) = &dsn {
-                    insert(&transaction, row).await?;
-                }
-                transaction.commit().await?;
-                Ok(true)
-            })
-            .await?;
-        Ok(changed)
+        let guard = Guard::Unclaimed {
+            seen: meta(seen),
+            timeout_ms: self.member_timeout.as_millis() as i64,
+        };
+        self.rewrite(key, guard, updated, dsn).await
     }
 }
 

@@ -58,6 +58,9 @@ pub enum SpoolAdminError {
     Busy(Key),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The task reading the spool failed: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// One entry as `spool list --json` prints it. The field names are part of the
@@ -111,17 +114,16 @@ pub async fn execute(
     request: SpoolRequest,
 ) -> Result<Answer, SpoolAdminError> {
     match request {
-        SpoolRequest::List { json } => list(cx, json),
+        SpoolRequest::List { json } => list(cx, json).await,
         SpoolRequest::Show { id } => show(cx, &id).await,
         SpoolRequest::Retry { id } => retry(cx, id.as_deref()).await,
         SpoolRequest::Delete { id, silent } => delete(cx, &id, silent).await,
     }
 }
 
-fn list(cx: &SpoolContext<'_>, json: bool) -> Result<Answer, SpoolAdminError> {
-    let listed: Vec<Listed> = cx
-        .spool
-        .listed()?
+async fn list(cx: &SpoolContext<'_>, json: bool) -> Result<Answer, SpoolAdminError> {
+    let listed: Vec<Listed> = every(cx.spool)
+        .await?
         .iter()
         .map(|(key, entry)| Listed::new(*key, entry, cx.config))
         .collect();
@@ -136,6 +138,16 @@ fn list(cx: &SpoolContext<'_>, json: bool) -> Result<Answer, SpoolAdminError> {
         messages: Vec::new(),
         output,
     })
+}
+
+/// Every entry, read off the async threads: the shared spool's query blocks until
+/// PostgreSQL answers.
+async fn every(spool: &Spool) -> Result<Vec<(Key, Entry)>, SpoolAdminError> {
+    let spool = spool.clone();
+    let listed = tokio::task::spawn_blocking(move || spool.listed())
+        .await
+        .map_err(|e| SpoolAdminError::Internal(e.to_string()))?;
+    Ok(listed?)
 }
 
 /// The text `spool list` prints: a block per entry, as `postqueue -p` does.
@@ -231,7 +243,11 @@ async fn show(cx: &SpoolContext<'_>, id: &str) -> Result<Answer, SpoolAdminError
 async fn retry(cx: &SpoolContext<'_>, id: Option<&str>) -> Result<Answer, SpoolAdminError> {
     let keys: Vec<Key> = match id {
         Some(id) => vec![find(cx, id).await?.0],
-        None => cx.spool.listed()?.into_iter().map(|(key, _)| key).collect(),
+        None => every(cx.spool)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect(),
     };
     let mut passes = cx.spool.passes();
     let start = *passes.borrow_and_update();

@@ -593,6 +593,7 @@ impl Treatment {
                 sealer,
                 config,
                 org: sealgate::org::OrgStore::open(&db).expect("org tree"),
+                parsed: Default::default(),
             },
             _db: db,
         }

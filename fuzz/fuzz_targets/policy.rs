@@ -43,7 +43,7 @@ static SAMPLES: LazyLock<Vec<(Message, Content)>> = LazyLock::new(|| {
     MESSAGES
         .iter()
         .map(|raw| {
-            let message = Message::new(sealgate::mail::mime::crlf(raw));
+            let message = Message::new(sealgate::mail::mime::crlf(raw).into_owned());
             let content = Content::read(&message, all);
             (message, content)
         })

@@ -124,6 +124,7 @@ keys = false
             sealer,
             config: config.clone(),
             org,
+            parsed: Default::default(),
         }),
         relays,
         spool,

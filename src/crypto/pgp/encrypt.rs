@@ -24,7 +24,8 @@ use crate::crypto::CryptoError;
 /// encrypting to the others only would silently leave a recipient out.
 pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(plaintext.len() / 3 * 4 + plaintext.len() / 24 + 1024);
-    encrypt_into(&mut out, &[plaintext], recipients)?;
+    let recipients: Vec<&Cert> = recipients.iter().collect();
+    encrypt_into(&mut out, &[plaintext], &recipients)?;
     Ok(out)
 }
 
@@ -36,7 +37,7 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoE
 pub fn encrypt_into(
     out: &mut Vec<u8>,
     plaintext: &[&[u8]],
-    recipients: &[Cert],
+    recipients: &[&Cert],
 ) -> Result<(), CryptoError> {
     if recipients.is_empty() {
         return Err(CryptoError::Key("no recipient keys".into()));

@@ -638,3 +638,34 @@ impl Transform {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openpgp::cert::CertBuilder;
+    use openpgp::serialize::SerializeInto;
+    use sequoia_openpgp as openpgp;
+
+    use super::ParsedCerts;
+
+    #[test]
+    fn a_cert_is_parsed_again_only_when_its_material_changes() {
+        let (cert, _) = CertBuilder::new()
+            .add_userid("<bob@example.org>")
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        let (other, _) = CertBuilder::new()
+            .add_userid("<bob@example.org>")
+            .generate()
+            .unwrap();
+        let (material, changed) = (cert.to_vec().unwrap(), other.to_vec().unwrap());
+        let parsed = ParsedCerts::default();
+        let first = parsed.get("FPR", &material).unwrap();
+        assert!(Arc::ptr_eq(&first, &parsed.get("FPR", &material).unwrap()));
+        let refreshed = parsed.get("FPR", &changed).unwrap();
+        assert_eq!(*refreshed, other);
+        assert!(parsed.get("BAD", b"not a cert").is_err());
+    }
+}

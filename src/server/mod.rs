@@ -7,6 +7,7 @@
 //! out.
 
 pub mod admission;
+mod chores;
 pub mod reload;
 
 use std::future::Future;
@@ -20,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::admission::{Admission, Refusal, Ticket};
+use self::chores::{DnssecWatch, purge_periodically};
 use crate::config::Config;
-use crate::dns::{DnsResolver, DnssecStatus, KeyLookup, dnssec};
+use crate::dns::KeyLookup;
 use crate::gateway::Gateway;
 use crate::gateway::plan::{KeyFinder, NoResolver, Planner};
 use crate::gateway::transform::Transform;
@@ -536,73 +538,5 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         crate::telemetry::connections(self.0, -1.0);
-    }
-}
-
-/// The task that probes whether the resolver validates DNSSEC: at start-up, then every
-/// [`dnssec::PROBE_EVERY`]. It logs the first finding and every change, and key lookup
-/// reads the findings from the status they share.
-struct DnssecWatch {
-    resolver: DnsResolver,
-    status: Arc<DnssecStatus>,
-    /// The resolver as the admin configured it, for the log.
-    described: String,
-}
-
-impl DnssecWatch {
-    async fn run(self, shutdown: CancellationToken) {
-        let mut at_start = true;
-        loop {
-            // Not at bind: a resolver that does not answer must not hold up start-up.
-            // Until the first finding, a failed lookup counts as an outage.
-            let probe = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                probe = self.resolver.probe_dnssec() => probe,
-            };
-            if self.status.record(&probe) || at_start {
-                probe.log(&self.described, at_start);
-            }
-            at_start = false;
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(dnssec::PROBE_EVERY) => {}
-            }
-        }
-    }
-}
-
-/// How often expired key cache entries are purged (besides at start-up).
-const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
-
-/// Purges expired key cache entries now and then every [`PURGE_EVERY`].
-async fn purge_periodically(
-    keys: Arc<dyn KeyStore>,
-    membership: Option<crate::cluster::Membership>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        // In a cluster, one member purges: the one that leads.
-        let leads = match &membership {
-            None => true,
-            Some(member) => member.leads().await,
-        };
-        if leads {
-            let store = keys.clone();
-            let purged =
-                tokio::task::spawn_blocking(move || store.purge(time::OffsetDateTime::now_utc()))
-                    .await;
-            match purged {
-                Ok(Ok(removed)) if !removed.is_empty() => {
-                    tracing::info!(removed = removed.len(), "key cache purged");
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "key cache purge failed"),
-                Err(e) => tracing::error!(error = %e, "key cache purge task failed"),
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PURGE_EVERY) => {}
-        }
     }
 }

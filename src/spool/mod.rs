@@ -12,9 +12,16 @@
 //! copies it attempts.
 
 pub mod admin;
+mod changes;
 pub mod dsn;
+mod key;
 pub mod postgres;
+mod settle;
 pub mod sled;
+
+pub use changes::{Change, Changed};
+pub use key::Key;
+pub use settle::{Attempt, Settled, settle};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,7 +36,7 @@ use crate::config::SpoolConfig;
 use crate::mail::Direction;
 use crate::mail::envelope::MailParams;
 use crate::mail::message::Message;
-use crate::relay::{Outcome, Outgoing, Relays};
+use crate::relay::{Outgoing, Relays};
 use crate::smtp::reply::{self, Reply};
 
 /// Everything about a held copy except the message itself.
@@ -90,44 +97,6 @@ pub enum SpoolError {
 pub struct Storage {
     pub local: sled::SledSpool,
     pub shared: Option<postgres::PgSpool>,
-}
-
-/// Where one entry is: its name for the admin (`spool show L1F`), stable for as long
-/// as the entry is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// In this gateway's sled spool.
-    Local(u64),
-    /// In the cluster's shared spool.
-    Shared(u64),
-}
-
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Key::Local(n) => write!(f, "L{n:X}"),
-            Key::Shared(n) => write!(f, "S{n:X}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Key {
-    type Err = ();
-
-    /// Reads what [`Key`]'s `Display` writes; the letter in either case.
-    fn from_str(text: &str) -> Result<Key, ()> {
-        let text = text.trim();
-        let (kind, hex) = text.split_at_checked(1).ok_or(())?;
-        if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(());
-        }
-        let n = u64::from_str_radix(hex, 16).map_err(|_| ())?;
-        match kind {
-            "L" | "l" => Ok(Key::Local(n)),
-            "S" | "s" => Ok(Key::Shared(n)),
-            _ => Err(()),
-        }
-    }
 }
 
 /// The spool and its retrier.
@@ -306,68 +275,6 @@ impl Spool {
             },
             entry,
         ))
-    }
-
-    /// One entry, if it is held.
-    pub async fn find(&self, key: Key) -> Result<Option<Entry>, SpoolError> {
-        match key {
-            Key::Local(id) => Ok(self.storage.local.entry(id)),
-            Key::Shared(id) => match &self.storage.shared {
-                Some(shared) => shared.entry(id).await,
-                None => Ok(None),
-            },
-        }
-    }
-
-    /// The message of an entry.
-    pub async fn message_of(&self, key: Key) -> Result<Message, SpoolError> {
-        self.message(key).await
-    }
-
-    /// The admin's change to one entry, made only while nothing attempts it: `change`
-    /// is given the entry and its message as they are now, and says what becomes of
-    /// it (a new record, or gone) and the DSN to hold beside, if any.
-    pub async fn change(
-        &self,
-        key: Key,
-        change: impl FnOnce(&Entry, &Message) -> Change,
-    ) -> Result<Changed, SpoolError> {
-        match key {
-            Key::Local(id) => {
-                let Some((_busy, entry)) = self.claim_local(id) else {
-                    return Ok(match self.storage.local.entry(id) {
-                        Some(_) => Changed::Busy,
-                        None => Changed::Gone,
-                    });
-                };
-                let message = self.storage.local.message(id)?;
-                let Change { updated, dsn } = change(&entry, &message);
-                match updated {
-                    Some(entry) => {
-                        self.storage.local.update(id, &entry).await?;
-                    }
-                    None => self.storage.local.settle(id, None, dsn).await?,
-                }
-                Ok(Changed::Done)
-            }
-            Key::Shared(id) => {
-                let Some(shared) = &self.storage.shared else {
-                    return Ok(Changed::Gone);
-                };
-                let Some(entry) = shared.entry(id).await? else {
-                    return Ok(Changed::Gone);
-                };
-                let message = shared.message(id).await?;
-                let Change { updated, dsn } = change(&entry, &message);
-                if shared.change_unclaimed(id, &entry, updated, dsn).await? {
-                    Ok(Changed::Done)
-                } else if shared.entry(id).await?.is_some() {
-                    Ok(Changed::Busy)
-                } else {
-                    Ok(Changed::Gone)
-                }
-            }
-        }
     }
 
     /// Wakes the retrier for a pass now, rather than at its next tick.
@@ -620,75 +527,6 @@ impl Spool {
             self.retry_due(&relays, &hostname).await;
         }
     }
-}
-
-/// How a copy that did not reach everyone came to fail: what decides between one more
-/// try and a DSN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    /// The next hop was asked, and the copy may be tried again.
-    Relayed,
-    /// The next hop was asked, and the copy has outlived `[spool] lifetime`.
-    Expired,
-    /// sealgate refused the copy before relaying it (a policy refusal, or encryption
-    /// failed): there is no message fit to send later, because the spool retries the
-    /// relay, not the policy or the encryption.
-    Refused,
-}
-
-/// The recipients of one next-hop transaction, sorted by what becomes of them.
-#[derive(Debug, Default)]
-pub struct Settled {
-    /// Temporary failures to try again.
-    pub waiting: Vec<String>,
-    /// Failures for good, which the sender hears of in a DSN.
-    pub failures: Vec<Failure>,
-}
-
-/// The one mapping from a next-hop outcome to a retry or a DSN, for the gateway's
-/// first attempt and for the spool's retries alike. A permanent refusal is a failure;
-/// a temporary one waits for another try unless the copy was refused by us or has
-/// expired, which makes it a failure too.
-pub fn settle(recipients: &[String], outcomes: &[Outcome], how: Attempt) -> Settled {
-    let mut settled = Settled::default();
-    let remote = how != Attempt::Refused;
-    for (recipient, outcome) in recipients.iter().zip(outcomes) {
-        let failed = |reply: Reply| Failure {
-            recipient: recipient.clone(),
-            reply,
-            remote,
-        };
-        match (outcome, how) {
-            (Outcome::Completed, _) => {}
-            (Outcome::Permanent(reply), _) => settled.failures.push(failed(reply.clone())),
-            (Outcome::Temporary(reply), Attempt::Refused) => {
-                settled.failures.push(failed(reply.clone()))
-            }
-            (Outcome::Temporary(reply), Attempt::Expired) => settled
-                .failures
-                .push(failed(reply::delivery_expired(reply))),
-            (Outcome::Temporary(_), Attempt::Relayed) => settled.waiting.push(recipient.clone()),
-        }
-    }
-    settled
-}
-
-/// What the admin's [`Spool::change`] makes of an entry.
-pub struct Change {
-    /// The entry's new record, or `None` to remove it.
-    pub updated: Option<Entry>,
-    /// A DSN to hold in its place (only when it is removed).
-    pub dsn: Option<(Entry, Message)>,
-}
-
-/// Whether the admin's change was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Changed {
-    Done,
-    /// The retrier (this gateway's, or a cluster member's) is attempting the entry now.
-    Busy,
-    /// No such entry (any more).
-    Gone,
 }
 
 /// A local entry marked busy; the mark goes with it.

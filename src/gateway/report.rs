@@ -112,6 +112,19 @@ impl Report<'_> {
     /// The one INFO line of the transaction, and its counts.
     pub fn record(&self) {
         let envelope = self.envelope;
+        if tracing::enabled!(tracing::Level::INFO) {
+            self.log();
+        }
+        telemetry::message(envelope.direction, self.reply, self.elapsed);
+        for done in self.done {
+            telemetry::recipient(envelope.direction, telemetry::action_label(&done.action));
+        }
+    }
+
+    /// The transaction line: built only when INFO is logged, since it formats every
+    /// recipient.
+    fn log(&self) {
+        let envelope = self.envelope;
         let recipients: Vec<String> = envelope
             .recipients
             .iter()
@@ -152,10 +165,6 @@ impl Report<'_> {
             ms = self.elapsed.as_millis() as u64,
             "transaction"
         );
-        telemetry::message(envelope.direction, self.reply, self.elapsed);
-        for done in self.done {
-            telemetry::recipient(envelope.direction, telemetry::action_label(&done.action));
-        }
     }
 }
 

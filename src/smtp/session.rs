@@ -141,12 +141,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         };
         let line = match line {
             Line::TooLong => {
-                self.command = "(a line too long)".into();
+                self.command.clear();
+                self.command.push_str("(a line too long)");
                 return self.refuse(&reply::LINE_TOO_LONG).await;
             }
             Line::Command(line) => line,
         };
-        self.command = loggable(&line);
+        loggable(&line, &mut self.command);
         if line.contains(&0) {
             return self.refuse(&reply::NUL_IN_COMMAND).await;
         }
@@ -426,14 +427,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     }
 }
 
-/// The first 120 characters of a command line, for the log: whatever the client sent,
-/// no control character reaches the log (a CR or an escape sequence could forge a line
-/// or drive the terminal of whoever reads it).
-fn loggable(line: &[u8]) -> String {
-    String::from_utf8_lossy(&line[..line.len().min(120)])
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// The first 120 characters of a command line into `out`, for the log: whatever the
+/// client sent, no control character reaches the log (a CR or an escape sequence could
+/// forge a line or drive the terminal of whoever reads it). Every command passes here,
+/// so `out`'s buffer is reused rather than a string made per command.
+fn loggable(line: &[u8], out: &mut String) {
+    out.clear();
+    out.extend(
+        String::from_utf8_lossy(&line[..line.len().min(120)])
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c }),
+    );
 }
 
 /// The MAIL parameter we do not offer, if the client used one. Accepted are SIZE=,

@@ -27,6 +27,10 @@ use sealgate::mail::decrypted::{self, KeptSignature};
 use sealgate::mail::mime::{self, Cut, Encrypted};
 use sealgate_fuzz::{PGP_TSKS, SMIME_SCKM, marks_in};
 
+/// The corpus TSKs' decryption keys, made ready once as the gateway keeps them.
+static PGP_KEYS: std::sync::LazyLock<pgp::SecretKeys> =
+    std::sync::LazyLock::new(|| pgp::SecretKeys::new(&PGP_TSKS));
+
 const PLAINTEXT: &[u8] = b"\r\n--sealgate-fuzz-plaintext--\r\n";
 const MARKER: &str = "pgp; key=0123456789ABCDEF";
 
@@ -95,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let opened = match kind {
         Encrypted::PgpMime | Encrypted::InlinePgp => {
-            pgp::open(&ciphertext, &PGP_TSKS).map(|o| (o.decrypted, o.signed))
+            pgp::open(&ciphertext, &PGP_KEYS).map(|o| (o.decrypted, o.signed))
         }
         Encrypted::Smime => smime::decrypt(&ciphertext, &SMIME_SCKM).map(|d| (d, None)),
     };

@@ -124,7 +124,7 @@ keys = false
             sealer,
             config: config.clone(),
             org,
-            parsed: Default::default(),
+            prepared: Default::default(),
         }),
         relays,
         spool,

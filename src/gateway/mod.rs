@@ -8,9 +8,9 @@
 //! - some accepted: the rest go into the durable spool (temporary failures) or become a
 //!   DSN in the spool (permanent ones), flushed to disk, and only then `250`.
 
-pub mod certs;
 pub mod marks;
 pub mod plan;
+pub mod prepared;
 pub mod report;
 pub mod transform;
 

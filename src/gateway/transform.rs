@@ -33,8 +33,8 @@ pub struct Transform {
     /// The user certificates the org certificate issued: S/MIME mail to them opens with
     /// the user's OpenPGP SCKM secret.
     pub org: crate::org::OrgStore,
-    /// Recipients' OpenPGP certs as parsed from the cache's material.
-    pub parsed: super::certs::ParsedCerts,
+    /// Recipients' certs parsed and SCKM secrets opened, kept between messages.
+    pub prepared: super::prepared::Prepared,
 }
 
 /// What the transform made of one transaction.
@@ -418,7 +418,7 @@ impl Transform {
                 let parsed = members
                     .iter()
                     .zip(&material)
-                    .map(|((_, e), m)| self.parsed.get(&e.fingerprint, m).map_err(|x| bad(e, x)))
+                    .map(|((_, e), m)| self.prepared.cert(&e.fingerprint, m).map_err(|x| bad(e, x)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut certs: Vec<&openpgp::Cert> = parsed.iter().map(|c| &**c).collect();
                 certs.extend(self.config.crypto.additional_decryption_key.as_ref());
@@ -571,13 +571,20 @@ impl Transform {
             .keys
             .sealed_secret(&entry.fingerprint)?
             .ok_or_else(|| TransformError::NoSecret(entry.fingerprint.clone()))?;
-        let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
         match entry.kind {
             KeyKind::Pgp => {
-                let opened = pgp::open(ciphertext, &pgp::parse_tsks(&secret)?)?;
+                let keys = self
+                    .prepared
+                    .secrets
+                    .get(&entry.fingerprint, &sealed, |sealed| {
+                        let secret = self.sealer.open_sealed(&entry.fingerprint, sealed)?;
+                        Ok::<_, TransformError>(pgp::SecretKeys::new(&pgp::parse_tsks(&secret)?))
+                    })?;
+                let opened = pgp::open(ciphertext, &keys)?;
                 Ok((opened.decrypted, opened.signed))
             }
             KeyKind::Smime => {
+                let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
                 let material = self.material(entry)?;
                 let cert = x509_cert::Certificate::from_der(&material).map_err(|e| {
                     TransformError::BadMaterial {

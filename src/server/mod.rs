@@ -203,7 +203,7 @@ impl Server {
             sealer: sealer.clone(),
             config: config.clone(),
             org: org.clone(),
-            parsed: Default::default(),
+            prepared: Default::default(),
         });
         let tls = match &config.tls {
             None => None,

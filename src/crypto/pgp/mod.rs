@@ -38,7 +38,9 @@ mod signatures;
 #[cfg(test)]
 mod tests;
 
-pub use decrypt::{MAX_PKESKS, Opened, decrypt, decrypt_with_limit, open, open_with_limit};
+pub use decrypt::{
+    MAX_PKESKS, Opened, SecretKeys, decrypt, decrypt_with_limit, open, open_with_limit,
+};
 pub use encrypt::{encrypt, encrypt_into};
 pub use import::{SckmKey, import_sckm, merge_held, parse_tsks, secret_keys, serialize_tsk};
 pub use policy::{EncryptionKeys, encryption_keys, legacy_policy};

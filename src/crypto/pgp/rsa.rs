@@ -17,7 +17,9 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::{Padding, Rsa};
 use sequoia_openpgp as openpgp;
 
-/// An RSA decryption key in OpenSSL's CRT form.
+/// An RSA decryption key in OpenSSL's CRT form. A clone shares OpenSSL's key (and the
+/// blinding and Montgomery setup it makes on first use).
+#[derive(Clone)]
 pub struct CrtRsa {
     public: Key<PublicParts, UnspecifiedRole>,
     key: PKey<Private>,

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use base64::Engine;
-use support::keys::{GpgHome, SmimeCert, crlf, openssl, pgp_mime};
+use support::keys::{GpgHome, SmimeCert, crlf, openssl, pgp_mime, run_tool};
 use support::{Client, Sink, bob_with_key_imported, gateway_to, import, split_received};
 
 /// The keyUsage of an S/MIME encryption certificate.
@@ -89,6 +89,45 @@ async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
         !stderr.contains("Signature") && !stderr.contains("signature"),
         "never signed: {stderr}"
     );
+}
+
+/// RNP, Thunderbird's OpenPGP engine, opens what the gateway encrypts to a cv25519 key
+/// (the encrypted session key for those keys is sealgate's own code: `crypto::pgp::ecdh`).
+#[tokio::test]
+async fn outbound_pgp_to_a_cv25519_key_opens_with_rnp() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+
+    let secret = bob.run(
+        &["--armor", "--export-secret-keys", "bob@example.org"],
+        None,
+    );
+    let rnp_home = tempfile::tempdir().unwrap();
+    run_tool(
+        std::process::Command::new("rnpkeys")
+            .arg("--homedir")
+            .arg(rnp_home.path())
+            .arg("--import")
+            .arg(bob.file("bob-secret.asc", &secret)),
+        None,
+    );
+    let opened = run_tool(
+        std::process::Command::new("rnp")
+            .arg("--homedir")
+            .arg(rnp_home.path())
+            .args(["--decrypt", "--output", "-"]),
+        Some(second_part(&got[0].data).as_bytes()),
+    );
+    let plain = String::from_utf8_lossy(&opened);
+    assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
+    assert!(plain.contains("Subject: Merger plans"), "{plain}");
 }
 
 #[tokio::test]

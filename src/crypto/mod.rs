@@ -4,6 +4,7 @@
 //! bytes into bytes. [`ber`] reads the BER that real S/MIME clients send.
 
 pub mod ber;
+pub mod key_wrap;
 pub mod pgp;
 pub mod smime;
 

@@ -4,10 +4,20 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use openpgp::Cert;
+use openpgp::cert::Preferences;
+use openpgp::crypto::SessionKey;
+use openpgp::packet::key::{PublicParts, UnspecifiedRole};
+use openpgp::packet::pkesk::{PKESK3, PKESK6};
+use openpgp::packet::{Key, PKESK};
 use openpgp::policy::StandardPolicy;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
+use openpgp::serialize::Serialize;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use openpgp::types::{AEADAlgorithm, PublicKeyAlgorithm, SymmetricAlgorithm};
+use openpgp::{Cert, Packet};
+use rand::RngCore;
+use rand::rngs::OsRng;
 use sequoia_openpgp as openpgp;
+use zeroize::Zeroizing;
 
 use super::armor::ArmorWriter;
 use super::encryption_keys;
@@ -44,21 +54,30 @@ pub fn encrypt_into(
     }
     let policy = StandardPolicy::new();
     let now = SystemTime::now();
-    let mut keys: Vec<Recipient> = Vec::new();
+    let mut keys = Vec::new();
+    let mut seipdv2 = true;
     for cert in recipients {
-        keys.extend(
-            encryption_keys(cert, &policy, now)?
-                .keys
-                .into_iter()
-                .map(Recipient::from),
-        );
+        let found = encryption_keys(cert, &policy, now)?;
+        seipdv2 &= found.cert.features().is_some_and(|f| f.supports_seipdv2());
+        keys.extend(found.keys);
     }
-
+    // sequoia's `Encryptor::for_recipients` makes these choices; the PKESKs are made
+    // here (see `session_keys`) and the encryptor is given the session key.
+    let session_key = session_key()?;
     let mut armor = ArmorWriter::new(out);
+    for key in &keys {
+        let key = key.key().parts_as_public().role_as_unspecified();
+        session_key_packet(key, &session_key, seipdv2)?
+            .serialize(&mut armor)
+            .map_err(internal)?;
+    }
     let message = Message::new(&mut armor);
-    let message = Encryptor::for_recipients(message, keys)
-        .build()
-        .map_err(internal)?;
+    let mut encryptor =
+        Encryptor::with_session_key(message, CIPHER, session_key).map_err(internal)?;
+    if seipdv2 {
+        encryptor = encryptor.aead_algo(AEADAlgorithm::default());
+    }
+    let message = encryptor.build().map_err(internal)?;
     let mut literal = LiteralWriter::new(message).build().map_err(internal)?;
     for piece in plaintext {
         literal.write_all(piece).map_err(internal_io)?;
@@ -66,6 +85,55 @@ pub fn encrypt_into(
     literal.finalize().map_err(internal)?;
     armor.finish();
     Ok(())
+}
+
+/// The message's cipher: AES-256, which every OpenPGP implementation reads (sequoia's
+/// default too).
+const CIPHER: SymmetricAlgorithm = SymmetricAlgorithm::AES256;
+
+/// A fresh session key from the operating system's CSPRNG.
+fn session_key() -> Result<SessionKey, CryptoError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    debug_assert_eq!(CIPHER.key_size().ok(), Some(bytes.len()));
+    OsRng
+        .try_fill_bytes(&mut bytes[..])
+        .map_err(|e| CryptoError::Internal(format!("no randomness: {e}")))?;
+    Ok(SessionKey::from(&bytes[..]))
+}
+
+/// The PKESK that gives `key` the session key: v6 for SEIPDv2, v3 for SEIPDv1, as
+/// sequoia's encryptor writes them. A Curve25519 ECDH key's is made by
+/// [`super::ecdh`]; any other key's by sequoia.
+fn session_key_packet(
+    key: &Key<PublicParts, UnspecifiedRole>,
+    session_key: &SessionKey,
+    seipdv2: bool,
+) -> Result<Packet, CryptoError> {
+    // The session key as the PKESK carries it for ECDH: the cipher octet (v3 only),
+    // the key, and its checksum.
+    let mut psk = Zeroizing::new(Vec::with_capacity(35));
+    if !seipdv2 {
+        psk.push(u8::from(CIPHER));
+    }
+    psk.extend_from_slice(session_key);
+    psk.extend_from_slice(&super::ecdh::checksum(session_key));
+    let pkesk = match (super::ecdh::encrypt(key, &psk), seipdv2) {
+        (Some(esk), true) => PKESK6::new(
+            Some(key.fingerprint()),
+            PublicKeyAlgorithm::ECDH,
+            esk.map_err(CryptoError::Internal)?,
+        )
+        .map(PKESK::from),
+        (Some(esk), false) => PKESK3::new(
+            Some(key.keyid()),
+            PublicKeyAlgorithm::ECDH,
+            esk.map_err(CryptoError::Internal)?,
+        )
+        .map(PKESK::from),
+        (None, true) => PKESK6::for_recipient(session_key, key).map(PKESK::from),
+        (None, false) => PKESK3::for_recipient(CIPHER, session_key, key).map(PKESK::from),
+    };
+    pkesk.map(Packet::PKESK).map_err(internal)
 }
 
 fn internal(e: anyhow::Error) -> CryptoError {

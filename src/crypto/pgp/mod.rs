@@ -15,6 +15,7 @@
 //! # Layout
 //!
 //! - `encrypt`: encryption to recipients' certs.
+//! - `ecdh`: the encrypted session key for a Curve25519 ECDH key.
 //! - `armor`: the ASCII armor around a message, both ways.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
 //! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
@@ -29,6 +30,7 @@
 mod aed;
 mod armor;
 mod decrypt;
+mod ecdh;
 mod encrypt;
 mod import;
 mod policy;

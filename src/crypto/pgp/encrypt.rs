@@ -61,8 +61,9 @@ pub fn encrypt_into(
         seipdv2 &= found.cert.features().is_some_and(|f| f.supports_seipdv2());
         keys.extend(found.keys);
     }
-    // sequoia's `Encryptor::for_recipients` makes these choices; the PKESKs are made
-    // here (see `session_keys`) and the encryptor is given the session key.
+    // The choices sequoia's `Encryptor::for_recipients` makes: SEIPDv2 (OCB) when every
+    // recipient reads it, else SEIPDv1; AES-256. The PKESKs are made here (see
+    // `session_key_packet`); SEIPDv2 is sequoia's, SEIPDv1 is [`super::seipd`]'s.
     let session_key = session_key()?;
     let mut armor = ArmorWriter::new(out);
     for key in &keys {
@@ -71,18 +72,21 @@ pub fn encrypt_into(
             .serialize(&mut armor)
             .map_err(internal)?;
     }
-    let message = Message::new(&mut armor);
-    let mut encryptor =
-        Encryptor::with_session_key(message, CIPHER, session_key).map_err(internal)?;
     if seipdv2 {
-        encryptor = encryptor.aead_algo(AEADAlgorithm::default());
+        let message = Message::new(&mut armor);
+        let message = Encryptor::with_session_key(message, CIPHER, session_key)
+            .map_err(internal)?
+            .aead_algo(AEADAlgorithm::default())
+            .build()
+            .map_err(internal)?;
+        let mut literal = LiteralWriter::new(message).build().map_err(internal)?;
+        for piece in plaintext {
+            literal.write_all(piece).map_err(internal_io)?;
+        }
+        literal.finalize().map_err(internal)?;
+    } else {
+        super::seipd::write(&mut armor, &session_key, plaintext).map_err(internal_io)?;
     }
-    let message = encryptor.build().map_err(internal)?;
-    let mut literal = LiteralWriter::new(message).build().map_err(internal)?;
-    for piece in plaintext {
-        literal.write_all(piece).map_err(internal_io)?;
-    }
-    literal.finalize().map_err(internal)?;
     armor.finish();
     Ok(())
 }

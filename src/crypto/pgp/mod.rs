@@ -16,6 +16,7 @@
 //!
 //! - `encrypt`: encryption to recipients' certs.
 //! - `ecdh`: the encrypted session key for a Curve25519 ECDH key.
+//! - `seipd`: the SEIPDv1 packet, written as the plaintext streams in.
 //! - `armor`: the ASCII armor around a message, both ways.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
 //! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
@@ -36,6 +37,7 @@ mod import;
 mod policy;
 #[cfg(feature = "crypto-openssl")]
 mod rsa;
+mod seipd;
 mod signatures;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! ASCII armor (RFC 9580 §6.2) for OpenPGP messages, both ways, done here rather than by
 //! sequoia's armor writer and reader: those go byte by byte, and cost more than the
 //! cryptography they wrap (its reader was 80 % of decrypting a 100 KiB message with a
-//! cv25519 key; see benches/crypto.rs). Base64 is the `base64` crate's, the checksum the
-//! `crc` crate's.
+//! cv25519 key; see benches/crypto.rs). Base64 is base64-simd's one way and the `base64`
+//! crate's the other, the checksum the `crc` crate's.
 
 use std::borrow::Cow;
 
@@ -34,8 +34,13 @@ pub struct ArmorWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Fewer than [`LINE_BYTES`] bytes not yet written: the start of the next line.
     pending: Vec<u8>,
+    /// Whole lines in base64, before they are laid out.
+    scratch: Vec<u8>,
     crc: crc::Digest<'static, u32, crc::Table<16>>,
 }
+
+/// Lines encoded at a time.
+const BATCH_LINES: usize = 256;
 
 /// Slice-by-16: the bytewise table cost more than the base64 encoding.
 static CRC24: crc::Crc<u32, crc::Table<16>> =
@@ -49,6 +54,7 @@ impl<'a> ArmorWriter<'a> {
         ArmorWriter {
             out,
             pending: Vec::with_capacity(LINE_BYTES),
+            scratch: Vec::new(),
             crc: CRC24.digest(),
         }
     }
@@ -69,9 +75,16 @@ impl<'a> ArmorWriter<'a> {
             self.pending.clear();
         }
         let whole = binary.len() / LINE_BYTES * LINE_BYTES;
-        self.out.reserve(whole / 3 * 4 + whole / LINE_BYTES * 2);
-        for line in binary[..whole].chunks(LINE_BYTES) {
-            self.line(line);
+        // The whole lines are encoded at once (SIMD works on long runs), then laid out
+        // line by line.
+        for batch in binary[..whole].chunks(BATCH_LINES * LINE_BYTES) {
+            self.scratch.clear();
+            push_base64(&mut self.scratch, batch);
+            self.out.reserve(self.scratch.len() / 64 * 66);
+            for line in self.scratch.chunks(64) {
+                self.out.extend_from_slice(line);
+                self.out.extend_from_slice(b"\r\n");
+            }
         }
         self.pending.extend_from_slice(&binary[whole..]);
     }
@@ -97,14 +110,14 @@ impl<'a> ArmorWriter<'a> {
     }
 }
 
-/// Appends `bytes` in base64, padded.
+/// Appends `bytes` in base64, padded: base64-simd's, four to eight times the `base64`
+/// crate's speed, which was 9 % of the gateway's CPU for a 100 KiB encrypted message.
 fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let at = out.len();
-    let len = base64::encoded_len(bytes.len(), true).expect("a line is short");
-    out.resize(at + len, 0);
-    base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[at..])
-        .expect("sized to fit");
+    let engine = base64_simd::STANDARD;
+    out.resize(at + engine.encoded_length(bytes.len()), 0);
+    let written = engine.encode(bytes, base64_simd::Out::from_slice(&mut out[at..]));
+    debug_assert_eq!(written.len(), out.len() - at);
 }
 
 impl std::io::Write for ArmorWriter<'_> {

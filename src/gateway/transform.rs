@@ -25,6 +25,11 @@ use crate::policy::rule::Tags;
 use crate::policy::{Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};
 
+/// The largest message whose encryption runs inline ([`Transform::is_heavy`]).
+const LIGHT_SIZE: usize = 64 * 1024;
+/// The most recipient keys an inline encryption has.
+const LIGHT_KEYS: usize = 4;
+
 /// Carries out verdicts with the key cache's material and SCKM secrets.
 pub struct Transform {
     pub keys: Arc<dyn KeyStore>,
@@ -151,14 +156,24 @@ fn put<K: PartialEq, T>(buckets: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
 }
 
 impl Transform {
-    /// Whether carrying out `verdicts` may take long: only when someone's copy is
-    /// encrypted or may be decrypted. The gateway then runs it on the blocking pool;
-    /// otherwise inline, because the hand-off to another thread costs more than a
-    /// plain message's whole transform.
-    pub fn is_heavy(verdicts: &[Verdict]) -> bool {
-        verdicts
-            .iter()
-            .any(|v| matches!(v.treatment, Treatment::Encrypt(_) | Treatment::Decrypt(_)))
+    /// Whether carrying out `verdicts` on a message of `size` bytes may take long: when
+    /// someone's copy may be decrypted (an RSA private operation is milliseconds), or
+    /// is encrypted and the message is large or goes to many keys. The gateway then
+    /// runs it on the blocking pool; otherwise inline, because the hand-off to another
+    /// thread and back costs more than a plain message's whole transform, and was a
+    /// sixth of a 4 KiB encrypted message's (perf). A light encryption is a few public
+    /// key operations (an X25519 agreement is about 50 µs) and a pass over at most
+    /// [`LIGHT_SIZE`] bytes: a fraction of a millisecond on a runtime thread.
+    pub fn is_heavy(verdicts: &[Verdict], size: usize) -> bool {
+        let mut keys = 0;
+        for verdict in verdicts {
+            match verdict.treatment {
+                Treatment::Decrypt(_) => return true,
+                Treatment::Encrypt(_) => keys += 1,
+                Treatment::Pass | Treatment::Refuse(_) => {}
+            }
+        }
+        keys > LIGHT_KEYS || (keys > 0 && size > LIGHT_SIZE)
     }
 
     /// The groups for one transaction, whose id (for the log) is `id`: `verdicts[i]` is
@@ -601,5 +616,78 @@ impl Transform {
                 Ok((smime::decrypt(ciphertext, &[key])?, None))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::{LIGHT_KEYS, LIGHT_SIZE, Transform};
+    use crate::keys::{KeyEntry, KeyKind, Source};
+    use crate::policy::{Treatment, Verdict};
+
+    fn verdict(treatment: Treatment) -> Verdict {
+        Verdict {
+            treatment,
+            tags: Default::default(),
+            harvest: false,
+            rule: None,
+            note: None,
+            smime_aes_gcm: false,
+        }
+    }
+
+    fn key() -> KeyEntry {
+        let now = OffsetDateTime::now_utc();
+        KeyEntry {
+            address: "r@x.example".into(),
+            kind: KeyKind::Pgp,
+            fingerprint: "FPR".into(),
+            source: Source::Sckm,
+            added: now,
+            last_seen: None,
+            key_created: now,
+            expires: None,
+            key_expires: None,
+            message_id: None,
+            sender: None,
+            can_encrypt: true,
+            can_decrypt: true,
+            legacy: false,
+            retired: false,
+            seen: 0,
+            pending: false,
+            chain_validated: false,
+            revoked: false,
+            decrypt_subkeys: Vec::new(),
+            details: None,
+            reads_aes_gcm: false,
+        }
+    }
+
+    #[test]
+    fn decryption_large_and_wide_encryption_go_to_the_blocking_pool() {
+        let pass = verdict(Treatment::Pass);
+        let encrypt = verdict(Treatment::Encrypt(key()));
+        let decrypt = verdict(Treatment::Decrypt(vec![key()]));
+        let small = 4 * 1024;
+        assert!(!Transform::is_heavy(std::slice::from_ref(&pass), 25 << 20));
+        assert!(!Transform::is_heavy(
+            &[pass.clone(), encrypt.clone()],
+            small
+        ));
+        assert!(!Transform::is_heavy(
+            std::slice::from_ref(&encrypt),
+            LIGHT_SIZE
+        ));
+        assert!(Transform::is_heavy(
+            std::slice::from_ref(&encrypt),
+            LIGHT_SIZE + 1
+        ));
+        assert!(Transform::is_heavy(&[decrypt, pass], small));
+        let wide = vec![encrypt; LIGHT_KEYS + 1];
+        assert!(Transform::is_heavy(&wide, small));
+        assert!(!Transform::is_heavy(&wide[..LIGHT_KEYS], small));
     }
 }

@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let opened = match kind {
         Encrypted::PgpMime | Encrypted::InlinePgp => {
-            pgp::open(&ciphertext, &PGP_TSKS).map(|o| (o.decrypted, o.signed))
+            pgp::open(&[&ciphertext], &PGP_TSKS).map(|o| (o.decrypted, o.signed))
         }
         Encrypted::Smime => smime::decrypt(&ciphertext, &SMIME_SCKM).map(|d| (d, None)),
     };

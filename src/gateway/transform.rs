@@ -300,21 +300,21 @@ impl Transform {
                 );
                 continue;
             };
-            let opened = self
-                .decrypt_for(ciphertext, kind, &keys)
-                .and_then(|(opened, signed)| {
-                    let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
-                    let kept = signed.as_ref().map(|s| KeptSignature {
-                        detached: &s.detached,
-                        micalg: &s.micalg,
-                        detached_over_crlf: s.detached_over_crlf,
-                        message: &s.message,
+            let opened =
+                self.decrypt_for(&[ciphertext], kind, &keys)
+                    .and_then(|(opened, signed)| {
+                        let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
+                        let kept = signed.as_ref().map(|s| KeptSignature {
+                            detached: &s.detached,
+                            micalg: &s.micalg,
+                            detached_over_crlf: s.detached_over_crlf,
+                            message: &s.message,
+                        });
+                        let (plain, form) =
+                            decrypted::decrypted(&raw, kind, &opened.plaintext, &marker, kept)
+                                .ok_or(TransformError::Build("decrypted"))?;
+                        Ok((plain, opened.fingerprint, form))
                     });
-                    let (plain, form) =
-                        decrypted::decrypted(&raw, kind, &opened.plaintext, &marker, kept)
-                            .ok_or(TransformError::Build("decrypted"))?;
-                    Ok((plain, opened.fingerprint, form))
-                });
             match opened {
                 Ok((plain, fingerprint, form)) => {
                     let signature = form.map_or("none", |f| f.as_str());
@@ -470,10 +470,11 @@ impl Transform {
             .ok_or_else(|| TransformError::KeyVanished(entry.fingerprint.clone()))
     }
 
-    /// Tries the recipient's own SCKM keys, in order; the error is the last key's.
+    /// Tries the recipient's own SCKM keys, in order; the error is the last key's. The
+    /// ciphertext is in pieces, as it lies in the message.
     fn decrypt_for(
         &self,
-        ciphertext: &[u8],
+        ciphertext: &[&[u8]],
         kind: Encrypted,
         keys: &[KeyEntry],
     ) -> Result<Opened, TransformError> {
@@ -496,7 +497,7 @@ impl Transform {
                 if issued.is_empty() {
                     continue;
                 }
-                match smime::decrypt(ciphertext, &issued) {
+                match smime::decrypt(&joined(ciphertext), &issued) {
                     Ok(decrypted) => return Ok((decrypted, None)),
                     Err(e) => last = e.into(),
                 }
@@ -566,7 +567,11 @@ impl Transform {
 
     /// Decrypts with one SCKM key: its sealed secret opened, and for S/MIME its
     /// certificate, which says which recipient info is ours.
-    fn decrypt_with(&self, ciphertext: &[u8], entry: &KeyEntry) -> Result<Opened, TransformError> {
+    fn decrypt_with(
+        &self,
+        ciphertext: &[&[u8]],
+        entry: &KeyEntry,
+    ) -> Result<Opened, TransformError> {
         let sealed = self
             .keys
             .sealed_secret(&entry.fingerprint)?
@@ -591,8 +596,17 @@ impl Transform {
                 };
                 // An S/MIME signature is inside the decrypted content (signed-data or
                 // multipart/signed), and travels with it.
-                Ok((smime::decrypt(ciphertext, &[key])?, None))
+                Ok((smime::decrypt(&joined(ciphertext), &[key])?, None))
             }
         }
+    }
+}
+
+/// The ciphertext in one piece, for S/MIME (whose ciphertext is one already, so this
+/// copies nothing in practice: only PGP/MIME's is found in pieces).
+fn joined<'a>(pieces: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
+    match pieces {
+        [one] => std::borrow::Cow::Borrowed(one),
+        many => std::borrow::Cow::Owned(many.concat()),
     }
 }

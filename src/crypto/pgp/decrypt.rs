@@ -24,6 +24,7 @@ use openpgp::{Cert, KeyHandle};
 use sequoia_openpgp as openpgp;
 
 use super::aed::{Aed, Seipd2Header};
+use super::dearmor::Armor;
 use super::policy::{legacy_policy, purpose};
 use super::signatures::{self, Signed};
 use crate::crypto::{CryptoError, Decrypted, MAX_PLAINTEXT};
@@ -54,16 +55,21 @@ pub struct Opened {
 /// [`CryptoError::Malformed`]; see [`open_with_limit`]. The signatures inside are
 /// dropped: see [`open`] to keep them.
 pub fn decrypt(message: &[u8], keys: &[Cert]) -> Result<Decrypted, CryptoError> {
-    open_with_limit(message, keys, MAX_PLAINTEXT).map(|opened| opened.decrypted)
+    open_with_limit(&[message], keys, MAX_PLAINTEXT).map(|opened| opened.decrypted)
 }
 
-/// [`decrypt`], keeping the signatures.
-pub fn open(message: &[u8], keys: &[Cert]) -> Result<Opened, CryptoError> {
+/// [`decrypt`], keeping the signatures, for a message in pieces (as it lies in the
+/// chunks of the mail it came in): the pieces are read in order, never joined.
+pub fn open(message: &[&[u8]], keys: &[Cert]) -> Result<Opened, CryptoError> {
     open_with_limit(message, keys, MAX_PLAINTEXT)
 }
 
 /// [`open`] with the plaintext limit given (see [`decrypt_with_limit`]).
-pub fn open_with_limit(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, CryptoError> {
+pub fn open_with_limit(
+    message: &[&[u8]],
+    keys: &[Cert],
+    limit: usize,
+) -> Result<Opened, CryptoError> {
     // This runs on whatever the internet sends, inside the SMTP session: a panic in
     // sequoia is one message that passes undecrypted, not a dead session. sequoia-openpgp
     // 2.4.2 has one that any sender can reach (found by fuzz/, the decrypt target): a
@@ -92,7 +98,7 @@ pub fn decrypt_with_limit(
     keys: &[Cert],
     limit: usize,
 ) -> Result<Decrypted, CryptoError> {
-    open_with_limit(message, keys, limit).map(|opened| opened.decrypted)
+    open_with_limit(&[message], keys, limit).map(|opened| opened.decrypted)
 }
 
 /// How far the decryption helper got; read after a failure to tell whose fault it was.
@@ -111,13 +117,16 @@ enum Stage {
     Opened,
 }
 
-fn open_inner(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, CryptoError> {
-    // Dearmored once, here: both passes below would otherwise each read the armor.
-    let binary = super::armor::dearmor_message(message);
-    let message = &binary[..];
+fn open_inner(message: &[&[u8]], keys: &[Cert], limit: usize) -> Result<Opened, CryptoError> {
+    // Plain armor is decoded as it is read, by each pass below: the binary is never
+    // held whole.
+    let armor = match Armor::of(message) {
+        Armor::Unsure => return open_inner(&[&message.concat()], keys, limit),
+        armor => armor,
+    };
     let policy = legacy_policy();
     let keys = decryption_keys(keys, &policy);
-    match container(message) {
+    match container(armor.reader()) {
         Container::Aed { pkesks, body } => {
             open_aed(&pkesks, &Aed::parse(&body)?, &keys, &policy, limit)
         }
@@ -135,7 +144,7 @@ fn open_inner(message: &[u8], keys: &[Cert], limit: usize) -> Result<Opened, Cry
         Container::Other { unsupported_aead } => {
             let stage = Cell::new(Stage::NotReached);
             let helper = Helper::new(&keys, &stage);
-            let read = read(message, helper, &policy, limit);
+            let read = read(armor.reader(), armor.binary_len(), helper, &policy, limit);
             let (plaintext, helper) = read.map_err(|e| match (e, unsupported_aead) {
                 // SEIPDv2 in a mode this build cannot run (EAX, with the OpenSSL
                 // backend): our key opened the session key, the container cannot be.
@@ -182,13 +191,14 @@ enum Container {
     },
 }
 
-/// Looks at the packets before the encrypted data, and at its header. Whatever does not
-/// parse here is left for sequoia to report.
-fn container(message: &[u8]) -> Container {
+/// Looks at the packets before the encrypted data, and at its header; reads no further
+/// but for the two containers sequoia does not read. Whatever does not parse here is
+/// left for sequoia to report.
+fn container<'a>(message: impl Read + Send + Sync + 'a) -> Container {
     let other = Container::Other {
         unsupported_aead: None,
     };
-    let Ok(mut ppr) = PacketParser::from_bytes(message) else {
+    let Ok(mut ppr) = PacketParser::from_reader(message) else {
         return other;
     };
     let mut pkesks = Vec::new();
@@ -272,13 +282,19 @@ fn open_aed(
     let inner = aed.decrypt(&key, limit.saturating_add(64 * 1024))?;
     // Nothing inside is encrypted again: the helper gets no keys.
     let stage = Cell::new(Stage::NotReached);
-    let (plaintext, helper) =
-        read(&inner, Helper::new(&[], &stage), policy, limit).map_err(|e| match e {
-            Failure::Setup(e) => CryptoError::Malformed(format!(
-                "the packets inside the AEAD packet do not form a message: {e:#}"
-            )),
-            Failure::Read(e) => e,
-        })?;
+    let (plaintext, helper) = read(
+        &inner[..],
+        inner.len(),
+        Helper::new(&[], &stage),
+        policy,
+        limit,
+    )
+    .map_err(|e| match e {
+        Failure::Setup(e) => CryptoError::Malformed(format!(
+            "the packets inside the AEAD packet do not form a message: {e:#}"
+        )),
+        Failure::Read(e) => e,
+    })?;
     Ok(Opened {
         signed: signatures::keep(helper.signatures, &plaintext)?,
         decrypted: Decrypted {
@@ -297,19 +313,23 @@ enum Failure {
 }
 
 /// Reads `message` through sequoia's streaming decryptor: the plaintext, at most
-/// `limit` bytes of it, and the helper as the decryptor left it.
-fn read<'a>(
-    message: &[u8],
+/// `limit` bytes of it, and the helper as the decryptor left it. `size` is about how
+/// large the message is: the plaintext is rarely larger (only when compressed).
+fn read<'a, 'm>(
+    message: impl Read + Send + Sync + 'm,
+    size: usize,
     helper: Helper<'a>,
     policy: &dyn Policy,
     limit: usize,
 ) -> Result<(Vec<u8>, Helper<'a>), Failure> {
-    let builder = DecryptorBuilder::from_bytes(message).map_err(Failure::Setup)?;
+    let builder = DecryptorBuilder::from_reader(message).map_err(Failure::Setup)?;
     let mut decryptor = builder
         .buffer_size(DECRYPT_BUFFER)
         .with_policy(policy, None, helper)
         .map_err(Failure::Setup)?;
-    let mut plaintext = Vec::new();
+    // Room for all of it at once: grown by doubling, it would be reallocated (and
+    // copied) a dozen times, and end with up to twice its size allocated.
+    let mut plaintext = Vec::with_capacity(size.min(limit.saturating_add(1)));
     let read = (&mut decryptor)
         .take((limit as u64).saturating_add(1))
         .read_to_end(&mut plaintext);

@@ -16,6 +16,7 @@
 //!
 //! - `encrypt`: encryption to recipients' certs.
 //! - `armor`: the ASCII armor around a message, both ways.
+//! - `dearmor`: the armor of a message in pieces, read as a stream.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
 //! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
 //!   and SEIPDv2 in EAX): their framing around RustCrypto's OCB and EAX.
@@ -28,6 +29,7 @@
 
 mod aed;
 mod armor;
+mod dearmor;
 mod decrypt;
 mod encrypt;
 mod import;

@@ -21,6 +21,7 @@ use crate::mail::decrypted::{self, KeptSignature};
 use crate::mail::envelope::Envelope;
 use crate::mail::message::Message;
 use crate::mail::mime::{self, Encrypted};
+use crate::mail::payload::Payload;
 use crate::policy::rule::Tags;
 use crate::policy::{Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};
@@ -275,9 +276,10 @@ impl Transform {
         buckets: &mut Buckets,
         done: &mut [String],
     ) -> Vec<Group> {
-        let raw = message.to_vec();
-        let kind = mime::encrypted(&raw);
-        let ciphertext = kind.and_then(|kind| mime::ciphertext(&raw, kind));
+        // Found where it lies when it can be, not in a copy of the whole message.
+        let payload = Payload::of(message);
+        let kind = payload.kind();
+        let ciphertext = payload.ciphertext();
         let mut groups = Vec::new();
         for (i, keys) in std::mem::take(&mut buckets.decrypt) {
             let verdict = &verdicts[i];
@@ -300,21 +302,26 @@ impl Transform {
                 );
                 continue;
             };
-            let opened =
-                self.decrypt_for(&[ciphertext], kind, &keys)
-                    .and_then(|(opened, signed)| {
-                        let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
-                        let kept = signed.as_ref().map(|s| KeptSignature {
-                            detached: &s.detached,
-                            micalg: &s.micalg,
-                            detached_over_crlf: s.detached_over_crlf,
-                            message: &s.message,
-                        });
-                        let (plain, form) =
-                            decrypted::decrypted(&raw, kind, &opened.plaintext, &marker, kept)
-                                .ok_or(TransformError::Build("decrypted"))?;
-                        Ok((plain, opened.fingerprint, form))
+            let opened = self
+                .decrypt_for(ciphertext, kind, &keys)
+                .and_then(|(opened, signed)| {
+                    let marker = format!("{}; key={}", kind.as_str(), opened.fingerprint);
+                    let kept = signed.as_ref().map(|s| KeptSignature {
+                        detached: &s.detached,
+                        micalg: &s.micalg,
+                        detached_over_crlf: s.detached_over_crlf,
+                        message: &s.message,
                     });
+                    let (plain, form) = decrypted::decrypted(
+                        payload.text(),
+                        kind,
+                        &opened.plaintext,
+                        &marker,
+                        kept,
+                    )
+                    .ok_or(TransformError::Build("decrypted"))?;
+                    Ok((plain, opened.fingerprint, form))
+                });
             match opened {
                 Ok((plain, fingerprint, form)) => {
                     let signature = form.map_or("none", |f| f.as_str());

@@ -312,15 +312,19 @@ impl Transform {
                         detached_over_crlf: s.detached_over_crlf,
                         message: &s.message,
                     });
-                    let (plain, form) = decrypted::decrypted(
+                    let crypto::Decrypted {
+                        plaintext,
+                        fingerprint,
+                    } = opened;
+                    let (plain, form) = decrypted::decrypted_message(
                         payload.text(),
                         kind,
-                        &opened.plaintext,
+                        plaintext,
                         &marker,
                         kept,
                     )
                     .ok_or(TransformError::Build("decrypted"))?;
-                    Ok((plain, opened.fingerprint, form))
+                    Ok((plain, fingerprint, form))
                 });
             match opened {
                 Ok((plain, fingerprint, form)) => {
@@ -332,11 +336,7 @@ impl Transform {
                     groups.push(Group {
                         label: format!("decrypted-{fingerprint}"),
                         recipients: vec![i],
-                        message: marks::apply(
-                            &Message::new(plain),
-                            &verdict.tags,
-                            status.as_deref(),
-                        ),
+                        message: marks::apply(&plain, &verdict.tags, status.as_deref()),
                         refusal: None,
                     });
                 }

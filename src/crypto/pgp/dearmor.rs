@@ -58,13 +58,14 @@ impl<'a> Armor<'a> {
     /// Reads the armor of `pieces` once, to the END line, keeping nothing.
     pub fn of(pieces: &'a [&'a [u8]]) -> Armor<'a> {
         let mut reader = Dearmored::new(pieces);
-        match std::io::copy(&mut reader, &mut std::io::sink()) {
-            Ok(len) => Armor::Plain {
-                pieces,
-                len: len as usize,
-            },
-            Err(_) if reader.failed == Some(Failure::Unsure) => Armor::Unsure,
-            Err(_) => Armor::Other(pieces),
+        let mut len = 0;
+        loop {
+            match reader.fill() {
+                Ok(()) if reader.out.is_empty() => return Armor::Plain { pieces, len },
+                Ok(()) => len += reader.out.len(),
+                Err(Failure::Unsure) => return Armor::Unsure,
+                Err(Failure::NotPlain) => return Armor::Other(pieces),
+            }
         }
     }
 

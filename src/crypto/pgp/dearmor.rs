@@ -241,10 +241,12 @@ impl<'a> Dearmored<'a> {
     /// in the last quad of the whole (the base64 crate refuses padding anywhere else),
     /// so from the quad with the first `=` on at most four characters may come.
     fn push(&mut self, data: &[u8]) -> Result<(), Failure> {
+        let before = self.base64.len();
         self.base64.extend_from_slice(data);
         if !self.padded {
-            if let Some(at) = memchr::memchr(b'=', &self.base64) {
-                let quad = at / 4 * 4;
+            // Only what came is looked at: there is no `=` in what was there before.
+            if let Some(at) = memchr::memchr(b'=', data) {
+                let quad = (before + at) / 4 * 4;
                 self.decode(quad)?;
                 self.padded = true;
             } else if self.base64.len() >= BLOCK {

@@ -119,7 +119,7 @@ fn main() {
         // (gateway::prepared), not per message.
         let keys = pgp::SecretKeys::new(std::slice::from_ref(&user.tsk));
         let ours = row(&format!("PGP {} in-process", user.algo), fast, || {
-            pgp::open(&ciphertext, &keys).expect("pgp::open")
+            pgp::open(&[&ciphertext], &keys).expect("pgp::open")
         });
         if user.algo == "rsa3072" {
             within(ours, RSA_DECRYPT_TARGET, full);

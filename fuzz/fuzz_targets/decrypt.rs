@@ -1,7 +1,8 @@
 //! The decrypt path of inbound mail: the input is an encrypted message as it arrives.
 //!
 //! As the transform does it: which kind of encryption (PGP/MIME, inline PGP, S/MIME),
-//! the ciphertext cut out of the MIME structure, decryption with the corpus keys
+//! the ciphertext cut out of the MIME structure (found in the message's chunks, and
+//! checked against reading the message whole), decryption with the corpus keys
 //! (OpenPGP: RSA, Cv25519, ECDH P-256, with legacy ciphers; S/MIME: RSA and EC), and
 //! the decrypted message put together from the outer header and the plaintext, with
 //! the OpenPGP signatures that were inside kept.
@@ -21,10 +22,13 @@
 
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sealgate::crypto::{pgp, smime};
 use sealgate::mail::decrypted::{self, KeptSignature};
+use sealgate::mail::message::Message;
 use sealgate::mail::mime::{self, Cut, Encrypted};
+use sealgate::mail::payload::Payload;
 use sealgate_fuzz::{PGP_TSKS, SMIME_SCKM, marks_in};
 
 /// The corpus TSKs' decryption keys, made ready once as the gateway keeps them.
@@ -91,17 +95,29 @@ fuzz_target!(|data: &[u8]| {
     // Every message the transform sees has come through DATA, which makes each bare CR
     // and bare LF a CRLF (smtp::data); mime::crlf does the same.
     let data = &mime::crlf(data)[..];
-    let Some(kind) = mime::encrypted(data) else {
+    // As the transform finds it: in the chunks the message arrived in (small ones
+    // here, so that the block runs across many), and the same as when read whole.
+    let message = Message::from_chunks(data.chunks(61).map(Bytes::copy_from_slice).collect());
+    let payload = Payload::of(&message);
+    let kind = mime::encrypted(data);
+    assert_eq!(payload.kind(), kind, "the kind, found in chunks");
+    let Some(kind) = kind else {
         return;
     };
-    let Some(ciphertext) = mime::ciphertext(data, kind) else {
+    let ciphertext = payload.ciphertext();
+    assert_eq!(
+        ciphertext.as_ref().map(|pieces| pieces.concat()),
+        mime::ciphertext(data, kind).map(|c| c.into_owned()),
+        "the ciphertext, found in chunks"
+    );
+    let Some(ciphertext) = ciphertext else {
         return;
     };
     let opened = match kind {
         Encrypted::PgpMime | Encrypted::InlinePgp => {
             pgp::open(&ciphertext, &PGP_KEYS).map(|o| (o.decrypted, o.signed))
         }
-        Encrypted::Smime => smime::decrypt(&ciphertext, &SMIME_SCKM).map(|d| (d, None)),
+        Encrypted::Smime => smime::decrypt(&ciphertext.concat(), &SMIME_SCKM).map(|d| (d, None)),
     };
     if let Ok((opened, signed)) = opened {
         check_decrypted(data, kind, &opened.plaintext, signed.as_ref());

@@ -21,6 +21,7 @@ use crate::mail::decrypted::{self, KeptSignature};
 use crate::mail::envelope::Envelope;
 use crate::mail::message::Message;
 use crate::mail::mime::{self, Encrypted};
+use crate::mail::payload::Payload;
 use crate::policy::rule::Tags;
 use crate::policy::{Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};
@@ -290,9 +291,10 @@ impl Transform {
         buckets: &mut Buckets,
         done: &mut [String],
     ) -> Vec<Group> {
-        let raw = message.to_vec();
-        let kind = mime::encrypted(&raw);
-        let ciphertext = kind.and_then(|kind| mime::ciphertext(&raw, kind));
+        // Found where it lies when it can be, not in a copy of the whole message.
+        let payload = Payload::of(message);
+        let kind = payload.kind();
+        let ciphertext = payload.ciphertext();
         let mut groups = Vec::new();
         for (i, keys) in std::mem::take(&mut buckets.decrypt) {
             let verdict = &verdicts[i];
@@ -325,10 +327,19 @@ impl Transform {
                         detached_over_crlf: s.detached_over_crlf,
                         message: &s.message,
                     });
-                    let (plain, form) =
-                        decrypted::decrypted(&raw, kind, &opened.plaintext, &marker, kept)
-                            .ok_or(TransformError::Build("decrypted"))?;
-                    Ok((plain, opened.fingerprint, form))
+                    let crypto::Decrypted {
+                        plaintext,
+                        fingerprint,
+                    } = opened;
+                    let (plain, form) = decrypted::decrypted_message(
+                        payload.text(),
+                        kind,
+                        plaintext,
+                        &marker,
+                        kept,
+                    )
+                    .ok_or(TransformError::Build("decrypted"))?;
+                    Ok((plain, fingerprint, form))
                 });
             match opened {
                 Ok((plain, fingerprint, form)) => {
@@ -340,11 +351,7 @@ impl Transform {
                     groups.push(Group {
                         label: format!("decrypted-{fingerprint}"),
                         recipients: vec![i],
-                        message: marks::apply(
-                            &Message::new(plain),
-                            &verdict.tags,
-                            status.as_deref(),
-                        ),
+                        message: marks::apply(&plain, &verdict.tags, status.as_deref()),
                         refusal: None,
                     });
                 }
@@ -485,10 +492,11 @@ impl Transform {
             .ok_or_else(|| TransformError::KeyVanished(entry.fingerprint.clone()))
     }
 
-    /// Tries the recipient's own SCKM keys, in order; the error is the last key's.
+    /// Tries the recipient's own SCKM keys, in order; the error is the last key's. The
+    /// ciphertext is in pieces, as it lies in the message.
     fn decrypt_for(
         &self,
-        ciphertext: &[u8],
+        ciphertext: &[&[u8]],
         kind: Encrypted,
         keys: &[KeyEntry],
     ) -> Result<Opened, TransformError> {
@@ -511,7 +519,7 @@ impl Transform {
                 if issued.is_empty() {
                     continue;
                 }
-                match smime::decrypt(ciphertext, &issued) {
+                match smime::decrypt(&joined(ciphertext), &issued) {
                     Ok(decrypted) => return Ok((decrypted, None)),
                     Err(e) => last = e.into(),
                 }
@@ -581,7 +589,11 @@ impl Transform {
 
     /// Decrypts with one SCKM key: its sealed secret opened, and for S/MIME its
     /// certificate, which says which recipient info is ours.
-    fn decrypt_with(&self, ciphertext: &[u8], entry: &KeyEntry) -> Result<Opened, TransformError> {
+    fn decrypt_with(
+        &self,
+        ciphertext: &[&[u8]],
+        entry: &KeyEntry,
+    ) -> Result<Opened, TransformError> {
         let sealed = self
             .keys
             .sealed_secret(&entry.fingerprint)?
@@ -613,9 +625,18 @@ impl Transform {
                 };
                 // An S/MIME signature is inside the decrypted content (signed-data or
                 // multipart/signed), and travels with it.
-                Ok((smime::decrypt(ciphertext, &[key])?, None))
+                Ok((smime::decrypt(&joined(ciphertext), &[key])?, None))
             }
         }
+    }
+}
+
+/// The ciphertext in one piece, for S/MIME (whose ciphertext is one already, so this
+/// copies nothing in practice: only PGP/MIME's is found in pieces).
+fn joined<'a>(pieces: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
+    match pieces {
+        [one] => std::borrow::Cow::Borrowed(one),
+        many => std::borrow::Cow::Owned(many.concat()),
     }
 }
 

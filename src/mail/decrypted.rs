@@ -6,8 +6,12 @@
 //!
 //! [`super::mime`] recognises and wraps encrypted mail; this is its inverse.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use mail_parser::MessageParser;
 
+use super::message::Message;
 use super::mime::{Cut, Encrypted, PGP_BEGIN, PGP_END, boundary, crlf, field_name};
 
 /// Signatures that were inside the encrypted message (see `crypto::pgp::Signed`).
@@ -74,10 +78,7 @@ pub fn decrypted(
     signature: Option<KeptSignature>,
 ) -> Option<(Vec<u8>, Option<SignatureForm>)> {
     let outer = Cut::new(raw)?;
-    let marker = match signature {
-        Some(_) => format!("X-Sealgate-Decrypted: {marker}{SIGNATURE_PRESENT}\r\n"),
-        None => format!("X-Sealgate-Decrypted: {marker}\r\n"),
-    };
+    let marker = marker_field(marker, signature.is_some());
     if kind == Encrypted::InlinePgp {
         // The signed message replaces the block: the client shows and verifies it.
         let (text, form) = match signature {
@@ -91,35 +92,80 @@ pub fn decrypted(
     let plaintext = crlf(plaintext);
     let entity = as_entity(&plaintext);
     let inner = Cut::new(&entity)?;
+    let Some(kept) = signature else {
+        let mut out = head(&outer, &inner, &marker);
+        out.extend_from_slice(inner.body);
+        return Some((out, None));
+    };
     let mut out = Vec::with_capacity(raw.len() + plaintext.len());
     out.extend_from_slice(&header(&outer, &inner));
     out.extend_from_slice(marker.as_bytes());
-    let form = match signature {
-        // The entity exactly as signed, so a verifier gets the signed bytes.
-        Some(kept)
-            if kept.detached_over_crlf && matches!(entity, std::borrow::Cow::Borrowed(_)) =>
-        {
-            out.extend_from_slice(&multipart_signed(&plaintext, kept));
-            Some(SignatureForm::Detached)
-        }
-        Some(kept) => {
-            out.extend_from_slice(&multipart_mixed(&entity, kept));
-            Some(SignatureForm::Attached)
-        }
-        None => {
-            for field in &inner.fields {
-                let name = field_name(field);
-                // Fields of ours inside the encrypted part are the sender's forgery.
-                if !name.starts_with("x-sealgate") && name.starts_with("content-") {
-                    out.extend_from_slice(field);
-                }
-            }
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(inner.body);
-            None
-        }
+    // The entity exactly as signed, so a verifier gets the signed bytes.
+    let form = if kept.detached_over_crlf && matches!(entity, Cow::Borrowed(_)) {
+        out.extend_from_slice(&multipart_signed(&plaintext, kept));
+        SignatureForm::Detached
+    } else {
+        out.extend_from_slice(&multipart_mixed(&entity, kept));
+        SignatureForm::Attached
     };
-    Some((out, form))
+    Some((out, Some(form)))
+}
+
+/// [`decrypted`] as a [`Message`], taking the plaintext: in the common case
+/// (PGP/MIME or S/MIME, no signature kept, a plaintext that is a MIME entity with CRLF
+/// line ends) the new header is put in front of the entity's body where it lies in the
+/// plaintext, so that a large message is not held twice, decrypted and delivered.
+/// Every other case is [`decrypted`]'s copy.
+pub fn decrypted_message(
+    raw: &[u8],
+    kind: Encrypted,
+    plaintext: Vec<u8>,
+    marker: &str,
+    signature: Option<KeptSignature>,
+) -> Option<(Message, Option<SignatureForm>)> {
+    let in_place = kind != Encrypted::InlinePgp
+        && signature.is_none()
+        && matches!(crlf(&plaintext), Cow::Borrowed(_))
+        && has_header_block(&plaintext);
+    if !in_place {
+        let (out, form) = decrypted(raw, kind, &plaintext, marker, signature)?;
+        return Some((Message::new(out), form));
+    }
+    let outer = Cut::new(raw)?;
+    let inner = Cut::new(&plaintext)?;
+    let head = head(&outer, &inner, &marker_field(marker, false));
+    // The body is the end of the plaintext.
+    let body = plaintext.len() - inner.body.len();
+    let plaintext = Bytes::from(plaintext);
+    Some((
+        Message::from_chunks(vec![Bytes::from(head), plaintext.slice(body..)]),
+        None,
+    ))
+}
+
+/// The `X-Sealgate-Decrypted` field, with its line end.
+fn marker_field(marker: &str, signed: bool) -> String {
+    match signed {
+        true => format!("X-Sealgate-Decrypted: {marker}{SIGNATURE_PRESENT}\r\n"),
+        false => format!("X-Sealgate-Decrypted: {marker}\r\n"),
+    }
+}
+
+/// The header block of the delivered message when no signature is kept, with the
+/// empty line that ends it: [`header`], `marker`, and the inner entity's Content-*
+/// fields.
+fn head(outer: &Cut, inner: &Cut, marker: &str) -> Vec<u8> {
+    let mut out = header(outer, inner);
+    out.extend_from_slice(marker.as_bytes());
+    for field in &inner.fields {
+        let name = field_name(field);
+        // Fields of ours inside the encrypted part are the sender's forgery.
+        if !name.starts_with("x-sealgate") && name.starts_with("content-") {
+            out.extend_from_slice(field);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The delivered message's header fields but for its Content-* ones: the outer fields,
@@ -270,9 +316,9 @@ fn multipart_mixed(entity: &[u8], kept: KeptSignature) -> Vec<u8> {
 /// its first line would pass for a header field and the text would be lost. So unless
 /// the bytes start with a well-formed header block, they are the body of a text/plain
 /// entity (RFC 2045 §5.2's default).
-fn as_entity(plaintext: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+fn as_entity(plaintext: &[u8]) -> Cow<'_, [u8]> {
     if has_header_block(plaintext) {
-        return std::borrow::Cow::Borrowed(plaintext);
+        return Cow::Borrowed(plaintext);
     }
     let charset = if plaintext.is_ascii() {
         "us-ascii"
@@ -281,7 +327,7 @@ fn as_entity(plaintext: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     };
     let mut entity = format!("Content-Type: text/plain; charset={charset}\r\n\r\n").into_bytes();
     entity.extend_from_slice(plaintext);
-    std::borrow::Cow::Owned(entity)
+    Cow::Owned(entity)
 }
 
 /// Whether `text` (CRLF) starts with header fields ending in an empty line: every line
@@ -436,5 +482,55 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Subject: Secret plans\r\n"), "{out}");
+    }
+
+    /// Built in the plaintext's buffer or copied, the message is the same.
+    #[test]
+    fn decrypted_message_is_decrypted_in_every_shape() {
+        let pgp = pgp_mime(PLAIN, b"x", true).unwrap();
+        let smime = crate::mail::mime::smime_enveloped(
+            PLAIN,
+            b"\x30\x00",
+            false,
+            crate::mail::mime::SmimeType::EnvelopedData,
+        )
+        .unwrap();
+        let inline = b"From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nabc\r\n-----END PGP MESSAGE-----\r\nbye\r\n";
+        let entities: [&[u8]; 6] = [
+            b"Content-Type: text/plain; protected-headers=\"v1\"\r\nSubject: Secret plans\r\n\r\nbody\r\n",
+            b"Content-Type: text/plain\r\nX-Sealgate-Decrypted: forged\r\n\r\nbody\r\n",
+            b"Content-Type: text/plain\n\nLF body\n",
+            b"Bare text, no header\r\n\r\nat all\r\n",
+            b"Content-Type: text/plain\r\n\r\n",
+            b"",
+        ];
+        for (kind, raw) in [
+            (Encrypted::PgpMime, &pgp[..]),
+            (Encrypted::Smime, &smime[..]),
+            (Encrypted::InlinePgp, &inline[..]),
+        ] {
+            for entity in entities {
+                let copied = decrypted(raw, kind, entity, "pgp; key=K", None);
+                let built = decrypted_message(raw, kind, entity.to_vec(), "pgp; key=K", None)
+                    .map(|(m, form)| (m.to_vec(), form));
+                assert_eq!(built, copied, "{kind:?} {}", text(entity));
+            }
+        }
+        let kept = KeptSignature {
+            detached: b"-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n",
+            micalg: "pgp-sha256",
+            detached_over_crlf: true,
+            message: b"-----BEGIN PGP MESSAGE-----\n\ndef\n-----END PGP MESSAGE-----\n",
+        };
+        let (out, form) = decrypted_message(
+            &pgp,
+            Encrypted::PgpMime,
+            entities[0].to_vec(),
+            "pgp; key=K",
+            Some(kept),
+        )
+        .unwrap();
+        assert_eq!(form, Some(SignatureForm::Detached));
+        assert!(text(&out.to_vec()).contains("multipart/signed"));
     }
 }

@@ -157,15 +157,33 @@ const PROTECTED: [&str; 6] = ["subject", "from", "to", "cc", "date", "message-id
 /// text is base64 (where the line is not to be seen until it is decoded). Every
 /// message passes here, so this is most of what a plain message costs to look at.
 pub fn encrypted(raw: &[u8]) -> Option<Encrypted> {
+    encrypted_in(&parsed_for_kind(raw)?.0)
+}
+
+/// [`encrypted`] and [`ciphertext`] at once: a message that [`encrypted`] parses whole
+/// is not parsed again for its ciphertext.
+pub fn payload(raw: &[u8]) -> Option<(Encrypted, Option<Cow<'_, [u8]>>)> {
+    let (message, whole) = parsed_for_kind(raw)?;
+    let kind = encrypted_in(&message)?;
+    let ciphertext = match whole {
+        true => ciphertext_in(&message, kind),
+        false => ciphertext(raw, kind),
+    };
+    Some((kind, ciphertext))
+}
+
+/// The message as [`encrypted`] reads it, and whether that is whole (else its header
+/// only).
+fn parsed_for_kind(raw: &[u8]) -> Option<(mail_parser::Message<'_>, bool)> {
     let headers = MessageParser::default().parse_headers(raw)?;
     let may_be_inline = memchr::memmem::find(raw, PGP_BEGIN.as_bytes()).is_some()
         || headers
             .header_raw("Content-Transfer-Encoding")
             .is_some_and(|cte| cte.trim().eq_ignore_ascii_case("base64"));
     if may_be_inline {
-        return encrypted_in(&MessageParser::default().parse(raw)?);
+        return Some((MessageParser::default().parse(raw)?, true));
     }
-    encrypted_in(&headers)
+    Some((headers, false))
 }
 
 /// [`encrypted`], for a message already parsed.
@@ -208,7 +226,11 @@ pub fn encrypted_in(message: &mail_parser::Message<'_>) -> Option<Encrypted> {
 /// The ciphertext inside an encrypted message: the armored block of PGP/MIME or inline
 /// PGP, or the DER/BER of S/MIME.
 pub fn ciphertext(raw: &[u8], kind: Encrypted) -> Option<Cow<'_, [u8]>> {
-    let message = MessageParser::default().parse(raw)?;
+    ciphertext_in(&MessageParser::default().parse(raw)?, kind)
+}
+
+/// [`ciphertext`], for a message already parsed (whole).
+fn ciphertext_in<'x>(message: &mail_parser::Message<'x>, kind: Encrypted) -> Option<Cow<'x, [u8]>> {
     match kind {
         Encrypted::PgpMime => {
             let children = message.parts.first()?.sub_parts()?;

@@ -1,12 +1,7 @@
-//! ASCII armor (RFC 9580 §6.2) for OpenPGP messages, both ways, done here rather than by
-//! sequoia's armor writer and reader: those go byte by byte, and cost more than the
-//! cryptography they wrap (its reader was 80 % of decrypting a 100 KiB message with a
-//! cv25519 key; see benches/crypto.rs). Base64 is base64-simd's one way and the `base64`
-//! crate's the other, the checksum the `crc` crate's.
-
-use std::borrow::Cow;
-
-use base64::Engine;
+//! ASCII armor (RFC 9580 §6.2) written around OpenPGP messages, done here rather than by
+//! sequoia's armor writer: it goes byte by byte, and costs more than the cryptography it
+//! wraps (so did its reader, which [`super::dearmor`] replaces). Base64 is base64-simd's,
+//! the checksum the `crc` crate's.
 
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
@@ -131,68 +126,10 @@ impl std::io::Write for ArmorWriter<'_> {
     }
 }
 
-/// The binary form of an armored OpenPGP message; `message` itself when it is not one,
-/// or when its armor is anything but plain (then sequoia's reader, which forgives more,
-/// reads it, slowly). Plain is: optional blank lines or text before the BEGIN line,
-/// armor headers (`Key: value`) and an empty line, base64 lines, an optional checksum
-/// line, and the END line; LF or CRLF, with spaces or tabs at a line's end. The
-/// checksum is not checked: RFC 9580 says not to reject a message over it, and the
-/// encrypted data carries its own integrity check (MDC or AEAD), which sequoia checks.
-pub fn dearmor_message(message: &[u8]) -> Cow<'_, [u8]> {
-    match decode(message) {
-        Some(binary) => Cow::Owned(binary),
-        None => Cow::Borrowed(message),
-    }
-}
-
-fn decode(message: &[u8]) -> Option<Vec<u8>> {
-    let begin = memchr::memmem::find(message, BEGIN)?;
-    // The BEGIN line is alone on its line.
-    if begin > 0 && message[begin - 1] != b'\n' {
-        return None;
-    }
-    let mut lines = message[begin..]
-        .split(|&b| b == b'\n')
-        .map(|l| l.trim_ascii_end());
-    if lines.next()? != BEGIN {
-        return None;
-    }
-    // Armor headers, up to the empty line.
-    for line in lines.by_ref() {
-        if line.is_empty() {
-            break;
-        }
-        let colon = memchr::memchr(b':', line)?;
-        if colon == 0 || line.get(colon + 1) != Some(&b' ') {
-            return None;
-        }
-    }
-    let mut data = Vec::with_capacity(message.len() - begin);
-    loop {
-        let line = lines.next()?;
-        if line == END {
-            break;
-        }
-        if line.first() == Some(&b'=') && line.len() == 5 {
-            // The checksum: the END line must follow.
-            if lines.next()? != END {
-                return None;
-            }
-            break;
-        }
-        data.extend_from_slice(line);
-    }
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    engine.decode(&data).ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{armor_message, dearmor_message};
+    use super::armor_message;
+    use crate::crypto::pgp::dearmor::dearmor_message;
 
     #[test]
     fn what_is_armored_reads_back_in_every_line_ending_and_length() {

@@ -24,6 +24,7 @@ use openpgp::{Cert, KeyHandle};
 use sequoia_openpgp as openpgp;
 
 use super::aed::{Aed, Seipd2Header};
+use super::dearmor::Armor;
 use super::policy::{legacy_policy, purpose};
 use super::signatures::{self, Signed};
 use crate::crypto::{CryptoError, Decrypted, MAX_PLAINTEXT};
@@ -38,7 +39,9 @@ pub const MAX_PKESKS: usize = 64;
 /// default (25 MiB) exists to check signatures before releasing anything; we check no
 /// signatures, and read to the end (where the MDC or AEAD tag is checked) before
 /// returning anything, so a small buffer keeps memory down without weakening anything.
-const DECRYPT_BUFFER: usize = 1024 * 1024;
+/// At 1 MiB, sequoia's readers held about 11 MiB besides a 25 MiB plaintext; at 64 KiB
+/// (read in [`READ_SIZE`] steps), 1.4 MiB, and no slower.
+const DECRYPT_BUFFER: usize = 64 * 1024;
 
 /// A decrypted OpenPGP message and the signatures it carried.
 #[derive(Debug)]
@@ -71,17 +74,20 @@ impl SecretKeys {
 /// [`CryptoError::Malformed`]; see [`open_with_limit`]. The signatures inside are
 /// dropped: see [`open`] to keep them.
 pub fn decrypt(message: &[u8], keys: &[Cert]) -> Result<Decrypted, CryptoError> {
-    open_with_limit(message, &SecretKeys::new(keys), MAX_PLAINTEXT).map(|opened| opened.decrypted)
+    open_with_limit(&[message], &SecretKeys::new(keys), MAX_PLAINTEXT)
+        .map(|opened| opened.decrypted)
 }
 
-/// [`decrypt`], keeping the signatures, with keys made ready by [`SecretKeys::new`].
-pub fn open(message: &[u8], keys: &SecretKeys) -> Result<Opened, CryptoError> {
+/// [`decrypt`], keeping the signatures, with keys made ready by [`SecretKeys::new`],
+/// for a message in pieces (as it lies in the chunks of the mail it came in): the
+/// pieces are read in order, never joined.
+pub fn open(message: &[&[u8]], keys: &SecretKeys) -> Result<Opened, CryptoError> {
     open_with_limit(message, keys, MAX_PLAINTEXT)
 }
 
 /// [`open`] with the plaintext limit given (see [`decrypt_with_limit`]).
 pub fn open_with_limit(
-    message: &[u8],
+    message: &[&[u8]],
     keys: &SecretKeys,
     limit: usize,
 ) -> Result<Opened, CryptoError> {
@@ -113,7 +119,7 @@ pub fn decrypt_with_limit(
     keys: &[Cert],
     limit: usize,
 ) -> Result<Decrypted, CryptoError> {
-    open_with_limit(message, &SecretKeys::new(keys), limit).map(|opened| opened.decrypted)
+    open_with_limit(&[message], &SecretKeys::new(keys), limit).map(|opened| opened.decrypted)
 }
 
 /// How far the decryption helper got; read after a failure to tell whose fault it was.
@@ -132,13 +138,16 @@ enum Stage {
     Opened,
 }
 
-fn open_inner(message: &[u8], keys: &SecretKeys, limit: usize) -> Result<Opened, CryptoError> {
-    // Dearmored once, here: both passes below would otherwise each read the armor.
-    let binary = super::armor::dearmor_message(message);
-    let message = &binary[..];
+fn open_inner(message: &[&[u8]], keys: &SecretKeys, limit: usize) -> Result<Opened, CryptoError> {
+    // Plain armor is decoded as it is read, by each pass below: the binary is never
+    // held whole.
+    let armor = match Armor::of(message) {
+        Armor::Unsure => return open_inner(&[&message.concat()], keys, limit),
+        armor => armor,
+    };
     let policy = legacy_policy();
     let keys = &keys.keys;
-    match container(message) {
+    match container(armor.reader()) {
         Container::Aed { pkesks, body } => {
             open_aed(&pkesks, &Aed::parse(&body)?, keys, &policy, limit)
         }
@@ -150,7 +159,7 @@ fn open_inner(message: &[u8], keys: &SecretKeys, limit: usize) -> Result<Opened,
         Container::Other { unsupported_aead } => {
             let stage = Cell::new(Stage::NotReached);
             let helper = Helper::new(keys, &stage);
-            let read = read(message, helper, &policy, limit);
+            let read = read(armor.reader(), armor.binary_len(), helper, &policy, limit);
             let (plaintext, helper) = read.map_err(|e| match (e, unsupported_aead) {
                 // SEIPDv2 in a mode this build cannot run (EAX, with the OpenSSL
                 // backend): our key opened the session key, the container cannot be.
@@ -197,13 +206,14 @@ enum Container {
     },
 }
 
-/// Looks at the packets before the encrypted data, and at its header. Whatever does not
-/// parse here is left for sequoia to report.
-fn container(message: &[u8]) -> Container {
+/// Looks at the packets before the encrypted data, and at its header; reads no further
+/// but for the two containers sequoia does not read. Whatever does not parse here is
+/// left for sequoia to report.
+fn container<'a>(message: impl Read + Send + Sync + 'a) -> Container {
     let other = Container::Other {
         unsupported_aead: None,
     };
-    let Ok(mut ppr) = PacketParser::from_bytes(message) else {
+    let Ok(mut ppr) = PacketParser::from_reader(message) else {
         return other;
     };
     let mut pkesks = Vec::new();
@@ -287,13 +297,19 @@ fn open_aed(
     let inner = aed.decrypt(&key, limit.saturating_add(64 * 1024))?;
     // Nothing inside is encrypted again: the helper gets no keys.
     let stage = Cell::new(Stage::NotReached);
-    let (plaintext, helper) =
-        read(&inner, Helper::new(&[], &stage), policy, limit).map_err(|e| match e {
-            Failure::Setup(e) => CryptoError::Malformed(format!(
-                "the packets inside the AEAD packet do not form a message: {e:#}"
-            )),
-            Failure::Read(e) => e,
-        })?;
+    let (plaintext, helper) = read(
+        &inner[..],
+        inner.len(),
+        Helper::new(&[], &stage),
+        policy,
+        limit,
+    )
+    .map_err(|e| match e {
+        Failure::Setup(e) => CryptoError::Malformed(format!(
+            "the packets inside the AEAD packet do not form a message: {e:#}"
+        )),
+        Failure::Read(e) => e,
+    })?;
     Ok(Opened {
         signed: signatures::keep(helper.signatures, &plaintext)?,
         decrypted: Decrypted {
@@ -312,23 +328,24 @@ enum Failure {
 }
 
 /// Reads `message` through sequoia's streaming decryptor: the plaintext, at most
-/// `limit` bytes of it, and the helper as the decryptor left it.
-fn read<'a>(
-    message: &[u8],
+/// `limit` bytes of it, and the helper as the decryptor left it. `size` is about how
+/// large the message is: the plaintext is rarely larger (only when compressed).
+fn read<'a, 'm>(
+    message: impl Read + Send + Sync + 'm,
+    size: usize,
     helper: Helper<'a>,
     policy: &dyn Policy,
     limit: usize,
 ) -> Result<(Vec<u8>, Helper<'a>), Failure> {
-    let builder = DecryptorBuilder::from_bytes(message).map_err(Failure::Setup)?;
+    let builder = DecryptorBuilder::from_reader(message).map_err(Failure::Setup)?;
     let mut decryptor = builder
         .buffer_size(DECRYPT_BUFFER)
         .with_policy(policy, None, helper)
         .map_err(Failure::Setup)?;
-    let mut plaintext = Vec::new();
-    let read = (&mut decryptor)
-        .take((limit as u64).saturating_add(1))
-        .read_to_end(&mut plaintext);
-    if let Err(e) = read {
+    // Room for all of it at once: grown by doubling, it would be reallocated (and
+    // copied) a dozen times, and end with up to twice its size allocated.
+    let mut plaintext = Vec::with_capacity(size.min(limit.saturating_add(1)));
+    if let Err(e) = read_bounded(&mut decryptor, &mut plaintext, limit.saturating_add(1)) {
         return Err(Failure::Read(CryptoError::Malformed(format!(
             "the encrypted data is corrupt or truncated: {e}"
         ))));
@@ -339,6 +356,37 @@ fn read<'a>(
         ))));
     }
     Ok((plaintext, decryptor.into_helper()))
+}
+
+/// How much is asked of the decryptor at a time. `read_to_end` asks for all the room
+/// the plaintext has left (megabytes, once it is reserved), and sequoia's readers then
+/// buffer about that much: with [`DECRYPT_BUFFER`] at 64 KiB, a 25 MiB plaintext cost
+/// 98 MiB more than itself that way, and 1.4 MiB read in these steps.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Reads `reader` to its end into `out`, or until `out` holds `max` bytes, asking for at
+/// most [`READ_SIZE`] bytes at a time.
+fn read_bounded(reader: &mut impl Read, out: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
+    loop {
+        let len = out.len();
+        if len >= max {
+            return Ok(());
+        }
+        // Zeroed, then written over: the pages are touched once either way.
+        out.resize(len + READ_SIZE.min(max - len), 0);
+        match reader.read(&mut out[len..]) {
+            Ok(0) => {
+                out.truncate(len);
+                return Ok(());
+            }
+            Ok(n) => out.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(len),
+            Err(e) => {
+                out.truncate(len);
+                return Err(e);
+            }
+        }
+    }
 }
 
 fn malformed(e: anyhow::Error) -> CryptoError {

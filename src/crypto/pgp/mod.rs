@@ -18,6 +18,7 @@
 //! - `ecdh`: the encrypted session key for a Curve25519 ECDH key.
 //! - `seipd`: the SEIPDv1 packet, written as the plaintext streams in.
 //! - `armor`: the ASCII armor around a message, both ways.
+//! - `dearmor`: the armor of a message in pieces, read as a stream.
 //! - `decrypt`: decryption with stored keys, bounded, with whose fault a failure is.
 //! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
 //!   and SEIPDv2 in EAX): their framing around RustCrypto's OCB and EAX.
@@ -30,6 +31,7 @@
 
 mod aed;
 mod armor;
+mod dearmor;
 mod decrypt;
 mod ecdh;
 mod encrypt;

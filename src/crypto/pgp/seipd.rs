@@ -129,7 +129,7 @@ mod tests {
     use sequoia_openpgp as openpgp;
 
     use super::length;
-    use crate::crypto::pgp::{armor, decrypt, encrypt};
+    use crate::crypto::pgp::{dearmor, decrypt, encrypt};
 
     #[test]
     fn sequoia_opens_what_is_written_and_refuses_it_tampered() {
@@ -148,7 +148,7 @@ mod tests {
             let opened = decrypt(&armored, std::slice::from_ref(&tsk)).unwrap();
             assert_eq!(opened.plaintext, plaintext, "{size} bytes");
 
-            let binary = armor::dearmor_message(&armored).into_owned();
+            let binary = dearmor::dearmor_message(&armored).into_owned();
             let mut ppr = PacketParser::from_bytes(&binary).unwrap();
             let mut tags = Vec::new();
             while let PacketParserResult::Some(pp) = ppr {

@@ -2,7 +2,9 @@
 //! process, each beside the direct baseline in the same run.
 //!
 //! - plain relay at 4 KiB and 100 KiB, to a recipient without a key;
-//! - PGP-encrypted outbound to `pgp@example.org`, whose key is a cv25519 one;
+//! - PGP-encrypted outbound to `pgp@example.org`, whose cv25519 key says it reads
+//!   SEIPDv2 (sequoia's keys do), and to `gnupg@example.org`, whose cv25519 key does not
+//!   (GnuPG's and Thunderbird's do not), so its mail is SEIPDv1;
 //! - decrypted inbound for `user@example.com`, an SCKM user with an RSA-3072 key (the
 //!   gateway holds the encryption subkey's secret only).
 //!
@@ -18,14 +20,17 @@ use std::sync::Arc;
 use openpgp::cert::{CertBuilder, CipherSuite};
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
+use openpgp::types::Features;
 use sequoia_openpgp as openpgp;
 
 use super::{Status, mib};
 use crate::common::{Cpu, RCPT, Run, dot_stuff, message, throughput, timed, transaction, verdict};
 use crate::sink::Sink;
 
-/// The outbound recipient with a cv25519 key.
+/// The outbound recipient with a cv25519 key that reads SEIPDv2.
 const PGP_RCPT: &str = "pgp@example.org";
+/// The outbound recipient with a cv25519 key that reads SEIPDv1 only.
+const GNUPG_RCPT: &str = "gnupg@example.org";
 /// The internal user with an RSA-3072 SCKM key.
 const SCKM_USER: &str = "user@example.com";
 
@@ -48,6 +53,14 @@ impl Keys {
             .add_transport_encryption_subkey()
             .generate()
             .expect("a cv25519 key");
+        let (gnupg, _) = CertBuilder::new()
+            .add_userid(format!("<{GNUPG_RCPT}>"))
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .set_features(Features::empty().set_seipdv1())
+            .expect("features")
+            .add_transport_encryption_subkey()
+            .generate()
+            .expect("a cv25519 key without SEIPDv2");
         let (user, _) = CertBuilder::new()
             .add_userid(format!("<{SCKM_USER}>"))
             .set_cipher_suite(CipherSuite::RSA3k)
@@ -71,10 +84,16 @@ impl Keys {
             .to_vec()
             .expect("serialize the SCKM key");
         let pgp_file = dir.join("pgp.asc");
+        let gnupg_file = dir.join("gnupg.asc");
         let sckm_file = dir.join("sckm.asc");
         std::fs::write(&pgp_file, pgp.armored().to_vec().expect("armor")).unwrap();
+        std::fs::write(&gnupg_file, gnupg.armored().to_vec().expect("armor")).unwrap();
         std::fs::write(&sckm_file, sckm).unwrap();
-        for (verb, file) in [("import", &pgp_file), ("import-sckm", &sckm_file)] {
+        for (verb, file) in [
+            ("import", &pgp_file),
+            ("import", &gnupg_file),
+            ("import-sckm", &sckm_file),
+        ] {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
                 .arg("--config")
                 .arg(config)
@@ -136,8 +155,15 @@ pub async fn run(
             stuffed: plain(4 * KIB),
         },
         Path4 {
-            label: "PGP-encrypted (cv25519), 4 KiB",
+            label: "PGP-encrypted (cv25519, SEIPDv2), 4 KiB",
             rcpt: PGP_RCPT,
+            inbound: false,
+            size: 4 * KIB,
+            stuffed: plain(4 * KIB),
+        },
+        Path4 {
+            label: "PGP-encrypted (cv25519, SEIPDv1), 4 KiB",
+            rcpt: GNUPG_RCPT,
             inbound: false,
             size: 4 * KIB,
             stuffed: plain(4 * KIB),
@@ -150,8 +176,15 @@ pub async fn run(
             stuffed: plain(100 * KIB),
         },
         Path4 {
-            label: "PGP-encrypted (cv25519), 100 KiB",
+            label: "PGP-encrypted (cv25519, SEIPDv2), 100 KiB",
             rcpt: PGP_RCPT,
+            inbound: false,
+            size: 100 * KIB,
+            stuffed: plain(100 * KIB),
+        },
+        Path4 {
+            label: "PGP-encrypted (cv25519, SEIPDv1), 100 KiB",
+            rcpt: GNUPG_RCPT,
             inbound: false,
             size: 100 * KIB,
             stuffed: plain(100 * KIB),
@@ -215,6 +248,15 @@ pub async fn run(
         String::from_utf8_lossy(&encrypted_copy.data).contains("multipart/encrypted"),
         "the PGP path did not encrypt"
     );
+    let gnupg_copy = taken
+        .iter()
+        .rev()
+        .find(|r| r.recipients == [GNUPG_RCPT])
+        .expect("the SEIPDv1 path's messages arrived");
+    assert!(
+        String::from_utf8_lossy(&gnupg_copy.data).contains("multipart/encrypted"),
+        "the SEIPDv1 path did not encrypt"
+    );
     println!(
         "   targets, gateway CPU per message: plain 4 KiB <= 70 µs; PGP 4 KiB <= 250 µs; \
          PGP 100 KiB <= 600 µs ({} transactions checked at the sink)",
@@ -228,7 +270,8 @@ pub async fn run(
     );
     for (label, rcpt, inbound_path) in [
         ("plain", RCPT, false),
-        ("PGP-encrypted", PGP_RCPT, false),
+        ("PGP, SEIPDv2", PGP_RCPT, false),
+        ("PGP, SEIPDv1", GNUPG_RCPT, false),
         ("decrypted inbound", SCKM_USER, true),
     ] {
         let stuffed = if inbound_path {
@@ -260,7 +303,7 @@ fn row(label: &str, direct: &Run, through: &Run) {
 }
 
 /// The increase of the child's peak RSS while it takes one message, against the size
-/// of the message's plaintext.
+/// of the message's plaintext and of the message itself.
 async fn memory_row(
     pid: &str,
     label: &str,
@@ -277,8 +320,12 @@ async fn memory_row(
     let after = Status::read(pid);
     let increase = after.hwm.saturating_sub(before.hwm);
     let ratio = increase as f64 / size as f64;
+    // The message as it came (dot-stuffed, which adds a few bytes), for the inbound
+    // path whose message is the armored ciphertext, a third larger than its plaintext.
+    let of_received = increase as f64 / stuffed.len() as f64;
     println!(
-        "   {label:<20} {:6.1} MiB = {ratio:4.2} x (target <= 2: {}){}; {:.2} s, gateway CPU {}",
+        "   {label:<20} {:6.1} MiB = {ratio:4.2} x the plaintext, {of_received:4.2} x the message \
+         (target <= 2: {}){}; {:.2} s, gateway CPU {}",
         mib(increase),
         verdict(ratio <= 2.0),
         if reset { "" } else { " (VmHWM not reset)" },

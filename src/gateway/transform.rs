@@ -642,8 +642,6 @@ fn joined<'a>(pieces: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use time::OffsetDateTime;
-
     use super::{LIGHT_KEYS, LIGHT_SIZE, Transform};
     use crate::keys::{KeyEntry, KeyKind, Source};
     use crate::policy::{Treatment, Verdict};
@@ -660,31 +658,7 @@ mod tests {
     }
 
     fn key() -> KeyEntry {
-        let now = OffsetDateTime::now_utc();
-        KeyEntry {
-            address: "r@x.example".into(),
-            kind: KeyKind::Pgp,
-            fingerprint: "FPR".into(),
-            source: Source::Sckm,
-            added: now,
-            last_seen: None,
-            key_created: now,
-            expires: None,
-            key_expires: None,
-            message_id: None,
-            sender: None,
-            can_encrypt: true,
-            can_decrypt: true,
-            legacy: false,
-            retired: false,
-            seen: 0,
-            pending: false,
-            chain_validated: false,
-            revoked: false,
-            decrypt_subkeys: Vec::new(),
-            details: None,
-            reads_aes_gcm: false,
-        }
+        KeyEntry::sample(KeyKind::Pgp, Source::Sckm, "FPR")
     }
 
     #[test]

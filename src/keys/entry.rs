@@ -191,6 +191,37 @@ impl Selector {
 }
 
 impl KeyEntry {
+    /// An entry for `r@x.example` added now, for unit tests: it can encrypt, and
+    /// decrypt when it is an SCKM key.
+    #[cfg(test)]
+    pub fn sample(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
+        let now = OffsetDateTime::now_utc();
+        KeyEntry {
+            address: "r@x.example".into(),
+            kind,
+            fingerprint: fingerprint.into(),
+            source,
+            added: now,
+            last_seen: None,
+            key_created: now,
+            expires: None,
+            key_expires: None,
+            message_id: None,
+            sender: None,
+            can_encrypt: true,
+            can_decrypt: source == Source::Sckm,
+            legacy: false,
+            retired: false,
+            seen: 0,
+            pending: false,
+            chain_validated: false,
+            revoked: false,
+            decrypt_subkeys: Vec::new(),
+            details: None,
+            reads_aes_gcm: false,
+        }
+    }
+
     /// The cache expiry an entry of `source` stored at `added` gets.
     pub fn cache_expiry(
         source: Source,

@@ -7,31 +7,7 @@ use crate::keys::{KeyEntry, KeyKind, Source};
 use crate::policy::verdict::{Circumstances, Lookup, Treatment, Verdict};
 
 fn entry(kind: KeyKind, source: Source, fingerprint: &str) -> KeyEntry {
-    let now = OffsetDateTime::now_utc();
-    KeyEntry {
-        address: "r@x.example".into(),
-        kind,
-        fingerprint: fingerprint.into(),
-        source,
-        added: now,
-        last_seen: None,
-        key_created: now,
-        expires: None,
-        key_expires: None,
-        message_id: None,
-        sender: None,
-        can_encrypt: true,
-        can_decrypt: source == Source::Sckm,
-        legacy: false,
-        retired: false,
-        seen: 0,
-        pending: false,
-        chain_validated: false,
-        revoked: false,
-        decrypt_subkeys: Vec::new(),
-        details: None,
-        reads_aes_gcm: false,
-    }
+    KeyEntry::sample(kind, source, fingerprint)
 }
 
 fn verdict(text: &str, entries: &[KeyEntry], mailflow: bool, encrypted: Option<bool>) -> Verdict {

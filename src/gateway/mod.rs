@@ -247,10 +247,10 @@ impl Gateway {
         reply
     }
 
-    /// Runs the transform. Decrypting, and encrypting a large message or to many keys,
-    /// is CPU work that must not stall the runtime's threads, so then it runs on the
-    /// blocking pool; the rest inline, where the hand-off would cost more than the work
-    /// ([`Transform::is_heavy`]).
+    /// Runs the transform. Decrypting, encrypting a large message or to many keys, and
+    /// encrypting with the shared store's key material must not stall the runtime's
+    /// threads, so then it runs on the blocking pool; the rest inline, where the
+    /// hand-off would cost more than the work ([`Transform::is_heavy`]).
     async fn transform(
         &self,
         envelope: &Envelope,
@@ -258,7 +258,7 @@ impl Gateway {
         verdicts: &[Verdict],
         id: &str,
     ) -> Result<Carried, tokio::task::JoinError> {
-        if !Transform::is_heavy(verdicts, message.len()) {
+        if !self.transform.is_heavy(verdicts, message.len()) {
             return Ok(self.transform.carry_out(envelope, message, verdicts, id));
         }
         let (transform, envelope, message, verdicts, id) = (

@@ -159,22 +159,15 @@ fn put<K: PartialEq, T>(buckets: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
 impl Transform {
     /// Whether carrying out `verdicts` on a message of `size` bytes may take long: when
     /// someone's copy may be decrypted (an RSA private operation is milliseconds), or
-    /// is encrypted and the message is large or goes to many keys. The gateway then
-    /// runs it on the blocking pool; otherwise inline, because the hand-off to another
-    /// thread and back costs more than a plain message's whole transform, and was a
-    /// sixth of a 4 KiB encrypted message's (perf). A light encryption is a few public
-    /// key operations (an X25519 agreement is about 50 µs) and a pass over at most
-    /// [`LIGHT_SIZE`] bytes: a fraction of a millisecond on a runtime thread.
-    pub fn is_heavy(verdicts: &[Verdict], size: usize) -> bool {
-        let mut keys = 0;
-        for verdict in verdicts {
-            match verdict.treatment {
-                Treatment::Decrypt(_) => return true,
-                Treatment::Encrypt(_) => keys += 1,
-                Treatment::Pass | Treatment::Refuse(_) => {}
-            }
-        }
-        keys > LIGHT_KEYS || (keys > 0 && size > LIGHT_SIZE)
+    /// is encrypted and the message is large, goes to many keys, or needs key material
+    /// from the shared store (a database round trip). The gateway then runs it on the
+    /// blocking pool; otherwise inline, because the hand-off to another thread and back
+    /// costs more than a plain message's whole transform, and was a sixth of a 4 KiB
+    /// encrypted message's (perf). A light encryption is a few public-key operations (an
+    /// X25519 agreement is about 50 µs), reads of the embedded store, and a pass over at
+    /// most [`LIGHT_SIZE`] bytes: a fraction of a millisecond on a runtime thread.
+    pub fn is_heavy(&self, verdicts: &[Verdict], size: usize) -> bool {
+        heavy(verdicts, size, self.keys.is_local())
     }
 
     /// The groups for one transaction, whose id (for the log) is `id`: `verdicts[i]` is
@@ -631,6 +624,19 @@ impl Transform {
     }
 }
 
+/// [`Transform::is_heavy`], with whether the key store is local.
+fn heavy(verdicts: &[Verdict], size: usize, local_store: bool) -> bool {
+    let mut keys = 0;
+    for verdict in verdicts {
+        match verdict.treatment {
+            Treatment::Decrypt(_) => return true,
+            Treatment::Encrypt(_) => keys += 1,
+            Treatment::Pass | Treatment::Refuse(_) => {}
+        }
+    }
+    keys > 0 && (keys > LIGHT_KEYS || size > LIGHT_SIZE || !local_store)
+}
+
 /// The ciphertext in one piece, for S/MIME (whose ciphertext is one already, so this
 /// copies nothing in practice: only PGP/MIME's is found in pieces).
 fn joined<'a>(pieces: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
@@ -642,7 +648,7 @@ fn joined<'a>(pieces: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{LIGHT_KEYS, LIGHT_SIZE, Transform};
+    use super::{LIGHT_KEYS, LIGHT_SIZE, heavy};
     use crate::keys::{KeyEntry, KeyKind, Source};
     use crate::policy::{Treatment, Verdict};
 
@@ -662,27 +668,22 @@ mod tests {
     }
 
     #[test]
-    fn decryption_large_and_wide_encryption_go_to_the_blocking_pool() {
+    fn decryption_large_wide_and_shared_store_encryption_go_to_the_blocking_pool() {
         let pass = verdict(Treatment::Pass);
         let encrypt = verdict(Treatment::Encrypt(key()));
         let decrypt = verdict(Treatment::Decrypt(vec![key()]));
         let small = 4 * 1024;
-        assert!(!Transform::is_heavy(std::slice::from_ref(&pass), 25 << 20));
-        assert!(!Transform::is_heavy(
-            &[pass.clone(), encrypt.clone()],
-            small
-        ));
-        assert!(!Transform::is_heavy(
-            std::slice::from_ref(&encrypt),
-            LIGHT_SIZE
-        ));
-        assert!(Transform::is_heavy(
-            std::slice::from_ref(&encrypt),
-            LIGHT_SIZE + 1
-        ));
-        assert!(Transform::is_heavy(&[decrypt, pass], small));
+        let local = |verdicts: &[Verdict], size| heavy(verdicts, size, true);
+        assert!(!local(std::slice::from_ref(&pass), 25 << 20));
+        assert!(!heavy(std::slice::from_ref(&pass), small, false));
+        assert!(!local(&[pass.clone(), encrypt.clone()], small));
+        assert!(!local(std::slice::from_ref(&encrypt), LIGHT_SIZE));
+        assert!(local(std::slice::from_ref(&encrypt), LIGHT_SIZE + 1));
+        assert!(local(&[decrypt, pass], small));
         let wide = vec![encrypt; LIGHT_KEYS + 1];
-        assert!(Transform::is_heavy(&wide, small));
-        assert!(!Transform::is_heavy(&wide[..LIGHT_KEYS], small));
+        assert!(local(&wide, small));
+        assert!(!local(&wide[..LIGHT_KEYS], small));
+        // The shared store's material is a database round trip away.
+        assert!(heavy(&wide[..1], small, false));
     }
 }

@@ -22,9 +22,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::key_wrap::aes_wrap;
 
-/// Session keys are padded to this length before they are wrapped, whatever the
-/// cipher, so that the wrapped key does not tell the cipher (RFC 9580 §5.1.4, and
-/// sequoia and GnuPG do the same).
+/// Session keys are padded (PKCS #5) to this length before they are wrapped: a
+/// multiple of 8 octets, as RFC 9580 §11.5 asks, and the same whatever the cipher, as
+/// sequoia pads them, so that the wrapped key does not tell the cipher.
 const PADDED_LEN: usize = 40;
 
 /// The encrypted session key for `recipient` when it is a Curve25519 ECDH key with

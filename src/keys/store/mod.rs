@@ -106,6 +106,12 @@ pub trait KeyStore: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Result<Vec<KeyEntry>, KeyStoreError>> {
         Box::pin(std::future::ready(self.find(address)))
     }
+    /// Whether the store answers from this machine, without waiting on the network:
+    /// the embedded store is, the shared one is not. Only then may a caller read it on
+    /// an async thread.
+    fn is_local(&self) -> bool {
+        false
+    }
     /// The key material of one entry.
     fn material(&self, address: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, KeyStoreError>;
     /// The sealed secret of an SCKM key.
@@ -241,6 +247,10 @@ impl SledKeyStore {
 }
 
 impl KeyStore for SledKeyStore {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn put(&self, mut candidate: Candidate, now: OffsetDateTime) -> Result<Put, KeyStoreError> {
         let secret = candidate.sealed_secret.take();
         let fingerprint = candidate.fingerprint.clone();

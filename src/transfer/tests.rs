@@ -165,27 +165,9 @@ fn a_bundle_with_a_secret_that_can_sign_is_refused_as_import_sckm_refuses_it() {
     let candidate = entry.remove(0);
     let entry = crate::keys::KeyEntry {
         address: candidate.address,
-        kind: candidate.kind,
-        fingerprint: candidate.fingerprint,
-        source: Source::Sckm,
         added: now,
-        last_seen: None,
-        expires: None,
-        message_id: None,
-        sender: None,
-        can_encrypt: true,
-        can_decrypt: true,
         key_created: candidate.key_created,
-        key_expires: None,
-        legacy: false,
-        retired: false,
-        seen: 0,
-        pending: false,
-        chain_validated: false,
-        revoked: false,
-        decrypt_subkeys: Vec::new(),
-        reads_aes_gcm: false,
-        details: None,
+        ..crate::keys::KeyEntry::sample(candidate.kind, Source::Sckm, &candidate.fingerprint)
     };
     let a_identity = a.transfer.identity(&a.sealer).unwrap().unwrap();
     let b_identity = b.transfer.identity(&b.sealer).unwrap().unwrap();

@@ -23,10 +23,12 @@ pub struct Prepared {
     pub certs: ByMaterial<openpgp::Cert>,
     /// SCKM users' OpenPGP secrets, keyed by the sealed bytes: unsealing, parsing and
     /// validating the TSK and setting up the RSA key was about 0.7 ms of a 3.5 ms
-    /// RSA-3072 decryption (benches/crypto.rs). Held for [`SECRET_AGE`] at most, so
-    /// that the secret of a key the admin deletes leaves memory soon after, also on
-    /// the other members of a cluster; the sealing key, which opens every secret, is
-    /// in memory throughout anyway.
+    /// RSA-3072 decryption (benches/crypto.rs). One is used for [`SECRET_AGE`] at
+    /// most, and older ones are dropped whenever a secret is opened: the secret of a
+    /// key the admin deletes (never asked for again: the store no longer names it)
+    /// leaves memory with the next opening after that, also on the other members of a
+    /// cluster. The sealing key, which opens every secret, is in memory throughout
+    /// anyway.
     pub secrets: ByMaterial<pgp::SecretKeys>,
 }
 

@@ -514,3 +514,26 @@ async fn a_forged_mark_behind_a_malformed_date_in_the_plaintext_is_dropped() {
     assert_eq!(text.matches("X-Sealgate-Decrypted: ").count(), 1, "{text}");
     gw.stop().await;
 }
+
+/// mail-parser can lend a ciphertext that is not a slice of the message it read (an
+/// empty body is a static empty slice); finding the payload asserted that it was one,
+/// and panicked inside the SMTP session. Found by the decrypt target.
+#[test]
+fn a_ciphertext_lent_from_outside_the_message_is_copied_not_a_panic() {
+    use sealgate::mail::message::Message;
+    use sealgate::mail::mime;
+    use sealgate::mail::payload::Payload;
+
+    let raw = mime::crlf(include_bytes!(
+        "../testdata/fuzz-regressions/payload-lent-slice.eml"
+    ))
+    .into_owned();
+    let message = Message::from_chunks(raw.chunks(61).map(bytes::Bytes::copy_from_slice).collect());
+    let payload = Payload::of(&message);
+    let kind = mime::encrypted(&raw);
+    assert_eq!(payload.kind(), kind);
+    let whole = kind
+        .and_then(|kind| mime::ciphertext(&raw, kind))
+        .map(|c| c.into_owned());
+    assert_eq!(payload.ciphertext().map(|pieces| pieces.concat()), whole);
+}

@@ -8,6 +8,7 @@
 //! - some accepted: the rest go into the durable spool (temporary failures) or become a
 //!   DSN in the spool (permanent ones), flushed to disk, and only then `250`.
 
+mod cost;
 pub mod marks;
 pub mod plan;
 pub mod prepared;

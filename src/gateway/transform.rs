@@ -26,11 +26,6 @@ use crate::policy::rule::Tags;
 use crate::policy::{Treatment, Verdict};
 use crate::smtp::reply::{self, Reply};
 
-/// The largest message whose encryption runs inline ([`Transform::is_heavy`]).
-const LIGHT_SIZE: usize = 64 * 1024;
-/// The most recipient keys an inline encryption has.
-const LIGHT_KEYS: usize = 4;
-
 /// Carries out verdicts with the key cache's material and SCKM secrets.
 pub struct Transform {
     pub keys: Arc<dyn KeyStore>,
@@ -165,9 +160,9 @@ impl Transform {
     /// costs more than a plain message's whole transform, and was a sixth of a 4 KiB
     /// encrypted message's (perf). A light encryption is a few public-key operations (an
     /// X25519 agreement is about 50 µs), reads of the embedded store, and a pass over at
-    /// most [`LIGHT_SIZE`] bytes: a fraction of a millisecond on a runtime thread.
+    /// most [`super::cost::LIGHT_SIZE`] bytes: a fraction of a millisecond on a runtime thread.
     pub fn is_heavy(&self, verdicts: &[Verdict], size: usize) -> bool {
-        heavy(verdicts, size, self.keys.is_local())
+        super::cost::heavy(verdicts, size, self.keys.is_local())
     }
 
     /// The groups for one transaction, whose id (for the log) is `id`: `verdicts[i]` is
@@ -624,66 +619,11 @@ impl Transform {
     }
 }
 
-/// [`Transform::is_heavy`], with whether the key store is local.
-fn heavy(verdicts: &[Verdict], size: usize, local_store: bool) -> bool {
-    let mut keys = 0;
-    for verdict in verdicts {
-        match verdict.treatment {
-            Treatment::Decrypt(_) => return true,
-            Treatment::Encrypt(_) => keys += 1,
-            Treatment::Pass | Treatment::Refuse(_) => {}
-        }
-    }
-    keys > 0 && (keys > LIGHT_KEYS || size > LIGHT_SIZE || !local_store)
-}
-
 /// The ciphertext in one piece, for S/MIME (whose ciphertext is one already, so this
 /// copies nothing in practice: only PGP/MIME's is found in pieces).
 fn joined<'a>(pieces: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
     match pieces {
         [one] => std::borrow::Cow::Borrowed(one),
         many => std::borrow::Cow::Owned(many.concat()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{LIGHT_KEYS, LIGHT_SIZE, heavy};
-    use crate::keys::{KeyEntry, KeyKind, Source};
-    use crate::policy::{Treatment, Verdict};
-
-    fn verdict(treatment: Treatment) -> Verdict {
-        Verdict {
-            treatment,
-            tags: Default::default(),
-            harvest: false,
-            rule: None,
-            note: None,
-            smime_aes_gcm: false,
-        }
-    }
-
-    fn key() -> KeyEntry {
-        KeyEntry::sample(KeyKind::Pgp, Source::Sckm, "FPR")
-    }
-
-    #[test]
-    fn decryption_large_wide_and_shared_store_encryption_go_to_the_blocking_pool() {
-        let pass = verdict(Treatment::Pass);
-        let encrypt = verdict(Treatment::Encrypt(key()));
-        let decrypt = verdict(Treatment::Decrypt(vec![key()]));
-        let small = 4 * 1024;
-        let local = |verdicts: &[Verdict], size| heavy(verdicts, size, true);
-        assert!(!local(std::slice::from_ref(&pass), 25 << 20));
-        assert!(!heavy(std::slice::from_ref(&pass), small, false));
-        assert!(!local(&[pass.clone(), encrypt.clone()], small));
-        assert!(!local(std::slice::from_ref(&encrypt), LIGHT_SIZE));
-        assert!(local(std::slice::from_ref(&encrypt), LIGHT_SIZE + 1));
-        assert!(local(&[decrypt, pass], small));
-        let wide = vec![encrypt; LIGHT_KEYS + 1];
-        assert!(local(&wide, small));
-        assert!(!local(&wide[..LIGHT_KEYS], small));
-        // The shared store's material is a database round trip away.
-        assert!(heavy(&wide[..1], small, false));
     }
 }

@@ -36,7 +36,8 @@ use eax::aead::consts::U15;
 use eax::aead::generic_array::GenericArray;
 use eax::aead::{AeadInPlace, KeyInit};
 use ocb3::Ocb3;
-use openpgp::types::SymmetricAlgorithm;
+use openpgp::crypto::SessionKey;
+use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
 use sequoia_openpgp as openpgp;
 use zeroize::Zeroizing;
 
@@ -294,6 +295,89 @@ impl<'a> Aed<'a> {
             ad.extend_from_slice(&total.to_be_bytes());
         }
         ad
+    }
+}
+
+/// The writing side of SEIPDv2 ([`super::seipd::write_v2`]): the message key, IV,
+/// nonces and associated data are the ones [`Aed`] derives to open the packet, so the
+/// two sides cannot drift apart. The chunks are sealed by sequoia's backend (OpenSSL's
+/// OCB in the default build), not by `ocb3`: ocb3 0.1's code for this ran at a quarter
+/// of its own speed once compiled into sealgate (perf: byte-wise stores, then wide
+/// loads of the same bytes), 180 µs for 100 KiB against OpenSSL's 17.
+pub(super) struct Seipd2Sealer<'a> {
+    framing: Aed<'a>,
+    key: SessionKey,
+    iv: Vec<u8>,
+}
+
+impl<'a> Seipd2Sealer<'a> {
+    /// The AEAD algorithm: OCB, which every SEIPDv2 reader must have (RFC 9580 §5.13.2),
+    /// with AES-256.
+    const AEAD: AEADAlgorithm = AEADAlgorithm::OCB;
+
+    /// A sealer with the `salt`, for chunks of `2^(chunk_size_octet + 6)` octets.
+    pub(super) fn new(
+        session_key: &[u8],
+        salt: &'a [u8; 32],
+        chunk_size_octet: u8,
+    ) -> Result<Seipd2Sealer<'a>, CryptoError> {
+        let framing = Aed {
+            cipher: SymmetricAlgorithm::AES256,
+            mode: Mode::Ocb,
+            chunk_size_octet,
+            framing: Framing::Seipd2 { salt },
+            encrypted: &[],
+        };
+        debug_assert_eq!(u8::from(Self::AEAD), framing.mode.octet());
+        let (key, iv) = framing.message_key(session_key)?;
+        Ok(Seipd2Sealer {
+            framing,
+            key: SessionKey::from(&key[..]),
+            iv,
+        })
+    }
+
+    /// The packet body's fields before the salt: version, cipher, AEAD algorithm and
+    /// chunk size octet.
+    pub(super) fn fields(&self) -> [u8; 4] {
+        let [_, fields @ ..] = self.framing.header();
+        fields
+    }
+
+    /// Chunk `index` of `plaintext`, encrypted into `sealed` with its tag after it.
+    pub(super) fn chunk(
+        &self,
+        index: u64,
+        plaintext: &[u8],
+        sealed: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let ad = self.framing.associated_data(index, None);
+        self.seal(index, &ad, plaintext, sealed)
+    }
+
+    /// The final tag, after `chunks` chunks holding `total` plaintext octets.
+    pub(super) fn finish(&self, chunks: u64, total: u64) -> Result<[u8; TAG_LEN], CryptoError> {
+        let ad = self.framing.associated_data(chunks, Some(total));
+        let mut tag = Vec::with_capacity(TAG_LEN);
+        self.seal(chunks, &ad, &[], &mut tag)?;
+        tag.try_into()
+            .map_err(|_| CryptoError::Internal("AEAD: a tag of the wrong length".into()))
+    }
+
+    fn seal(
+        &self,
+        index: u64,
+        ad: &[u8],
+        plaintext: &[u8],
+        sealed: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let nonce = self.framing.nonce(&self.iv, index);
+        sealed.resize(plaintext.len() + TAG_LEN, 0);
+        Self::AEAD
+            .context(self.framing.cipher, &self.key, ad, &nonce)
+            .and_then(|context| context.for_encryption())
+            .and_then(|mut context| context.encrypt_seal(sealed, plaintext))
+            .map_err(|e| CryptoError::Internal(format!("AEAD: {e:#}")))
     }
 }
 

@@ -1,7 +1,6 @@
 //! Encryption: one OpenPGP message to every recipient cert, never signed, in ASCII
 //! armor with CRLF line ends.
 
-use std::io::Write;
 use std::time::SystemTime;
 
 use openpgp::cert::Preferences;
@@ -11,8 +10,7 @@ use openpgp::packet::pkesk::{PKESK3, PKESK6};
 use openpgp::packet::{Key, PKESK};
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::Serialize;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
-use openpgp::types::{AEADAlgorithm, PublicKeyAlgorithm, SymmetricAlgorithm};
+use openpgp::types::{PublicKeyAlgorithm, SymmetricAlgorithm};
 use openpgp::{Cert, Packet};
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -63,7 +61,7 @@ pub fn encrypt_into(
     }
     // The choices sequoia's `Encryptor::for_recipients` makes: SEIPDv2 (OCB) when every
     // recipient reads it, else SEIPDv1; AES-256. The PKESKs are made here (see
-    // `session_key_packet`); SEIPDv2 is sequoia's, SEIPDv1 is [`super::seipd`]'s.
+    // `session_key_packet`), the SEIPD packet by [`super::seipd`].
     let session_key = session_key()?;
     let mut armor = ArmorWriter::new(out);
     for key in &keys {
@@ -73,17 +71,7 @@ pub fn encrypt_into(
             .map_err(internal)?;
     }
     if seipdv2 {
-        let message = Message::new(&mut armor);
-        let message = Encryptor::with_session_key(message, CIPHER, session_key)
-            .map_err(internal)?
-            .aead_algo(AEADAlgorithm::default())
-            .build()
-            .map_err(internal)?;
-        let mut literal = LiteralWriter::new(message).build().map_err(internal)?;
-        for piece in plaintext {
-            literal.write_all(piece).map_err(internal_io)?;
-        }
-        literal.finalize().map_err(internal)?;
+        super::seipd::write_v2(&mut armor, &session_key, plaintext).map_err(internal_io)?;
     } else {
         super::seipd::write(&mut armor, &session_key, plaintext).map_err(internal_io)?;
     }

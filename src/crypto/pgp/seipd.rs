@@ -1,16 +1,20 @@
-//! The SEIPDv1 packet (RFC 9580 §5.13.1) around a literal data packet, written as the
-//! plaintext streams in: AES-256 in CFB mode (RustCrypto's cfb-mode) over a random
-//! prefix, the literal packet and the MDC packet, whose SHA-1 is RustCrypto's sha1.
+//! The SEIPD packet (RFC 9580 §5.13) around a literal data packet, written as the
+//! plaintext streams in, with definite lengths:
 //!
-//! sequoia's encryptor hashes the MDC with SHA-1 *with collision detection*, always:
-//! 3.5 of the 8.3 million instructions it took to encrypt 100 KiB (callgrind). Collision
-//! detection guards a verifier against forged colliding signatures; an MDC we compute
-//! over our own plaintext has nothing to detect. sequoia also buffers the packet through
-//! a 4 MiB partial-body filter, which glibc hands back to the kernel after each message.
-//! The lengths are known here, so each packet gets a definite length.
+//! - v1: AES-256 in CFB mode (RustCrypto's cfb-mode) over a random prefix, the literal
+//!   packet and the MDC packet, whose SHA-1 is RustCrypto's sha1;
+//! - v2: AES-256 in OCB mode (sequoia's backend) in 64 KiB chunks, keyed by HKDF as
+//!   [`super::aed`] opens it.
 //!
-//! sequoia still makes the PKESKs for other than Curve25519 keys, reads everything, and
-//! writes SEIPDv2 (for recipients that all read it).
+//! Why not sequoia's encryptor: it hashes the v1 MDC with SHA-1 *with collision
+//! detection*, always: 3.5 of the 8.3 million instructions it took to encrypt 100 KiB
+//! (callgrind). Collision detection guards a verifier against forged colliding
+//! signatures; an MDC we compute over our own plaintext has nothing to detect. It writes
+//! v2 in 4 KiB chunks, each with a new OpenSSL cipher context. And it buffers the packet
+//! through a 4 MiB partial-body filter, which glibc hands back to the kernel after each
+//! message. Here the lengths are known, so each packet gets a definite length.
+//!
+//! sequoia still makes the PKESKs for other than Curve25519 keys, and reads everything.
 
 use std::io::Write;
 
@@ -22,10 +26,19 @@ use rand::rngs::OsRng;
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
-/// Plaintext is encrypted in pieces of this size, in one buffer that is reused.
+use super::aed::Seipd2Sealer;
+
+/// Plaintext is encrypted in pieces of this size, in one buffer that is reused; in v2
+/// a piece is a chunk.
 const PIECE: usize = 64 * 1024;
+/// v2's chunk size octet: chunks of `2^(10 + 6)` octets, one piece. RFC 9580 has every
+/// reader take up to 4 MiB (octet 16); OpenPGP.js writes 256 KiB, sequoia 4 KiB.
+const CHUNK_SIZE_OCTET: u8 = 10;
+const _: () = assert!(1 << (CHUNK_SIZE_OCTET + 6) == PIECE);
 /// AES's block size: the random prefix is one block and its last two bytes again.
 const BLOCK: usize = 16;
+/// An OCB tag, after each v2 chunk and at the end.
+const TAG: usize = 16;
 /// The literal packet's body before the data: format `b` (binary), no file name, no
 /// date (what sequoia's `LiteralWriter` writes by default).
 const LITERAL_FIELDS: [u8; 6] = [b'b', 0, 0, 0, 0, 0];
@@ -35,40 +48,104 @@ const MDC_HEADER: [u8; 2] = [0xD3, 0x14];
 /// Writes the SEIPDv1 packet of `plaintext` (in pieces) encrypted with the AES-256
 /// `session_key` to `out`.
 pub fn write(out: &mut dyn Write, session_key: &[u8], plaintext: &[&[u8]]) -> std::io::Result<()> {
-    let data_len: usize = plaintext.iter().map(|p| p.len()).sum();
-    let literal_len = LITERAL_FIELDS.len() + data_len;
-    let mut literal_header = vec![0xCB]; // Tag 11, new format.
-    length(&mut literal_header, literal_len)?;
-
-    let encrypted_len =
-        BLOCK + 2 + literal_header.len() + literal_len + MDC_HEADER.len() + Sha1::output_size();
+    let literal = Literal::of(plaintext)?;
+    let encrypted_len = BLOCK + 2 + literal.len() + MDC_HEADER.len() + Sha1::output_size();
     let mut seipd_header = vec![0xD2]; // Tag 18, new format.
     length(&mut seipd_header, 1 + encrypted_len)?;
     seipd_header.push(1); // Version 1.
     out.write_all(&seipd_header)?;
 
-    let mut writer = Encrypting {
-        out,
-        cipher: BufEncryptor::<Aes256>::new_from_slices(session_key, &[0; BLOCK])
-            .map_err(|_| std::io::Error::other("the session key is not an AES-256 key"))?,
-        mdc: Sha1::new(),
-        buffer: Zeroizing::new(Vec::with_capacity(PIECE.min(encrypted_len))),
+    let mut cipher = BufEncryptor::<Aes256>::new_from_slices(session_key, &[0; BLOCK])
+        .map_err(|_| std::io::Error::other("the session key is not an AES-256 key"))?;
+    let mut mdc = Sha1::new();
+    let mut pieces = Pieces::new(encrypted_len);
+    let mut seal = |piece: &mut Vec<u8>| {
+        cipher.encrypt(piece);
+        out.write_all(piece)
     };
     let mut prefix = Zeroizing::new([0u8; BLOCK + 2]);
     OsRng
         .try_fill_bytes(&mut prefix[..BLOCK])
         .map_err(std::io::Error::other)?;
     prefix.copy_within(BLOCK - 2..BLOCK, BLOCK);
-    writer.write(&prefix[..])?;
-    writer.write(&literal_header)?;
-    writer.write(&LITERAL_FIELDS)?;
-    for piece in plaintext {
-        writer.write(piece)?;
+    for part in [&prefix[..], &literal.header, &LITERAL_FIELDS]
+        .into_iter()
+        .chain(plaintext.iter().copied())
+        .chain([&MDC_HEADER[..]])
+    {
+        mdc.update(part);
+        pieces.write(part, &mut seal)?;
     }
-    writer.write(&MDC_HEADER)?;
-    let digest = writer.mdc.clone().finalize();
-    writer.write(&digest)?;
-    writer.flush()
+    pieces.write(&mdc.finalize(), &mut seal)?;
+    pieces.finish(&mut seal)
+}
+
+/// Writes the SEIPDv2 packet of `plaintext` (in pieces) encrypted with the AES-256
+/// `session_key` to `out`.
+pub fn write_v2(
+    out: &mut dyn Write,
+    session_key: &[u8],
+    plaintext: &[&[u8]],
+) -> std::io::Result<()> {
+    let literal = Literal::of(plaintext)?;
+    let chunks = literal.len().div_ceil(PIECE);
+    let mut salt = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut salt)
+        .map_err(std::io::Error::other)?;
+    let sealer = Seipd2Sealer::new(session_key, &salt, CHUNK_SIZE_OCTET)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut seipd_header = vec![0xD2]; // Tag 18, new format.
+    length(
+        &mut seipd_header,
+        4 + salt.len() + literal.len() + chunks * TAG + TAG,
+    )?;
+    seipd_header.extend_from_slice(&sealer.fields());
+    seipd_header.extend_from_slice(&salt);
+    out.write_all(&seipd_header)?;
+
+    let mut index = 0;
+    let mut sealed = Vec::with_capacity(PIECE.min(literal.len()) + TAG);
+    let mut seal = |chunk: &mut Vec<u8>| {
+        sealer
+            .chunk(index, chunk, &mut sealed)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        index += 1;
+        out.write_all(&sealed)
+    };
+    let mut pieces = Pieces::new(literal.len());
+    for part in [&literal.header[..], &LITERAL_FIELDS]
+        .into_iter()
+        .chain(plaintext.iter().copied())
+    {
+        pieces.write(part, &mut seal)?;
+    }
+    pieces.finish(&mut seal)?;
+    debug_assert_eq!(index, chunks as u64);
+    let tag = sealer
+        .finish(index, literal.len() as u64)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    out.write_all(&tag)
+}
+
+/// The literal data packet's header, for a body of the literal fields and the data.
+struct Literal {
+    header: Vec<u8>,
+    body_len: usize,
+}
+
+impl Literal {
+    fn of(data: &[&[u8]]) -> std::io::Result<Literal> {
+        let body_len = LITERAL_FIELDS.len() + data.iter().map(|p| p.len()).sum::<usize>();
+        let mut header = vec![0xCB]; // Tag 11, new format.
+        length(&mut header, body_len)?;
+        Ok(Literal { header, body_len })
+    }
+
+    /// The whole packet's length.
+    fn len(&self) -> usize {
+        self.header.len() + self.body_len
+    }
 }
 
 /// An OpenPGP new-format body length (RFC 9580 §4.2.1.1): one, two or five octets.
@@ -89,33 +166,42 @@ fn length(out: &mut Vec<u8>, len: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Plaintext in, hashed for the MDC and encrypted, in pieces of [`PIECE`].
-struct Encrypting<'a> {
-    out: &'a mut dyn Write,
-    cipher: BufEncryptor<Aes256>,
-    mdc: Sha1,
+/// Plaintext gathered into pieces of [`PIECE`] octets (the last may be shorter), each
+/// handed to `seal` to be encrypted and written.
+struct Pieces {
+    /// Zeroized when dropped: until it is sealed, a piece is plaintext.
     buffer: Zeroizing<Vec<u8>>,
 }
 
-impl Encrypting<'_> {
-    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
-        self.mdc.update(bytes);
+type Seal<'a> = dyn FnMut(&mut Vec<u8>) -> std::io::Result<()> + 'a;
+
+impl Pieces {
+    fn new(total: usize) -> Pieces {
+        Pieces {
+            buffer: Zeroizing::new(Vec::with_capacity(PIECE.min(total))),
+        }
+    }
+
+    fn write(&mut self, mut bytes: &[u8], seal: &mut Seal) -> std::io::Result<()> {
         while !bytes.is_empty() {
             let room = PIECE - self.buffer.len();
             let (now, later) = bytes.split_at(room.min(bytes.len()));
             self.buffer.extend_from_slice(now);
             bytes = later;
             if self.buffer.len() == PIECE {
-                self.flush()?;
+                seal(&mut self.buffer)?;
+                self.buffer.clear();
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.cipher.encrypt(&mut self.buffer);
-        self.out.write_all(&self.buffer)?;
-        self.buffer.clear();
+    /// Seals what is left, if anything: a v2 chunk is never empty.
+    fn finish(&mut self, seal: &mut Seal) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            seal(&mut self.buffer)?;
+            self.buffer.clear();
+        }
         Ok(())
     }
 }
@@ -133,40 +219,55 @@ mod tests {
 
     #[test]
     fn sequoia_opens_what_is_written_and_refuses_it_tampered() {
-        // A key that does not say it reads SEIPDv2, as GnuPG's do not.
-        let (tsk, _) = CertBuilder::new()
-            .add_userid("<bob@example.org>")
-            .set_features(Features::empty().set_seipdv1())
-            .unwrap()
-            .add_transport_encryption_subkey()
-            .generate()
-            .unwrap();
-        let cert = tsk.clone().strip_secret_key_material();
-        for size in [0, 100, 8000, 70_000, 200_000] {
-            let plaintext: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-            let armored = encrypt(&plaintext, std::slice::from_ref(&cert)).unwrap();
-            let opened = decrypt(&armored, std::slice::from_ref(&tsk)).unwrap();
-            assert_eq!(opened.plaintext, plaintext, "{size} bytes");
+        // A key that does not say it reads SEIPDv2, as GnuPG's do not, and one that does
+        // (sequoia's default).
+        let features = [
+            (Features::empty().set_seipdv1(), ["PKESK3", "SEIPDv1"]),
+            (Features::sequoia(), ["PKESK6", "SEIPDv2"]),
+        ];
+        for (features, packets) in features {
+            let (tsk, _) = CertBuilder::new()
+                .add_userid("<bob@example.org>")
+                .set_features(features)
+                .unwrap()
+                .add_transport_encryption_subkey()
+                .generate()
+                .unwrap();
+            let cert = tsk.clone().strip_secret_key_material();
+            // Across the length encodings, and for v2 a literal packet of exactly one
+            // and two chunks (6 octets of header and 6 of fields), and one octet over.
+            for size in [0, 100, 8000, 65524, 65525, 70_000, 131_060, 200_000] {
+                let plaintext: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+                let armored = encrypt(&plaintext, std::slice::from_ref(&cert)).unwrap();
+                let opened = decrypt(&armored, std::slice::from_ref(&tsk)).unwrap();
+                assert_eq!(opened.plaintext, plaintext, "{size} bytes, {packets:?}");
 
-            let binary = dearmor::dearmor_message(&armored).into_owned();
-            let mut ppr = PacketParser::from_bytes(&binary).unwrap();
-            let mut tags = Vec::new();
-            while let PacketParserResult::Some(pp) = ppr {
-                tags.push(match &pp.packet {
-                    Packet::PKESK(p) => format!("PKESK{}", p.version()),
-                    Packet::SEIP(SEIP::V1(_)) => "SEIPDv1".into(),
-                    other => format!("{:?}", other.tag()),
-                });
-                ppr = pp.next().unwrap().1;
+                let binary = dearmor::dearmor_message(&armored).into_owned();
+                let mut ppr = PacketParser::from_bytes(&binary).unwrap();
+                let mut tags = Vec::new();
+                while let PacketParserResult::Some(pp) = ppr {
+                    tags.push(match &pp.packet {
+                        Packet::PKESK(p) => format!("PKESK{}", p.version()),
+                        Packet::SEIP(SEIP::V1(_)) => "SEIPDv1".into(),
+                        Packet::SEIP(SEIP::V2(_)) => "SEIPDv2".into(),
+                        other => format!("{:?}", other.tag()),
+                    });
+                    ppr = pp.next().unwrap().1;
+                }
+                assert_eq!(tags, packets, "{size} bytes");
+
+                // Any byte changed in the encrypted data (for v2: in the last chunk or
+                // the final tag) fails the MDC or a tag: nothing comes out.
+                for back in [1, 20, 30] {
+                    let mut tampered = binary.clone();
+                    let at = tampered.len() - back;
+                    tampered[at] ^= 1;
+                    assert!(
+                        decrypt(&tampered, std::slice::from_ref(&tsk)).is_err(),
+                        "{size} bytes, {packets:?}, byte -{back}"
+                    );
+                }
             }
-            assert_eq!(tags, ["PKESK3", "SEIPDv1"], "{size} bytes");
-
-            // Any byte changed in the encrypted data fails the MDC (or the packet
-            // structure inside): nothing comes out.
-            let mut tampered = binary.clone();
-            let at = tampered.len() - 30;
-            tampered[at] ^= 1;
-            assert!(decrypt(&tampered, std::slice::from_ref(&tsk)).is_err());
         }
     }
 

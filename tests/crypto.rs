@@ -91,6 +91,51 @@ async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
     );
 }
 
+/// An encrypted copy the next hop refuses for a while waits in the spool (held in
+/// binary, armored as it is written there) and arrives later as one gpg opens.
+#[tokio::test]
+async fn an_encrypted_copy_held_in_the_spool_arrives_and_opens_with_gpg() {
+    let sink = Sink::start().await;
+    let refusing = sink.refuse_for_now("bob@example.org", Duration::ZERO);
+    let (_dir, gw) = gateway_to(&sink, "").await;
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
+
+    let mut client = Client::connect(gw.outbound).await;
+    let reply = client
+        .send_mail(
+            "alice@example.com",
+            &["bob@example.org", "carol@example.net"],
+            MESSAGE,
+        )
+        .await;
+    assert_eq!(
+        reply.code, 250,
+        "carol's copy went, bob's is held: {reply:?}"
+    );
+    assert_eq!(gw.spool.len(), 1, "bob's encrypted copy is held");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].recipients, ["carol@example.net"]);
+
+    refusing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = sink.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got[1].recipients, ["bob@example.org"]);
+    let outer = String::from_utf8_lossy(&got[1].data);
+    assert!(outer.contains("multipart/encrypted"), "{outer}");
+    assert!(
+        !outer.contains("Grüße") && !outer.contains("Merger"),
+        "{outer}"
+    );
+    let armor = second_part(&got[1].data);
+    assert!(
+        armor.lines().all(|line| line.len() <= 64),
+        "armor lines of 64 characters at most"
+    );
+    let opened = bob.output(&["--decrypt"], Some(armor.as_bytes()));
+    let plain = String::from_utf8_lossy(&opened.stdout);
+    assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
+    assert!(plain.contains("Subject: Merger plans"), "{plain}");
+}
+
 /// RNP, Thunderbird's OpenPGP engine, opens what the gateway encrypts to a cv25519 key
 /// (the encrypted session key for those keys is sealgate's own code: `crypto::pgp::ecdh`).
 #[tokio::test]

@@ -14,6 +14,7 @@ use sequoia_openpgp as openpgp;
 
 use super::marks;
 use crate::config::Config;
+use crate::crypto::pgp::armor;
 use crate::crypto::{self, CryptoError, pgp, smime};
 use crate::keys::secrets::{Sealer, SecretError};
 use crate::keys::{KeyEntry, KeyKind, KeyStore, KeyStoreError};
@@ -386,7 +387,7 @@ impl Transform {
                 Group {
                     label: kind.as_str().into(),
                     recipients,
-                    message: Message::new(encrypted),
+                    message: encrypted,
                     refusal: None,
                 }
             }
@@ -413,7 +414,7 @@ impl Transform {
         members: &[Member],
         kind: KeyKind,
         content: SmimeContent,
-    ) -> Result<Vec<u8>, TransformError> {
+    ) -> Result<Message, TransformError> {
         let protect = self.config.crypto.protect_subject;
         let material = members
             .iter()
@@ -433,17 +434,25 @@ impl Transform {
                 let mut certs: Vec<&openpgp::Cert> = parsed.iter().map(|c| &**c).collect();
                 certs.extend(self.config.crypto.additional_decryption_key.as_ref());
                 // The body is read where it lies, never joined: only the header is
-                // copied (to cut it), and the message is held once more, encrypted.
+                // copied (to cut it), and the message is held once more, encrypted, in
+                // binary: it is armored as it is written out.
                 let (head, body) = message.split_head();
                 let entity_head =
                     mime::inner_entity(&head, protect).ok_or(TransformError::Unparseable)?;
-                let armored_len = (entity_head.len() + body.len()) / 3 * 4 * 26 / 25 + 1024;
-                let mut wrapped = mime::PgpMime::open(&head, protect, armored_len)
+                let (mut wrapped, closing) = mime::pgp_mime_frame(&head, protect)
                     .ok_or(TransformError::Build("PGP/MIME"))?;
                 let mut plaintext: Vec<&[u8]> = vec![&entity_head];
                 plaintext.extend(body.chunks().iter().map(|chunk| &chunk[..]));
-                pgp::encrypt_into(wrapped.body(), &plaintext, &certs)?;
-                Ok(wrapped.close())
+                let plaintext_len: usize = plaintext.iter().map(|p| p.len()).sum();
+                // Room for the packets around the plaintext (PKESKs, AEAD tags) too,
+                // so that a large message is not moved as it grows.
+                let mut binary =
+                    armor::Binary::with_capacity(plaintext_len + plaintext_len / 1024 + 64 * 1024);
+                pgp::encrypt_into(&mut binary, &plaintext, &certs)?;
+                let (binary, mut tail) = binary.finish();
+                wrapped.extend_from_slice(armor::BEGIN_LINES);
+                tail.extend_from_slice(&closing);
+                Ok(Message::armored(wrapped, binary, tail))
             }
             KeyKind::Smime => {
                 // The CMS builder takes the content in one piece.
@@ -468,6 +477,7 @@ impl Transform {
                     ),
                 };
                 mime::smime_enveloped(raw, &der, protect, smime_type)
+                    .map(Message::new)
                     .ok_or(TransformError::Build("S/MIME"))
             }
         }

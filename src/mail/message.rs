@@ -2,44 +2,105 @@
 //! headers sealgate adds in front of them.
 //!
 //! The body is reference-counted ([`Bytes`]), so fanning one message out to several
-//! next-hop transactions, or prepending a header, never copies it.
+//! next-hop transactions, or prepending a header, never copies it. An encrypted copy
+//! holds its OpenPGP message in binary, armored only as it is written out
+//! ([`Message::armored`]).
+
+use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::Bytes;
 
 use super::envelope::Envelope;
+use crate::crypto::pgp::armor;
 
 /// A message in wire form (CRLF line ends, not dot-stuffed), as a list of chunks.
 #[derive(Debug, Clone, Default)]
 pub struct Message {
     chunks: Vec<Bytes>,
+    /// The chunks that are binary, to be written as ASCII armor's base64 lines: the
+    /// OpenPGP message of an encrypted copy. Empty in any other message.
+    armor: Range<usize>,
 }
+
+/// Binary per armored chunk: whole armor lines, 64 KiB and a little once armored.
+const ARMOR_CHUNK: usize = 1024 * armor::LINE_BYTES;
 
 impl Message {
     /// The message exactly as the client sent it.
     pub fn new(data: impl Into<Bytes>) -> Message {
-        Message {
-            chunks: vec![data.into()],
-        }
+        Message::from_chunks(vec![data.into()])
     }
 
     /// A message that arrived in pieces.
     pub fn from_chunks(chunks: Vec<Bytes>) -> Message {
-        Message { chunks }
+        Message {
+            chunks,
+            armor: 0..0,
+        }
+    }
+
+    /// `head`, then `binary` (an OpenPGP message) as the base64 lines of its ASCII
+    /// armor, then `tail`. The armor is made a chunk at a time as the message is
+    /// written ([`Message::pieces`]): a large encrypted copy is held in binary, never
+    /// armored (a third larger) besides the message it was made from.
+    pub fn armored(head: Vec<u8>, binary: Vec<u8>, tail: Vec<u8>) -> Message {
+        let binary = Bytes::from(binary);
+        let mut chunks = vec![Bytes::from(head)];
+        let mut at = 0;
+        while at < binary.len() {
+            let end = (at + ARMOR_CHUNK).min(binary.len());
+            chunks.push(binary.slice(at..end));
+            at = end;
+        }
+        let armor = 1..chunks.len();
+        chunks.push(Bytes::from(tail));
+        Message { chunks, armor }
     }
 
     /// Puts a header field (CRLF-terminated) in front of the message.
     pub fn prepend(&mut self, header: impl Into<Bytes>) {
         self.chunks.insert(0, header.into());
+        if !self.armor.is_empty() {
+            self.armor = self.armor.start + 1..self.armor.end + 1;
+        }
     }
 
-    /// The chunks, in order; together they are the message.
+    /// The chunks, in order; together they are the message. Only for a message that
+    /// came in (or was read back) as it is: one made by [`Message::armored`] is written
+    /// with [`Message::pieces`].
     pub fn chunks(&self) -> &[Bytes] {
+        debug_assert!(
+            self.armor.is_empty(),
+            "an armored message read as raw chunks"
+        );
         &self.chunks
     }
 
-    /// Length in bytes.
+    /// The message in wire form, a piece at a time: what is written to the next hop,
+    /// the spool or a file. Only armored chunks are made here; the rest is lent.
+    pub fn pieces(&self) -> impl Iterator<Item = Cow<'_, [u8]>> {
+        self.chunks.iter().enumerate().map(|(i, chunk)| {
+            if self.armor.contains(&i) {
+                let mut lines = Vec::new();
+                armor::push_lines(&mut lines, chunk);
+                Cow::Owned(lines)
+            } else {
+                Cow::Borrowed(&chunk[..])
+            }
+        })
+    }
+
+    /// Length in bytes, in wire form.
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| match self.armor.contains(&i) {
+                true => armor::lines_len(chunk.len()),
+                false => chunk.len(),
+            })
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -49,15 +110,19 @@ impl Message {
     /// The whole message in one buffer. This copies: use it off the hot path only.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len());
-        for chunk in &self.chunks {
-            out.extend_from_slice(chunk);
+        for piece in self.pieces() {
+            out.extend_from_slice(&piece);
         }
         out
     }
 
     /// The message with its first `old_len` bytes replaced by `head`; the rest is
-    /// shared, not copied.
+    /// shared, not copied (but for an armored message, which is copied whole: nothing
+    /// rewrites the head of one).
     pub fn with_head(&self, old_len: usize, head: Vec<u8>) -> Message {
+        if !self.armor.is_empty() {
+            return Message::new(self.to_vec()).with_head(old_len, head);
+        }
         let mut chunks = vec![Bytes::from(head)];
         let mut skip = old_len;
         for chunk in &self.chunks {
@@ -68,7 +133,7 @@ impl Message {
             chunks.push(chunk.slice(skip..));
             skip = 0;
         }
-        Message { chunks }
+        Message::from_chunks(chunks)
     }
 
     /// The header block with the empty line that ends it (copied), and the body after
@@ -89,8 +154,8 @@ impl Message {
     pub fn header_block(&self, limit: usize) -> Vec<u8> {
         const END: &[u8] = b"\r\n\r\n";
         let mut head = Vec::new();
-        for chunk in &self.chunks {
-            let chunk = &chunk[..chunk.len().min(limit - head.len())];
+        for piece in self.pieces() {
+            let chunk = &piece[..piece.len().min(limit - head.len())];
             // An empty line across two chunks: the last three bytes so far and the
             // first three of this chunk.
             let seam_start = head.len().saturating_sub(3);
@@ -221,6 +286,46 @@ mod tests {
         assert!(h.starts_with("Received: from mta.example.com evil ([127.0.0.1])\r\n\tby gw.example.com (sealgate, outbound) with ESMTPS id ABC"), "{h}");
         assert!(h.contains("for <b@example.org>;"), "{h}");
         assert!(h.ends_with("+0000\r\n"), "{h}");
+    }
+
+    #[test]
+    fn an_armored_message_is_written_as_armor_written_at_once() {
+        use std::io::Write;
+        for len in [
+            0,
+            1,
+            47,
+            48,
+            49,
+            ARMOR_CHUNK - 1,
+            ARMOR_CHUNK,
+            ARMOR_CHUNK + 1,
+            3 * ARMOR_CHUNK + 5,
+        ] {
+            let binary: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut held = armor::Binary::with_capacity(len);
+            held.write_all(&binary).unwrap();
+            let (held, end) = held.finish();
+            let head = b"Subject: x\r\n\r\n".to_vec();
+            let mut opened = head.clone();
+            opened.extend_from_slice(armor::BEGIN_LINES);
+            let mut tail = end;
+            tail.extend_from_slice(b"\r\n--b--\r\n");
+            let mut message = Message::armored(opened, held, tail);
+            message.prepend(&b"Received: y\r\n"[..]);
+
+            let mut expected = b"Received: y\r\n".to_vec();
+            expected.extend_from_slice(&head);
+            expected.extend_from_slice(&armor::armor_message(&binary));
+            expected.extend_from_slice(b"\r\n--b--\r\n");
+            let written: Vec<u8> = message.pieces().flat_map(|p| p.into_owned()).collect();
+            assert_eq!(written, expected, "{len} bytes");
+            assert_eq!(message.to_vec(), expected, "{len} bytes");
+            assert_eq!(message.len(), expected.len(), "{len} bytes");
+            assert_eq!(message.header_block(1000), b"Received: y\r\nSubject: x\r\n");
+            let rewritten = message.with_head(13, b"Received: z\r\n".to_vec());
+            assert_eq!(rewritten.to_vec()[13..], expected[13..], "{len} bytes");
+        }
     }
 
     #[test]

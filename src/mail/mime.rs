@@ -335,31 +335,28 @@ pub(super) fn boundary(content: &[u8]) -> String {
 
 /// The PGP/MIME message (RFC 3156 §4) carrying `armored`.
 pub fn pgp_mime(raw: &[u8], armored: &[u8], protect: bool) -> Option<Vec<u8>> {
-    let mut wrapped = PgpMime::open(raw, protect, armored.len())?;
-    wrapped.body().extend_from_slice(armored);
-    Some(wrapped.close())
+    let (mut out, closing) = pgp_mime_frame(raw, protect)?;
+    out.extend_from_slice(armored);
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&closing);
+    Some(out)
 }
 
-/// A PGP/MIME message being written: the outer fields and the version part first, then
-/// the armored message straight into it ([`PgpMime::body`]), then the closing boundary.
-pub struct PgpMime {
-    out: Vec<u8>,
-    boundary: String,
-}
-
-impl PgpMime {
-    /// The message up to where the armored block goes, for `raw`'s header (the body is
-    /// not read), with room for `armored_len` bytes more.
-    ///
-    /// The boundary is not looked for in what follows: it starts with `=-`, which ASCII
-    /// armor cannot hold (base64 has no `-`; its `=` ends a line or starts the checksum
-    /// line, whose next character is base64; the BEGIN and END lines start with `-`).
-    pub fn open(raw: &[u8], protect: bool, armored_len: usize) -> Option<PgpMime> {
-        let fields = outer_fields(raw, protect)?;
-        let b = format!("=-sealgate-{:08x}-0", rand::random::<u32>());
-        let mut out = Vec::with_capacity(fields.len() + 600 + armored_len);
-        out.extend_from_slice(&fields);
-        out.extend_from_slice(
+/// A PGP/MIME message around an armored block that is not here yet: the message up to
+/// where the block goes (the outer fields, the version part, the encrypted part's
+/// header), for `raw`'s header (the body is not read), and the closing boundary that
+/// follows the block's last line.
+///
+/// The boundary is not looked for in the block: it starts with `=-`, which ASCII armor
+/// cannot hold (base64 has no `-`; its `=` ends a line or starts the checksum line,
+/// whose next character is base64; the BEGIN and END lines start with `-`).
+pub fn pgp_mime_frame(raw: &[u8], protect: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+    let fields = outer_fields(raw, protect)?;
+    let b = format!("=-sealgate-{:08x}-0", rand::random::<u32>());
+    let mut head = fields;
+    head.extend_from_slice(
         format!(
             "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"{b}\"\r\n\r\n\
              This is an OpenPGP/MIME encrypted message (RFC 3156).\r\n\
@@ -373,24 +370,8 @@ impl PgpMime {
              Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
         )
         .as_bytes(),
-        );
-        Some(PgpMime { out, boundary: b })
-    }
-
-    /// Where the armored message goes.
-    pub fn body(&mut self) -> &mut Vec<u8> {
-        &mut self.out
-    }
-
-    /// The message, its last part closed.
-    pub fn close(mut self) -> Vec<u8> {
-        if !self.out.ends_with(b"\r\n") {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        self.out
-            .extend_from_slice(format!("\r\n--{}--\r\n", self.boundary).as_bytes());
-        self.out
-    }
+    );
+    Some((head, format!("\r\n--{b}--\r\n").into_bytes()))
 }
 
 /// The CMS structure an application/pkcs7-mime part carries, as its `smime-type`

@@ -221,12 +221,12 @@ impl Client {
     }
 
     /// Sends the message dot-stuffed, with every line ending made CRLF, then the final
-    /// dot. The message is read from its chunks; nothing is copied whole.
+    /// dot. The message is read a piece at a time; nothing is copied whole.
     pub(super) async fn send_message(&mut self, tx: &crate::relay::Outgoing) -> Result<(), Broken> {
         const FLUSH_AT: usize = 64 * 1024;
         let mut out = Vec::with_capacity(FLUSH_AT + 4096);
         let mut stuffer = DotStuffer::default();
-        for chunk in tx.message.chunks() {
+        for chunk in tx.message.pieces() {
             for piece in chunk.chunks(FLUSH_AT) {
                 stuffer.push(piece, &mut out);
                 if out.len() >= FLUSH_AT {

@@ -38,8 +38,8 @@ fn write_file(dir: &Path, tx: &Outgoing) -> std::io::Result<PathBuf> {
     for rcpt in &tx.recipients {
         write!(file, "X-Envelope-To: <{rcpt}>\r\n")?;
     }
-    for chunk in tx.message.chunks() {
-        file.write_all(chunk)?;
+    for piece in tx.message.pieces() {
+        file.write_all(&piece)?;
     }
     let file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;

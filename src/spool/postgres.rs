@@ -45,14 +45,6 @@ fn decode(id: i64, meta: &str) -> Result<(u64, Entry), SpoolError> {
         .map_err(|_| SpoolError::Corrupt(key))
 }
 
-fn body(message: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len());
-    for chunk in message.chunks() {
-        out.extend_from_slice(chunk);
-    }
-    out
-}
-
 /// A new entry: its JSON, when it is due, and the message.
 type Row = (String, i64, Vec<u8>);
 
@@ -94,7 +86,7 @@ impl PgSpool {
     pub async fn hold(&self, entries: Vec<(Entry, Message)>) -> Result<(), SpoolError> {
         let rows: Vec<Row> = entries
             .iter()
-            .map(|(entry, message)| (meta(entry), entry.next_attempt_ms as i64, body(message)))
+            .map(|(entry, message)| (meta(entry), entry.next_attempt_ms as i64, message.to_vec()))
             .collect();
         self.pg
             .run_async(move |pool| async move {
@@ -227,7 +219,7 @@ impl PgSpool {
     ) -> Result<bool, SpoolError> {
         let updated = updated.map(|entry| (meta(&entry), entry.next_attempt_ms as i64));
         let dsn = dsn
-            .map(|(entry, message)| (meta(&entry), entry.next_attempt_ms as i64, body(&message)));
+            .map(|(entry, message)| (meta(&entry), entry.next_attempt_ms as i64, message.to_vec()));
         let changed = self
             .pg
             .run_async(move |pool| async move {

@@ -115,8 +115,8 @@ fn encode(entry: &Entry, message: &Message) -> Vec<u8> {
     let mut value = Vec::with_capacity(4 + meta.len() + message.len());
     value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
     value.extend_from_slice(&meta);
-    for chunk in message.chunks() {
-        value.extend_from_slice(chunk);
+    for piece in message.pieces() {
+        value.extend_from_slice(&piece);
     }
     value
 }

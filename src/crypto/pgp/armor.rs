@@ -3,7 +3,6 @@
 //! wraps (so did its reader, which [`super::dearmor`] replaces). Base64 is base64-simd's,
 //! the checksum the `crc` crate's.
 
-const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
 
 /// Armored `binary`, as [`ArmorWriter`] writes it.
@@ -17,7 +16,10 @@ pub fn armor_message(binary: &[u8]) -> Vec<u8> {
 }
 
 /// Bytes per armor line: 64 base64 characters.
-const LINE_BYTES: usize = 48;
+pub const LINE_BYTES: usize = 48;
+
+/// The BEGIN line, and the empty line that says there are no armor headers.
+pub const BEGIN_LINES: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\n\r\n";
 
 /// ASCII armor (RFC 9580 §6.2) with the CRLF line ends mail needs, written into `out` as
 /// the binary comes, so that a large message is never held twice (binary and armored).
@@ -29,9 +31,7 @@ pub struct ArmorWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Fewer than [`LINE_BYTES`] bytes not yet written: the start of the next line.
     pending: Vec<u8>,
-    /// Whole lines in base64, before they are laid out.
-    scratch: Vec<u8>,
-    crc: crc::Digest<'static, u32, crc::Table<16>>,
+    crc: Crc24,
 }
 
 /// Lines encoded at a time.
@@ -41,15 +41,15 @@ const BATCH_LINES: usize = 256;
 static CRC24: crc::Crc<u32, crc::Table<16>> =
     crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_24_OPENPGP);
 
+type Crc24 = crc::Digest<'static, u32, crc::Table<16>>;
+
 impl<'a> ArmorWriter<'a> {
     /// Writes the BEGIN line (and the empty line: no armor headers) into `out`.
     pub fn new(out: &'a mut Vec<u8>) -> ArmorWriter<'a> {
-        out.extend_from_slice(BEGIN);
-        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(BEGIN_LINES);
         ArmorWriter {
             out,
             pending: Vec::with_capacity(LINE_BYTES),
-            scratch: Vec::new(),
             crc: CRC24.digest(),
         }
     }
@@ -64,44 +64,90 @@ impl<'a> ArmorWriter<'a> {
             if self.pending.len() < LINE_BYTES {
                 return;
             }
-            let line = std::mem::take(&mut self.pending);
-            self.line(&line);
-            self.pending = line;
+            push_lines(self.out, &self.pending);
             self.pending.clear();
         }
         let whole = binary.len() / LINE_BYTES * LINE_BYTES;
-        // The whole lines are encoded at once (SIMD works on long runs), then laid out
-        // line by line.
-        for batch in binary[..whole].chunks(BATCH_LINES * LINE_BYTES) {
-            self.scratch.clear();
-            push_base64(&mut self.scratch, batch);
-            self.out.reserve(self.scratch.len() / 64 * 66);
-            for line in self.scratch.chunks(64) {
-                self.out.extend_from_slice(line);
-                self.out.extend_from_slice(b"\r\n");
-            }
-        }
+        push_lines(self.out, &binary[..whole]);
         self.pending.extend_from_slice(&binary[whole..]);
     }
 
-    fn line(&mut self, bytes: &[u8]) {
-        push_base64(self.out, bytes);
-        self.out.extend_from_slice(b"\r\n");
+    /// The last line, the checksum and the END line.
+    pub fn finish(self) {
+        push_lines(self.out, &self.pending);
+        self.out.extend_from_slice(&end_lines(self.crc));
+    }
+}
+
+/// An OpenPGP message in binary, and the checksum its armor will end with: how an
+/// encrypted copy is held until it is written out, armored as it goes
+/// ([`crate::mail::message::Message::armored`]), so that it is never held armored, a
+/// third larger, besides the message it was made from.
+pub struct Binary {
+    bytes: Vec<u8>,
+    crc: Crc24,
+}
+
+impl Binary {
+    pub fn with_capacity(capacity: usize) -> Binary {
+        Binary {
+            bytes: Vec::with_capacity(capacity),
+            crc: CRC24.digest(),
+        }
     }
 
-    /// The last line, the checksum and the END line.
-    pub fn finish(mut self) {
-        if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
-            self.line(&last);
+    /// The binary, and the armor's lines after it: the checksum and the END line.
+    pub fn finish(self) -> (Vec<u8>, Vec<u8>) {
+        (self.bytes, end_lines(self.crc))
+    }
+}
+
+impl std::io::Write for Binary {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.crc.update(buf);
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The checksum line and the END line.
+fn end_lines(crc: Crc24) -> Vec<u8> {
+    let checksum = crc.finalize().to_be_bytes();
+    let mut out = b"=".to_vec();
+    push_base64(&mut out, &checksum[1..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(END);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Appends `binary` as armor's base64 lines, each with its CRLF: lines of
+/// [`LINE_BYTES`], the last one shorter when the length is not a multiple of it. The
+/// whole lines are encoded a batch at a time (SIMD works on long runs), then laid out
+/// line by line.
+pub fn push_lines(out: &mut Vec<u8>, binary: &[u8]) {
+    let mut scratch = Vec::new();
+    out.reserve(lines_len(binary.len()));
+    for batch in binary.chunks(BATCH_LINES * LINE_BYTES) {
+        scratch.clear();
+        push_base64(&mut scratch, batch);
+        for line in scratch.chunks(64) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
         }
-        let ArmorWriter { out, crc, .. } = self;
-        let checksum = crc.finalize().to_be_bytes();
-        out.push(b'=');
-        push_base64(out, &checksum[1..]);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(END);
-        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// How long [`push_lines`] makes `len` bytes of binary.
+pub fn lines_len(len: usize) -> usize {
+    let whole = len / LINE_BYTES * (64 + 2);
+    match len % LINE_BYTES {
+        0 => whole,
+        rest => whole + rest.div_ceil(3) * 4 + 2,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Encryption: one OpenPGP message to every recipient cert, never signed, in ASCII
 //! armor with CRLF line ends.
 
+use std::io::Write;
 use std::time::SystemTime;
 
 use openpgp::cert::Preferences;
@@ -33,17 +34,19 @@ use crate::crypto::CryptoError;
 pub fn encrypt(plaintext: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(plaintext.len() / 3 * 4 + plaintext.len() / 24 + 1024);
     let recipients: Vec<&Cert> = recipients.iter().collect();
-    encrypt_into(&mut out, &[plaintext], &recipients)?;
+    let mut armor = ArmorWriter::new(&mut out);
+    encrypt_into(&mut armor, &[plaintext], &recipients)?;
+    armor.finish();
     Ok(out)
 }
 
-/// [`encrypt`], the armored message appended to `out` as it is made, and the plaintext
-/// given in pieces (an entity's header and the message's body chunks, never joined):
-/// a large message is then held once as it came and once encrypted, and never as a
-/// joined plaintext, a binary ciphertext and an armored one besides. On an error,
-/// `out` holds a part of a message, to be thrown away.
+/// [`encrypt`], the binary message written to `out` as it is made, and the plaintext
+/// given in pieces (an entity's header and the message's body chunks, never joined): a
+/// large message is then held once as it came and once encrypted (in binary, see
+/// [`super::armor::Binary`]), and never as a joined plaintext, nor armored besides. On
+/// an error, `out` has had a part of a message, to be thrown away.
 pub fn encrypt_into(
-    out: &mut Vec<u8>,
+    out: &mut dyn Write,
     plaintext: &[&[u8]],
     recipients: &[&Cert],
 ) -> Result<(), CryptoError> {
@@ -63,19 +66,17 @@ pub fn encrypt_into(
     // recipient reads it, else SEIPDv1; AES-256. The PKESKs are made here (see
     // `session_key_packet`), the SEIPD packet by [`super::seipd`].
     let session_key = session_key()?;
-    let mut armor = ArmorWriter::new(out);
     for key in &keys {
         let key = key.key().parts_as_public().role_as_unspecified();
         session_key_packet(key, &session_key, seipdv2)?
-            .serialize(&mut armor)
+            .serialize(out)
             .map_err(internal)?;
     }
     if seipdv2 {
-        super::seipd::write_v2(&mut armor, &session_key, plaintext).map_err(internal_io)?;
+        super::seipd::write_v2(out, &session_key, plaintext).map_err(internal_io)?;
     } else {
-        super::seipd::write(&mut armor, &session_key, plaintext).map_err(internal_io)?;
+        super::seipd::write(out, &session_key, plaintext).map_err(internal_io)?;
     }
-    armor.finish();
     Ok(())
 }
 

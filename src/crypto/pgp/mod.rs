@@ -30,7 +30,7 @@
 //!   encrypted to), and what a key may be used for.
 
 mod aed;
-mod armor;
+pub mod armor;
 mod dearmor;
 mod decrypt;
 mod ecdh;

@@ -295,20 +295,9 @@ async fn separate_process(
     )
     .expect("write the child's config");
     let keys = paths::Keys::make(dir, &config_path);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .env("SEALGATE_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        // If the benchmark panics, the gateway must not outlive it.
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the sealgate binary");
-    let pid = child.id().expect("child pid").to_string();
     let addr = SocketAddr::from(([127, 0, 0, 1], outbound));
-    wait_until_serving(&mut child, addr).await;
+    let child = ChildGateway::start(&config_path, addr).await;
+    let pid = child.pid.clone();
     println!(
         "3. the sealgate binary as a separate process (pid {pid}, SEALGATE_LOG=warn), \
          outbound listener {addr}, same sink: memory, then throughput again"
@@ -388,33 +377,58 @@ async fn separate_process(
 
     println!();
     let inbound = SocketAddr::from(([127, 0, 0, 1], inbound));
-    let in_part_4 = paths::run(
-        scale.path_messages,
-        scale.large_size,
-        sink,
-        addr,
-        inbound,
-        &pid,
-        &keys,
-    )
-    .await;
+    let in_part_4 = paths::run(scale.path_messages, sink, addr, inbound, &pid, &keys).await;
 
-    let asked = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -TERM {pid}: {kill}");
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("the gateway stops within 60 s of SIGTERM")
-        .expect("wait for the gateway");
+    let stopped = child.stop().await;
     println!(
-        "   SIGTERM: exited in {:.0} ms with {status}",
-        asked.elapsed().as_secs_f64() * 1e3
+        "   SIGTERM: exited cleanly in {:.0} ms",
+        stopped.as_secs_f64() * 1e3
     );
-    assert!(status.success(), "the gateway exited with {status}");
-    1 + scale.messages + in_part_4
+
+    let in_memory_rows = paths::memory(scale.large_size, &config_path, addr, inbound, &keys).await;
+    1 + scale.messages + in_part_4 + in_memory_rows
+}
+
+/// The sealgate binary serving a config in a process of its own.
+pub struct ChildGateway {
+    child: tokio::process::Child,
+    pub pid: String,
+}
+
+impl ChildGateway {
+    /// Starts it and waits until `outbound` greets.
+    pub async fn start(config: &Path, outbound: SocketAddr) -> ChildGateway {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("SEALGATE_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            // If the benchmark panics, the gateway must not outlive it.
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the sealgate binary");
+        let pid = child.id().expect("child pid").to_string();
+        wait_until_serving(&mut child, outbound).await;
+        ChildGateway { child, pid }
+    }
+
+    /// Stops it with SIGTERM: how long it took to exit, which it must do cleanly.
+    pub async fn stop(mut self) -> Duration {
+        let asked = Instant::now();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM {}: {kill}", self.pid);
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the gateway stops within 60 s of SIGTERM")
+            .expect("wait for the gateway");
+        assert!(status.success(), "the gateway exited with {status}");
+        asked.elapsed()
+    }
 }
 
 /// Waits for the child's outbound listener to greet, or panics if it exits or takes too

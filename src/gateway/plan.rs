@@ -237,8 +237,8 @@ impl Planner {
         let content = Content::read(message, chain.needs);
         let now = OffsetDateTime::now_utc();
         // Whether it is already encrypted matters only when a copy would be encrypted
-        // to a key; finding out costs a copy and a parse of the whole message, so
-        // only then, and once.
+        // to a key; finding out costs a search of the whole message (and a parse of
+        // it, when it may hold inline PGP), so only then, and once.
         let mut already = chain.needs.structure.then_some(content.encrypted.is_some());
         plan.recipients
             .iter()
@@ -256,7 +256,7 @@ impl Planner {
                 let first = verdict(already);
                 match first.treatment {
                     Treatment::Encrypt(_) if already.is_none() => {
-                        already = Some(mime::encrypted(&message.to_vec()).is_some());
+                        already = Some(mime::encrypted_message(message).is_some());
                         verdict(already)
                     }
                     _ => first,

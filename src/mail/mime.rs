@@ -11,6 +11,8 @@ use std::borrow::Cow;
 use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders};
 
+use super::message::Message;
+
 /// How a message is already encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encrypted {
@@ -170,6 +172,26 @@ pub fn payload(raw: &[u8]) -> Option<(Encrypted, Option<Cow<'_, [u8]>>)> {
         false => ciphertext(raw, kind),
     };
     Some((kind, ciphertext))
+}
+
+/// [`encrypted`], for a message in its chunks: only the header block is copied, and
+/// the body is searched for the armor line where it lies. A message that may hold
+/// inline PGP, or whose header block is too long to take alone, is read whole, as
+/// [`encrypted`] reads it.
+pub fn encrypted_message(message: &Message) -> Option<Encrypted> {
+    const HEADER_LIMIT: usize = 256 * 1024;
+    let head = message.header_block(HEADER_LIMIT);
+    if head.len() >= HEADER_LIMIT || super::payload::contains(message, PGP_BEGIN.as_bytes()) {
+        return encrypted(&message.to_vec());
+    }
+    let headers = MessageParser::default().parse_headers(&head)?;
+    if headers
+        .header_raw("Content-Transfer-Encoding")
+        .is_some_and(|cte| cte.trim().eq_ignore_ascii_case("base64"))
+    {
+        return encrypted(&message.to_vec());
+    }
+    encrypted_in(&headers)
 }
 
 /// The message as [`encrypted`] reads it, and whether that is whole (else its header

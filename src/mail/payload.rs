@@ -170,6 +170,11 @@ fn cut_out(message: &Message) -> Option<Payload<'_>> {
 }
 
 /// A message's chunks, read as the one sequence of bytes they are.
+/// Whether `needle` is anywhere in `message`, across its chunks too.
+pub(super) fn contains(message: &Message, needle: &[u8]) -> bool {
+    Chunks(message.chunks()).find(needle, 0).is_some()
+}
+
 struct Chunks<'m>(&'m [bytes::Bytes]);
 
 impl<'m> Chunks<'m> {
@@ -286,6 +291,11 @@ mod tests {
                 );
                 let (kind, ciphertext, cut_too) = found(&message);
                 assert_eq!((kind, ciphertext), expected.clone(), "cut at {a}, {b}");
+                assert_eq!(
+                    mime::encrypted_message(&message),
+                    expected.0,
+                    "the kind, read from the chunks, cut at {a}, {b}"
+                );
                 assert_eq!(cut_too, cut, "cut at {a}, {b}");
             }
         }
@@ -372,6 +382,14 @@ mod tests {
         ] {
             assert!(!agrees_in_chunks(inline));
         }
+        // Inline PGP in a base64-encoded text: the armor line shows only once decoded.
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(ARMORED);
+        let text = format!(
+            "From: a@example.org\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
+        );
+        assert_eq!(whole(text.as_bytes()).0, Some(Encrypted::InlinePgp));
+        assert!(!agrees_in_chunks(text.as_bytes()));
     }
 
     /// A base64-encoded second part holds no armor line as it lies: read whole.

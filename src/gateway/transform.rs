@@ -444,10 +444,11 @@ impl Transform {
                 let mut plaintext: Vec<&[u8]> = vec![&entity_head];
                 plaintext.extend(body.chunks().iter().map(|chunk| &chunk[..]));
                 let plaintext_len: usize = plaintext.iter().map(|p| p.len()).sum();
-                // Room for the packets around the plaintext (PKESKs, AEAD tags) too,
-                // so that a large message is not moved as it grows.
-                let mut binary =
-                    armor::Binary::with_capacity(plaintext_len + plaintext_len / 1024 + 64 * 1024);
+                // Room for the packets around the plaintext too (a PKESK per key, under
+                // 1 KiB even for RSA-4096; a 16-byte tag per 64 KiB), so that a large
+                // message is not moved as it grows.
+                let overhead = plaintext_len / 1024 + 1024 * (certs.len() + 1);
+                let mut binary = armor::Binary::with_capacity(plaintext_len + overhead);
                 pgp::encrypt_into(&mut binary, &plaintext, &certs)?;
                 let (binary, mut tail) = binary.finish();
                 wrapped.extend_from_slice(armor::BEGIN_LINES);

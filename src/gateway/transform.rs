@@ -441,8 +441,9 @@ impl Transform {
                     mime::inner_entity(&head, protect).ok_or(TransformError::Unparseable)?;
                 let (mut wrapped, closing) = mime::pgp_mime_frame(&head, protect)
                     .ok_or(TransformError::Build("PGP/MIME"))?;
+                let pieces: Vec<_> = body.pieces().collect();
                 let mut plaintext: Vec<&[u8]> = vec![&entity_head];
-                plaintext.extend(body.chunks().iter().map(|chunk| &chunk[..]));
+                plaintext.extend(pieces.iter().map(|piece| &piece[..]));
                 let plaintext_len: usize = plaintext.iter().map(|p| p.len()).sum();
                 // Room for the packets around the plaintext too (a PKESK per key, under
                 // 1 KiB even for RSA-4096; a 16-byte tag per 64 KiB), so that a large

@@ -66,15 +66,11 @@ impl Message {
         }
     }
 
-    /// The chunks, in order; together they are the message. Only for a message that
-    /// came in (or was read back) as it is: one made by [`Message::armored`] is written
-    /// with [`Message::pieces`].
-    pub fn chunks(&self) -> &[Bytes] {
-        debug_assert!(
-            self.armor.is_empty(),
-            "an armored message read as raw chunks"
-        );
-        &self.chunks
+    /// The chunks, in order, for a message that came in (or was read back) as it is:
+    /// together they are the message. `None` for one made by [`Message::armored`],
+    /// whose armor exists only as it is written ([`Message::pieces`]).
+    pub fn chunks(&self) -> Option<&[Bytes]> {
+        self.armor.is_empty().then_some(&self.chunks[..])
     }
 
     /// The message in wire form, a piece at a time: what is written to the next hop,
@@ -318,6 +314,8 @@ mod tests {
             expected.extend_from_slice(&head);
             expected.extend_from_slice(&armor::armor_message(&binary));
             expected.extend_from_slice(b"\r\n--b--\r\n");
+            // Its raw chunks are not the message: only its pieces are.
+            assert_eq!(message.chunks().is_none(), len > 0, "{len} bytes");
             let written: Vec<u8> = message.pieces().flat_map(|p| p.into_owned()).collect();
             assert_eq!(written, expected, "{len} bytes");
             assert_eq!(message.to_vec(), expected, "{len} bytes");

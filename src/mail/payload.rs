@@ -136,7 +136,7 @@ fn cut_out(message: &Message) -> Option<Payload<'_>> {
     if boundary.contains(['\r', '\n']) {
         return None;
     }
-    let chunks = Chunks(message.chunks());
+    let chunks = Chunks(message.chunks()?);
     // The BEGIN line, at a line's start in the body; the inside from the next line on.
     let begin = chunks.find(format!("\n{PGP_BEGIN}").as_bytes(), body - 1)?;
     let cut = chunks.find(b"\n", begin + 1 + PGP_BEGIN.len())? + 1;
@@ -172,7 +172,10 @@ fn cut_out(message: &Message) -> Option<Payload<'_>> {
 /// A message's chunks, read as the one sequence of bytes they are.
 /// Whether `needle` is anywhere in `message`, across its chunks too.
 pub(super) fn contains(message: &Message, needle: &[u8]) -> bool {
-    Chunks(message.chunks()).find(needle, 0).is_some()
+    match message.chunks() {
+        Some(chunks) => Chunks(chunks).find(needle, 0).is_some(),
+        None => memchr::memmem::find(&message.to_vec(), needle).is_some(),
+    }
 }
 
 struct Chunks<'m>(&'m [bytes::Bytes]);

@@ -194,7 +194,7 @@ fn may_carry_keys(message: &Message) -> bool {
     // before it.
     const OVERLAP: usize = 32;
     let mut tail: Vec<u8> = Vec::new();
-    for chunk in message.chunks() {
+    for chunk in message.pieces() {
         let head = &chunk[..chunk.len().min(OVERLAP)];
         tail.extend_from_slice(head);
         if MARKERS.is_match(&tail[..]) || MARKERS.is_match(&chunk[..]) {

@@ -467,7 +467,7 @@ fn a_malformed_date_cannot_keep_the_subject_out_of_protection() {
         Content-Type: text/plain\r\n\r\nbody\r\n";
     let armored =
         b"-----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA0fcZ7XLgmf2\r\n-----END PGP MESSAGE-----\r\n";
-    let out = sealgate::mail::mime::pgp_mime(raw, armored, true).unwrap();
+    let out = sealgate::mail::wrap::pgp_mime(raw, armored, true).unwrap();
     let header = next_hop_header(&out);
     assert!(
         header.contains(&"Subject: ...".to_string())

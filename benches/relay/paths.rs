@@ -121,7 +121,7 @@ impl Keys {
         entity.extend_from_slice(&plain[body_at..]);
         let armored = sealgate::crypto::pgp::encrypt(&entity, std::slice::from_ref(&self.sckm))
             .expect("encrypt to the SCKM user");
-        sealgate::mail::mime::pgp_mime(&plain, &armored, false).expect("PGP/MIME")
+        sealgate::mail::wrap::pgp_mime(&plain, &armored, false).expect("PGP/MIME")
     }
 }
 

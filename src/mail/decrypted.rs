@@ -12,7 +12,8 @@ use bytes::Bytes;
 use mail_parser::MessageParser;
 
 use super::message::Message;
-use super::mime::{Cut, Encrypted, PGP_BEGIN, PGP_END, boundary, crlf, field_name};
+use super::mime::{Cut, Encrypted, PGP_BEGIN, PGP_END, crlf, field_name};
+use super::wrap::boundary;
 
 /// Signatures that were inside the encrypted message (see `crypto::pgp::Signed`).
 #[derive(Debug, Clone, Copy)]
@@ -355,7 +356,7 @@ fn has_header_block(text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::mime::pgp_mime;
+    use crate::mail::wrap::pgp_mime;
 
     const PLAIN: &[u8] = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: Secret plans\r\nMIME-Version: 1.0\r\n\r\nbody line\r\n";
 
@@ -488,11 +489,11 @@ mod tests {
     #[test]
     fn decrypted_message_is_decrypted_in_every_shape() {
         let pgp = pgp_mime(PLAIN, b"x", true).unwrap();
-        let smime = crate::mail::mime::smime_enveloped(
+        let smime = crate::mail::wrap::smime_enveloped(
             PLAIN,
             b"\x30\x00",
             false,
-            crate::mail::mime::SmimeType::EnvelopedData,
+            crate::mail::wrap::SmimeType::EnvelopedData,
         )
         .unwrap();
         let inline = b"From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nabc\r\n-----END PGP MESSAGE-----\r\nbye\r\n";

@@ -1,6 +1,6 @@
 //! The values every stage of the gateway shares, with no I/O: which way a message
 //! travels, its envelope, the message itself, its MIME structure as far as encryption
-//! cares (and where the ciphertext of an encrypted one lies), domain names as the config gives them, and the one rule of who is internal.
+//! cares (and where the ciphertext of an encrypted one lies), the encrypted message we write, domain names as the config gives them, and the one rule of who is internal.
 
 pub mod authentication;
 pub mod decrypted;
@@ -10,6 +10,7 @@ pub mod internal;
 pub mod message;
 pub mod mime;
 pub mod payload;
+pub mod wrap;
 
 pub use internal::InternalDomains;
 

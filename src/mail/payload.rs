@@ -308,7 +308,7 @@ mod tests {
     const ARMORED: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\nComment: GPGTools - https://gpgtools.org\r\n\r\nhQEMA1qq1Ha3/w2B\r\nAQf/aaaa\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n";
 
     fn pgp_mime(armored: &[u8]) -> Vec<u8> {
-        mime::pgp_mime(
+        crate::mail::wrap::pgp_mime(
             b"From: a@example.org\r\nTo: b@example.com\r\nSubject: x\r\n\r\nbody\r\n",
             armored,
             false,

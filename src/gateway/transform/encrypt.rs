@@ -10,7 +10,7 @@ use crate::crypto::{pgp, smime};
 use crate::keys::{KeyEntry, KeyKind};
 use crate::mail::envelope::Envelope;
 use crate::mail::message::Message;
-use crate::mail::mime;
+use crate::mail::wrap;
 use crate::smtp::reply;
 
 impl Transform {
@@ -93,8 +93,8 @@ impl Transform {
                 // binary: it is armored as it is written out.
                 let (head, body) = message.split_head();
                 let entity_head =
-                    mime::inner_entity(&head, protect).ok_or(TransformError::Unparseable)?;
-                let (mut wrapped, closing) = mime::pgp_mime_frame(&head, protect)
+                    wrap::inner_entity(&head, protect).ok_or(TransformError::Unparseable)?;
+                let (mut wrapped, closing) = wrap::pgp_mime_frame(&head, protect)
                     .ok_or(TransformError::Build("PGP/MIME"))?;
                 let pieces: Vec<_> = body.pieces().collect();
                 let mut plaintext: Vec<&[u8]> = vec![&entity_head];
@@ -115,7 +115,7 @@ impl Transform {
                 // The CMS builder takes the content in one piece.
                 let raw = message.to_vec();
                 let raw = &raw[..];
-                let entity = mime::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
+                let entity = wrap::inner_entity(raw, protect).ok_or(TransformError::Unparseable)?;
                 let certs = members
                     .iter()
                     .zip(&material)
@@ -126,14 +126,14 @@ impl Transform {
                 let (der, smime_type) = match content {
                     SmimeContent::Cbc => (
                         smime::encrypt(&entity, &certs)?,
-                        mime::SmimeType::EnvelopedData,
+                        wrap::SmimeType::EnvelopedData,
                     ),
                     SmimeContent::Gcm => (
                         smime::encrypt_authenticated(&entity, &certs)?,
-                        mime::SmimeType::AuthEnvelopedData,
+                        wrap::SmimeType::AuthEnvelopedData,
                     ),
                 };
-                mime::smime_enveloped(raw, &der, protect, smime_type)
+                wrap::smime_enveloped(raw, &der, protect, smime_type)
                     .map(Message::new)
                     .ok_or(TransformError::Build("S/MIME"))
             }

@@ -185,10 +185,7 @@ pub fn encrypted_message(message: &Message) -> Option<Encrypted> {
         return encrypted(&message.to_vec());
     }
     let headers = MessageParser::default().parse_headers(&head)?;
-    if headers
-        .header_raw("Content-Transfer-Encoding")
-        .is_some_and(|cte| cte.trim().eq_ignore_ascii_case("base64"))
-    {
+    if base64_body(&headers) {
         return encrypted(&message.to_vec());
     }
     encrypted_in(&headers)
@@ -198,14 +195,20 @@ pub fn encrypted_message(message: &Message) -> Option<Encrypted> {
 /// only).
 fn parsed_for_kind(raw: &[u8]) -> Option<(mail_parser::Message<'_>, bool)> {
     let headers = MessageParser::default().parse_headers(raw)?;
-    let may_be_inline = memchr::memmem::find(raw, PGP_BEGIN.as_bytes()).is_some()
-        || headers
-            .header_raw("Content-Transfer-Encoding")
-            .is_some_and(|cte| cte.trim().eq_ignore_ascii_case("base64"));
+    let may_be_inline =
+        memchr::memmem::find(raw, PGP_BEGIN.as_bytes()).is_some() || base64_body(&headers);
     if may_be_inline {
         return Some((MessageParser::default().parse(raw)?, true));
     }
     Some((headers, false))
+}
+
+/// Whether the top-level body is base64, where an armor line cannot be seen until it is
+/// decoded.
+fn base64_body(headers: &mail_parser::Message<'_>) -> bool {
+    headers
+        .header_raw("Content-Transfer-Encoding")
+        .is_some_and(|cte| cte.trim().eq_ignore_ascii_case("base64"))
 }
 
 /// [`encrypted`], for a message already parsed.

@@ -587,6 +587,30 @@ fn openssl_opens(path: &str, key: &SmimeKey) -> Vec<u8> {
     ])
 }
 
+/// Bytes no sender encrypts: not a MIME entity, and not text.
+const NOISE: [u8; 35] = *b"\x8f\x01\xc3\x28\x00\x9a\xe2\x82 noise from a random key \x07\xff";
+
+/// `plaintext` encrypted by `openssl cms` to `key`'s certificate, as DER.
+fn openssl_encrypt_to(key: &SmimeKey, plaintext: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, plaintext).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "cms", "-encrypt", "-binary", "-aes256", "-outform", "DER", "-in",
+        ])
+        .arg(&input)
+        .arg(corpus(key.cert))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A bare CMS EnvelopedData (DER) as an S/MIME message to `to`.
 fn smime_message(name: &str, to: &str, der: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -863,6 +887,17 @@ async fn undecryptable_mail_and_mail_for_users_without_keys_arrive_as_sent() {
             "S/MIME with a garbled line",
             NSS_BOB.address,
             corrupt(&smime, "\r\n\r\n"),
+        ),
+        // What a wrong key that names Bob's certificate opens one time in 256 (RFC 3218
+        // random content key, valid CBC padding): noise, which is no message to deliver.
+        (
+            "S/MIME whose content is noise",
+            NSS_BOB.address,
+            smime_message(
+                "noise",
+                NSS_BOB.address,
+                &openssl_encrypt_to(&NSS_BOB, &NOISE),
+            ),
         ),
         // Signed outside, encrypted inside (Thunderbird): not enveloped-data at the top,
         // so not for the gateway to open; it goes on as it came.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use mail_parser::MessageParser;
 
 use super::message::Message;
-use super::mime::{Cut, Encrypted, PGP_BEGIN, PGP_END, crlf, field_name};
+use super::mime::{Cut, Encrypted, PGP_BEGIN, PGP_END, crlf, field_name, has_header_block};
 use super::wrap::boundary;
 
 /// Signatures that were inside the encrypted message (see `crypto::pgp::Signed`).
@@ -331,28 +331,6 @@ fn as_entity(plaintext: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(entity)
 }
 
-/// Whether `text` (CRLF) starts with header fields ending in an empty line: every line
-/// before it a `name: value` field (RFC 5322 §2.2) or the folded continuation of one.
-fn has_header_block(text: &[u8]) -> bool {
-    let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let mut first = true;
-    for line in text[..end].split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        let field = line
-            .iter()
-            .position(|&b| b == b':')
-            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|&b| b.is_ascii_graphic()));
-        if !(field || (continuation && !first)) {
-            return false;
-        }
-        first = false;
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,15 +340,6 @@ mod tests {
 
     fn text(bytes: &[u8]) -> String {
         String::from_utf8_lossy(bytes).into_owned()
-    }
-
-    #[test]
-    fn header_blocks() {
-        assert!(has_header_block(
-            b"Content-Type: text/plain;\r\n charset=x\r\n\r\nbody"
-        ));
-        assert!(!has_header_block(b"Hello world\r\n\r\nbody"));
-        assert!(!has_header_block(b" folded first\r\n\r\n"));
     }
 
     /// Clients that hide the Subject without marking the entity `protected-headers`:

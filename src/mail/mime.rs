@@ -287,6 +287,35 @@ fn in_place<'x>(part: &mail_parser::MessagePart<'x>) -> Cow<'x, [u8]> {
     }
 }
 
+/// Whether `text` starts with header fields ending in an empty line, as a MIME entity
+/// with fields does: every line before it a `name: value` field (RFC 5322 §2.2) or the
+/// folded continuation of one. Lines may end in CRLF or, as some clients encrypt them,
+/// a bare LF.
+pub fn has_header_block(text: &[u8]) -> bool {
+    let mut first = true;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        // The last line has no end: no empty line follows it.
+        let Some(line) = line.strip_suffix(b"\n") else {
+            return false;
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return !first;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        let field = line
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|&b| b.is_ascii_graphic()));
+        if !(field || (continuation && !first)) {
+            return false;
+        }
+        first = false;
+    }
+    // No empty line: a header without a body is no entity we can place.
+    false
+}
+
 /// Line ends made CRLF, as DATA makes them ([`crate::smtp::data`]): a bare LF
 /// (OpenSSL and some clients encrypt LF text; files saved by mail clients often have LF
 /// line ends) and a bare CR each become CRLF. A bare CR left in a decrypted header is
@@ -328,6 +357,21 @@ mod tests {
     }
 
     const PLAIN: &[u8] = b"Received: from x\r\n\tby y; Mon, 1 Jan 2026 00:00:00 +0000\r\nFrom: a@example.com\r\nTo: b@example.org\r\nSubject: Secret plans\r\nMIME-Version: 1.0\r\nContent-Type: text/plain;\r\n charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nbody line\r\n";
+
+    #[test]
+    fn header_blocks() {
+        assert!(has_header_block(
+            b"Content-Type: text/plain;\r\n charset=x\r\n\r\nbody"
+        ));
+        assert!(has_header_block(b"Content-Type: text/plain\n\nLF text"));
+        assert!(has_header_block(b"Subject: no body\r\n\r\n"));
+        assert!(!has_header_block(b"Hello world\r\n\r\nbody"));
+        assert!(!has_header_block(b" folded first\r\n\r\n"));
+        assert!(!has_header_block(b"\r\nan empty header"));
+        assert!(!has_header_block(b"Subject: never ends\r\n"));
+        assert!(!has_header_block(b": no name\r\n\r\n"));
+        assert!(!has_header_block(b"Bad name: x\r\n\r\n"));
+    }
 
     #[test]
     fn cuts_fields_exactly() {

@@ -24,6 +24,7 @@ use super::auth_enveloped::Gcm;
 use super::key_transport::{RsaPadding, rsa_decrypt};
 use super::{SmimeKey, fingerprint, malformed};
 use crate::crypto::{CryptoError, Decrypted, MAX_PLAINTEXT, ber};
+use crate::mail::mime::has_header_block;
 
 /// The largest message we try to open: the plaintext limit plus room for the envelope.
 const MAX_MESSAGE: usize = MAX_PLAINTEXT + 1024 * 1024;
@@ -155,12 +156,39 @@ impl Protection<'_> {
     /// The plaintext, or what went wrong, as in "the content {} with certificate X".
     fn open(&self, key: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, &'static str> {
         match self {
-            Protection::Cbc(cipher) => cipher.decrypt(key, ciphertext).ok_or("does not decrypt"),
+            Protection::Cbc(cipher) => {
+                let plaintext = cipher.decrypt(key, ciphertext).ok_or("does not decrypt")?;
+                // A wrong RSA key goes on with a random content key (RFC 3218 §2.3), and
+                // CBC then finds valid padding about one time in 256: noise. S/MIME's
+                // content is a MIME entity (RFC 8551 §3.1) or at least text, which noise
+                // is not, so noise fails here like any wrong key, and is never delivered
+                // as the message. The sender learns nothing from it: both failures look
+                // the same to it, and the recipient gets the message as it arrived.
+                if !is_content(&plaintext) {
+                    return Err("does not decrypt to a MIME entity or text");
+                }
+                Ok(plaintext)
+            }
             Protection::Gcm(gcm, auth) => gcm
                 .open(key, ciphertext, &auth.aad, &auth.tag)
                 .ok_or("fails its integrity check"),
         }
     }
+}
+
+/// Whether `content` can be what was encrypted: a MIME entity (RFC 8551 §3.1), with
+/// header fields or with an empty header; or, as OpenSSL sends without `-text` (as in
+/// Thunderbird's interop messages), bare text: UTF-8 with no control characters but
+/// tab, form feed and line ends, which the delivered message then labels as such.
+/// Noise is neither: for its shortest, 15 bytes, about one time in 10^5.
+fn is_content(content: &[u8]) -> bool {
+    has_header_block(content)
+        || content.starts_with(b"\r\n")
+        || std::str::from_utf8(content).is_ok_and(|text| {
+            !text
+                .chars()
+                .any(|c| c.is_control() && !"\t\x0c\r\n".contains(c))
+        })
 }
 
 /// The DER elements one after another in `bytes`, at most `max` of them.

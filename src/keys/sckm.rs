@@ -87,7 +87,7 @@ pub fn candidates(
                 .to_der()
                 .map_err(|e| Refusal(format!("certificate cannot be encoded: {e}")))?;
             let fingerprint = material::x509_fingerprint(&der);
-            let sealed = sealer.seal(&fingerprint, &key.private_key);
+            let sealed = sealer.seal(&fingerprint, key.private_key.pkcs8());
             let validity = &key.cert.tbs_certificate.validity;
             for address in material::x509_addresses(&key.cert) {
                 candidates.push(Candidate {

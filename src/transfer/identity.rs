@@ -144,7 +144,7 @@ impl Identity {
     pub fn decryption_key(&self) -> Result<SmimeKey, TransferError> {
         Ok(SmimeKey {
             cert: self.cert.clone(),
-            private_key: self.key_pkcs8()?,
+            private_key: self.key_pkcs8()?.into(),
         })
     }
 

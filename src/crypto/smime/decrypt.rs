@@ -544,7 +544,7 @@ fn kari_unwrap(
         .as_bytes()
         .ok_or_else(|| malformed("originator key is not whole bytes"))?;
     let z = curve
-        .agree_static(&key.private_key, ephemeral)
+        .agree_static(key.private_key.pkcs8(), ephemeral)
         .map_err(|e| match e {
             Some(reason) => CryptoError::Key(reason),
             None => malformed("originator key is not a point on the recipient's curve"),

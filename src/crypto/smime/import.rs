@@ -118,7 +118,7 @@ impl Pieces {
             if imported.iter().all(|k| fingerprint(&k.cert) != fpr) {
                 imported.push(SmimeKey {
                     cert: cert.clone(),
-                    private_key: key,
+                    private_key: key.into(),
                 });
             }
         }

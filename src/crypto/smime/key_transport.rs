@@ -9,7 +9,7 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use zeroize::Zeroizing;
 
 use super::algorithms::Hash;
-use super::malformed;
+use super::{PrivateKey, malformed};
 use crate::crypto::CryptoError;
 
 /// RSA key transport padding, from the KeyTransRecipientInfo's algorithm.
@@ -80,18 +80,33 @@ impl RsaPadding {
     }
 }
 
+/// An RSA private key as OpenSSL holds it (its Montgomery and blinding values are made
+/// with the first operation and kept too).
+#[cfg(feature = "crypto-openssl")]
+pub(super) type RsaKey = openssl::pkey::PKey<openssl::pkey::Private>;
+
+/// The RSA key in PKCS#8 DER, or why it is none.
+#[cfg(feature = "crypto-openssl")]
+pub(super) fn rsa_key(pkcs8: &[u8]) -> Result<RsaKey, String> {
+    use openssl::pkey::{Id, PKey};
+    let key = PKey::private_key_from_pkcs8(pkcs8).map_err(|e| format!("private key: {e}"))?;
+    if key.id() != Id::RSA {
+        return Err("not an RSA private key".into());
+    }
+    Ok(key)
+}
+
 /// RSA-decrypts a wrapped content key with OpenSSL, whose PKCS#1 v1.5 and OAEP checks run
 /// in constant time. `Ok(None)` when the padding does not check out; `Err` when our key
 /// is unusable.
 #[cfg(feature = "crypto-openssl")]
 pub(super) fn rsa_decrypt(
-    pkcs8: &[u8],
+    key: &PrivateKey,
     padding: &RsaPadding,
     wrapped: &[u8],
 ) -> Result<Option<Zeroizing<Vec<u8>>>, CryptoError> {
     use openssl::encrypt::Decrypter;
     use openssl::hash::MessageDigest;
-    use openssl::pkey::{Id, PKey};
     use openssl::rsa::Padding;
 
     fn md(hash: Hash) -> MessageDigest {
@@ -105,12 +120,7 @@ pub(super) fn rsa_decrypt(
     }
     let internal = |e: openssl::error::ErrorStack| CryptoError::Internal(e.to_string());
 
-    let key = PKey::private_key_from_pkcs8(pkcs8)
-        .map_err(|e| CryptoError::Key(format!("private key: {e}")))?;
-    if key.id() != Id::RSA {
-        return Err(CryptoError::Key("not an RSA private key".into()));
-    }
-    let mut decrypter = Decrypter::new(&key).map_err(internal)?;
+    let mut decrypter = Decrypter::new(key.rsa()?).map_err(internal)?;
     match padding {
         RsaPadding::Pkcs1 => decrypter
             .set_rsa_padding(Padding::PKCS1)
@@ -141,6 +151,17 @@ pub(super) fn rsa_decrypt(
     }
 }
 
+/// An RSA private key as rsa 0.9 holds it, with its CRT values.
+#[cfg(not(feature = "crypto-openssl"))]
+pub(super) type RsaKey = rsa::RsaPrivateKey;
+
+/// The RSA key in PKCS#8 DER, or why it is none.
+#[cfg(not(feature = "crypto-openssl"))]
+pub(super) fn rsa_key(pkcs8: &[u8]) -> Result<RsaKey, String> {
+    use rsa::pkcs8::DecodePrivateKey;
+    rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| format!("RSA private key: {e}"))
+}
+
 /// RSA-decrypts a wrapped content key with rsa 0.9, for builds without OpenSSL.
 ///
 /// Timing advisory RUSTSEC-2023-0071 ("Marvin"): rsa 0.9's decryption is not constant
@@ -149,12 +170,11 @@ pub(super) fn rsa_decrypt(
 /// [`Slot::unwrap`](super::decrypt::Slot::unwrap) narrow it; the `crypto-openssl` build closes it.
 #[cfg(not(feature = "crypto-openssl"))]
 pub(super) fn rsa_decrypt(
-    pkcs8: &[u8],
+    key: &PrivateKey,
     padding: &RsaPadding,
     wrapped: &[u8],
 ) -> Result<Option<Zeroizing<Vec<u8>>>, CryptoError> {
     use rand::rngs::OsRng;
-    use rsa::pkcs8::DecodePrivateKey;
     use rsa::sha2::digest::DynDigest;
 
     fn boxed(hash: Hash) -> Box<dyn DynDigest + Send + Sync> {
@@ -167,8 +187,7 @@ pub(super) fn rsa_decrypt(
         }
     }
 
-    let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-        .map_err(|e| CryptoError::Key(format!("RSA private key: {e}")))?;
+    let key = key.rsa()?;
     let result = match padding {
         RsaPadding::Pkcs1 => key.decrypt_blinded(&mut OsRng, rsa::Pkcs1v15Encrypt, wrapped),
         RsaPadding::Oaep {

@@ -168,7 +168,7 @@ impl Transform {
                 .filter_map(|c| x509_cert::Certificate::from_der(&c.der).ok())
                 .map(|cert| smime::SmimeKey {
                     cert,
-                    private_key: secret.clone(),
+                    private_key: secret.clone().into(),
                 })
                 .collect());
         }
@@ -194,7 +194,7 @@ impl Transform {
                 if let Ok(private_key) = crate::org::ca::pkcs8_of_openpgp_secret(&secret) {
                     keys.push(smime::SmimeKey {
                         cert: cert.clone(),
-                        private_key,
+                        private_key: private_key.into(),
                     });
                 }
             }
@@ -226,21 +226,31 @@ impl Transform {
                 Ok((opened.decrypted, opened.signed))
             }
             KeyKind::Smime => {
-                let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
                 let material = self.material(entry)?;
-                let cert = x509_cert::Certificate::from_der(&material).map_err(|e| {
-                    TransformError::BadMaterial {
-                        fingerprint: entry.fingerprint.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                let key = smime::SmimeKey {
-                    cert,
-                    private_key: zeroize::Zeroizing::new(secret.to_vec()),
-                };
+                // Kept while both the sealed secret and the certificate stay the same.
+                let held = [&sealed[..], &material[..]].concat();
+                let key = self
+                    .prepared
+                    .smime_secrets
+                    .get(&entry.fingerprint, &held, |_| {
+                        let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
+                        let cert = x509_cert::Certificate::from_der(&material).map_err(|e| {
+                            TransformError::BadMaterial {
+                                fingerprint: entry.fingerprint.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        Ok::<_, TransformError>(smime::SmimeKey {
+                            cert,
+                            private_key: zeroize::Zeroizing::new(secret.to_vec()).into(),
+                        })
+                    })?;
                 // An S/MIME signature is inside the decrypted content (signed-data or
                 // multipart/signed), and travels with it.
-                Ok((smime::decrypt(&joined(ciphertext), &[key])?, None))
+                Ok((
+                    smime::decrypt(&joined(ciphertext), std::slice::from_ref(&*key))?,
+                    None,
+                ))
             }
         }
     }

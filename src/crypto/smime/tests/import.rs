@@ -24,10 +24,7 @@ fn import_accepts_pem_certificate_with_each_key_format() {
     );
     assert!(pkcs1.starts_with(b"-----BEGIN RSA PRIVATE KEY"));
     let keys = import_sckm(&[read(&rsa.cert), pkcs1].concat(), None).unwrap();
-    assert_eq!(
-        keys[0].private_key.as_slice(),
-        rsa.sckm().private_key.as_slice()
-    );
+    assert_eq!(keys[0].private_key.pkcs8(), rsa.sckm().private_key.pkcs8());
     let sec1 = openssl(d, &["ec", "-in", ec.key.to_str().unwrap()]);
     assert!(sec1.starts_with(b"-----BEGIN EC PRIVATE KEY"));
     let keys = import_sckm(&[read(&ec.cert), sec1].concat(), None).unwrap();

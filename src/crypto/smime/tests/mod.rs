@@ -541,3 +541,30 @@ fn corpus(path: &str) -> PathBuf {
 mod auth_enveloped;
 mod corpus;
 mod import;
+
+#[test]
+fn a_key_kept_between_messages_decodes_its_rsa_key_once() {
+    let dir = TempDir::new().unwrap();
+    let bob = Party::encryption(dir.path(), "bob", "rsa");
+    let key = bob.sckm();
+    assert!(key.private_key.rsa.get().is_none(), "decoded before use");
+    for _ in 0..2 {
+        let message = encrypt(ENTITY, &[bob.certificate()]).unwrap();
+        let opened = decrypt(&message, std::slice::from_ref(&key)).unwrap();
+        assert_eq!(opened.plaintext, ENTITY);
+        assert!(matches!(key.private_key.rsa.get(), Some(Ok(_))), "not kept");
+    }
+    // A key that is no RSA key says so, each time it is asked.
+    let ec = Party::encryption(dir.path(), "carol", "P-256").sckm();
+    let wrong = SmimeKey {
+        cert: bob.certificate(),
+        private_key: ec.private_key,
+    };
+    let message = encrypt(ENTITY, &[bob.certificate()]).unwrap();
+    for _ in 0..2 {
+        match decrypt(&message, std::slice::from_ref(&wrong)) {
+            Err(CryptoError::Key(reason)) => assert!(reason.contains("RSA"), "{reason}"),
+            other => panic!("expected a key error, got {other:?}"),
+        }
+    }
+}

@@ -35,6 +35,9 @@ pub struct Prepared {
     /// as `secrets` are. OpenSSL decodes the RSA key from PKCS#8 once, on first use
     /// ([`smime::PrivateKey`]): 60 % of an RSA-2048 decryption when done per message.
     pub smime_secrets: ByMaterial<smime::SmimeKey>,
+    /// The S/MIME keys of the certificates the org certificate issued for SCKM keys,
+    /// keyed by the sealed secret and those certificates, held as `secrets` are.
+    pub issued_smime: ByMaterial<Vec<smime::SmimeKey>>,
 }
 
 /// Certs held at most; past it, the map starts over (a gateway that encrypts to more
@@ -51,6 +54,7 @@ impl Default for Prepared {
             certs: ByMaterial::new(PARSED_CERTS, None),
             secrets: ByMaterial::new(OPENED_SECRETS, Some(SECRET_AGE)),
             smime_secrets: ByMaterial::new(OPENED_SECRETS, Some(SECRET_AGE)),
+            issued_smime: ByMaterial::new(OPENED_SECRETS, Some(SECRET_AGE)),
         }
     }
 }
@@ -62,6 +66,17 @@ impl Prepared {
             openpgp::Cert::from_bytes(material).map_err(|e| e.to_string())
         })
     }
+}
+
+/// Material made of several parts, as one key for [`ByMaterial`]: each part after its
+/// length, so that no other parts give the same bytes.
+pub fn parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 /// Values made from key material, by fingerprint, each used while the material is the

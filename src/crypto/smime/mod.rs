@@ -48,7 +48,7 @@ mod strict;
 mod tests;
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use der::Encode;
 use x509_cert::Certificate;
@@ -72,34 +72,43 @@ pub struct SmimeKey {
 }
 
 /// A private key as PKCS#8 DER, and its RSA key as the decryption backend holds it,
-/// made from the DER the first time it is used and kept with it. OpenSSL 3's PKCS#8
-/// decoder costs more than the RSA operation itself (perf: 60 % of an RSA-2048
-/// decryption), so a key kept between messages is decoded once.
+/// made from the DER the first time it is used and kept with it; clones share both.
+/// OpenSSL 3's PKCS#8 decoder costs more than the RSA operation itself (perf: 60 % of
+/// an RSA-2048 decryption), so a key kept between messages is decoded once.
 #[derive(Clone)]
-pub struct PrivateKey {
+pub struct PrivateKey(Arc<Decoded>);
+
+struct Decoded {
     pkcs8: Zeroizing<Vec<u8>>,
     rsa: OnceLock<Result<RsaKey, String>>,
 }
 
 impl PrivateKey {
     pub fn new(pkcs8: Zeroizing<Vec<u8>>) -> PrivateKey {
-        PrivateKey {
+        PrivateKey(Arc::new(Decoded {
             pkcs8,
             rsa: OnceLock::new(),
-        }
+        }))
     }
 
     /// The key as PKCS#8 DER.
     pub fn pkcs8(&self) -> &[u8] {
-        &self.pkcs8
+        &self.0.pkcs8
     }
 
     /// The RSA key, decoded now unless it was before; an error when it is none.
     fn rsa(&self) -> Result<&RsaKey, CryptoError> {
-        self.rsa
-            .get_or_init(|| key_transport::rsa_key(&self.pkcs8))
+        self.0
+            .rsa
+            .get_or_init(|| key_transport::rsa_key(&self.0.pkcs8))
             .as_ref()
             .map_err(|e| CryptoError::Key(e.clone()))
+    }
+
+    /// Whether the RSA key has been decoded (for tests).
+    #[cfg(test)]
+    fn decoded(&self) -> Option<bool> {
+        self.0.rsa.get().map(Result::is_ok)
     }
 }
 

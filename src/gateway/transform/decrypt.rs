@@ -1,11 +1,13 @@
 //! Decryption for the transform: each recipient's copy opened with their own SCKM keys
 //! (or the S/MIME keys the organization certificate issued them), and what it came to.
 
+use std::sync::Arc;
+
 use der::Decode;
 
 use super::{Buckets, Group, Opened, Transform, TransformError, put};
 use crate::crypto::{self, pgp, smime};
-use crate::gateway::marks;
+use crate::gateway::{marks, prepared};
 use crate::keys::{KeyEntry, KeyKind};
 use crate::mail::decrypted::{self, KeptSignature};
 use crate::mail::envelope::Envelope;
@@ -146,8 +148,12 @@ impl Transform {
     /// The S/MIME keys of an SCKM entry from the org certificate: each certificate it
     /// issued for the entry (expired ones too, for mail still on its way), with the
     /// secret of the key it carries: an S/MIME entry's own key, or the OpenPGP secret
-    /// subkey whose public key it is.
-    fn issued_smime_keys(&self, entry: &KeyEntry) -> Result<Vec<smime::SmimeKey>, TransformError> {
+    /// subkey whose public key it is. Made once while the sealed secret and the issued
+    /// certificates stay the same ([`Prepared`](crate::gateway::prepared::Prepared)).
+    fn issued_smime_keys(
+        &self,
+        entry: &KeyEntry,
+    ) -> Result<Arc<Vec<smime::SmimeKey>>, TransformError> {
         let issued: Vec<_> = self
             .org
             .issued_to(&entry.address)?
@@ -155,51 +161,23 @@ impl Transform {
             .filter(|c| c.fingerprint == entry.fingerprint)
             .collect();
         if issued.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Arc::default());
         }
         let sealed = self
             .keys
             .sealed_secret(&entry.fingerprint)?
             .ok_or_else(|| TransformError::NoSecret(entry.fingerprint.clone()))?;
-        let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
-        if entry.kind == KeyKind::Smime {
-            return Ok(issued
-                .iter()
-                .filter_map(|c| x509_cert::Certificate::from_der(&c.der).ok())
-                .map(|cert| smime::SmimeKey {
-                    cert,
-                    private_key: secret.clone().into(),
-                })
-                .collect());
-        }
-        let tsks = pgp::parse_tsks(&secret)?;
-        let mut keys = Vec::new();
-        for issued in issued {
-            let Ok(cert) = x509_cert::Certificate::from_der(&issued.der) else {
-                continue;
-            };
-            let subkeys = tsks.iter().flat_map(|tsk| tsk.keys().unencrypted_secret());
-            for subkey in subkeys {
-                let public = subkey
-                    .key()
-                    .clone()
-                    .parts_into_public()
-                    .role_into_unspecified();
-                let same = crate::org::ca::spki_of_openpgp(&public)
-                    .is_ok_and(|spki| spki == cert.tbs_certificate.subject_public_key_info);
-                if !same {
-                    continue;
-                }
-                let secret = subkey.key().clone().role_into_unspecified();
-                if let Ok(private_key) = crate::org::ca::pkcs8_of_openpgp_secret(&secret) {
-                    keys.push(smime::SmimeKey {
-                        cert: cert.clone(),
-                        private_key: private_key.into(),
-                    });
-                }
-            }
-        }
-        Ok(keys)
+        let held =
+            prepared::parts(std::iter::once(&sealed[..]).chain(issued.iter().map(|c| &c.der[..])));
+        self.prepared
+            .issued_smime
+            .get(&entry.fingerprint, &held, |_| {
+                let secret = self.sealer.open_sealed(&entry.fingerprint, &sealed)?;
+                let certs = issued
+                    .iter()
+                    .filter_map(|c| x509_cert::Certificate::from_der(&c.der).ok());
+                issued_keys(entry, certs, &secret)
+            })
     }
 
     /// Decrypts with one SCKM key: its sealed secret opened, and for S/MIME its
@@ -228,7 +206,7 @@ impl Transform {
             KeyKind::Smime => {
                 let material = self.material(entry)?;
                 // Kept while both the sealed secret and the certificate stay the same.
-                let held = [&sealed[..], &material[..]].concat();
+                let held = prepared::parts([&sealed[..], &material[..]]);
                 let key = self
                     .prepared
                     .smime_secrets
@@ -254,6 +232,50 @@ impl Transform {
             }
         }
     }
+}
+
+/// `certs`, each with the secret of the key it carries, from `secret`: an S/MIME
+/// entry's own key, or the OpenPGP secret subkey whose public key it is.
+fn issued_keys(
+    entry: &KeyEntry,
+    certs: impl Iterator<Item = x509_cert::Certificate>,
+    secret: &[u8],
+) -> Result<Vec<smime::SmimeKey>, TransformError> {
+    if entry.kind == KeyKind::Smime {
+        // One key, decoded once for all its certificates.
+        let private_key = smime::PrivateKey::new(zeroize::Zeroizing::new(secret.to_vec()));
+        return Ok(certs
+            .map(|cert| smime::SmimeKey {
+                cert,
+                private_key: private_key.clone(),
+            })
+            .collect());
+    }
+    let tsks = pgp::parse_tsks(secret)?;
+    let mut keys = Vec::new();
+    for cert in certs {
+        let subkeys = tsks.iter().flat_map(|tsk| tsk.keys().unencrypted_secret());
+        for subkey in subkeys {
+            let public = subkey
+                .key()
+                .clone()
+                .parts_into_public()
+                .role_into_unspecified();
+            let same = crate::org::ca::spki_of_openpgp(&public)
+                .is_ok_and(|spki| spki == cert.tbs_certificate.subject_public_key_info);
+            if !same {
+                continue;
+            }
+            let secret = subkey.key().clone().role_into_unspecified();
+            if let Ok(private_key) = crate::org::ca::pkcs8_of_openpgp_secret(&secret) {
+                keys.push(smime::SmimeKey {
+                    cert: cert.clone(),
+                    private_key: private_key.into(),
+                });
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// The ciphertext in one piece, for S/MIME (whose ciphertext is one already, so this

@@ -547,12 +547,18 @@ fn a_key_kept_between_messages_decodes_its_rsa_key_once() {
     let dir = TempDir::new().unwrap();
     let bob = Party::encryption(dir.path(), "bob", "rsa");
     let key = bob.sckm();
-    assert!(key.private_key.rsa.get().is_none(), "decoded before use");
+    assert_eq!(key.private_key.decoded(), None, "decoded before use");
+    let clone = key.clone();
     for _ in 0..2 {
         let message = encrypt(ENTITY, &[bob.certificate()]).unwrap();
         let opened = decrypt(&message, std::slice::from_ref(&key)).unwrap();
         assert_eq!(opened.plaintext, ENTITY);
-        assert!(matches!(key.private_key.rsa.get(), Some(Ok(_))), "not kept");
+        assert_eq!(key.private_key.decoded(), Some(true), "not kept");
+        assert_eq!(
+            clone.private_key.decoded(),
+            Some(true),
+            "not shared with a clone"
+        );
     }
     // A key that is no RSA key says so, each time it is asked.
     let ec = Party::encryption(dir.path(), "carol", "P-256").sckm();

@@ -6,7 +6,6 @@
 //! new values are encoded by mail-builder (RFC 2047 where they are not ASCII).
 
 use mail_builder::headers::{Header, text::Text};
-use mail_parser::MessageParser;
 
 use crate::mail::message::Message;
 use crate::policy::rule::Tags;
@@ -91,7 +90,7 @@ pub fn apply(message: &Message, tags: &Tags, status: Option<&str>) -> Message {
         return message.clone();
     }
     let head = message.header_block(HEAD_LIMIT);
-    let Some(parsed) = MessageParser::default().parse_headers(&head) else {
+    let Some(parsed) = crate::mail::mime::parser().parse_headers(&head) else {
         return message.clone();
     };
     let subject = parsed.subject().map(str::to_string);
@@ -261,7 +260,9 @@ mod tests {
         let message = Message::new("Subject: Grüße [secure]\r\n\r\nhi\r\n".as_bytes());
         let out = text(&apply(&message, &tags(&["[Secure]"], None, &[]), None));
         assert!(out.is_ascii(), "{out}");
-        let parsed = MessageParser::default().parse(out.as_bytes()).unwrap();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(out.as_bytes())
+            .unwrap();
         assert_eq!(parsed.subject(), Some("Grüße"));
         assert!(out.ends_with("\r\n\r\nhi\r\n"));
     }

@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use mail_parser::MessageParser;
 
 use super::message::Message;
 use super::mime::{Cut, Encrypted, PGP_BEGIN, PGP_END, crlf, field_name, has_header_block};
@@ -225,7 +224,7 @@ fn is_placeholder_subject(field: &[u8]) -> bool {
 /// Inline PGP: the outer header, `marker`, and the text with `replacement` in place of
 /// the armored block.
 fn inline(raw: &[u8], outer: &Cut, marker: &str, replacement: &[u8]) -> Option<Vec<u8>> {
-    let text = MessageParser::default()
+    let text = crate::mail::mime::parser()
         .parse(raw)?
         .body_text(0)?
         .into_owned();

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 
 use super::message::Message;
 use super::mime::{self, Encrypted, PGP_BEGIN, PGP_END};
@@ -128,7 +128,7 @@ fn cut_out(message: &Message) -> Option<Payload<'_>> {
         return None;
     }
     // The header decides whether this is worth trying.
-    let headers = MessageParser::default().parse_headers(&head)?;
+    let headers = crate::mail::mime::parser().parse_headers(&head)?;
     if mime::encrypted_in(&headers) != Some(Encrypted::PgpMime) {
         return None;
     }

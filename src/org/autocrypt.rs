@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use mail_parser::MessageParser;
 use openpgp::Cert;
 use openpgp::parse::Parse;
 use openpgp::serialize::SerializeInto;
@@ -61,7 +60,7 @@ pub fn add(
     }
     let sender = crate::keys::address::normalize(sender)?;
     let head = message.header_block(HEAD_LIMIT);
-    let parsed = MessageParser::default().parse_headers(&head)?;
+    let parsed = crate::mail::mime::parser().parse_headers(&head)?;
     if parsed.header("Autocrypt").is_some() {
         return None;
     }

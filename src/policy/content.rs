@@ -2,7 +2,7 @@
 //! whether it is already encrypted or signed, and its attachments. Read once per
 //! message with mail-parser, and only as deep as the policy's conditions need.
 
-use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
+use mail_parser::{HeaderValue, MimeHeaders};
 
 use crate::mail::message::Message;
 use crate::mail::mime::{self, Encrypted};
@@ -59,13 +59,13 @@ impl Content {
         };
         if needs.structure {
             let raw = message.to_vec();
-            if let Some(parsed) = MessageParser::default().parse(&raw) {
+            if let Some(parsed) = crate::mail::mime::parser().parse(&raw) {
                 content.fill_headers(&parsed, &raw);
                 content.fill_structure(&parsed);
             }
         } else if needs.headers {
             let head = message.header_block(HEADER_LIMIT);
-            if let Some(parsed) = MessageParser::default().parse_headers(&head) {
+            if let Some(parsed) = crate::mail::mime::parser().parse_headers(&head) {
                 content.fill_headers(&parsed, &head);
             }
         }

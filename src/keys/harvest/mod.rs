@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use time::OffsetDateTime;
 
 use super::address;
@@ -270,7 +270,7 @@ fn find(
         ));
         return None;
     }
-    let message = MessageParser::default().parse(raw)?;
+    let message = crate::mail::mime::parser().parse(raw)?;
     let from = message
         .from()
         .and_then(|from| from.first())

@@ -595,20 +595,17 @@ fn openssl_encrypt_to(key: &SmimeKey, plaintext: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::write(&input, plaintext).unwrap();
-    let out = std::process::Command::new("openssl")
-        .args([
-            "cms", "-encrypt", "-binary", "-aes256", "-outform", "DER", "-in",
-        ])
-        .arg(&input)
-        .arg(corpus(key.cert))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    openssl(&[
+        "cms",
+        "-encrypt",
+        "-binary",
+        "-aes256",
+        "-outform",
+        "DER",
+        "-in",
+        input.to_str().unwrap(),
+        corpus(key.cert).to_str().unwrap(),
+    ])
 }
 
 /// A bare CMS EnvelopedData (DER) as an S/MIME message to `to`.

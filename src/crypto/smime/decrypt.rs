@@ -179,7 +179,8 @@ impl Protection<'_> {
 /// Whether `content` can be what was encrypted: a MIME entity (RFC 8551 §3.1), with
 /// header fields or with an empty header; or, as OpenSSL sends without `-text` (as in
 /// Thunderbird's interop messages), bare text: UTF-8 with no control characters but
-/// tab, form feed and line ends, which the delivered message then labels as such.
+/// tab, form feed, line ends and escape (ISO-2022-JP's shifts are 7-bit text), which
+/// the delivered message then labels as text.
 /// Noise is neither: for its shortest, 15 bytes, about one time in 10^5.
 fn is_content(content: &[u8]) -> bool {
     has_header_block(content)
@@ -187,7 +188,7 @@ fn is_content(content: &[u8]) -> bool {
         || std::str::from_utf8(content).is_ok_and(|text| {
             !text
                 .chars()
-                .any(|c| c.is_control() && !"\t\x0c\r\n".contains(c))
+                .any(|c| c.is_control() && !"\t\x0c\r\n\x1b".contains(c))
         })
 }
 

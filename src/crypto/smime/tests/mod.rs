@@ -394,6 +394,8 @@ fn content_that_is_neither_an_entity_nor_text_is_refused_as_a_wrong_key() {
         &b"\r\nplain text"[..],
         b"Content-Type: text/plain\n\nLF text\n",
         "bare text, gr\u{fc}\u{df}e\tand a tab\r\n".as_bytes(),
+        // ISO-2022-JP: seven bits, with escape sequences.
+        b"\x1b$B$3$s$K$A$O\x1b(B\r\n",
     ] {
         let message = encrypt(entity, &[bob.certificate()]).unwrap();
         assert_eq!(decrypt(&message, &[bob.sckm()]).unwrap().plaintext, entity);

@@ -413,6 +413,9 @@ struct DecryptionKey {
     /// For RSA, the key as OpenSSL takes it, made once ([`super::rsa`]).
     #[cfg(feature = "crypto-openssl")]
     rsa: Option<super::rsa::CrtRsa>,
+    /// For Curve25519 ECDH, the same ([`super::cv25519`]).
+    #[cfg(feature = "crypto-openssl")]
+    cv25519: Option<super::cv25519::Cv25519>,
 }
 
 /// Every decryption key in `certs`. Expired and revoked keys stay in: an SCKM key that
@@ -431,6 +434,8 @@ fn decryption_keys(certs: &[Cert], policy: &dyn Policy) -> Vec<DecryptionKey> {
                 key: ka.key().clone(),
                 #[cfg(feature = "crypto-openssl")]
                 rsa: super::rsa::CrtRsa::new(ka.key()),
+                #[cfg(feature = "crypto-openssl")]
+                cv25519: super::cv25519::Cv25519::new(ka.key()),
             });
         }
     }
@@ -473,12 +478,16 @@ fn session_keys(
     failed
 }
 
-/// What decrypts a PKESK with `key`: for RSA, OpenSSL with the whole key
-/// ([`super::rsa`]), else sequoia's keypair.
+/// What decrypts a PKESK with `key`: for RSA and Curve25519, OpenSSL with the key set
+/// up once ([`super::rsa`], [`super::cv25519`]), else sequoia's keypair.
 fn decryptor(key: &DecryptionKey) -> Option<Box<dyn Decryptor>> {
     #[cfg(feature = "crypto-openssl")]
     if let Some(rsa) = &key.rsa {
         return Some(Box::new(rsa.clone()));
+    }
+    #[cfg(feature = "crypto-openssl")]
+    if let Some(cv25519) = &key.cv25519 {
+        return Some(Box::new(cv25519.clone()));
     }
     Some(Box::new(key.key.clone().into_keypair().ok()?))
 }

@@ -23,6 +23,7 @@
 //! - `aed`: the AEAD data sequoia does not open here (the LibrePGP AEAD packet, tag 20,
 //!   and SEIPDv2 in EAX): their framing around RustCrypto's OCB and EAX.
 //! - `rsa`: RSA session-key decryption with the whole (CRT) private key.
+//! - `cv25519`: Curve25519 ECDH session-key decryption with the secret key set up once.
 //! - `signatures`: the signatures of a signed and encrypted message, kept in forms the
 //!   recipient's client can verify.
 //! - `import`: SCKM import, and the stored (TSK) form of its keys.
@@ -31,6 +32,8 @@
 
 mod aed;
 pub mod armor;
+#[cfg(feature = "crypto-openssl")]
+mod cv25519;
 mod dearmor;
 mod decrypt;
 mod ecdh;

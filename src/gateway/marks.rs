@@ -90,7 +90,7 @@ pub fn apply(message: &Message, tags: &Tags, status: Option<&str>) -> Message {
         return message.clone();
     }
     let head = message.header_block(HEAD_LIMIT);
-    let Some(parsed) = crate::mail::mime::parser().parse_headers(&head) else {
+    let Some(parsed) = crate::mail::parser::parser().parse_headers(&head) else {
         return message.clone();
     };
     let subject = parsed.subject().map(str::to_string);

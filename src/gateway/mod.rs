@@ -357,7 +357,7 @@ impl Gateway {
             InboundDsn::Never => false,
             InboundDsn::Verified => {
                 let head = message.header_block(256 * 1024);
-                let Some(parsed) = crate::mail::mime::parser().parse_headers(&head) else {
+                let Some(parsed) = crate::mail::parser::parser().parse_headers(&head) else {
                     return false;
                 };
                 let values = parsed

@@ -224,7 +224,7 @@ fn is_placeholder_subject(field: &[u8]) -> bool {
 /// Inline PGP: the outer header, `marker`, and the text with `replacement` in place of
 /// the armored block.
 fn inline(raw: &[u8], outer: &Cut, marker: &str, replacement: &[u8]) -> Option<Vec<u8>> {
-    let text = crate::mail::mime::parser()
+    let text = crate::mail::parser::parser()
         .parse(raw)?
         .body_text(0)?
         .into_owned();

@@ -8,11 +8,11 @@
 //! reports and puts header fields back together, byte for byte where they are kept.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
-use mail_parser::{HeaderName, MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 
 use super::message::Message;
+use super::parser::parser;
 
 /// How a message is already encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,75 +288,6 @@ fn in_place<'x>(part: &mail_parser::MessagePart<'x>) -> Cow<'x, [u8]> {
     }
 }
 
-/// The parser every reading of a message here uses: mail-parser's default parsers,
-/// but for `Received`, which nothing here reads, and which cost more than all other
-/// fields together (2 % of the gateway's CPU for a 4 KiB encrypted message, read five
-/// times on its way): skipped, so it has no value, but its offsets, like every other
-/// field's, are as the default parser gives them.
-pub fn parser() -> &'static MessageParser {
-    use HeaderName::*;
-    static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
-        // The default, spelled out (mail-parser 0.11's `parse_headers`): once one
-        // parser is named, the others are only what the map says.
-        let mut parser = MessageParser::new();
-        let text = [
-            Subject,
-            Comments,
-            ContentDescription,
-            ContentLocation,
-            ContentTransferEncoding,
-        ];
-        for name in text {
-            parser = parser.header_text(name);
-        }
-        let addresses = [
-            From,
-            To,
-            Cc,
-            Bcc,
-            ReplyTo,
-            Sender,
-            ResentTo,
-            ResentFrom,
-            ResentBcc,
-            ResentCc,
-            ResentSender,
-            ListArchive,
-            ListHelp,
-            ListId,
-            ListOwner,
-            ListPost,
-            ListSubscribe,
-            ListUnsubscribe,
-        ];
-        for name in addresses {
-            parser = parser.header_address(name);
-        }
-        for name in [Date, ResentDate] {
-            parser = parser.header_date(name);
-        }
-        let ids = [
-            MessageId,
-            References,
-            InReplyTo,
-            ReturnPath,
-            ContentId,
-            ResentMessageId,
-        ];
-        for name in ids {
-            parser = parser.header_id(name);
-        }
-        for name in [Keywords, ContentLanguage] {
-            parser = parser.header_comma_separated(name);
-        }
-        for name in [ContentType, ContentDisposition] {
-            parser = parser.header_content_type(name);
-        }
-        parser.header_raw(MimeVersion).ignore_header(Received)
-    });
-    &PARSER
-}
-
 /// Whether `text` starts with header fields ending in an empty line, as a MIME entity
 /// with fields does: every line before it a `name: value` field (RFC 5322 §2.2) or the
 /// folded continuation of one. Lines may end in CRLF or, as some clients encrypt them,
@@ -427,71 +358,6 @@ mod tests {
     }
 
     const PLAIN: &[u8] = b"Received: from x\r\n\tby y; Mon, 1 Jan 2026 00:00:00 +0000\r\nFrom: a@example.com\r\nTo: b@example.org\r\nSubject: Secret plans\r\nMIME-Version: 1.0\r\nContent-Type: text/plain;\r\n charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nbody line\r\n";
-
-    /// [`parser`] reads every message as mail-parser's default does, field for field
-    /// and part for part, but for the value of `Received`.
-    #[test]
-    fn the_parser_is_the_default_but_for_received() {
-        use mail_parser::{HeaderValue, MessageParser};
-        let mut messages: Vec<Vec<u8>> = vec![
-            PLAIN.to_vec(),
-            b"Received: from a\r\n\tby b; Mon, 1 Jan 2026 00:00:00 +0000\r\nReceived: x\r\n "
-                .to_vec(),
-            b"Received:\n\t".to_vec(),
-            b"Received: (comment (nested) ) from [1.2.3.4] by x with ESMTP id y; garbage\r\n\
-              Subject: =?utf-8?q?caf=C3=A9?=\r\nMessage-ID: <a@b>\r\nDate: nonsense\r\n\
-              Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n\
-              Content-Type: message/rfc822\r\n\r\nReceived: inner\r\n\tfolded\r\n\
-              From: a@b\r\n\r\nbody\r\n--X--\r\n"
-                .to_vec(),
-        ];
-        let mut dirs = vec![std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata"
-        ))];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "eml") {
-                    messages.push(std::fs::read(&path).unwrap());
-                }
-            }
-        }
-        assert!(messages.len() > 20, "the test messages were not found");
-        fn strip<'x>(value: &HeaderValue<'x>) -> HeaderValue<'x> {
-            match value {
-                HeaderValue::Received(_) => HeaderValue::Empty,
-                other => other.clone(),
-            }
-        }
-        for raw in &messages {
-            let ours = parser().parse(raw);
-            let theirs = MessageParser::default().parse(raw);
-            let (Some(ours), Some(theirs)) = (ours, theirs) else {
-                assert!(
-                    parser().parse(raw).is_none() && MessageParser::default().parse(raw).is_none()
-                );
-                continue;
-            };
-            assert_eq!(ours.parts.len(), theirs.parts.len());
-            for (a, b) in ours.parts.iter().zip(&theirs.parts) {
-                assert_eq!(
-                    (a.offset_header, a.offset_body, a.offset_end, &a.body),
-                    (b.offset_header, b.offset_body, b.offset_end, &b.body)
-                );
-                assert_eq!(a.headers.len(), b.headers.len());
-                for (x, y) in a.headers.iter().zip(&b.headers) {
-                    assert_eq!(
-                        (&x.name, x.offset_field, x.offset_start, x.offset_end),
-                        (&y.name, y.offset_field, y.offset_start, y.offset_end)
-                    );
-                    assert_eq!(x.value, strip(&y.value), "{:?}", x.name);
-                }
-            }
-        }
-    }
 
     #[test]
     fn header_blocks() {

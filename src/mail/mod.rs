@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod internal;
 pub mod message;
 pub mod mime;
+pub mod parser;
 pub mod payload;
 pub mod wrap;
 

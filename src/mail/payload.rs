@@ -128,7 +128,7 @@ fn cut_out(message: &Message) -> Option<Payload<'_>> {
         return None;
     }
     // The header decides whether this is worth trying.
-    let headers = crate::mail::mime::parser().parse_headers(&head)?;
+    let headers = crate::mail::parser::parser().parse_headers(&head)?;
     if mime::encrypted_in(&headers) != Some(Encrypted::PgpMime) {
         return None;
     }

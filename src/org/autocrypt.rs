@@ -60,7 +60,7 @@ pub fn add(
     }
     let sender = crate::keys::address::normalize(sender)?;
     let head = message.header_block(HEAD_LIMIT);
-    let parsed = crate::mail::mime::parser().parse_headers(&head)?;
+    let parsed = crate::mail::parser::parser().parse_headers(&head)?;
     if parsed.header("Autocrypt").is_some() {
         return None;
     }

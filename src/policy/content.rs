@@ -59,13 +59,13 @@ impl Content {
         };
         if needs.structure {
             let raw = message.to_vec();
-            if let Some(parsed) = crate::mail::mime::parser().parse(&raw) {
+            if let Some(parsed) = crate::mail::parser::parser().parse(&raw) {
                 content.fill_headers(&parsed, &raw);
                 content.fill_structure(&parsed);
             }
         } else if needs.headers {
             let head = message.header_block(HEADER_LIMIT);
-            if let Some(parsed) = crate::mail::mime::parser().parse_headers(&head) {
+            if let Some(parsed) = crate::mail::parser::parser().parse_headers(&head) {
                 content.fill_headers(&parsed, &head);
             }
         }

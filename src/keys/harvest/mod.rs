@@ -270,7 +270,7 @@ fn find(
         ));
         return None;
     }
-    let message = crate::mail::mime::parser().parse(raw)?;
+    let message = crate::mail::parser::parser().parse(raw)?;
     let from = message
         .from()
         .and_then(|from| from.first())

@@ -86,7 +86,8 @@ impl Decryptor for Cv25519 {
 
 #[cfg(test)]
 mod tests {
-    use openpgp::cert::{CertBuilder, CipherSuite};
+    use crate::crypto::pgp::tests::encryption_subkey;
+    use openpgp::cert::CipherSuite;
     use openpgp::crypto::mpi::{Ciphertext, MPI};
     use openpgp::crypto::{Decryptor, SessionKey};
     use sequoia_openpgp as openpgp;
@@ -95,13 +96,7 @@ mod tests {
 
     #[test]
     fn the_prepared_key_opens_what_sequoia_encrypts_and_agrees_with_its_keypair() {
-        let (cert, _) = CertBuilder::new()
-            .set_cipher_suite(CipherSuite::Cv25519)
-            .add_transport_encryption_subkey()
-            .generate()
-            .unwrap();
-        let key = cert.keys().subkeys().secret().next().unwrap().key().clone();
-        let key = key.role_into_unspecified();
+        let key = encryption_subkey(CipherSuite::Cv25519);
         let mut ours = Cv25519::new(&key).expect("a Curve25519 key");
         let mut theirs = key.clone().into_keypair().unwrap();
         for _ in 0..8 {
@@ -125,12 +120,7 @@ mod tests {
         assert!(ours.decrypt(&low, None).is_err());
 
         // An RSA key is not ours to handle.
-        let (rsa, _) = CertBuilder::new()
-            .set_cipher_suite(CipherSuite::RSA2k)
-            .add_transport_encryption_subkey()
-            .generate()
-            .unwrap();
-        let key = rsa.keys().subkeys().secret().next().unwrap().key().clone();
-        assert!(Cv25519::new(&key.role_into_unspecified()).is_none());
+        let key = encryption_subkey(CipherSuite::RSA2k);
+        assert!(Cv25519::new(&key).is_none());
     }
 }

@@ -410,12 +410,35 @@ fn failure(stage: Stage, e: anyhow::Error) -> CryptoError {
 struct DecryptionKey {
     cert: Cert,
     key: Key<SecretParts, UnspecifiedRole>,
-    /// For RSA, the key as OpenSSL takes it, made once ([`super::rsa`]).
+    /// For RSA and Curve25519, the key as OpenSSL takes it, made once.
     #[cfg(feature = "crypto-openssl")]
-    rsa: Option<super::rsa::CrtRsa>,
-    /// For Curve25519 ECDH, the same ([`super::cv25519`]).
-    #[cfg(feature = "crypto-openssl")]
-    cv25519: Option<super::cv25519::Cv25519>,
+    openssl: Option<OpensslKey>,
+}
+
+/// A decryption key set up in OpenSSL once, where sequoia's backend would set it up
+/// for every PKESK ([`super::rsa`], [`super::cv25519`]).
+#[cfg(feature = "crypto-openssl")]
+#[derive(Clone)]
+enum OpensslKey {
+    Rsa(super::rsa::CrtRsa),
+    Cv25519(super::cv25519::Cv25519),
+}
+
+#[cfg(feature = "crypto-openssl")]
+impl OpensslKey {
+    fn new(key: &Key<SecretParts, UnspecifiedRole>) -> Option<OpensslKey> {
+        super::rsa::CrtRsa::new(key)
+            .map(OpensslKey::Rsa)
+            .or_else(|| super::cv25519::Cv25519::new(key).map(OpensslKey::Cv25519))
+    }
+
+    /// A decryptor of its own (decrypting takes `&mut`); it shares OpenSSL's key.
+    fn decryptor(&self) -> Box<dyn Decryptor> {
+        match self.clone() {
+            OpensslKey::Rsa(key) => Box::new(key),
+            OpensslKey::Cv25519(key) => Box::new(key),
+        }
+    }
 }
 
 /// Every decryption key in `certs`. Expired and revoked keys stay in: an SCKM key that
@@ -433,9 +456,7 @@ fn decryption_keys(certs: &[Cert], policy: &dyn Policy) -> Vec<DecryptionKey> {
                 cert: cert.clone(),
                 key: ka.key().clone(),
                 #[cfg(feature = "crypto-openssl")]
-                rsa: super::rsa::CrtRsa::new(ka.key()),
-                #[cfg(feature = "crypto-openssl")]
-                cv25519: super::cv25519::Cv25519::new(ka.key()),
+                openssl: OpensslKey::new(ka.key()),
             });
         }
     }
@@ -482,12 +503,8 @@ fn session_keys(
 /// up once ([`super::rsa`], [`super::cv25519`]), else sequoia's keypair.
 fn decryptor(key: &DecryptionKey) -> Option<Box<dyn Decryptor>> {
     #[cfg(feature = "crypto-openssl")]
-    if let Some(rsa) = &key.rsa {
-        return Some(Box::new(rsa.clone()));
-    }
-    #[cfg(feature = "crypto-openssl")]
-    if let Some(cv25519) = &key.cv25519 {
-        return Some(Box::new(cv25519.clone()));
+    if let Some(key) = &key.openssl {
+        return Some(key.decryptor());
     }
     Some(Box::new(key.key.clone().into_keypair().ok()?))
 }

@@ -141,6 +141,7 @@ pub fn checksum(session_key: &SessionKey) -> [u8; 2] {
 
 #[cfg(test)]
 mod tests {
+    use crate::crypto::pgp::tests::encryption_subkey;
     use openpgp::cert::{CertBuilder, CipherSuite};
     use openpgp::crypto::SessionKey;
     use openpgp::crypto::mpi::{self, MPI};
@@ -190,12 +191,7 @@ mod tests {
 
     #[test]
     fn other_keys_go_to_sequoia_and_a_low_order_key_is_refused() {
-        let (rsa, _) = CertBuilder::new()
-            .set_cipher_suite(CipherSuite::RSA2k)
-            .add_transport_encryption_subkey()
-            .generate()
-            .unwrap();
-        let key = rsa.keys().subkeys().next().unwrap().key().clone();
+        let key = encryption_subkey(CipherSuite::RSA2k);
         assert!(encrypt(&key, b"psk").is_none());
 
         // The point of order 1 (u = 0... little-endian 1) as a recipient's key.

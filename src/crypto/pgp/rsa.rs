@@ -109,34 +109,16 @@ impl Decryptor for CrtRsa {
 
 #[cfg(test)]
 mod tests {
-    use openpgp::cert::{CertBuilder, CipherSuite};
+    use crate::crypto::pgp::tests::encryption_subkey;
+    use openpgp::cert::CipherSuite;
     use openpgp::crypto::{Decryptor, SessionKey};
-    use openpgp::policy::StandardPolicy;
     use sequoia_openpgp as openpgp;
 
     use super::CrtRsa;
 
     #[test]
     fn the_crt_key_opens_what_sequoia_encrypts_and_agrees_with_its_keypair() {
-        let (cert, _) = CertBuilder::new()
-            .set_cipher_suite(CipherSuite::RSA2k)
-            .add_transport_encryption_subkey()
-            .generate()
-            .unwrap();
-        let policy = StandardPolicy::new();
-        let ka = cert
-            .keys()
-            .with_policy(&policy, None)
-            .for_transport_encryption()
-            .secret()
-            .next()
-            .unwrap();
-        let key = ka
-            .key()
-            .clone()
-            .parts_into_secret()
-            .unwrap()
-            .role_into_unspecified();
+        let key = encryption_subkey(CipherSuite::RSA2k);
         for _ in 0..4 {
             let session = SessionKey::new(32).unwrap();
             let ciphertext = key.parts_as_public().encrypt(&session).unwrap();
@@ -146,12 +128,7 @@ mod tests {
             assert_eq!(theirs.decrypt(&ciphertext, None).unwrap(), session);
         }
         // A cv25519 key is not ours to handle.
-        let (cv, _) = CertBuilder::new()
-            .set_cipher_suite(CipherSuite::Cv25519)
-            .add_transport_encryption_subkey()
-            .generate()
-            .unwrap();
-        let key = cv.keys().subkeys().secret().next().unwrap().key().clone();
-        assert!(CrtRsa::new(&key.role_into_unspecified()).is_none());
+        let key = encryption_subkey(CipherSuite::Cv25519);
+        assert!(CrtRsa::new(&key).is_none());
     }
 }

@@ -25,6 +25,20 @@ use crate::crypto::{CryptoError, Decrypted};
 const MIME: &[u8] = b"Content-Type: text/plain; charset=utf-8\r\n\
     Content-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe vom Gateway.\r\n";
 
+/// The secret encryption subkey of a new cert of `suite`, as the decryptors take it.
+pub(super) fn encryption_subkey(
+    suite: openpgp::cert::CipherSuite,
+) -> openpgp::packet::Key<openpgp::packet::key::SecretParts, openpgp::packet::key::UnspecifiedRole>
+{
+    let (cert, _) = CertBuilder::new()
+        .set_cipher_suite(suite)
+        .add_transport_encryption_subkey()
+        .generate()
+        .unwrap();
+    let subkey = cert.keys().subkeys().secret().next().unwrap();
+    subkey.key().clone().role_into_unspecified()
+}
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }

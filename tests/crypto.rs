@@ -8,12 +8,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use support::keys::{GpgHome, SmimeCert, crlf, openssl, pgp_mime, run_tool};
-use support::{Client, Sink, bob_with_key_imported, gateway_to, import, split_received};
+use support::{Client, Gateway, Sink, bob_with_key_imported, gateway_to, import, split_received};
 
 /// The keyUsage of an S/MIME encryption certificate.
 const ENCRYPT: &str = "digitalSignature,keyEncipherment";
 
 const MESSAGE: &[u8] = "From: Alice <alice@example.com>\r\nTo: bob@example.org, carol@example.net\r\nSubject: Merger plans\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <m1@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThe numbers are in. Grüße.\r\n".as_bytes();
+
+/// Alice sends `message` to `to` through the outbound listener; the reply to DATA.
+async fn alice_sends(gw: &Gateway, to: &[&str], message: &[u8]) -> support::Reply {
+    let mut client = Client::connect(gw.outbound).await;
+    client.send_mail("alice@example.com", to, message).await
+}
 
 /// The body of the second part of a multipart message, as text.
 fn second_part(message: &[u8]) -> String {
@@ -31,14 +37,12 @@ async fn outbound_pgp_opens_with_gpg_and_others_get_it_clear() {
     let (_dir, gw) = gateway_to(&sink, "").await;
     let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
 
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail(
-            "alice@example.com",
-            &["bob@example.org", "carol@example.net", "dan@example.com"],
-            MESSAGE,
-        )
-        .await;
+    let reply = alice_sends(
+        &gw,
+        &["bob@example.org", "carol@example.net", "dan@example.com"],
+        MESSAGE,
+    )
+    .await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let got = sink.wait_for(2, Duration::from_secs(20)).await;
     let encrypted = got
@@ -100,14 +104,7 @@ async fn an_encrypted_copy_held_in_the_spool_arrives_and_opens_with_gpg() {
     let (_dir, gw) = gateway_to(&sink, "").await;
     let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
 
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail(
-            "alice@example.com",
-            &["bob@example.org", "carol@example.net"],
-            MESSAGE,
-        )
-        .await;
+    let reply = alice_sends(&gw, &["bob@example.org", "carol@example.net"], MESSAGE).await;
     assert_eq!(
         reply.code, 250,
         "carol's copy went, bob's is held: {reply:?}"
@@ -143,10 +140,7 @@ async fn outbound_pgp_to_a_cv25519_key_opens_with_rnp() {
     let sink = Sink::start().await;
     let (_dir, gw) = gateway_to(&sink, "").await;
     let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
-        .await;
+    let reply = alice_sends(&gw, &["bob@example.org"], MESSAGE).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let got = sink.wait_for(1, Duration::from_secs(20)).await;
 
@@ -183,10 +177,7 @@ async fn outbound_smime_opens_with_openssl_cms() {
     let (cert, key) = (bob.cert_path(), bob.key_path());
     import(&gw, false, &[&cert], None);
 
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
-        .await;
+    let reply = alice_sends(&gw, &["bob@example.org"], MESSAGE).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let got = sink.wait_for(1, Duration::from_secs(20)).await;
     let outer = String::from_utf8_lossy(&got[0].data).into_owned();
@@ -327,10 +318,7 @@ async fn already_encrypted_outbound_mail_is_left_alone() {
         &armored,
     );
 
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail("alice@example.com", &["bob@example.org"], &message)
-        .await;
+    let reply = alice_sends(&gw, &["bob@example.org"], &message).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let got = sink.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(
@@ -371,14 +359,7 @@ async fn html_and_a_10_mib_attachment_survive_pgp_and_smime_round_trips() {
     import(&gw, false, &[&cert], None);
 
     let message = html_with_attachment(10 * 1024 * 1024);
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail(
-            "alice@example.com",
-            &["bob@example.org", "dave@example.net"],
-            &message,
-        )
-        .await;
+    let reply = alice_sends(&gw, &["bob@example.org", "dave@example.net"], &message).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let got = sink.wait_for(2, Duration::from_secs(60)).await;
     let pgp = got
@@ -509,10 +490,7 @@ async fn an_additional_decryption_key_opens_outbound_pgp_mail_too() {
     .await;
     let bob = bob_with_key_imported(&gw, "rsa3072", "rsa3072");
 
-    let mut client = Client::connect(gw.outbound).await;
-    let reply = client
-        .send_mail("alice@example.com", &["bob@example.org"], MESSAGE)
-        .await;
+    let reply = alice_sends(&gw, &["bob@example.org"], MESSAGE).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let got = sink.wait_for(1, Duration::from_secs(20)).await;
     let armored = second_part(&got[0].data);

@@ -169,6 +169,24 @@ async fn outbound_pgp_to_a_cv25519_key_opens_with_rnp() {
     assert!(plain.contains("Subject: Merger plans"), "{plain}");
 }
 
+/// With the status field on for outbound mail, the encrypted copy gets it in its outer
+/// header (written in front of the armor, which stays as it was made) and still opens.
+#[tokio::test]
+async fn an_encrypted_copy_with_the_status_field_opens_with_gpg() {
+    let sink = Sink::start().await;
+    let (_dir, gw) = gateway_to(&sink, "[policy]\nheader_outbound = true\n").await;
+    let bob = bob_with_key_imported(&gw, "ed25519", "cv25519");
+    let reply = alice_sends(&gw, &["bob@example.org"], MESSAGE).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    let outer = String::from_utf8_lossy(&got[0].data);
+    let head = &outer[..outer.find("\r\n\r\n").expect("a header")];
+    assert!(head.contains("\r\nX-Sealgate: encrypted"), "{head}");
+    let opened = bob.output(&["--decrypt"], Some(second_part(&got[0].data).as_bytes()));
+    let plain = String::from_utf8_lossy(&opened.stdout);
+    assert!(plain.contains("The numbers are in. Grüße."), "{plain}");
+}
+
 #[tokio::test]
 async fn outbound_smime_opens_with_openssl_cms() {
     let sink = Sink::start().await;

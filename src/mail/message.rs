@@ -113,15 +113,27 @@ impl Message {
     }
 
     /// The message with its first `old_len` bytes replaced by `head`; the rest is
-    /// shared, not copied (but for an armored message, which is copied whole: nothing
-    /// rewrites the head of one).
+    /// shared, not copied. An armored message stays armored when the bytes replaced lie
+    /// before its armor, as a header does (the `X-Sealgate` status field on an
+    /// encrypted copy); replacing part of the armor itself copies it whole.
     pub fn with_head(&self, old_len: usize, head: Vec<u8>) -> Message {
-        if !self.armor.is_empty() {
+        let before_armor: usize = self.chunks[..self.armor.start].iter().map(Bytes::len).sum();
+        if !self.armor.is_empty() && old_len > before_armor {
             return Message::new(self.to_vec()).with_head(old_len, head);
         }
         let mut chunks = vec![Bytes::from(head)];
+        let mut armor = 0..0;
         let mut skip = old_len;
-        for chunk in &self.chunks {
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            if self.armor.contains(&i) {
+                // Nothing of the armor is skipped: `old_len` ends before it.
+                if armor.is_empty() {
+                    armor = chunks.len()..chunks.len();
+                }
+                chunks.push(chunk.clone());
+                armor.end = chunks.len();
+                continue;
+            }
             if skip >= chunk.len() {
                 skip -= chunk.len();
                 continue;
@@ -129,7 +141,7 @@ impl Message {
             chunks.push(chunk.slice(skip..));
             skip = 0;
         }
-        Message::from_chunks(chunks)
+        Message { chunks, armor }
     }
 
     /// The header block with the empty line that ends it (copied), and the body after
@@ -321,8 +333,18 @@ mod tests {
             assert_eq!(message.to_vec(), expected, "{len} bytes");
             assert_eq!(message.len(), expected.len(), "{len} bytes");
             assert_eq!(message.header_block(1000), b"Received: y\r\nSubject: x\r\n");
+            // A new header keeps the binary held as it is; cutting into the armor
+            // copies it whole. Either way the message comes out the same.
             let rewritten = message.with_head(13, b"Received: z\r\n".to_vec());
-            assert_eq!(rewritten.to_vec()[13..], expected[13..], "{len} bytes");
+            assert_eq!(rewritten.chunks().is_none(), len > 0, "{len} bytes");
+            let mut with_z = b"Received: z\r\n".to_vec();
+            with_z.extend_from_slice(&expected[13..]);
+            assert_eq!(rewritten.to_vec(), with_z, "{len} bytes");
+            assert_eq!(rewritten.len(), with_z.len(), "{len} bytes");
+            let into_armor = 13 + head.len() + armor::BEGIN_LINES.len() + 1;
+            let cut = message.with_head(into_armor, b"X".to_vec());
+            assert!(cut.chunks().is_some(), "{len} bytes");
+            assert_eq!(cut.to_vec()[1..], expected[into_armor..], "{len} bytes");
         }
     }
 

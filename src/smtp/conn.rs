@@ -16,11 +16,23 @@ use super::reply::Reply;
 
 /// Bytes read from the socket at a time, per connection.
 const READ_BUFFER: usize = 8 * 1024;
-/// Size of the pieces a message is stored in while it arrives.
-const CHUNK: usize = 64 * 1024;
+/// The first piece a message is stored in while it arrives: most messages fit.
+const FIRST_CHUNK: usize = 64 * 1024;
+/// The largest piece.
+const MAX_CHUNK: usize = 1024 * 1024;
 /// Queued replies beyond this are written even if more input is waiting, so a client
 /// that pipelines without reading cannot grow our memory.
 const MAX_QUEUED_OUTPUT: usize = 16 * 1024;
+
+/// How full the piece after `stored` bytes is filled before the next one starts (a
+/// piece's room is this and two reads more). Pieces grow with the message, up to
+/// [`MAX_CHUNK`]: the part of each piece's last page that is not filled, and the next
+/// piece's allocation header on the page after it, cost about a page of memory per
+/// piece. With 64 KiB pieces throughout that was 6 % of a large message (one 25 MiB
+/// message raised the peak RSS by 1.06× its size, where 1 MiB pieces give 1.00×).
+fn chunk_len(stored: usize) -> usize {
+    stored.clamp(FIRST_CHUNK, MAX_CHUNK)
+}
 
 /// One command line, or the news that it was too long (and has been skipped).
 pub enum Line {
@@ -147,7 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut stored = 0;
         let mut too_big = false;
-        let mut current = Vec::with_capacity(CHUNK + 2 * READ_BUFFER);
+        let mut current = Vec::with_capacity(chunk_len(0) + 2 * READ_BUFFER);
         loop {
             let buf = self.fill().await?;
             if buf.is_empty() {
@@ -163,10 +175,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 too_big = true;
                 chunks = Vec::new();
                 current.clear();
-            } else if current.len() >= CHUNK {
-                let full =
-                    std::mem::replace(&mut current, Vec::with_capacity(CHUNK + 2 * READ_BUFFER));
-                stored += full.len();
+            } else if current.len() >= chunk_len(stored) {
+                stored += current.len();
+                let full = std::mem::replace(
+                    &mut current,
+                    Vec::with_capacity(chunk_len(stored) + 2 * READ_BUFFER),
+                );
                 chunks.push(Bytes::from(full));
             }
             if ended.is_some() {
@@ -180,5 +194,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Conn, Data, FIRST_CHUNK, Line, MAX_CHUNK, READ_BUFFER};
+    use tokio::io::AsyncWriteExt;
+
+    /// A message of `lines` lines of 78 characters, CRLF, as it is sent (no line
+    /// starts with a dot, so it needs no stuffing), and the DATA that carries it.
+    fn message(lines: usize) -> (Vec<u8>, Vec<u8>) {
+        let line = format!("{}\r\n", "x".repeat(78));
+        let message = line.repeat(lines).into_bytes();
+        let mut data = message.clone();
+        data.extend_from_slice(b".\r\nQUIT\r\n");
+        (message, data)
+    }
+
+    /// A connection whose client has sent `input` and closed its side.
+    async fn conn_with(input: Vec<u8>) -> Conn<tokio::io::DuplexStream> {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            client.write_all(&input).await.unwrap();
+            client.shutdown().await.unwrap();
+        });
+        Conn::new(server, std::time::Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_large_message_arrives_whole_in_pieces_that_grow() {
+        let (message, data) = message(64 * 1024);
+        let mut conn = conn_with(data).await;
+        let Some(Data::Message {
+            chunks,
+            bare_line_ends,
+        }) = conn.read_data(usize::MAX).await.unwrap()
+        else {
+            panic!("the message did not arrive");
+        };
+        assert_eq!(bare_line_ends, 0);
+        assert_eq!(chunks.concat(), message);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert!(sizes[0] >= FIRST_CHUNK, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|&s| s <= MAX_CHUNK + 2 * READ_BUFFER),
+            "{sizes:?}"
+        );
+        // 5 MiB in 1 MiB pieces once they have grown, not in 80 pieces of 64 KiB.
+        assert!(sizes.len() <= 12, "{} pieces: {sizes:?}", sizes.len());
+        assert!(matches!(
+            conn.read_line(512).await.unwrap(),
+            Some(Line::Command(line)) if line == b"QUIT"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_is_read_to_its_end_and_dropped() {
+        let (_, data) = message(40 * 1024);
+        let mut conn = conn_with(data).await;
+        assert!(matches!(
+            conn.read_data(1024 * 1024).await.unwrap(),
+            Some(Data::TooBig)
+        ));
+        assert!(matches!(
+            conn.read_line(512).await.unwrap(),
+            Some(Line::Command(line)) if line == b"QUIT"
+        ));
     }
 }

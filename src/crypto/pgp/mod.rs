@@ -39,6 +39,7 @@ mod decrypt;
 mod ecdh;
 mod encrypt;
 mod import;
+mod ocb;
 mod policy;
 #[cfg(feature = "crypto-openssl")]
 mod rsa;

@@ -93,7 +93,7 @@ pub fn write_v2(
     OsRng
         .try_fill_bytes(&mut salt)
         .map_err(std::io::Error::other)?;
-    let sealer = Seipd2Sealer::new(session_key, &salt, CHUNK_SIZE_OCTET)
+    let mut sealer = Seipd2Sealer::new(session_key, &salt, CHUNK_SIZE_OCTET)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut seipd_header = vec![0xD2]; // Tag 18, new format.
     length(

@@ -132,6 +132,11 @@ pub trait KeyStore: Send + Sync {
 }
 
 /// One line per purged entry, whichever store purged it.
+/// A stored value that does not read back: the store's fault, named by its key.
+fn corrupt(key: &[u8]) -> KeyStoreError {
+    KeyStoreError::Corrupt(String::from_utf8_lossy(key).into_owned())
+}
+
 fn log_purged(entry: &KeyEntry) {
     tracing::info!(
         address = %entry.address,
@@ -184,17 +189,27 @@ impl SledKeyStore {
     }
 
     fn decode(key: &[u8], value: &[u8]) -> Result<(KeyEntry, Vec<u8>), KeyStoreError> {
-        let corrupt = || KeyStoreError::Corrupt(String::from_utf8_lossy(key).into_owned());
+        let (meta, material) = Self::split(key, value)?;
+        let entry = serde_json::from_slice(meta).map_err(|_| corrupt(key))?;
+        Ok((entry, material.to_vec()))
+    }
+
+    /// A value as [`Self::encode`] lays it out: the entry's JSON, and the material.
+    /// Reading the material alone leaves the JSON unparsed: parsing it was half the
+    /// cost of fetching a recipient's key for each message (perf).
+    fn split<'v>(key: &[u8], value: &'v [u8]) -> Result<(&'v [u8], &'v [u8]), KeyStoreError> {
         let len = u32::from_be_bytes(
             value
                 .get(..4)
-                .ok_or_else(corrupt)?
+                .ok_or_else(|| corrupt(key))?
                 .try_into()
-                .map_err(|_| corrupt())?,
+                .map_err(|_| corrupt(key))?,
         ) as usize;
-        let meta = value.get(4..4 + len).ok_or_else(corrupt)?;
-        let entry = serde_json::from_slice(meta).map_err(|_| corrupt())?;
-        Ok((entry, value[4 + len..].to_vec()))
+        let meta = value
+            .get(4..)
+            .and_then(|rest| rest.get(..len))
+            .ok_or_else(|| corrupt(key))?;
+        Ok((meta, &value[4 + len..]))
     }
 
     fn encode(entry: &KeyEntry, material: &[u8]) -> Vec<u8> {
@@ -283,7 +298,7 @@ impl KeyStore for SledKeyStore {
         let key = Self::key(address, fingerprint);
         match self.tree.get(&key)? {
             None => Ok(None),
-            Some(value) => Ok(Some(Self::decode(&key, &value)?.1)),
+            Some(value) => Ok(Some(Self::split(&key, &value)?.1.to_vec())),
         }
     }
 

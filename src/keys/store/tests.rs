@@ -418,6 +418,30 @@ fn a_revoked_newcomer_from_mail_replaces_nothing() {
 }
 
 #[test]
+fn material_reads_back_as_stored_and_a_damaged_value_is_reported_not_read() {
+    let s = store(DAY);
+    let mut candidate = key("a@example.org", "AA", Source::Admin, T0);
+    candidate.material = b"the material".to_vec();
+    s.put(candidate, T0).unwrap();
+    assert_eq!(
+        s.material("a@example.org", "AA").unwrap().as_deref(),
+        Some(&b"the material"[..])
+    );
+    assert_eq!(s.material("a@example.org", "BB").unwrap(), None);
+    // A length prefix that runs past the value: neither the entry nor its material.
+    let name = SledKeyStore::key("a@example.org", "AA");
+    s.tree.insert(&name, &[0, 0, 1, 0, b'{'][..]).unwrap();
+    assert!(matches!(
+        s.material("a@example.org", "AA"),
+        Err(KeyStoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.find("a@example.org"),
+        Err(KeyStoreError::Corrupt(_))
+    ));
+}
+
+#[test]
 fn mark_revoked_marks_every_address_of_the_key() {
     let s = store(DAY);
     s.put(key("a@example.org", "CC", Source::Admin, T0), T0)

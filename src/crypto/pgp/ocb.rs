@@ -35,63 +35,31 @@ fn internal(e: impl std::fmt::Display) -> CryptoError {
 
 impl Ocb256 {
     /// Keyed with `key` (32 octets), for nonces of `nonce_len` octets.
-    #[cfg(feature = "crypto-openssl")]
     pub(super) fn new(key: &SessionKey, nonce_len: usize) -> Result<Ocb256, CryptoError> {
-        let cipher = AES_256_OCB.as_ref().map_err(internal)?;
-        if key.len() != cipher.key_length() {
-            return Err(internal("the key is not 32 octets"));
-        }
-        let mut context = openssl::cipher_ctx::CipherCtx::new().map_err(internal)?;
-        context
-            .encrypt_init(Some(cipher), None, None)
-            .and_then(|()| context.set_iv_length(nonce_len))
-            .and_then(|()| context.encrypt_init(None, Some(key), None))
-            .map_err(internal)?;
-        Ok(Ocb256 { context })
-    }
-
-    /// Keyed with `key` (32 octets), for nonces of `nonce_len` octets.
-    #[cfg(not(feature = "crypto-openssl"))]
-    pub(super) fn new(key: &SessionKey, _nonce_len: usize) -> Result<Ocb256, CryptoError> {
         if key.len() != 32 {
             return Err(internal("the key is not 32 octets"));
         }
-        Ok(Ocb256 { key: key.clone() })
-    }
-
-    /// `plaintext` sealed under `nonce` with the associated data `ad`: the ciphertext
-    /// and its tag, in `sealed` (which is cleared first).
-    #[cfg(feature = "crypto-openssl")]
-    pub(super) fn seal(
-        &mut self,
-        nonce: &[u8],
-        ad: &[u8],
-        plaintext: &[u8],
-        sealed: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
-        sealed.clear();
-        // OCB buffers no more than a block, so this is room enough for all of it.
-        sealed.reserve(plaintext.len() + 2 * TAG_LEN);
-        let context = &mut self.context;
-        context
-            .encrypt_init(None, None, Some(nonce))
-            .and_then(|()| context.cipher_update(ad, None).map(drop))
-            .and_then(|()| context.cipher_update_vec(plaintext, sealed).map(drop))
-            .and_then(|()| context.cipher_final_vec(sealed).map(drop))
-            .map_err(internal)?;
-        if sealed.len() != plaintext.len() {
-            return Err(internal(
-                "OpenSSL returned a ciphertext of the wrong length",
-            ));
+        #[cfg(feature = "crypto-openssl")]
+        {
+            let cipher = AES_256_OCB.as_ref().map_err(internal)?;
+            let mut context = openssl::cipher_ctx::CipherCtx::new().map_err(internal)?;
+            context
+                .encrypt_init(Some(cipher), None, None)
+                .and_then(|()| context.set_iv_length(nonce_len))
+                .and_then(|()| context.encrypt_init(None, Some(key), None))
+                .map_err(internal)?;
+            Ok(Ocb256 { context })
         }
-        let at = sealed.len();
-        sealed.resize(at + TAG_LEN, 0);
-        context.tag(&mut sealed[at..]).map_err(internal)
+        #[cfg(not(feature = "crypto-openssl"))]
+        {
+            // sequoia takes the nonce's length from the nonce.
+            let _ = nonce_len;
+            Ok(Ocb256 { key: key.clone() })
+        }
     }
 
     /// `plaintext` sealed under `nonce` with the associated data `ad`: the ciphertext
     /// and its tag, in `sealed` (which is cleared first).
-    #[cfg(not(feature = "crypto-openssl"))]
     pub(super) fn seal(
         &mut self,
         nonce: &[u8],
@@ -99,14 +67,37 @@ impl Ocb256 {
         plaintext: &[u8],
         sealed: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
         sealed.clear();
-        sealed.resize(plaintext.len() + TAG_LEN, 0);
-        AEADAlgorithm::OCB
-            .context(SymmetricAlgorithm::AES256, &self.key, ad, nonce)
-            .and_then(|context| context.for_encryption())
-            .and_then(|mut context| context.encrypt_seal(sealed, plaintext))
-            .map_err(|e| internal(format!("{e:#}")))
+        #[cfg(feature = "crypto-openssl")]
+        {
+            // OCB holds back no more than a block, so this is room enough for all of it.
+            sealed.reserve(plaintext.len() + 2 * TAG_LEN);
+            let context = &mut self.context;
+            context
+                .encrypt_init(None, None, Some(nonce))
+                .and_then(|()| context.cipher_update(ad, None).map(drop))
+                .and_then(|()| context.cipher_update_vec(plaintext, sealed).map(drop))
+                .and_then(|()| context.cipher_final_vec(sealed).map(drop))
+                .map_err(internal)?;
+            if sealed.len() != plaintext.len() {
+                return Err(internal(
+                    "OpenSSL returned a ciphertext of the wrong length",
+                ));
+            }
+            let at = sealed.len();
+            sealed.resize(at + TAG_LEN, 0);
+            context.tag(&mut sealed[at..]).map_err(internal)
+        }
+        #[cfg(not(feature = "crypto-openssl"))]
+        {
+            use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
+            sealed.resize(plaintext.len() + TAG_LEN, 0);
+            AEADAlgorithm::OCB
+                .context(SymmetricAlgorithm::AES256, &self.key, ad, nonce)
+                .and_then(|context| context.for_encryption())
+                .and_then(|mut context| context.encrypt_seal(sealed, plaintext))
+                .map_err(|e| internal(format!("{e:#}")))
+        }
     }
 }
 

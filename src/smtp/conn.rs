@@ -24,8 +24,9 @@ const MAX_CHUNK: usize = 1024 * 1024;
 /// that pipelines without reading cannot grow our memory.
 const MAX_QUEUED_OUTPUT: usize = 16 * 1024;
 
-/// How full the piece after `stored` bytes is filled before the next one starts (a
-/// piece's room is this and two reads more). Pieces grow with the message, up to
+/// How many bytes the piece that starts after `stored` bytes takes before the next one
+/// starts (its room is this and two reads more: a read grows when bare line ends become
+/// CRLF). Pieces grow with the message, up to
 /// [`MAX_CHUNK`]: the part of each piece's last page that is not filled, and the next
 /// piece's allocation header on the page after it, cost about a page of memory per
 /// piece. With 64 KiB pieces throughout that was 6 % of a large message (one 25 MiB

@@ -131,12 +131,12 @@ pub trait KeyStore: Send + Sync {
     fn purge(&self, now: OffsetDateTime) -> Result<Vec<KeyEntry>, KeyStoreError>;
 }
 
-/// One line per purged entry, whichever store purged it.
 /// A stored value that does not read back: the store's fault, named by its key.
 fn corrupt(key: &[u8]) -> KeyStoreError {
     KeyStoreError::Corrupt(String::from_utf8_lossy(key).into_owned())
 }
 
+/// One line per purged entry, whichever store purged it.
 fn log_purged(entry: &KeyEntry) {
     tracing::info!(
         address = %entry.address,

@@ -4,7 +4,14 @@
 use crate::policy::{Treatment, Verdict};
 
 /// The largest message whose encryption runs inline ([`Transform::is_heavy`](super::transform::Transform::is_heavy)).
-pub const LIGHT_SIZE: usize = 64 * 1024;
+/// The hand-off to the blocking pool and back costs 50–70 µs of CPU whatever the size:
+/// at 100 KiB that was a tenth of an encrypted message's (SEIPDv1 640–700 µs on the
+/// pool, 600 µs inline; relay benchmark, three rounds each). At this size an SEIPDv1
+/// encryption (CFB and SHA-1, serial) to one key holds a runtime thread for about
+/// 0.4 ms, to [`LIGHT_KEYS`] keys about 0.6 ms: a delay in the other sessions on that
+/// thread that no SMTP peer can notice. Beyond it, the hold grows and the hand-off's
+/// share shrinks.
+pub const LIGHT_SIZE: usize = 128 * 1024;
 /// The most recipient keys an inline encryption has.
 pub const LIGHT_KEYS: usize = 4;
 

@@ -106,7 +106,8 @@ mod tests {
             assert_eq!(theirs.decrypt(&ciphertext, None).unwrap(), session);
         }
 
-        // An ephemeral key of low order (u = 1, order 1... here u = 0) gives nothing.
+        // An ephemeral key of small order (u = 0) would give an all-zero shared secret:
+        // refused.
         let session = SessionKey::new(32).unwrap();
         let Ciphertext::ECDH { key: wrapped, .. } =
             key.parts_as_public().encrypt(&session).unwrap()

@@ -24,6 +24,7 @@
 //!   and SEIPDv2 in EAX): their framing around RustCrypto's OCB and EAX.
 //! - `rsa`: RSA session-key decryption with the whole (CRT) private key.
 //! - `cv25519`: Curve25519 ECDH session-key decryption with the secret key set up once.
+//! - `ocb`: AES-256-OCB for the SEIPDv2 sealgate writes, keyed once per message.
 //! - `signatures`: the signatures of a signed and encrypted message, kept in forms the
 //!   recipient's client can verify.
 //! - `import`: SCKM import, and the stored (TSK) form of its keys.

@@ -3,7 +3,7 @@
 //!
 //! - v1: AES-256 in CFB mode (RustCrypto's cfb-mode) over a random prefix, the literal
 //!   packet and the MDC packet, whose SHA-1 is RustCrypto's sha1;
-//! - v2: AES-256 in OCB mode (sequoia's backend) in 64 KiB chunks, keyed by HKDF as
+//! - v2: AES-256 in OCB mode ([`super::ocb`]: OpenSSL's, keyed once) in 64 KiB chunks, keyed by HKDF as
 //!   [`super::aed`] opens it.
 //!
 //! Why not sequoia's encryptor: it hashes the v1 MDC with SHA-1 *with collision

@@ -157,9 +157,10 @@ impl Transform {
     /// from the shared store (a database round trip). The gateway then runs it on the
     /// blocking pool; otherwise inline, because the hand-off to another thread and back
     /// costs more than a plain message's whole transform, and was a sixth of a 4 KiB
-    /// encrypted message's (perf). A light encryption is a few public-key operations (an
-    /// X25519 agreement is about 50 µs), reads of the embedded store, and a pass over at
-    /// most [`super::cost::LIGHT_SIZE`] bytes: a fraction of a millisecond on a runtime thread.
+    /// encrypted message's (perf). A light encryption is a few public-key operations (a
+    /// Curve25519 key's ephemeral key and agreement are about 70 µs), reads of the
+    /// embedded store, and a pass over at most [`super::cost::LIGHT_SIZE`] bytes: a
+    /// fraction of a millisecond on a runtime thread.
     pub fn is_heavy(&self, verdicts: &[Verdict], size: usize) -> bool {
         super::cost::heavy(verdicts, size, self.keys.is_local())
     }

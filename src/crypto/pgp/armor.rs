@@ -43,7 +43,7 @@ const BATCH_LINES: usize = 256;
 /// a CRC read most significant bit first is the same in a wider register whose
 /// polynomial and initial value are shifted up by the difference, the result shifted
 /// down again ([`crc24`]). The test below holds it to the catalogue's check value and
-/// to the `crc` crate's result.
+/// to RFC 9580's bit-by-bit reference.
 static CRC24: std::sync::LazyLock<crc_fast::CrcParams> = std::sync::LazyLock::new(|| {
     crc_fast::CrcParams::new(
         "CRC-24/OPENPGP, 8 bits up",

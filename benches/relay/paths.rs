@@ -10,8 +10,11 @@
 //!
 //! For each: messages per second direct and through the gateway (context only: on a
 //! small machine the load generator and the sink share the cores) and the gateway
-//! process's own CPU time per message, which is the figure the targets are set on. Then
-//! the peak memory one 25 MiB message adds on each path, each in a fresh process.
+//! process's own CPU time per message, which is the figure the targets are set on. Each
+//! path runs several times, direct and gateway in turn, and the median run's CPU counts:
+//! on a shared virtual machine one run's figure moved by up to 40 % from one run of
+//! the benchmark to the next, which hid changes of a few per cent. Then the peak memory
+//! one 25 MiB message adds on each path, each in a fresh process.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -136,6 +139,7 @@ struct Path4 {
 
 pub async fn run(
     messages: usize,
+    rounds: usize,
     sink: &Sink,
     outbound: SocketAddr,
     inbound: SocketAddr,
@@ -198,12 +202,14 @@ pub async fn run(
     ];
     println!(
         "4. the encrypted paths, through the child process: {messages} messages at 4 KiB and {} at \
-         100 KiB per run, {SESSIONS} sessions; direct first, then the gateway",
-        (messages / 4).max(1)
+         100 KiB per run, {SESSIONS} sessions; {rounds} run{} of each path, direct then gateway; \
+         the gateway's CPU per message is the median run's, each run's in brackets",
+        (messages / 4).max(1),
+        if rounds == 1 { "" } else { "s" },
     );
     println!(
-        "   {:<44} {:>11} {:>11} {:>9} {:>16}",
-        "path", "direct/s", "gateway/s", "of direct", "gateway CPU/msg"
+        "   {:<44} {:>11} {:>11} {:>9}   gateway CPU per message",
+        "path", "direct/s", "gateway/s", "of direct"
     );
     let mut delivered = 0;
     for path in &paths {
@@ -223,10 +229,20 @@ pub async fn run(
             pid,
         )
         .await;
-        let direct = throughput(sink.addr, path.rcpt, count, SESSIONS, &path.stuffed, "self").await;
-        let through = throughput(gateway, path.rcpt, count, SESSIONS, &path.stuffed, pid).await;
-        delivered += SESSIONS.min(count) + 2 * count;
-        row(path.label, &direct, &through);
+        let (mut direct, mut through, mut cpu) = (Run::default(), Run::default(), Vec::new());
+        for _ in 0..rounds {
+            direct.add(
+                throughput(sink.addr, path.rcpt, count, SESSIONS, &path.stuffed, "self").await,
+            );
+            let run = throughput(gateway, path.rcpt, count, SESSIONS, &path.stuffed, pid).await;
+            cpu.extend(run.cpu.as_ref().map(|c| Cpu {
+                user: c.user / count as u32,
+                system: c.system / count as u32,
+            }));
+            through.add(run);
+        }
+        delivered += SESSIONS.min(count) + 2 * count * rounds;
+        row(path.label, &direct, &through, &cpu);
     }
     let taken = sink.received();
     let decrypted = taken
@@ -312,20 +328,32 @@ pub async fn memory(
     delivered
 }
 
-fn row(label: &str, direct: &Run, through: &Run) {
-    let cpu = through.cpu.as_ref().map_or("n/a".to_string(), |c| {
-        format!(
-            "{:.0} µs",
-            (c.user + c.system).as_secs_f64() * 1e6 / through.messages as f64
-        )
-    });
+/// A path's line: the rates of all its runs together, and the gateway's CPU per
+/// message (`per_run`, one per run; empty without /proc): the median run's, each run's,
+/// and the median run's user time, the part that is the gateway's own code rather
+/// than the kernel's sockets, and that moves much less between runs.
+fn row(label: &str, direct: &Run, through: &Run, per_run: &[Cpu]) {
+    let micros = |d: std::time::Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
+    let mut sorted: Vec<&Cpu> = per_run.iter().collect();
+    sorted.sort_by_key(|c| c.user + c.system);
+    let cpu = match sorted.get(sorted.len() / 2) {
+        None => "n/a".to_string(),
+        Some(median) => {
+            let runs: Vec<String> = per_run.iter().map(|c| micros(c.user + c.system)).collect();
+            format!(
+                "{:>4} µs ({}), user {} µs",
+                micros(median.user + median.system),
+                runs.join(", "),
+                micros(median.user)
+            )
+        }
+    };
     println!(
-        "   {label:<44} {:>11.0} {:>11.0} {:>8.2}x {:>16}",
+        "   {label:<44} {:>11.0} {:>11.0} {:>8.2}x   {cpu}",
         direct.rate(),
         through.rate(),
         through.rate() / direct.rate(),
-        cpu
-    );
+    )
 }
 
 /// The increase of the child's peak RSS while it takes one message, against the size

@@ -23,6 +23,33 @@ pub struct Message {
     armor: Range<usize>,
 }
 
+/// A part of a [`Message`] as it is held.
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// Bytes of the message as they are.
+    Text(&'a [u8]),
+    /// Binary, a whole number of armor lines' worth except at the end, that is written
+    /// as the base64 lines of ASCII armor ([`armor::push_lines`]). They start at a line
+    /// start, after the BEGIN lines.
+    Armor(&'a [u8]),
+}
+
+impl<'a> Part<'a> {
+    /// The part in pieces of about `size` bytes in wire form each; armor is cut at
+    /// line ends.
+    pub fn split(self, size: usize) -> impl Iterator<Item = Part<'a>> {
+        let (bytes, step, armored) = match self {
+            Part::Text(text) => (text, size.max(1), false),
+            // A line of 48 bytes is 66 in wire form (64 of base64, CRLF).
+            Part::Armor(binary) => (binary, (size / 66).max(1) * armor::LINE_BYTES, true),
+        };
+        bytes.chunks(step).map(move |piece| match armored {
+            true => Part::Armor(piece),
+            false => Part::Text(piece),
+        })
+    }
+}
+
 /// Binary per armored chunk: whole armor lines, 64 KiB and a little once armored.
 const ARMOR_CHUNK: usize = 1024 * armor::LINE_BYTES;
 
@@ -73,18 +100,29 @@ impl Message {
         self.armor.is_empty().then_some(&self.chunks[..])
     }
 
-    /// The message in wire form, a piece at a time: what is written to the next hop,
-    /// the spool or a file. Only armored chunks are made here; the rest is lent.
+    /// The message in wire form, a piece at a time: what is written to the spool or a
+    /// file. Only armored chunks are made here; the rest is lent.
     pub fn pieces(&self) -> impl Iterator<Item = Cow<'_, [u8]>> {
-        self.chunks.iter().enumerate().map(|(i, chunk)| {
-            if self.armor.contains(&i) {
+        self.parts().map(|part| match part {
+            Part::Text(text) => Cow::Borrowed(text),
+            Part::Armor(binary) => {
                 let mut lines = Vec::new();
-                armor::push_lines(&mut lines, chunk);
+                armor::push_lines(&mut lines, binary);
                 Cow::Owned(lines)
-            } else {
-                Cow::Borrowed(&chunk[..])
             }
         })
+    }
+
+    /// The message as it is held, in order: what is written to the next hop, which
+    /// writes the armor straight into its output ([`crate::relay::dot`]).
+    pub fn parts(&self) -> impl Iterator<Item = Part<'_>> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| match self.armor.contains(&i) {
+                true => Part::Armor(chunk),
+                false => Part::Text(chunk),
+            })
     }
 
     /// Length in bytes, in wire form.

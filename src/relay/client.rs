@@ -226,9 +226,9 @@ impl Client {
         const FLUSH_AT: usize = 64 * 1024;
         let mut out = Vec::with_capacity(FLUSH_AT + 4096);
         let mut stuffer = DotStuffer::default();
-        for chunk in tx.message.pieces() {
-            for piece in chunk.chunks(FLUSH_AT) {
-                stuffer.push(piece, &mut out);
+        for part in tx.message.parts() {
+            for piece in part.split(FLUSH_AT) {
+                stuffer.push_part(piece, &mut out);
                 if out.len() >= FLUSH_AT {
                     self.stream.get_mut().write_all(&out).await?;
                     out.clear();

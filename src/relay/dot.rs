@@ -1,6 +1,9 @@
 //! Dot-stuffing for DATA: the message as it goes on the wire, a chunk at a time, with
 //! no copy of the whole. A pure codec, without I/O.
 
+use crate::crypto::pgp::armor;
+use crate::mail::message::Part;
+
 /// Dot-stuffing (RFC 5321 §4.5.2) and line-end repair, one chunk at a time.
 ///
 /// A bare LF and a bare CR each go out as CRLF: a next hop that takes either one for
@@ -52,6 +55,25 @@ impl DotStuffer {
         }
     }
 
+    /// [`DotStuffer::push`] for a part of a message. Armor goes straight into `out`:
+    /// its lines are base64 and CRLF, so none starts with a dot or has a bare CR or LF,
+    /// and stuffing them would only copy them once more and look through each for line
+    /// ends (3 % of the gateway's CPU for a 100 KiB encrypted message). It starts at a
+    /// line start, after the BEGIN lines; were it ever not to, it is stuffed like text.
+    pub fn push_part(&mut self, part: Part<'_>, out: &mut Vec<u8>) {
+        match part {
+            Part::Text(text) => self.push(text, out),
+            Part::Armor(binary) if !self.mid_line && !self.pending_cr => {
+                armor::push_lines(out, binary);
+            }
+            Part::Armor(binary) => {
+                let mut lines = Vec::new();
+                armor::push_lines(&mut lines, binary);
+                self.push(&lines, out);
+            }
+        }
+    }
+
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.pending_cr || self.mid_line {
             out.extend_from_slice(b"\r\n");
@@ -65,6 +87,7 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::DotStuffer;
+    use crate::mail::message::Message;
 
     fn stuff(chunks: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -88,5 +111,46 @@ mod tests {
         assert_eq!(stuff(&[b"a\r.\rb"]), b"a\r\n..\r\nb\r\n.\r\n");
         assert_eq!(stuff(&[b"a\r", b".\r\r\n"]), b"a\r\n..\r\n\r\n.\r\n");
         assert_eq!(stuff(&[b"a\r"]), b"a\r\n.\r\n");
+    }
+
+    /// What the next hop gets for `message`: its parts cut at `size`, as the client
+    /// writes them.
+    fn stuff_parts(message: &Message, size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = DotStuffer::default();
+        for part in message.parts() {
+            for piece in part.split(size) {
+                s.push_part(piece, &mut out);
+            }
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn armor_written_straight_out_is_what_stuffing_its_lines_gives() {
+        let binary: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // A head with a dot to stuff and a bare LF to repair, and one that does not end
+        // its last line, so that the armor does not start at a line start.
+        for (head, starts) in [
+            (
+                &b".Hidden: x\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\n"[..],
+                &b"..Hidden: x\r\n\r\n-----BEGIN"[..],
+            ),
+            (b"Subject: x\r\n\r\n.", b"Subject: x\r\n\r\n.."),
+        ] {
+            let message = Message::armored(head.to_vec(), binary.clone(), b".\r\n".to_vec());
+            let mut expected = Vec::new();
+            let mut s = DotStuffer::default();
+            for piece in message.pieces() {
+                s.push(&piece, &mut expected);
+            }
+            s.finish(&mut expected);
+            assert!(expected.starts_with(starts));
+            assert!(expected.ends_with(b"\r\n..\r\n.\r\n"));
+            for size in [1, 65, 66, 67, 1000, 64 * 1024] {
+                assert_eq!(stuff_parts(&message, size), expected, "pieces of {size}");
+            }
+        }
     }
 }

@@ -350,7 +350,9 @@ pub fn crlf(text: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::wrap::{SmimeType, inner_entity, pgp_mime, smime_enveloped};
+    use crate::mail::wrap::{
+        SmimeType, inner_entity, pgp_mime, pgp_mime_frame, pgp_mime_parts, smime_enveloped,
+    };
 
     /// Unwrapping without signatures, as these tests were written for.
     fn decrypted(raw: &[u8], kind: Encrypted, plaintext: &[u8], marker: &str) -> Option<Vec<u8>> {
@@ -387,6 +389,25 @@ mod tests {
         );
         assert_eq!(cut.body, b"body line\r\n");
         assert_eq!(cut.fields.concat().len() + 2 + cut.body.len(), PLAIN.len());
+    }
+
+    #[test]
+    fn the_parts_cut_once_are_the_entity_and_the_frame() {
+        for protect in [true, false] {
+            let (entity, opening, closing) = pgp_mime_parts(PLAIN, protect).unwrap();
+            assert_eq!(entity, inner_entity(PLAIN, protect).unwrap());
+            // The same frame but for its boundary, which is random.
+            let (other_opening, other_closing) = pgp_mime_frame(PLAIN, protect).unwrap();
+            let unbounded = |opening: Vec<u8>, closing: &[u8]| {
+                let closing = String::from_utf8(closing.to_vec()).unwrap();
+                let boundary = closing.trim().trim_matches('-');
+                String::from_utf8(opening).unwrap().replace(boundary, "B")
+            };
+            let frame = unbounded(opening, &closing);
+            assert_eq!(frame, unbounded(other_opening, &other_closing));
+            assert!(frame.contains("boundary=\"B\""), "{frame}");
+            assert_eq!(frame.contains("Subject: ...\r\n"), protect, "{frame}");
+        }
     }
 
     #[test]

@@ -10,8 +10,12 @@ use super::mime::{Cut, PROTECTED, field_name, is_content_field};
 /// The MIME entity to encrypt: the message's Content-* fields and body, and with
 /// `protect` the protected header fields too, marked `protected-headers="v1"`.
 pub fn inner_entity(raw: &[u8], protect: bool) -> Option<Vec<u8>> {
-    let cut = Cut::new(raw)?;
-    let mut entity = Vec::with_capacity(raw.len());
+    Some(entity_of(&Cut::new(raw)?, protect))
+}
+
+fn entity_of(cut: &Cut<'_>, protect: bool) -> Vec<u8> {
+    let raw_len = cut.fields.iter().map(|f| f.len()).sum::<usize>() + cut.body.len();
+    let mut entity = Vec::with_capacity(raw_len + 2);
     let content = cut.fields_where(is_content_field);
     let has_type = content.iter().any(|f| field_name(f) == "content-type");
     if !has_type {
@@ -39,7 +43,7 @@ pub fn inner_entity(raw: &[u8], protect: bool) -> Option<Vec<u8>> {
     }
     entity.extend_from_slice(b"\r\n");
     entity.extend_from_slice(cut.body);
-    Some(entity)
+    entity
 }
 
 /// Appends `; parameter` to a (possibly folded) header field, before its line end.
@@ -52,8 +56,7 @@ fn with_parameter(field: &[u8], parameter: &str) -> Vec<u8> {
 
 /// The outer header of an encrypted message: every field but the Content-* ones, the
 /// Subject replaced by `...` when it is protected, and MIME-Version.
-fn outer_fields(raw: &[u8], protect: bool) -> Option<Vec<u8>> {
-    let cut = Cut::new(raw)?;
+fn outer_fields(cut: &Cut<'_>, protect: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for field in &cut.fields {
         match field_name(field).as_str() {
@@ -63,7 +66,7 @@ fn outer_fields(raw: &[u8], protect: bool) -> Option<Vec<u8>> {
         }
     }
     out.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    Some(out)
+    out
 }
 
 /// A boundary that does not occur in `content`.
@@ -98,7 +101,19 @@ pub fn pgp_mime(raw: &[u8], armored: &[u8], protect: bool) -> Option<Vec<u8>> {
 /// cannot hold (base64 has no `-`; its `=` ends a line or starts the checksum line,
 /// whose next character is base64; the BEGIN and END lines start with `-`).
 pub fn pgp_mime_frame(raw: &[u8], protect: bool) -> Option<(Vec<u8>, Vec<u8>)> {
-    let fields = outer_fields(raw, protect)?;
+    Some(frame_of(&Cut::new(raw)?, protect))
+}
+
+/// [`inner_entity`] and [`pgp_mime_frame`] of `raw`, which is cut (parsed) once for
+/// both: the entity to encrypt, and the PGP/MIME message up to and after its armor.
+pub fn pgp_mime_parts(raw: &[u8], protect: bool) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let cut = Cut::new(raw)?;
+    let (opening, closing) = frame_of(&cut, protect);
+    Some((entity_of(&cut, protect), opening, closing))
+}
+
+fn frame_of(cut: &Cut<'_>, protect: bool) -> (Vec<u8>, Vec<u8>) {
+    let fields = outer_fields(cut, protect);
     let b = format!("=-sealgate-{:08x}-0", rand::random::<u32>());
     let mut head = fields;
     head.extend_from_slice(
@@ -116,7 +131,7 @@ pub fn pgp_mime_frame(raw: &[u8], protect: bool) -> Option<(Vec<u8>, Vec<u8>)> {
         )
         .as_bytes(),
     );
-    Some((head, format!("\r\n--{b}--\r\n").into_bytes()))
+    (head, format!("\r\n--{b}--\r\n").into_bytes())
 }
 
 /// The CMS structure an application/pkcs7-mime part carries, as its `smime-type`
@@ -146,7 +161,7 @@ pub fn smime_enveloped(
     protect: bool,
     smime_type: SmimeType,
 ) -> Option<Vec<u8>> {
-    let mut out = outer_fields(raw, protect)?;
+    let mut out = outer_fields(&Cut::new(raw)?, protect);
     out.extend_from_slice(
         format!(
             "Content-Type: application/pkcs7-mime; smime-type={};\r\n\tname=\"smime.p7m\"\r\n\

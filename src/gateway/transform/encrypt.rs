@@ -92,10 +92,8 @@ impl Transform {
                 // copied (to cut it), and the message is held once more, encrypted, in
                 // binary: it is armored as it is written out.
                 let (head, body) = message.split_head();
-                let entity_head =
-                    wrap::inner_entity(&head, protect).ok_or(TransformError::Unparseable)?;
-                let (mut wrapped, closing) = wrap::pgp_mime_frame(&head, protect)
-                    .ok_or(TransformError::Build("PGP/MIME"))?;
+                let (entity_head, mut wrapped, closing) =
+                    wrap::pgp_mime_parts(&head, protect).ok_or(TransformError::Unparseable)?;
                 let pieces: Vec<_> = body.pieces().collect();
                 let mut plaintext: Vec<&[u8]> = vec![&entity_head];
                 plaintext.extend(pieces.iter().map(|piece| &piece[..]));

@@ -38,17 +38,25 @@ pub fn encryption_keys<'a>(
     policy: &'a StandardPolicy<'a>,
     now: SystemTime,
 ) -> Result<EncryptionKeys<'a>, CryptoError> {
-    let fingerprint = cert.fingerprint().to_hex();
+    // Made only for an error: every encrypted message asks this.
+    let fingerprint = || cert.fingerprint().to_hex();
     let valid = cert.with_policy(policy, now).map_err(|e| {
         CryptoError::Key(format!(
-            "key {fingerprint} has no valid self-signature: {e}"
+            "key {} has no valid self-signature: {e}",
+            fingerprint()
         ))
     })?;
     if let RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return Err(CryptoError::Key(format!("key {fingerprint} is revoked")));
+        return Err(CryptoError::Key(format!(
+            "key {} is revoked",
+            fingerprint()
+        )));
     }
     if valid.alive().is_err() {
-        return Err(CryptoError::Key(format!("key {fingerprint} has expired")));
+        return Err(CryptoError::Key(format!(
+            "key {} has expired",
+            fingerprint()
+        )));
     }
     let mut keys: Vec<_> = valid
         .keys()
@@ -64,7 +72,8 @@ pub fn encryption_keys<'a>(
     keys.retain(|k| Some(k.key().creation_time()) == newest);
     if keys.is_empty() {
         return Err(CryptoError::Key(format!(
-            "key {fingerprint} has no valid encryption-capable subkey"
+            "key {} has no valid encryption-capable subkey",
+            fingerprint()
         )));
     }
     Ok(EncryptionKeys { cert: valid, keys })

@@ -221,7 +221,8 @@ impl Client {
     }
 
     /// Sends the message dot-stuffed, with every line ending made CRLF, then the final
-    /// dot. The message is read a piece at a time; nothing is copied whole.
+    /// dot; the armor of an encrypted copy, which needs neither, is written straight
+    /// from its binary. The message is read a piece at a time; nothing is copied whole.
     pub(super) async fn send_message(&mut self, tx: &crate::relay::Outgoing) -> Result<(), Broken> {
         const FLUSH_AT: usize = 64 * 1024;
         let mut out = Vec::with_capacity(FLUSH_AT + 4096);

@@ -158,7 +158,7 @@ impl Transform {
     /// blocking pool; otherwise inline, because the hand-off to another thread and back
     /// costs more than a plain message's whole transform, and was a sixth of a 4 KiB
     /// encrypted message's (perf). A light encryption is a few public-key operations (a
-    /// Curve25519 key's ephemeral key and agreement are about 70 µs), reads of the
+    /// Curve25519 key's ephemeral key and agreement are about 60 µs), reads of the
     /// embedded store, and a pass over at most [`super::cost::LIGHT_SIZE`] bytes: a
     /// fraction of a millisecond on a runtime thread.
     pub fn is_heavy(&self, verdicts: &[Verdict], size: usize) -> bool {

@@ -343,15 +343,26 @@ impl<'a> Seipd2Sealer<'a> {
         fields
     }
 
-    /// Chunk `index` of `plaintext`, encrypted into `sealed` with its tag after it.
-    pub(super) fn chunk(
-        &mut self,
-        index: u64,
-        plaintext: &[u8],
-        sealed: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
+    /// Starts chunk `index`, whose plaintext [`Seipd2Sealer::update`] then takes in as
+    /// many pieces as it comes in, and [`Seipd2Sealer::end_chunk`] ends with its tag.
+    pub(super) fn begin_chunk(&mut self, index: u64) -> Result<(), CryptoError> {
         let ad = self.framing.associated_data(index, None);
-        self.seal(index, &ad, plaintext, sealed)
+        let nonce = self.framing.nonce(&self.iv, index);
+        self.ocb.begin(&nonce, &ad)
+    }
+
+    /// Seals the next piece of the chunk's plaintext, appending ciphertext to `out`.
+    pub(super) fn update(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        self.ocb.update(plaintext, out)
+    }
+
+    /// Ends the chunk: the rest of its ciphertext and its tag, appended to `out`.
+    pub(super) fn end_chunk(&mut self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        self.ocb.end(out)
     }
 
     /// The final tag, after `chunks` chunks holding `total` plaintext octets.

@@ -16,12 +16,20 @@ use crate::crypto::CryptoError;
 /// Every tag is 16 octets.
 const TAG_LEN: usize = 16;
 
-/// AES-256-OCB with one key, sealing one nonce at a time.
+/// AES-256-OCB with one key, sealing one nonce at a time: [`Ocb256::begin`], the
+/// plaintext in as many [`Ocb256::update`]s as it comes in, and [`Ocb256::end`].
 pub(super) struct Ocb256 {
     #[cfg(feature = "crypto-openssl")]
     context: openssl::cipher_ctx::CipherCtx,
+    /// Plaintext octets given and ciphertext octets made since `begin`: equal at `end`.
+    #[cfg(feature = "crypto-openssl")]
+    counts: (usize, usize),
     #[cfg(not(feature = "crypto-openssl"))]
     key: SessionKey,
+    /// sequoia seals a whole chunk in one call: its nonce, associated data and
+    /// plaintext, gathered until `end`.
+    #[cfg(not(feature = "crypto-openssl"))]
+    pending: (Vec<u8>, Vec<u8>, zeroize::Zeroizing<Vec<u8>>),
 }
 
 #[cfg(feature = "crypto-openssl")]
@@ -48,18 +56,99 @@ impl Ocb256 {
                 .and_then(|()| context.set_iv_length(nonce_len))
                 .and_then(|()| context.encrypt_init(None, Some(key), None))
                 .map_err(internal)?;
-            Ok(Ocb256 { context })
+            Ok(Ocb256 {
+                context,
+                counts: (0, 0),
+            })
         }
         #[cfg(not(feature = "crypto-openssl"))]
         {
             // sequoia takes the nonce's length from the nonce.
             let _ = nonce_len;
-            Ok(Ocb256 { key: key.clone() })
+            Ok(Ocb256 {
+                key: key.clone(),
+                pending: Default::default(),
+            })
         }
     }
 
-    /// `plaintext` sealed under `nonce` with the associated data `ad`: the ciphertext
-    /// and its tag, in `sealed` (which is cleared first).
+    /// Starts sealing under `nonce`, with the associated data `ad`.
+    pub(super) fn begin(&mut self, nonce: &[u8], ad: &[u8]) -> Result<(), CryptoError> {
+        #[cfg(feature = "crypto-openssl")]
+        {
+            self.counts = (0, 0);
+            let context = &mut self.context;
+            context
+                .encrypt_init(None, None, Some(nonce))
+                .and_then(|()| context.cipher_update(ad, None).map(drop))
+                .map_err(internal)
+        }
+        #[cfg(not(feature = "crypto-openssl"))]
+        {
+            self.pending = (nonce.to_vec(), ad.to_vec(), Default::default());
+            Ok(())
+        }
+    }
+
+    /// Seals `plaintext`, the next of what `begin` started, appending what ciphertext
+    /// there is to `out`: OpenSSL holds back no more than a block, which `end` gives.
+    pub(super) fn update(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        #[cfg(feature = "crypto-openssl")]
+        {
+            out.reserve(plaintext.len() + TAG_LEN);
+            let made = self
+                .context
+                .cipher_update_vec(plaintext, out)
+                .map_err(internal)?;
+            self.counts.0 += plaintext.len();
+            self.counts.1 += made;
+            Ok(())
+        }
+        #[cfg(not(feature = "crypto-openssl"))]
+        {
+            let _ = out;
+            self.pending.2.extend_from_slice(plaintext);
+            Ok(())
+        }
+    }
+
+    /// Ends what `begin` started: the rest of the ciphertext and the tag, appended to
+    /// `out`.
+    pub(super) fn end(&mut self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        #[cfg(feature = "crypto-openssl")]
+        {
+            out.reserve(2 * TAG_LEN);
+            let made = self.context.cipher_final_vec(out).map_err(internal)?;
+            self.counts.1 += made;
+            if self.counts.0 != self.counts.1 {
+                return Err(internal(
+                    "OpenSSL returned a ciphertext of the wrong length",
+                ));
+            }
+            let at = out.len();
+            out.resize(at + TAG_LEN, 0);
+            self.context.tag(&mut out[at..]).map_err(internal)
+        }
+        #[cfg(not(feature = "crypto-openssl"))]
+        {
+            use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
+            let (nonce, ad, plaintext) = std::mem::take(&mut self.pending);
+            let at = out.len();
+            out.resize(at + plaintext.len() + TAG_LEN, 0);
+            AEADAlgorithm::OCB
+                .context(SymmetricAlgorithm::AES256, &self.key, &ad, &nonce)
+                .and_then(|context| context.for_encryption())
+                .and_then(|mut context| context.encrypt_seal(&mut out[at..], &plaintext))
+                .map_err(|e| internal(format!("{e:#}")))
+        }
+    }
+
+    /// `plaintext` sealed under `nonce` with the associated data `ad`, in one piece: the
+    /// ciphertext and its tag, in `sealed` (which is cleared first).
     pub(super) fn seal(
         &mut self,
         nonce: &[u8],
@@ -68,36 +157,9 @@ impl Ocb256 {
         sealed: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
         sealed.clear();
-        #[cfg(feature = "crypto-openssl")]
-        {
-            // OCB holds back no more than a block, so this is room enough for all of it.
-            sealed.reserve(plaintext.len() + 2 * TAG_LEN);
-            let context = &mut self.context;
-            context
-                .encrypt_init(None, None, Some(nonce))
-                .and_then(|()| context.cipher_update(ad, None).map(drop))
-                .and_then(|()| context.cipher_update_vec(plaintext, sealed).map(drop))
-                .and_then(|()| context.cipher_final_vec(sealed).map(drop))
-                .map_err(internal)?;
-            if sealed.len() != plaintext.len() {
-                return Err(internal(
-                    "OpenSSL returned a ciphertext of the wrong length",
-                ));
-            }
-            let at = sealed.len();
-            sealed.resize(at + TAG_LEN, 0);
-            context.tag(&mut sealed[at..]).map_err(internal)
-        }
-        #[cfg(not(feature = "crypto-openssl"))]
-        {
-            use openpgp::types::{AEADAlgorithm, SymmetricAlgorithm};
-            sealed.resize(plaintext.len() + TAG_LEN, 0);
-            AEADAlgorithm::OCB
-                .context(SymmetricAlgorithm::AES256, &self.key, ad, nonce)
-                .and_then(|context| context.for_encryption())
-                .and_then(|mut context| context.encrypt_seal(sealed, plaintext))
-                .map_err(|e| internal(format!("{e:#}")))
-        }
+        self.begin(nonce, ad)?;
+        self.update(plaintext, sealed)?;
+        self.end(sealed)
     }
 }
 
@@ -110,7 +172,8 @@ mod tests {
     use sequoia_openpgp as openpgp;
 
     /// RustCrypto's `ocb3`, another implementation than OpenSSL's, is the reference:
-    /// one keyed context must seal as it does, nonce after nonce, whatever the length.
+    /// one keyed context must seal as it does, nonce after nonce, whatever the length,
+    /// in one piece or in several.
     #[test]
     fn one_keyed_context_seals_every_nonce_as_ocb3_does() {
         let key = SessionKey::from(&(0u8..32).collect::<Vec<_>>()[..]);
@@ -137,6 +200,19 @@ mod tests {
                 .unwrap();
             expected.extend_from_slice(&tag);
             assert_eq!(sealed, expected, "chunk {index}, {len} octets");
+            // The same, the plaintext given in uneven pieces, as a chunk comes from a
+            // message's pieces.
+            let mut streamed = vec![0xFF; 3];
+            ocb.begin(&nonce, &ad).unwrap();
+            for piece in plaintext.chunks(len / 3 + 5) {
+                ocb.update(piece, &mut streamed).unwrap();
+            }
+            ocb.end(&mut streamed).unwrap();
+            assert_eq!(
+                streamed[3..],
+                expected,
+                "chunk {index}, {len} octets in pieces"
+            );
         }
     }
 

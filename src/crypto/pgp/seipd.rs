@@ -3,8 +3,8 @@
 //!
 //! - v1: AES-256 in CFB mode (RustCrypto's cfb-mode) over a random prefix, the literal
 //!   packet and the MDC packet, whose SHA-1 is RustCrypto's sha1;
-//! - v2: AES-256 in OCB mode ([`super::ocb`]: OpenSSL's, keyed once) in 64 KiB chunks, keyed by HKDF as
-//!   [`super::aed`] opens it.
+//! - v2: AES-256 in OCB mode ([`super::ocb`]: OpenSSL's, keyed once) in 64 KiB chunks,
+//!   each sealed as its plaintext comes, keyed by HKDF as [`super::aed`] opens it.
 //!
 //! Why not sequoia's encryptor: it hashes the v1 MDC with SHA-1 *with collision
 //! detection*, always: 3.5 of the 8.3 million instructions it took to encrypt 100 KiB
@@ -28,10 +28,13 @@ use zeroize::Zeroizing;
 
 use super::aed::Seipd2Sealer;
 
-/// Plaintext is encrypted in pieces of this size, in one buffer that is reused; in v2
-/// a piece is a chunk.
+/// v2's chunks are of this size: each has its nonce and tag.
 const PIECE: usize = 64 * 1024;
-/// v2's chunk size octet: chunks of `2^(10 + 6)` octets, one piece. RFC 9580 has every
+/// Plaintext is encrypted this much at a time: v1's in one buffer that is reused, v2's
+/// from where it lies into one buffer for its ciphertext. A 25 MiB message was held
+/// 2.00–2.01 times with 64 KiB here; the encryption is no slower in these.
+const SLICE: usize = 16 * 1024;
+/// v2's chunk size octet: chunks of `2^(10 + 6)` octets, [`PIECE`]. RFC 9580 has every
 /// reader take up to 4 MiB (octet 16); OpenPGP.js writes 256 KiB, sequoia 4 KiB.
 const CHUNK_SIZE_OCTET: u8 = 10;
 const _: () = assert!(1 << (CHUNK_SIZE_OCTET + 6) == PIECE);
@@ -104,23 +107,39 @@ pub fn write_v2(
     seipd_header.extend_from_slice(&salt);
     out.write_all(&seipd_header)?;
 
-    let mut index = 0;
-    let mut sealed = Vec::with_capacity(PIECE.min(literal.len()) + TAG);
-    let mut seal = |chunk: &mut Vec<u8>| {
-        sealer
-            .chunk(index, chunk, &mut sealed)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        index += 1;
-        out.write_all(&sealed)
-    };
-    let mut pieces = Pieces::new(literal.len());
+    // Each chunk is sealed as its plaintext comes, a slice at a time, straight from
+    // the message's pieces: no chunk is gathered, and what is held besides the output
+    // is one slice's ciphertext.
+    let crypto = |e: crate::crypto::CryptoError| std::io::Error::other(e.to_string());
+    let mut sealed = Vec::with_capacity(SLICE.min(literal.len()) + 2 * TAG);
+    let (mut index, mut in_chunk) = (0u64, 0usize);
     for part in [&literal.header[..], &LITERAL_FIELDS]
         .into_iter()
         .chain(plaintext.iter().copied())
     {
-        pieces.write(part, &mut seal)?;
+        let mut bytes = part;
+        while !bytes.is_empty() {
+            if in_chunk == 0 {
+                sealer.begin_chunk(index).map_err(crypto)?;
+            }
+            let (now, later) = bytes.split_at(bytes.len().min(SLICE).min(PIECE - in_chunk));
+            sealer.update(now, &mut sealed).map_err(crypto)?;
+            in_chunk += now.len();
+            bytes = later;
+            if in_chunk == PIECE {
+                sealer.end_chunk(&mut sealed).map_err(crypto)?;
+                (index, in_chunk) = (index + 1, 0);
+            }
+            out.write_all(&sealed)?;
+            sealed.clear();
+        }
     }
-    pieces.finish(&mut seal)?;
+    // A chunk is never empty: one that is not ended has plaintext.
+    if in_chunk > 0 {
+        sealer.end_chunk(&mut sealed).map_err(crypto)?;
+        index += 1;
+        out.write_all(&sealed)?;
+    }
     debug_assert_eq!(index, chunks as u64);
     let tag = sealer
         .finish(index, literal.len() as u64)
@@ -166,8 +185,8 @@ fn length(out: &mut Vec<u8>, len: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Plaintext gathered into pieces of [`PIECE`] octets (the last may be shorter), each
-/// handed to `seal` to be encrypted and written.
+/// v1's plaintext gathered into pieces of [`SLICE`] octets (the last may be shorter),
+/// each handed to `seal` to be encrypted and written.
 struct Pieces {
     /// Zeroized when dropped: until it is sealed, a piece is plaintext.
     buffer: Zeroizing<Vec<u8>>,
@@ -178,17 +197,17 @@ type Seal<'a> = dyn FnMut(&mut Vec<u8>) -> std::io::Result<()> + 'a;
 impl Pieces {
     fn new(total: usize) -> Pieces {
         Pieces {
-            buffer: Zeroizing::new(Vec::with_capacity(PIECE.min(total))),
+            buffer: Zeroizing::new(Vec::with_capacity(SLICE.min(total))),
         }
     }
 
     fn write(&mut self, mut bytes: &[u8], seal: &mut Seal) -> std::io::Result<()> {
         while !bytes.is_empty() {
-            let room = PIECE - self.buffer.len();
+            let room = SLICE - self.buffer.len();
             let (now, later) = bytes.split_at(room.min(bytes.len()));
             self.buffer.extend_from_slice(now);
             bytes = later;
-            if self.buffer.len() == PIECE {
+            if self.buffer.len() == SLICE {
                 seal(&mut self.buffer)?;
                 self.buffer.clear();
             }
@@ -196,7 +215,7 @@ impl Pieces {
         Ok(())
     }
 
-    /// Seals what is left, if anything: a v2 chunk is never empty.
+    /// Seals what is left, if anything.
     fn finish(&mut self, seal: &mut Seal) -> std::io::Result<()> {
         if !self.buffer.is_empty() {
             seal(&mut self.buffer)?;
@@ -215,7 +234,7 @@ mod tests {
     use sequoia_openpgp as openpgp;
 
     use super::length;
-    use crate::crypto::pgp::{dearmor, decrypt, encrypt};
+    use crate::crypto::pgp::{dearmor, decrypt, encrypt, encrypt_into};
 
     #[test]
     fn sequoia_opens_what_is_written_and_refuses_it_tampered() {
@@ -241,6 +260,14 @@ mod tests {
                 let armored = encrypt(&plaintext, std::slice::from_ref(&cert)).unwrap();
                 let opened = decrypt(&armored, std::slice::from_ref(&tsk)).unwrap();
                 assert_eq!(opened.plaintext, plaintext, "{size} bytes, {packets:?}");
+                // The gateway gives the plaintext in pieces (the entity's header, the
+                // body's chunks), which chunks and slices cut across.
+                let (a, b) = (size / 3, (size / 3 + 7).min(size));
+                let pieces = [&plaintext[..a], &plaintext[a..b], &plaintext[b..]];
+                let mut in_pieces = Vec::new();
+                encrypt_into(&mut in_pieces, &pieces, &[&cert]).unwrap();
+                let opened = decrypt(&in_pieces, std::slice::from_ref(&tsk)).unwrap();
+                assert_eq!(opened.plaintext, plaintext, "{size} bytes in pieces");
 
                 let binary = dearmor::dearmor_message(&armored).into_owned();
                 let mut ppr = PacketParser::from_bytes(&binary).unwrap();

@@ -40,13 +40,27 @@ impl<'a> Part<'a> {
     pub fn split(self, size: usize) -> impl Iterator<Item = Part<'a>> {
         let (bytes, step, armored) = match self {
             Part::Text(text) => (text, size.max(1), false),
-            // A line of 48 bytes is 66 in wire form (64 of base64, CRLF).
-            Part::Armor(binary) => (binary, (size / 66).max(1) * armor::LINE_BYTES, true),
+            Part::Armor(binary) => {
+                const LINE: usize = armor::lines_len(armor::LINE_BYTES);
+                (binary, (size / LINE).max(1) * armor::LINE_BYTES, true)
+            }
         };
         bytes.chunks(step).map(move |piece| match armored {
             true => Part::Armor(piece),
             false => Part::Text(piece),
         })
+    }
+
+    /// The part in wire form: text is lent, armor is made.
+    pub fn wire(self) -> Cow<'a, [u8]> {
+        match self {
+            Part::Text(text) => Cow::Borrowed(text),
+            Part::Armor(binary) => {
+                let mut lines = Vec::new();
+                armor::push_lines(&mut lines, binary);
+                Cow::Owned(lines)
+            }
+        }
     }
 }
 
@@ -103,14 +117,7 @@ impl Message {
     /// The message in wire form, a piece at a time: what is written to the spool or a
     /// file. Only armored chunks are made here; the rest is lent.
     pub fn pieces(&self) -> impl Iterator<Item = Cow<'_, [u8]>> {
-        self.parts().map(|part| match part {
-            Part::Text(text) => Cow::Borrowed(text),
-            Part::Armor(binary) => {
-                let mut lines = Vec::new();
-                armor::push_lines(&mut lines, binary);
-                Cow::Owned(lines)
-            }
-        })
+        self.parts().map(Part::wire)
     }
 
     /// The message as it is held, in order: what is written to the next hop, which

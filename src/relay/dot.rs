@@ -66,11 +66,7 @@ impl DotStuffer {
             Part::Armor(binary) if !self.mid_line && !self.pending_cr => {
                 armor::push_lines(out, binary);
             }
-            Part::Armor(binary) => {
-                let mut lines = Vec::new();
-                armor::push_lines(&mut lines, binary);
-                self.push(&lines, out);
-            }
+            Part::Armor(_) => self.push(&part.wire(), out),
         }
     }
 

@@ -167,7 +167,7 @@ pub fn push_lines(out: &mut Vec<u8>, binary: &[u8]) {
 }
 
 /// How long [`push_lines`] makes `len` bytes of binary.
-pub fn lines_len(len: usize) -> usize {
+pub const fn lines_len(len: usize) -> usize {
     let whole = len / LINE_BYTES * (64 + 2);
     match len % LINE_BYTES {
         0 => whole,
